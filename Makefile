@@ -1,0 +1,32 @@
+# The two commands of the README: `make demo` (the main job) and `make test`.
+# Each creates .venv if it is missing and installs the project into it.
+PY      := .venv/bin/python
+STAMP   := .venv/.installed
+PARAMS  ?=
+NB_OUT  ?= build/notebooks
+
+.PHONY: demo reproduce test lab venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (avmaster)"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m avmaster_core.notebooks run --mode smoke --out $(NB_OUT) $(PARAMS)
+
+reproduce: $(STAMP)
+	$(PY) -m avmaster_core.notebooks run --mode full --out $(NB_OUT) $(PARAMS)
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --nbval-current-env $(PYTEST_ARGS)
+
+lab: $(STAMP)
+	.venv/bin/jupyter lab --ip 127.0.0.1 --notebook-dir notebooks
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,33 @@
+"""avmaster_core: the AV-Master model, its losses, data loaders, feature extraction and training.
+
+Public API (imported lazily so that `import avmaster_core` stays light):
+    load_annotations, score                         real benchmarks and the paper's table layouts
+    ModelConfig, build_model, from_official_state_dict   the model and its two presets
+    FeatureStore                                    the HDF5 feature store
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "load_annotations": "annotations",
+    "score": "scoring",
+    "ModelConfig": "config",
+    "build_model": "model",
+    "from_official_state_dict": "official",
+    "FeatureStore": "store",
+    "ANSWERS": "vocab",
+    "TrainConfig": "engine",
+    "train": "engine",
+    "evaluate": "engine",
+    "generate_synthetic": "synthetic",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
