@@ -1,0 +1,372 @@
+"""Records x feature store -> torch batches: a Dataset, its collate, seeded loaders, and a tensor bank.
+
+API (small and stable; the engine uses exactly these names):
+
+    ds = AVQADataset(records, store, split=None, with_negatives=False, T=None, seed=0, preload=True,
+                     pad=None, drop_missing=False)
+        records: a record table (avmaster_core.records schema); split: keep only that split.
+        store:   a FeatureStore or a path to one.
+        ds[i] -> {"audio" [T,128], "visual" [T,768], "question" [768], "words" [77,768], "label" long [],
+                  "question_id" long [], "index" long []  (+ "neg_audio" [T,128], "neg_visual" [T,768])}
+        ds.set_epoch(epoch)       re-draws the negatives (deterministic given (seed, epoch))
+        ds.negatives              [N] int64: the other item each item takes its negatives from
+        ds.records                the kept records, in item order (item i = ds.records.iloc[i])
+        ds.bank                   the FeatureBank behind a preloaded dataset (None when lazy)
+    collate(items) -> batch dict (the DESIGN batch keys + "question_id" [B] and "index" [B])
+    loader = make_loader(ds, batch_size, shuffle=False, seed=0, num_workers=0, drop_last=False,
+                         distributed=None)
+    set_loader_epoch(loader, epoch)   call once per epoch: reshuffles (seed, epoch) and re-draws negatives
+
+    Fast path (no per-item Python; features may live on the GPU):
+    bank = ds.bank.to(device)
+    for batch in iterate_batches(bank, batch_size, shuffle=True, seed=0, epoch=e, with_negatives=True,
+                                 rank=0, world_size=1): ...
+
+Semantics:
+- Negatives follow the official code: each item takes the audio and visual features of one uniformly
+  random OTHER item (it may be the same video with another question). They depend only on
+  (seed, epoch), so `make_loader` and `iterate_batches` give the same negatives for the same item.
+- Shuffling depends only on (seed, epoch) too: a resumed run at epoch e sees the order a full run saw.
+- T: None = every video must already have one common length. An int T keeps the first T rows (the
+  official code keeps visual[:60]); a shorter video is an error unless pad="zero" or pad="edge".
+- Missing features are found up-front (one pass over the store's index, no feature is read) and raise
+  MissingFeatureError naming how many records and which ids lack what; drop_missing=True drops them.
+- preload=True reads every used feature once into memory tensors (the synthetic benchmark, small real
+  subsets); preload=False reads items from the HDF5 file per access (big real stores; safe with
+  DataLoader workers: each process opens its own handle). Question features that the store holds as
+  HDF5 hard links to one object (the synthetic benchmark links identical question texts) are loaded once.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .store import FeatureStore, MissingFeatureError
+
+PAD_POLICIES = (None, "zero", "edge")
+WORDS_LEN = 77
+
+
+# ----------------------------------------------------------------------------------------------------
+# Seeded randomness shared by the Dataset and the tensor-bank paths
+# ----------------------------------------------------------------------------------------------------
+def _rng(seed: int, epoch: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed), int(epoch), stream])
+
+
+def negative_indices(n: int, seed: int, epoch: int) -> np.ndarray:
+    """[n] int64: for each item a uniformly random other item (never itself); needs n >= 2."""
+    if n < 2:
+        raise ValueError(f"negatives need at least 2 items, got {n}: use with_negatives=False or more records")
+    draw = _rng(seed, epoch, 1).integers(0, n - 1, size=n)  # uniform over n-1 values...
+    own = np.arange(n)
+    return np.where(draw >= own, draw + 1, draw).astype(np.int64)  # ...then skip one's own index
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    """[n] int64: the shuffled item order of one epoch."""
+    return _rng(seed, epoch, 2).permutation(n).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The tensor bank: all features as a few tensors plus index tensors
+# ----------------------------------------------------------------------------------------------------
+@dataclass
+class FeatureBank:
+    """All features of a dataset as tensors; item i = (video_index[i], question_index[i], labels[i]).
+
+    words are kept only up to the last position that is non-zero in any question ([U, L, 768], L <= 77)
+    and zero-padded back to 77 when a batch is built (CLIP-like synthetic words are mostly padding).
+    """
+
+    audio: torch.Tensor           # [V, T, 128]
+    visual: torch.Tensor          # [V, T, 768]
+    question: torch.Tensor        # [U, 768]
+    words: torch.Tensor           # [U, L, 768]
+    video_index: torch.Tensor     # [N] long, row of audio/visual
+    question_index: torch.Tensor  # [N] long, row of question/words
+    labels: torch.Tensor          # [N] long
+    question_ids: torch.Tensor    # [N] long
+    words_len: int = WORDS_LEN
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.audio.device
+
+    def to(self, device) -> "FeatureBank":
+        moved = {k: getattr(self, k).to(device) for k in
+                 ("audio", "visual", "question", "words", "video_index", "question_index", "labels",
+                  "question_ids")}
+        return FeatureBank(**moved, words_len=self.words_len)
+
+    def gather(self, items: torch.Tensor, negatives: torch.Tensor | None = None) -> dict:
+        """The batch of the items `items` ([B] long); `negatives` ([B] long item indices) adds neg_*."""
+        items = items.to(self.device)
+        v = self.video_index[items]
+        q = self.question_index[items]
+        words = self.words[q]                                             # [B, L, 768]
+        if words.shape[1] < self.words_len:
+            words = torch.nn.functional.pad(words, (0, 0, 0, self.words_len - words.shape[1]))  # [B,77,768]
+        batch = {
+            "audio": self.audio[v], "visual": self.visual[v],             # [B,T,128], [B,T,768]
+            "question": self.question[q], "words": words,                 # [B,768], [B,77,768]
+            "label": self.labels[items], "question_id": self.question_ids[items], "index": items,
+        }
+        if negatives is not None:
+            nv = self.video_index[negatives.to(self.device)]
+            batch["neg_audio"], batch["neg_visual"] = self.audio[nv], self.visual[nv]
+        return batch
+
+
+def iterate_batches(bank: FeatureBank, batch_size: int, *, indices=None, shuffle: bool = False, seed: int = 0,
+                    epoch: int = 0, with_negatives: bool = False, drop_last: bool = False,
+                    rank: int = 0, world_size: int = 1) -> Iterator[dict]:
+    """Batches built by tensor indexing. `indices`: a subset of bank items (default all).
+
+    With world_size > 1 each rank takes every world_size-th item of the (shared) epoch order, like
+    DistributedSampler without padding. Negatives are drawn over all bank items (same as AVQADataset).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n = len(bank)
+    items = np.arange(n, dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64)
+    if shuffle:
+        items = items[epoch_permutation(len(items), seed, epoch)]
+    items = items[rank::world_size]
+    negatives = torch.from_numpy(negative_indices(n, seed, epoch)) if with_negatives else None
+    stop = len(items) - (len(items) % batch_size if drop_last else 0)
+    for start in range(0, stop, batch_size):
+        chunk = torch.from_numpy(items[start:start + batch_size])
+        yield bank.gather(chunk, None if negatives is None else negatives[chunk])
+
+
+# ----------------------------------------------------------------------------------------------------
+# The Dataset
+# ----------------------------------------------------------------------------------------------------
+def _fit_length(array: np.ndarray, T: int | None, pad: str | None, what: str) -> np.ndarray:
+    """Cut `array` [t, D] to T rows, or pad it by the pad policy."""
+    if T is None or array.shape[0] == T:
+        return array
+    if array.shape[0] > T:
+        return array[:T]
+    if pad is None:
+        raise ValueError(f"{what} has {array.shape[0]} time steps, fewer than T={T}: pass pad='zero' or "
+                         "pad='edge' to pad it, or a smaller T")
+    fill = np.zeros_like(array[:1]) if pad == "zero" else array[-1:]
+    return np.concatenate([array, np.repeat(fill, T - array.shape[0], axis=0)], axis=0)
+
+
+class AVQADataset(Dataset):
+    """Question records joined with their audio/visual/question features (see the module docstring)."""
+
+    def __init__(self, records, store, split: str | None = None, with_negatives: bool = False,
+                 T: int | None = None, seed: int = 0, preload: bool = True, pad: str | None = None,
+                 drop_missing: bool = False):
+        if pad not in PAD_POLICIES:
+            raise ValueError(f"pad must be one of {PAD_POLICIES}, got {pad!r}")
+        if T is not None and T < 1:
+            raise ValueError(f"T must be >= 1, got {T}")
+        for column in ("question_id", "video_id", "answer_idx", "split"):
+            if column not in records.columns:
+                raise ValueError(f"records lack the column {column!r}; see avmaster_core.records.RECORD_COLUMNS")
+        if split is not None:
+            records = records[records["split"] == split]
+            if len(records) == 0:
+                raise ValueError(f"no records of split {split!r}")
+        self.records = records.reset_index(drop=True)
+        self.with_negatives, self.seed, self.pad = with_negatives, seed, pad
+        self.store_path = Path(store.path if isinstance(store, FeatureStore) else store)
+        self._handle: tuple[int, FeatureStore] | None = None
+
+        own_store = not isinstance(store, FeatureStore)
+        store = FeatureStore(self.store_path, "r") if own_store else store
+        try:
+            self._check_missing(store, drop_missing)
+            self.T = self._resolve_length(store, T)
+            self.bank = self._load_bank(store) if preload else None
+        finally:
+            if own_store:
+                store.close()
+        self.labels = torch.as_tensor(self.records["answer_idx"].to_numpy(np.int64))
+        self.question_ids = torch.as_tensor(self.records["question_id"].to_numpy(np.int64))
+        self.negatives = None
+        self.set_epoch(0)
+
+    # -- construction helpers -------------------------------------------------------------------
+    def _check_missing(self, store: FeatureStore, drop_missing: bool) -> None:
+        videos = self.records["video_id"].astype(str)
+        questions = self.records["question_id"].astype(str)
+        lacking = np.zeros(len(self.records), dtype=bool)
+        what = []
+        for kind, keys in (("audio", videos), ("visual", videos), ("question", questions), ("words", questions)):
+            missing = set(store.missing(kind, keys.unique()))
+            if missing:
+                rows = keys.isin(missing).to_numpy()
+                lacking |= rows
+                what.append(f"{kind} for {len(missing)} {'videos' if kind in ('audio', 'visual') else 'questions'}"
+                            f" (e.g. {sorted(missing)[:3]})")
+        if not lacking.any():
+            return
+        example = self.records[lacking].iloc[0]
+        message = (f"{int(lacking.sum())} of {len(self.records)} records lack features in {store.path}: "
+                   f"{'; '.join(what)}. First: question_id {int(example['question_id'])}, video_id "
+                   f"{example['video_id']!r}. Extract them (`avmaster extract`), or pass drop_missing=True "
+                   "to train/evaluate without those records.")
+        if not drop_missing:
+            raise MissingFeatureError(message)
+        self.records = self.records[~lacking].reset_index(drop=True)
+        if len(self.records) == 0:
+            raise MissingFeatureError(message + " No record is left after dropping them.")
+
+    def _resolve_length(self, store: FeatureStore, T: int | None) -> int:
+        lengths = {}
+        for vid in self.records["video_id"].astype(str).unique():
+            a, v = store.file[f"audio/{vid}"].shape[0], store.file[f"visual/{vid}"].shape[0]
+            lengths[vid] = min(a, v) if T is not None else (a, v)
+        if T is None:
+            distinct = set(x for pair in lengths.values() for x in pair)
+            if len(distinct) != 1:
+                raise ValueError(f"videos have different lengths {sorted(distinct)[:5]} (audio or visual rows): "
+                                 "pass T= to cut them to one length")
+            return distinct.pop()
+        short = [vid for vid, n in lengths.items() if n < T]
+        if short and self.pad is None:
+            raise ValueError(f"{len(short)} videos have fewer than T={T} time steps (e.g. {short[0]!r} has "
+                             f"{lengths[short[0]]}): pass pad='zero' or pad='edge', or a smaller T")
+        return T
+
+    def _load_bank(self, store: FeatureStore) -> FeatureBank:
+        videos = list(dict.fromkeys(self.records["video_id"].astype(str)))
+        video_row = {vid: i for i, vid in enumerate(videos)}
+        audio = np.stack([_fit_length(store.get("audio", v), self.T, self.pad, f"audio of video {v!r}")
+                          for v in videos])
+        visual = np.stack([_fit_length(store.get("visual", v), self.T, self.pad, f"visual of video {v!r}")
+                           for v in videos])
+        # Questions: one row per distinct HDF5 object (hard-linked duplicates are read once).
+        question_row, object_row, sentences, words = {}, {}, [], []
+        for qid in self.records["question_id"].astype(str).unique():
+            obj = hash(store.file[f"words/{qid}"].id), hash(store.file[f"question/{qid}"].id)
+            if obj not in object_row:
+                object_row[obj] = len(sentences)
+                sentences.append(store.get("question", qid))
+                w = store.get("words", qid)                       # [77, 768]
+                used = np.flatnonzero(np.abs(w).max(axis=1) > 0)
+                words.append(w[: (used[-1] + 1 if len(used) else 1)])
+            question_row[qid] = object_row[obj]
+        length = max(w.shape[0] for w in words)
+        words_array = np.zeros((len(words), length, words[0].shape[1]), dtype=np.float32)  # [U, L, 768]
+        for i, w in enumerate(words):
+            words_array[i, : w.shape[0]] = w
+        return FeatureBank(
+            audio=torch.from_numpy(audio), visual=torch.from_numpy(visual),
+            question=torch.from_numpy(np.stack(sentences)), words=torch.from_numpy(words_array),
+            video_index=torch.as_tensor([video_row[v] for v in self.records["video_id"].astype(str)]),
+            question_index=torch.as_tensor([question_row[q] for q in self.records["question_id"].astype(str)]),
+            labels=torch.as_tensor(self.records["answer_idx"].to_numpy(np.int64)),
+            question_ids=torch.as_tensor(self.records["question_id"].to_numpy(np.int64)),
+        )
+
+    # -- per-epoch state ------------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        """Re-draw the negatives for `epoch` (call before iterating; make_loader's set_loader_epoch does)."""
+        self.epoch = int(epoch)
+        if self.with_negatives:
+            self.negatives = torch.from_numpy(negative_indices(len(self), self.seed, self.epoch))
+
+    # -- item access ----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _store(self) -> FeatureStore:
+        # h5py handles must not cross a fork: each process (DataLoader worker) opens its own.
+        if self._handle is None or self._handle[0] != os.getpid():
+            self._handle = (os.getpid(), FeatureStore(self.store_path, "r"))
+        return self._handle[1]
+
+    def _video(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.bank is not None:
+            v = self.bank.video_index[i]
+            return self.bank.audio[v], self.bank.visual[v]
+        vid = str(self.records.at[i, "video_id"])
+        store = self._store()
+        audio = _fit_length(store.get("audio", vid), self.T, self.pad, f"audio of video {vid!r}")
+        visual = _fit_length(store.get("visual", vid), self.T, self.pad, f"visual of video {vid!r}")
+        return torch.from_numpy(audio), torch.from_numpy(visual)
+
+    def __getitem__(self, i: int) -> dict:
+        if not 0 <= i < len(self):
+            raise IndexError(f"item {i} out of range for a dataset of {len(self)} records")
+        if self.bank is not None:
+            item = self.bank.gather(torch.tensor([i]))
+            item = {k: t[0] for k, t in item.items()}
+        else:
+            qid = str(int(self.question_ids[i]))
+            store = self._store()
+            audio, visual = self._video(i)
+            item = {"audio": audio, "visual": visual,
+                    "question": torch.from_numpy(store.get("question", qid)),
+                    "words": torch.from_numpy(store.get("words", qid)),
+                    "label": self.labels[i], "question_id": self.question_ids[i], "index": torch.tensor(i)}
+        if self.with_negatives:
+            item["neg_audio"], item["neg_visual"] = self._video(int(self.negatives[i]))
+        return item
+
+
+def collate(items: list[dict]) -> dict:
+    """Stack a list of dataset items into one batch dict (every value gains a leading batch axis B)."""
+    if not items:
+        raise ValueError("cannot collate an empty list of items")
+    return {key: torch.stack([item[key] for item in items]) for key in items[0]}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Loaders
+# ----------------------------------------------------------------------------------------------------
+class EpochShuffleSampler(Sampler):
+    """All items in an order that depends only on (seed, epoch) (resumable, bit-identical on CPU)."""
+
+    def __init__(self, n: int, shuffle: bool, seed: int):
+        self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        order = epoch_permutation(self.n, self.seed, self.epoch) if self.shuffle else np.arange(self.n)
+        return iter(order.tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def make_loader(dataset: AVQADataset, batch_size: int, shuffle: bool = False, seed: int = 0,
+                num_workers: int = 0, drop_last: bool = False, distributed: bool | None = None,
+                pin_memory: bool = False) -> DataLoader:
+    """A DataLoader over `dataset` with `collate`. distributed=None: on when torch.distributed is initialised
+    (DistributedSampler with the same seed on every rank). Call set_loader_epoch(loader, e) every epoch."""
+    if distributed is None:
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if distributed:
+        from torch.utils.data.distributed import DistributedSampler
+        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    else:
+        sampler = EpochShuffleSampler(len(dataset), shuffle, seed)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate,
+                      num_workers=num_workers, drop_last=drop_last, pin_memory=pin_memory)
+
+
+def set_loader_epoch(loader: DataLoader, epoch: int) -> None:
+    """Reshuffle (sampler) and re-draw negatives (dataset) for `epoch`."""
+    if hasattr(loader.sampler, "set_epoch"):
+        loader.sampler.set_epoch(epoch)
+    if hasattr(loader.dataset, "set_epoch"):
+        loader.dataset.set_epoch(epoch)

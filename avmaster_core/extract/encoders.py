@@ -1,0 +1,342 @@
+"""The feature encoders: open_clip image/text towers and torchvggish, loaded from local weights or a download.
+
+Visual:   CLIP preprocessing (bicubic resize of the shortest side, center crop, /255, CLIP mean/std), then
+          `encode_image` (ln_post(CLS) @ proj): one embed_dim vector per frame (768 for ViT-L/14@336).
+Question: CLIP BPE tokens (77), the text transformer and ln_final; the sentence feature is the pooled
+          (EOT) state @ text_projection, the word features are all 77 states @ text_projection.
+Audio:    per one-second chunk, a 96 x 64 log-mel patch (the first 0.96 s), VGGish without PCA -> 128-d.
+
+Weights never download silently into a failure: `WeightsNotFoundError` names the file and where to put it.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+VGGISH_URL = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth"
+VGGISH_FILE = "vggish-10086976.pth"
+VGGISH_FRAMES, VGGISH_BANDS = 96, 64
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+# A 2-layer, width-64 CLIP with a 768-d joint space: the shapes of the real features, for tests and benchmarks.
+TINY_CLIP = {
+    "embed_dim": 768,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+    "quick_gelu": True,
+}
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """Encoder weights are neither local nor downloadable."""
+
+
+def _online(host: str, timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("AVMASTER_OFFLINE") == "1":
+        return False
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+# -- preprocessing --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ClipPreprocess:
+    """CLIP's image preprocessing, split in two: a PIL part (decode workers) and a tensor part (device).
+
+    `crop(pil_image)` -> uint8 [3, size, size]: resize the shortest side to `size` (PIL bicubic), center crop.
+    `normalize(uint8 [N,3,S,S])` -> float: /255, then (x - mean) / std, as torchvision ToTensor + Normalize.
+    """
+    size: int = 336
+    mean: tuple = CLIP_MEAN
+    std: tuple = CLIP_STD
+    resize_mode: str = "shortest"  # "shortest" (CLIP) or "squash" (resize both sides to size)
+
+    def crop(self, image) -> torch.Tensor:
+        from torchvision.transforms import functional as TF
+        from torchvision.transforms import InterpolationMode
+
+        image = image.convert("RGB")
+        if self.resize_mode == "squash":
+            image = TF.resize(image, [self.size, self.size], interpolation=InterpolationMode.BICUBIC)
+        else:
+            image = TF.resize(image, self.size, interpolation=InterpolationMode.BICUBIC)
+        image = TF.center_crop(image, [self.size, self.size])
+        return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()  # [3,S,S]
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float() / 255.0  # [N,3,S,S]
+        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+
+# -- CLIP ---------------------------------------------------------------------------------------------------
+def _weights_where(model_name: str, pretrained: str) -> tuple[list[str], str]:
+    """(candidate local files, a human description of what to fetch) for an open_clip pretrained tag."""
+    from open_clip.pretrained import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(model_name, pretrained)
+    found, wanted = [], []
+    if cfg.get("hf_hub"):
+        repo, filename = os.path.split(cfg["hf_hub"])  # "org/name/" -> default file names; "org/name/file"
+        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        try:
+            from huggingface_hub import try_to_load_from_cache
+            for name in names:
+                hit = try_to_load_from_cache(repo, name)
+                if isinstance(hit, str):
+                    found.append(hit)
+        except ImportError:
+            pass
+        wanted.append(f"{names[-1]} from https://huggingface.co/{repo}")
+    if cfg.get("url"):
+        cached = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(cfg["url"])
+        if cached.is_file():
+            found.append(str(cached))
+        wanted.append(f"{os.path.basename(cfg['url'])} from {cfg['url']} (or put it at {cached})")
+    return found, " or ".join(wanted)
+
+
+def _checkpoint_in_folder(folder: Path) -> Path:
+    preferred = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin", "model.safetensors",
+                 "pytorch_model.bin"]
+    for name in preferred:
+        if (folder / name).is_file():
+            return folder / name
+    files = sorted(p for ext in ("*.safetensors", "*.bin", "*.pt", "*.pth") for p in folder.glob(ext))
+    if len(files) != 1:
+        raise WeightsNotFoundError(f"weights folder {folder} holds {len(files)} checkpoint files "
+                                   f"({[f.name for f in files]}); pass the file itself with --clip-weights")
+    return files[0]
+
+
+def _is_torchscript(path: Path) -> bool:
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.endswith("constants.pkl") or n.endswith("/code/__torch__.py") or "/code/" in n
+                   for n in z.namelist()[:50])
+
+
+class ClipEncoder:
+    """An open_clip model in eval mode with its preprocessing and tokenizer.
+
+    Build with `ClipEncoder.load(...)` (named model + tag or local weights) or `ClipEncoder.tiny()`.
+    """
+
+    def __init__(self, model, preprocess: ClipPreprocess, tokenizer, name: str, weights: str,
+                 device="cpu", precision: str = "fp32"):
+        self.model = model.eval().requires_grad_(False)
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.name, self.weights = name, weights
+        self.device = torch.device(device)
+        self.dtype = PRECISIONS[precision]
+        self.precision = precision
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model.text_projection.shape[1]) if hasattr(self.model, "text_projection") else \
+            int(self.model.visual.output_dim)
+
+    @classmethod
+    def tiny(cls, seed: int = 0, device="cpu") -> "ClipEncoder":
+        """A randomly initialised 2-layer CLIP (TINY_CLIP): right shapes, no download; for tests and benchmarks."""
+        from open_clip.model import CLIP
+        from open_clip.tokenizer import SimpleTokenizer
+
+        torch.manual_seed(seed)
+        cfg = dict(TINY_CLIP)
+        model = CLIP(cfg["embed_dim"], cfg["vision_cfg"], cfg["text_cfg"], quick_gelu=cfg["quick_gelu"])
+        pre = ClipPreprocess(size=cfg["vision_cfg"]["image_size"])
+        return cls(model.to(device), pre, SimpleTokenizer(context_length=77), "tiny-clip", f"random(seed={seed})",
+                   device=device)
+
+    @classmethod
+    def load(cls, model_name: str = "ViT-L-14-336", pretrained: str = "openai", weights: str | None = None,
+             device="cpu", precision: str = "fp32") -> "ClipEncoder":
+        """open_clip `model_name` with the `pretrained` tag, or with local `weights` (a file or a folder).
+
+        pretrained="random" gives random weights. With neither cached nor local weights and no network,
+        raises WeightsNotFoundError naming the file to fetch.
+        """
+        import open_clip
+        from open_clip.pretrained import get_pretrained_cfg, list_pretrained_tags_by_model
+
+        model_name = model_name.replace("/", "-")
+        if model_name == "tiny":
+            return cls.tiny(device=device)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r}: choose one of {list(PRECISIONS)}")
+        if precision != "fp32" and torch.device(device).type == "cpu":
+            raise ValueError(f"precision {precision} needs a GPU (--device cuda); on CPU use fp32")
+        if model_name not in open_clip.list_models():
+            raise ValueError(f"unknown open_clip model {model_name!r}; e.g. ViT-B-32, ViT-B-16, ViT-L-14, "
+                             "ViT-L-14-336 (see open_clip.list_models())")
+        tag_cfg = get_pretrained_cfg(model_name, pretrained) if pretrained else {}
+        quick_gelu = bool(tag_cfg.get("quick_gelu", False))
+        label = pretrained
+        if weights is not None:
+            path = Path(weights).expanduser()
+            if not path.exists():
+                raise WeightsNotFoundError(f"CLIP weights {path} do not exist")
+            if path.is_dir():
+                if (path / "open_clip_config.json").is_file():
+                    model = open_clip.create_model(f"local-dir:{path}", device=device, precision=precision)
+                    return cls._finish(model, tokenizer=open_clip.get_tokenizer(f"local-dir:{path}"),
+                                       name=model_name, weights=str(path), tag_cfg=tag_cfg, device=device,
+                                       precision=precision)
+                path = _checkpoint_in_folder(path)
+            source, label = str(path), f"{pretrained}:{path.name}" if pretrained else str(path)
+        elif pretrained in (None, "", "random", "none"):
+            source, label = None, "random"
+        elif not tag_cfg:
+            raise ValueError(f"no pretrained tag {pretrained!r} for {model_name}; its tags are "
+                             f"{list_pretrained_tags_by_model(model_name)} (or pass --clip-weights FILE)")
+        else:
+            found, wanted = _weights_where(model_name, pretrained)
+            if found:
+                source = found[0]
+            elif _online("huggingface.co") or _online("openaipublic.azureedge.net"):
+                source = pretrained  # let open_clip download it into its cache
+            else:
+                raise WeightsNotFoundError(
+                    f"no local weights for {model_name} '{pretrained}' and no network: download {wanted}, "
+                    "then pass the file with --clip-weights PATH (or ClipEncoder.load(weights=PATH))")
+        if source is not None and Path(source).is_file() and _is_torchscript(Path(source)):
+            # OpenAI's original release is a TorchScript archive; open_clip rebuilds it (QuickGELU) from its state dict
+            from open_clip.openai import load_openai_model
+            model = load_openai_model(source, precision=precision, device=device)
+        else:
+            model = open_clip.create_model(model_name, pretrained=source, device=device, precision=precision,
+                                           force_quick_gelu=quick_gelu)
+        return cls._finish(model, open_clip.get_tokenizer(model_name), model_name, label, tag_cfg, device, precision)
+
+    @classmethod
+    def _finish(cls, model, tokenizer, name, weights, tag_cfg, device, precision) -> "ClipEncoder":
+        size = model.visual.image_size
+        size = size[0] if isinstance(size, (tuple, list)) else size
+        pre = ClipPreprocess(size=int(size), mean=tuple(tag_cfg.get("mean", CLIP_MEAN)),
+                             std=tuple(tag_cfg.get("std", CLIP_STD)),
+                             resize_mode="squash" if tag_cfg.get("resize_mode") == "squash" else "shortest")
+        return cls(model, pre, tokenizer, name, weights, device=device, precision=precision)
+
+    # -- encoding ---------------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.dtype == torch.float32 or self.device.type == "cpu":
+            return torch.autocast("cpu", enabled=False)
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    @torch.inference_mode()
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [N,3,S,S] (from `preprocess.crop`) -> float32 [N, embed_dim] on CPU."""
+        x = self.preprocess.normalize(images.to(self.device, non_blocking=True))
+        with self._autocast():
+            return self.model.encode_image(x).float().cpu()
+
+    @torch.inference_mode()
+    def encode_text(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """texts -> (sentence [N, D], words [N, 77, D]), float32 on CPU.
+
+        words are the ln_final states at every context position (SOT, words, EOT, padding) @ text_projection;
+        sentence is the same at the pooled (EOT) position, i.e. exactly `model.encode_text`.
+        """
+        from open_clip.model import text_global_pool
+        from open_clip.transformer import TextTransformer
+
+        tokens = self.tokenizer(texts).to(self.device)  # [N, 77]
+        m = self.model
+        tower = m.text if hasattr(m, "text") else m
+        if hasattr(m, "text") and not isinstance(m.text, TextTransformer) or getattr(tower, "cls_emb", None) is not None:
+            raise NotImplementedError(f"word features need a CLIP-style text transformer; {self.name} has "
+                                      f"{type(tower).__name__}")
+        with self._autocast():
+            if tower is m:  # open_clip CLIP: the text tower's parts live on the model itself
+                cast = m.transformer.get_cast_dtype()
+                x = m.token_embedding(tokens).to(cast) + m.positional_embedding.to(cast)  # [N,77,W]
+                x = m.transformer(x, attn_mask=m.attn_mask)
+                pool_type, eos = m.text_pool_type, getattr(m, "text_eos_id", None)
+            else:
+                x, attn_mask = tower._embeds(tokens)
+                x = tower.transformer(x, attn_mask=attn_mask)
+                pool_type, eos = tower.pool_type, getattr(tower, "eos_id", None)
+            x = tower.ln_final(x)  # [N,77,W]
+            pooled = text_global_pool(x, tokens, pool_type, eos_token_id=eos)  # [N,W]
+            proj = tower.text_projection
+            project = proj if isinstance(proj, torch.nn.Linear) else (lambda h: h @ proj)
+            words, sentence = project(x), project(pooled)  # [N,77,D], [N,D]
+        return sentence.float().cpu(), words.float().cpu()
+
+    def describe(self) -> dict:
+        return {"visual_extractor": f"open_clip:{self.name}", "clip_weights": self.weights,
+                "clip_image_size": self.preprocess.size, "clip_embed_dim": self.embed_dim,
+                "clip_precision": self.precision}
+
+
+# -- VGGish ---------------------------------------------------------------------------------------------------
+def vggish_log_mel(audio: np.ndarray) -> np.ndarray:
+    """[T, 16000] float waveform -> [T, 96, 64] log-mel patches: each second on its own, its first 96 frames."""
+    from torchvggish import mel_features, vggish_params as p
+
+    patches = np.empty((len(audio), VGGISH_FRAMES, VGGISH_BANDS), np.float32)
+    for t, chunk in enumerate(audio):
+        log_mel = mel_features.log_mel_spectrogram(
+            chunk.astype(np.float64), audio_sample_rate=p.SAMPLE_RATE, log_offset=p.LOG_OFFSET,
+            window_length_secs=p.STFT_WINDOW_LENGTH_SECONDS, hop_length_secs=p.STFT_HOP_LENGTH_SECONDS,
+            num_mel_bins=p.NUM_MEL_BINS, lower_edge_hertz=p.MEL_MIN_HZ, upper_edge_hertz=p.MEL_MAX_HZ)  # [98,64]
+        patches[t] = log_mel[:VGGISH_FRAMES]
+    return patches
+
+
+class VGGishEncoder:
+    """torchvggish's VGG without the PCA/quantisation postprocessor: the raw 128-d `vggish/embedding`."""
+
+    def __init__(self, model, weights: str, device="cpu"):
+        self.model = model.eval().requires_grad_(False).to(device)
+        self.weights, self.device = weights, torch.device(device)
+
+    @staticmethod
+    def default_path() -> Path:
+        return Path(torch.hub.get_dir()) / "checkpoints" / VGGISH_FILE
+
+    @classmethod
+    def load(cls, weights: str | None = None, device="cpu", random_init: bool = False, seed: int = 0):
+        from torchvggish.torchvggish import VGG, make_layers
+
+        torch.manual_seed(seed)
+        model = VGG(make_layers(), postprocess=False)
+        if random_init:
+            return cls(model, f"random(seed={seed})", device)
+        path = Path(weights).expanduser() if weights else cls.default_path()
+        if not path.is_file():
+            if weights:
+                raise WeightsNotFoundError(f"VGGish weights {path} do not exist")
+            if not _online("github.com"):
+                raise WeightsNotFoundError(
+                    f"VGGish weights {VGGISH_FILE} not found at {path} and no network: download {VGGISH_URL} "
+                    f"to {path} (or anywhere, and pass --vggish-weights PATH)")
+            torch.hub.load_state_dict_from_url(VGGISH_URL, progress=True)  # lands at default_path()
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+        return cls(model, path.name, device)
+
+    @torch.inference_mode()
+    def encode(self, patches: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """[N, 96, 64] log-mel patches -> [N, 128] float32 on CPU (always fp32: VGGish is cheap)."""
+        x = torch.as_tensor(patches, dtype=torch.float32).to(self.device)[:, None]  # [N,1,96,64]
+        return self.model(x).float().cpu()
+
+    def describe(self) -> dict:
+        return {"audio_extractor": "torchvggish:vggish(pre-PCA)", "vggish_weights": self.weights}

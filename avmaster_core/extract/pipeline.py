@@ -1,0 +1,450 @@
+"""Resumable, sharded feature extraction into the HDF5 store, and `avmaster extract` / `avmaster ask`.
+
+Videos are decoded (and CLIP-cropped, and turned into log-mel patches) in DataLoader worker processes
+while the main process runs the encoders on batches of frames pooled across videos. Each finished video
+is written atomically (audio, then visual); a rerun skips videos that have both, so Ctrl-C or a crash
+loses only the videos in flight. Unusable files go to `<store>.failures.json` with the reason and the run
+goes on; videos extracted with a caveat (no audio track, silent audio, padded to T seconds) are listed
+there under "warnings". `--shard i/n` takes every n-th video starting at i and writes its own store
+(`<stem>.shard-i-of-n.h5`); `avmaster store merge` joins the shards.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+from ..store import FeatureStore
+from .encoders import ClipEncoder, VGGishEncoder, WeightsNotFoundError, vggish_log_mel
+from .video import VideoDecodeError, decode_video, list_videos
+
+PROTOCOL = ("avmaster-extract/1: T one-second segments from the first video frame; visual = the frame on screen "
+            "at each whole second (last pts <= t), CLIP preprocessing (bicubic shortest-side resize, center crop, "
+            "CLIP mean/std), encode_image; audio = 16 kHz s16/32768 channel mean, each second alone, first 96 "
+            "log-mel frames, VGGish pre-PCA; question = filled text without '?', CLIP EOT state @ text_projection "
+            "and all 77 states @ text_projection")
+
+
+# -- sharding and bookkeeping ------------------------------------------------------------------------------
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard {text!r}: expected i/n, e.g. 0/4 (shard 0 of 4)") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ValueError(f"--shard {text!r}: need 0 <= i < n")
+    return i, n
+
+
+def shard_store_path(out: str | Path, shard: tuple[int, int]) -> Path:
+    out = Path(out)
+    i, n = shard
+    return out if n == 1 else out.with_name(f"{out.stem}.shard-{i}-of-{n}{out.suffix or '.h5'}")
+
+
+def failures_path(store_path: str | Path) -> Path:
+    store_path = Path(store_path)
+    return store_path.with_name(store_path.name + ".failures.json")
+
+
+class FailureLog:
+    """`<store>.failures.json`: {"failures": {video_id: {path, reason}}, "warnings": {video_id: {path, reasons}}}.
+
+    Entries persist across reruns; a video that later succeeds leaves "failures"."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        data = json.loads(path.read_text()) if path.is_file() else {}
+        self.failures: dict = data.get("failures", {})
+        self.warnings: dict = data.get("warnings", {})
+
+    def fail(self, video_id: str, path, reason: str) -> None:
+        self.failures[video_id] = {"path": str(path), "reason": reason}
+
+    def succeed(self, video_id: str, path, warnings: list[str]) -> None:
+        self.failures.pop(video_id, None)
+        if warnings:
+            self.warnings[video_id] = {"path": str(path), "reasons": warnings}
+        else:
+            self.warnings.pop(video_id, None)
+
+    def save(self) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps({"failures": self.failures, "warnings": self.warnings}, indent=1, sort_keys=True))
+        os.replace(tmp, self.path)
+
+
+def _check_provenance(store: FeatureStore, attrs: dict) -> None:
+    """Refuse to mix features from different encoders in one store."""
+    old = store.attrs
+    clashes = {k: (old[k], v) for k, v in attrs.items() if k in old and str(old[k]) != str(v)}
+    if clashes:
+        details = "; ".join(f"{k}: store has {a!r}, this run {b!r}" for k, (a, b) in clashes.items())
+        raise ValueError(f"{store.path} was made with other settings ({details}); write to another --out")
+
+
+# -- decoding in workers ---------------------------------------------------------------------------------
+class _DecodeJobs(torch.utils.data.Dataset):
+    """Item i: the decoded, CLIP-cropped frames and log-mel patches of video i, or the reason it failed."""
+
+    def __init__(self, videos: list[tuple[str, Path]], seconds: int | None, crop: Callable):
+        self.videos, self.seconds, self.crop = videos, seconds, crop
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, i: int) -> dict:
+        video_id, path = self.videos[i]
+        try:
+            decoded = decode_video(path, self.seconds, frame_transform=self.crop)
+            return {"video_id": video_id, "path": str(path), "info": decoded.info,
+                    "frames": torch.stack(decoded.frames),  # uint8 [T,3,S,S]
+                    "patches": torch.from_numpy(vggish_log_mel(decoded.audio))}  # [T,96,64]
+        except VideoDecodeError as e:
+            return {"video_id": video_id, "path": str(path), "error": str(e)}
+        except Exception as e:  # noqa: BLE001 - one bad file must never stop the run
+            return {"video_id": video_id, "path": str(path), "error": f"{type(e).__name__}: {e}"}
+
+
+def _single(item):  # collate for batch_size=None: keep the dict as it is (module level: picklable)
+    return item
+
+
+def _warnings(info: dict) -> list[str]:
+    out = []
+    if info.get("audio_missing"):
+        out.append("no audio track: audio features are of silence")
+    elif info.get("audio_silent"):
+        out.append("audio track is silent")
+    if info.get("padded_seconds"):
+        out.append(f"shorter than {info['seconds']} s: last {info['padded_seconds']} s padded "
+                   "(last frame repeated, silence)")
+    return out
+
+
+@dataclass
+class ExtractSummary:
+    store: str
+    total: int = 0
+    skipped: int = 0
+    extracted: int = 0
+    failed: int = 0
+    warned: int = 0
+    frames: int = 0
+    wall_s: float = 0.0
+
+    @property
+    def videos_per_s(self) -> float:
+        return self.extracted / self.wall_s if self.wall_s else 0.0
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.frames / self.wall_s if self.wall_s else 0.0
+
+    def line(self) -> str:
+        return (f"{self.store}: {self.extracted} extracted, {self.skipped} already there, {self.failed} failed, "
+                f"{self.warned} with warnings; {self.frames} frames in {self.wall_s:.1f} s = "
+                f"{self.frames_per_s:.1f} frames/s, {self.videos_per_s:.2f} videos/s")
+
+
+def _store_shapes(clip: ClipEncoder) -> dict:
+    d = clip.embed_dim
+    return {"visual": (None, d), "question": (d,), "words": (77, d)}
+
+
+def extract_videos(videos: dict[str, Path] | str | Path, out: str | Path, clip: ClipEncoder, vggish: VGGishEncoder,
+                   seconds: int | None = 60, batch_frames: int = 256, workers: int = 2,
+                   shard: tuple[int, int] = (0, 1), limit: int | None = None, progress: bool = True,
+                   on_video_done: Callable[[str], None] | None = None) -> ExtractSummary:
+    """Extract audio and visual features of `videos` (a folder or {video_id: path}) into the store `out`.
+
+    Resumable: videos already in the store are skipped. `on_video_done(video_id)` is called after each
+    write (tests use it to interrupt a run). Returns counts and throughput.
+    """
+    from tqdm.auto import tqdm
+
+    if not isinstance(videos, dict):
+        videos = list_videos(videos)
+    store_path = shard_store_path(out, shard)
+    ids = sorted(videos)[shard[0]::shard[1]]
+    if limit is not None:
+        ids = ids[:limit]
+    summary = ExtractSummary(store=str(store_path), total=len(ids))
+    run_attrs = {**clip.describe(), **vggish.describe(), "protocol": PROTOCOL,
+                 "seconds": "video length" if seconds is None else int(seconds)}
+    log = FailureLog(failures_path(store_path))
+    start = time.perf_counter()
+    with FeatureStore(store_path, "a", shapes=_store_shapes(clip)) as store:
+        _check_provenance(store, run_attrs)
+        store.set_attrs(**run_attrs)
+        todo = [(v, Path(videos[v])) for v in ids if not (store.has("audio", v) and store.has("visual", v))]
+        summary.skipped = len(ids) - len(todo)
+        loader = torch.utils.data.DataLoader(
+            _DecodeJobs(todo, seconds, clip.preprocess.crop), batch_size=None, collate_fn=_single,
+            num_workers=workers, prefetch_factor=4 if workers else None, persistent_workers=False)
+        bar = tqdm(total=len(todo), unit="video", disable=not progress, desc="extract", dynamic_ncols=True)
+        pending: list[dict] = []
+
+        def flush() -> None:
+            if not pending:
+                return
+            frames = torch.cat([p["frames"] for p in pending])  # uint8 [sum T, 3, S, S]
+            visual = torch.cat([clip.encode_images(chunk) for chunk in frames.split(batch_frames)])  # [sum T, D]
+            audio = vggish.encode(torch.cat([p["patches"] for p in pending]))  # [sum T, 128]
+            offset = 0
+            for p in pending:
+                t = len(p["frames"])
+                info = {k: v for k, v in p["info"].items() if isinstance(v, (int, float, str, bool))}
+                item_attrs = {"source": Path(p["path"]).name, **info}
+                store.put("audio", p["video_id"], audio[offset:offset + t].numpy(), **item_attrs)
+                store.put("visual", p["video_id"], visual[offset:offset + t].numpy(), **item_attrs)
+                offset += t
+                warnings = _warnings(p["info"])
+                log.succeed(p["video_id"], p["path"], warnings)
+                summary.extracted += 1
+                summary.warned += bool(warnings)
+                summary.frames += t
+                bar.update(1)
+                if on_video_done:
+                    on_video_done(p["video_id"])
+            pending.clear()
+            log.save()
+            elapsed = time.perf_counter() - start
+            bar.set_postfix(frames_per_s=f"{summary.frames / elapsed:.1f}", failed=summary.failed)
+
+        try:
+            for item in loader:
+                if "error" in item:
+                    log.fail(item["video_id"], item["path"], item["error"])
+                    summary.failed += 1
+                    bar.update(1)
+                    continue
+                pending.append(item)
+                if sum(len(p["frames"]) for p in pending) >= batch_frames:
+                    flush()
+            flush()
+        finally:
+            log.save()
+            bar.close()
+    summary.wall_s = time.perf_counter() - start
+    return summary
+
+
+def extract_questions(questions: dict[int, str] | Iterable[tuple[int, str]], out: str | Path, clip: ClipEncoder,
+                      batch_size: int = 256, progress: bool = True) -> int:
+    """Write sentence [D] and word [77, D] features for each question_id -> filled question text. Resumable."""
+    from tqdm.auto import tqdm
+
+    items = dict(questions)
+    attrs = {"text_extractor": f"open_clip:{clip.name}", "text_weights": clip.weights, "protocol": PROTOCOL}
+    written = 0
+    with FeatureStore(out, "a", shapes=_store_shapes(clip)) as store:
+        _check_provenance(store, attrs)
+        store.set_attrs(**attrs)
+        todo = [q for q in items if not (store.has("question", q) and store.has("words", q))]
+        for start in tqdm(range(0, len(todo), batch_size), desc="questions", unit="batch", disable=not progress):
+            batch = todo[start:start + batch_size]
+            sentence, words = clip.encode_text([question_text(items[q]) for q in batch])  # [N,D], [N,77,D]
+            for j, q in enumerate(batch):
+                store.put("question", q, sentence[j].numpy())
+                store.put("words", q, words[j].numpy())
+                written += 1
+    return written
+
+
+def question_text(question: str) -> str:
+    """The text CLIP sees: the filled question without its final '?' (official-code.md §10)."""
+    return " ".join(str(question).strip().rstrip("?？").split())
+
+
+def load_question_table(records: str | Path | None = None, dataset: str | None = None, split: str | None = None,
+                        root: str | Path | None = None) -> dict[int, str]:
+    """question_id -> filled question text, from a records file (csv/json/jsonl/parquet) or load_annotations."""
+    import pandas as pd
+
+    if records is not None:
+        path = Path(records)
+        readers = {".csv": pd.read_csv, ".json": pd.read_json, ".parquet": pd.read_parquet,
+                   ".jsonl": lambda p: pd.read_json(p, lines=True)}
+        if path.suffix not in readers:
+            raise ValueError(f"records file {path}: expected one of {sorted(readers)}")
+        table = readers[path.suffix](path)
+    else:
+        from ..annotations import load_annotations  # written by another part of the package
+
+        splits = [split] if split else ["train", "val", "test"]
+        table = pd.concat([load_annotations(dataset, s, root) for s in splits])
+    missing = {"question_id", "question"} - set(table.columns)
+    if missing:
+        raise ValueError(f"question table lacks the column(s) {sorted(missing)}")
+    return dict(zip(table["question_id"].astype("int64"), table["question"].astype(str)))
+
+
+# -- encoders from command-line options ---------------------------------------------------------------------
+def _device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA GPU is visible; use --device cpu")
+    return name
+
+
+def build_encoders(args, need_audio: bool = True) -> tuple[ClipEncoder, VGGishEncoder | None]:
+    device = _device(args.device)
+    precision = args.precision if args.precision != "auto" else ("fp16" if device.startswith("cuda") else "fp32")
+    if args.encoders == "tiny":
+        clip = ClipEncoder.tiny(device=device)
+        vggish = VGGishEncoder.load(random_init=True, device=device) if need_audio else None
+    else:
+        clip = ClipEncoder.load(args.clip_model, args.pretrained, args.clip_weights, device=device,
+                                precision=precision)
+        vggish = VGGishEncoder.load(args.vggish_weights, device=device) if need_audio else None
+    return clip, vggish
+
+
+def _add_encoder_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("encoders")
+    g.add_argument("--clip-model", default="ViT-L-14-336", help="open_clip model name (ViT-B-32, ViT-L-14, ...)")
+    g.add_argument("--pretrained", default="openai", help="open_clip pretrained tag ('random' for random weights)")
+    g.add_argument("--clip-weights", help="local CLIP checkpoint file or folder (instead of a download)")
+    g.add_argument("--vggish-weights", help=f"local {VGGishEncoder.default_path().name} (instead of a download)")
+    g.add_argument("--encoders", choices=["real", "tiny"], default="real",
+                   help="tiny: random 2-layer CLIP + random VGGish, for tests and pipeline benchmarks")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+                   help="CLIP precision; auto = fp16 on GPU (as the official features), fp32 on CPU")
+    g.add_argument("--seconds", default="60", help="segments per video (60 for MUSIC-AVQA) or 'all' (own length)")
+
+
+def _seconds(text: str) -> int | None:
+    if text == "all":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"--seconds {text!r}: a positive integer or 'all'")
+    return int(text)
+
+
+def _run_extract(args) -> int:
+    if not args.videos and not (args.questions or args.records):
+        print("avmaster extract: give --videos DIR and/or --questions DATASET / --records FILE", file=sys.stderr)
+        return 2
+    try:
+        shard = parse_shard(args.shard)
+        clip, vggish = build_encoders(args, need_audio=bool(args.videos))
+        if args.videos:
+            summary = extract_videos(args.videos, args.out, clip, vggish, seconds=_seconds(args.seconds),
+                                     batch_frames=args.batch_frames, workers=args.workers, shard=shard,
+                                     limit=args.limit)
+            print(summary.line())
+            if summary.failed:
+                print(f"{summary.failed} video(s) failed; reasons in {failures_path(summary.store)}")
+        if args.questions or args.records:
+            table = load_question_table(args.records, args.questions, args.split, args.root)
+            ids = sorted(table)[shard[0]::shard[1]]
+            n = extract_questions({q: table[q] for q in ids}, shard_store_path(args.out, shard), clip,
+                                  batch_size=args.batch_questions)
+            print(f"{n} question(s) extracted into {shard_store_path(args.out, shard)}")
+    except (WeightsNotFoundError, FileNotFoundError, ValueError, NotImplementedError) as e:
+        print(f"avmaster extract: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished items are saved; rerun the same command to continue", file=sys.stderr)
+        return 130
+    return 0
+
+
+# -- ask -------------------------------------------------------------------------------------------------
+def which_path(out: dict, answer: int) -> tuple[str, dict]:
+    """Which of audio, visual or both drove `answer`: each path's logit for it, centred over the answers.
+
+    The prediction is argmax(logits_qa + logits_a + logits_v); softmax ignores a constant per path, so a
+    path's push towards the answer is its logit minus its mean logit. Audio (visual) drove it when the
+    audio (visual) push is at least twice the other's; otherwise both did.
+    """
+    push = {name: float(out[f"logits_{name}"][0, answer] - out[f"logits_{name}"][0].mean())
+            for name in ("qa", "a", "v") if f"logits_{name}" in out}
+    a, v = max(push.get("a", 0.0), 0.0), max(push.get("v", 0.0), 0.0)
+    if a == v == 0.0:
+        verdict = "neither audio nor visual path (the multimodal path alone)"
+    elif a >= 2 * v:
+        verdict = "audio"
+    elif v >= 2 * a:
+        verdict = "visual"
+    else:
+        verdict = "both"
+    return verdict, push
+
+
+def ask(video: str | Path, question: str, checkpoint: str | Path, clip: ClipEncoder, vggish: VGGishEncoder,
+        seconds: int | None = 60, top: int = 5, device: str = "cpu") -> dict:
+    """Answer `question` about `video` with a trained checkpoint: {"answer", "top": [(answer, p)], "driver", "push"}."""
+    from ..engine import load_checkpoint  # lazy: the engine imports the whole training stack
+    from ..vocab import ANSWERS
+
+    decoded = decode_video(video, seconds, frame_transform=clip.preprocess.crop)
+    visual = clip.encode_images(torch.stack(decoded.frames))  # [T, D]
+    audio = vggish.encode(vggish_log_mel(decoded.audio))  # [T, 128]
+    sentence, words = clip.encode_text([question_text(question)])  # [1, D], [1, 77, D]
+    model, _cfg = load_checkpoint(checkpoint, map_location=device)
+    model.eval()
+    batch = {"audio": audio[None], "visual": visual[None], "question": sentence, "words": words}
+    batch = {k: v.to(device) for k, v in batch.items()}
+    with torch.inference_mode():
+        out = model(batch)
+    probs = torch.softmax(out["logits"][0].float(), dim=-1)
+    p, idx = probs.topk(min(top, len(probs)))
+    answer = int(idx[0])
+    driver, push = which_path(out, answer)
+    return {"answer": ANSWERS[answer], "top": [(ANSWERS[int(i)], float(q)) for q, i in zip(p, idx)],
+            "driver": driver, "push": push, "video_info": decoded.info}
+
+
+def _run_ask(args) -> int:
+    try:
+        clip, vggish = build_encoders(args)
+        result = ask(args.video, args.question, args.checkpoint, clip, vggish, seconds=_seconds(args.seconds),
+                     top=args.top, device=_device(args.device))
+    except (WeightsNotFoundError, FileNotFoundError, ValueError, VideoDecodeError) as e:
+        print(f"avmaster ask: {e}", file=sys.stderr)
+        return 1
+    print(f"Q: {args.question}")
+    print(f"A: {result['answer']}   (driven by: {result['driver']})")
+    for answer, p in result["top"]:
+        print(f"  {p:7.2%}  {answer}")
+    print("  path push (logit - mean): " + ", ".join(f"{k}={v:+.2f}" for k, v in result["push"].items()))
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("extract", help="features from raw videos / question text into an HDF5 store",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--videos", help="folder of videos (searched recursively; video_id = file name stem)")
+    p.add_argument("--out", required=True, help="HDF5 feature store to create or extend, e.g. data/features.h5")
+    p.add_argument("--questions", metavar="DATASET", help="extract question features of this dataset's records")
+    p.add_argument("--split", help="only this split of --questions (default: all)")
+    p.add_argument("--root", help="annotation root folder for --questions")
+    p.add_argument("--records", help="instead of --questions: a csv/json/jsonl/parquet with question_id, question")
+    p.add_argument("--batch-frames", type=int, default=256, help="frames per CLIP batch (pooled over videos)")
+    p.add_argument("--batch-questions", type=int, default=256)
+    p.add_argument("--workers", type=int, default=min(8, max(1, (os.cpu_count() or 2) - 1)),
+                   help="decoding processes (0: decode in the main process)")
+    p.add_argument("--shard", default="0/1", help="i/n: this process takes videos i, i+n, ... into its own store")
+    p.add_argument("--limit", type=int, help="at most this many videos (after sharding)")
+    _add_encoder_options(p)
+    p.set_defaults(func=_run_extract)
+
+    a = subparsers.add_parser("ask", help="answer a question about your own video with a trained checkpoint")
+    a.add_argument("video")
+    a.add_argument("question")
+    a.add_argument("--checkpoint", required=True, help="a checkpoint written by `avmaster train`")
+    a.add_argument("--top", type=int, default=5)
+    _add_encoder_options(a)
+    a.set_defaults(func=_run_ask)

@@ -1,0 +1,122 @@
+"""Per-item `.npy` folders in the released layout <-> the HDF5 feature store; merging shard stores.
+
+Released layout (official-code.md §1.1 and §10), one file per video or question:
+    <root>/vggish/<video_id>.npy               [T, 128]
+    <root>/clip_vit_l14_336px/<video_id>.npy   [T, 768]
+    <root>/clip_qst/<question_id>.npy          [1, 768]
+    <root>/clip_word/<question_id>.npy         [1, 77, 768]
+The store keeps questions without the leading singleton axis ([768], [77, 768]). Both directions are
+resumable: items already at the destination are skipped.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .store import KINDS, FeatureStore
+
+RELEASED_DIRS = {"audio": "vggish", "visual": "clip_vit_l14_336px", "question": "clip_qst", "words": "clip_word"}
+_SINGLETON = {"question", "words"}  # stored on disk with a leading [1, ...] axis
+
+
+def _shapes_for(dim: int | None) -> dict | None:
+    return None if dim is None else {"visual": (None, dim), "question": (dim,), "words": (77, dim)}
+
+
+def import_npy(store_path: str | Path, folders: dict[str, str | Path], progress: bool = True,
+               **attrs) -> dict[str, int]:
+    """Copy `{kind: folder of <key>.npy}` into the store; returns {kind: items written}. Skips existing items."""
+    from tqdm.auto import tqdm
+
+    unknown = set(folders) - set(KINDS)
+    if unknown:
+        raise ValueError(f"unknown feature kind(s) {sorted(unknown)}; expected {sorted(KINDS)}")
+    plan = {}
+    for kind, folder in folders.items():
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{kind} folder {folder} does not exist")
+        files = sorted(folder.glob("*.npy"))
+        if not files:
+            raise FileNotFoundError(f"{kind} folder {folder} holds no .npy files")
+        plan[kind] = files
+    dim = None  # another encoder's width (ViT-B/32: 512) is read off the first visual/question file
+    for kind in ("visual", "question", "words"):
+        if kind in plan:
+            dim = int(np.load(plan[kind][0], mmap_mode="r").shape[-1])
+            break
+    written = {}
+    with FeatureStore(store_path, "a", shapes=_shapes_for(dim)) as store:
+        if attrs:
+            store.set_attrs(**attrs)
+        for kind, files in plan.items():
+            present = set(store.keys(kind))
+            todo = [f for f in files if f.stem not in present]
+            for f in tqdm(todo, desc=f"import {kind}", unit="item", disable=not progress):
+                array = np.load(f)
+                if kind in _SINGLETON and array.ndim == len(store.shapes[kind]) + 1 and array.shape[0] == 1:
+                    array = array[0]
+                try:
+                    store.put(kind, f.stem, array)
+                except ValueError as e:
+                    raise ValueError(f"{f}: {e}") from None
+            written[kind] = len(todo)
+    return written
+
+
+def export_npy(store_path: str | Path, out_dir: str | Path, kinds: list[str] | None = None,
+               progress: bool = True) -> dict[str, int]:
+    """Write the store's items as `<out_dir>/<released dir>/<key>.npy`; returns {kind: files written}."""
+    from tqdm.auto import tqdm
+
+    out_dir = Path(out_dir)
+    written = {}
+    with FeatureStore(store_path, "r") as store:
+        for kind in kinds or list(KINDS):
+            if kind not in KINDS:
+                raise ValueError(f"unknown feature kind {kind!r}; expected one of {sorted(KINDS)}")
+            folder = out_dir / RELEASED_DIRS[kind]
+            folder.mkdir(parents=True, exist_ok=True)
+            todo = [k for k in store.keys(kind) if not (folder / f"{k}.npy").is_file()]
+            for key in tqdm(todo, desc=f"export {kind}", unit="item", disable=not progress):
+                array = store.get(kind, key)
+                if kind in _SINGLETON:
+                    array = array[None]
+                tmp = folder / f".{key}.npy.tmp"
+                with open(tmp, "wb") as fh:  # np.save on a handle keeps the exact name; then an atomic rename
+                    np.save(fh, array.astype(np.float32))
+                os.replace(tmp, folder / f"{key}.npy")
+            written[kind] = len(todo)
+    return written
+
+
+def merge_stores(out_path: str | Path, inputs: list[str | Path], progress: bool = True) -> dict[str, int]:
+    """Copy every item of `inputs` (e.g. the shards of one extraction) into `out_path`. Attributes must agree."""
+    from tqdm.auto import tqdm
+
+    written = {kind: 0 for kind in KINDS}
+    if not inputs:
+        raise ValueError("no input stores to merge")
+    first = FeatureStore(inputs[0], "r")
+    reference = first.attrs
+    dim = int(first.file["visual"][next(iter(first.file["visual"]))].shape[-1]) if first.keys("visual") else None
+    first.close()
+    with FeatureStore(out_path, "a", shapes=_shapes_for(dim)) as out:
+        for path in inputs:
+            with FeatureStore(path, "r") as src:
+                for k in ("visual_extractor", "clip_weights", "audio_extractor", "vggish_weights", "protocol",
+                          "seconds", "text_extractor", "text_weights"):
+                    mine, theirs = reference.get(k), src.attrs.get(k)
+                    if mine is not None and theirs is not None and str(mine) != str(theirs):
+                        raise ValueError(f"cannot merge {path}: {k} is {theirs!r} there but {mine!r} in {inputs[0]}")
+                out.set_attrs(**src.attrs)
+                for kind in KINDS:
+                    present = set(out.keys(kind))
+                    for key in tqdm([k for k in src.keys(kind) if k not in present], desc=f"{Path(path).name} {kind}",
+                                    unit="item", disable=not progress):
+                        ds = src.file[f"{kind}/{key}"]
+                        out.put(kind, key, ds[()], **dict(ds.attrs))
+                        written[kind] += 1
+    return written

@@ -1,0 +1,93 @@
+"""`avmaster store import|export|merge|info`: move features between .npy folders, shard stores and one store."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .npy_io import RELEASED_DIRS, export_npy, import_npy, merge_stores
+from .store import KINDS, FeatureStore
+
+
+def _run_import(args) -> int:
+    folders = {kind: getattr(args, kind) for kind in KINDS if getattr(args, kind)}
+    if args.root:
+        from pathlib import Path
+        for kind, name in RELEASED_DIRS.items():
+            if kind not in folders and (Path(args.root) / name).is_dir():
+                folders[kind] = Path(args.root) / name
+    if not folders:
+        print("avmaster store import: give --root DIR (with vggish/, clip_vit_l14_336px/, clip_qst/, clip_word/) "
+              "or at least one of --audio/--visual/--question/--words", file=sys.stderr)
+        return 2
+    attrs = {"imported_from": ", ".join(f"{k}={v}" for k, v in folders.items())}
+    try:
+        written = import_npy(args.store, folders, **attrs)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"avmaster store import: {e}", file=sys.stderr)
+        return 1
+    print(f"imported into {args.store}: " + ", ".join(f"{k} {n}" for k, n in written.items()))
+    return 0
+
+
+def _run_export(args) -> int:
+    try:
+        written = export_npy(args.store, args.out, args.kinds.split(",") if args.kinds else None)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"avmaster store export: {e}", file=sys.stderr)
+        return 1
+    print(f"exported {args.store} to {args.out}: " + ", ".join(f"{k} {n}" for k, n in written.items()))
+    return 0
+
+
+def _run_merge(args) -> int:
+    try:
+        written = merge_stores(args.out, args.inputs)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"avmaster store merge: {e}", file=sys.stderr)
+        return 1
+    print(f"merged {len(args.inputs)} store(s) into {args.out}: " + ", ".join(f"{k} {n}" for k, n in written.items()))
+    return 0
+
+
+def _run_info(args) -> int:
+    try:
+        with FeatureStore(args.store, "r") as store:
+            print(f"{args.store}")
+            for kind in KINDS:
+                keys = store.keys(kind)
+                shape = store.file[f"{kind}/{keys[0]}"].shape if keys else "-"
+                print(f"  {kind:9s} {len(keys):7d} items  (first shape {shape})")
+            for k, v in sorted(store.attrs.items()):
+                print(f"  {k}: {v}")
+    except FileNotFoundError as e:
+        print(f"avmaster store info: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("store", help="import/export .npy feature folders, merge shard stores, show a store")
+    sub = p.add_subparsers(dest="store_command", metavar="<action>", required=True)
+
+    imp = sub.add_parser("import", help="per-item .npy folders (released layout) -> HDF5 store",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    imp.add_argument("store", help="HDF5 store to create or extend")
+    imp.add_argument("--root", help="folder holding " + ", ".join(f"{v}/" for v in RELEASED_DIRS.values()))
+    for kind, name in RELEASED_DIRS.items():
+        imp.add_argument(f"--{kind}", help=f"folder of <id>.npy {kind} features (default: ROOT/{name})")
+    imp.set_defaults(func=_run_import)
+
+    exp = sub.add_parser("export", help="HDF5 store -> per-item .npy folders (released layout)")
+    exp.add_argument("store")
+    exp.add_argument("--out", required=True, help="folder to write " + ", ".join(f"{v}/" for v in RELEASED_DIRS.values()))
+    exp.add_argument("--kinds", help="comma-separated subset of " + ",".join(KINDS))
+    exp.set_defaults(func=_run_export)
+
+    mer = sub.add_parser("merge", help="join stores (e.g. `extract --shard i/n` outputs) into one")
+    mer.add_argument("inputs", nargs="+")
+    mer.add_argument("--out", required=True)
+    mer.set_defaults(func=_run_merge)
+
+    inf = sub.add_parser("info", help="item counts, shapes and provenance attributes of a store")
+    inf.add_argument("store")
+    inf.set_defaults(func=_run_info)

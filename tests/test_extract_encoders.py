@@ -1,0 +1,117 @@
+"""Encoders: CLIP preprocessing equals CLIP's definition, text features, VGGish patches, fail-fast weights."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from avmaster_core.extract.encoders import (CLIP_MEAN, CLIP_STD, ClipEncoder, ClipPreprocess, VGGishEncoder,
+                                            WeightsNotFoundError, vggish_log_mel)
+
+
+def _known_image(width=411, height=250) -> Image.Image:
+    """A deterministic image with edges and gradients (bicubic resizing differences would show)."""
+    y, x = np.mgrid[0:height, 0:width]
+    rgb = np.stack([(x * 255 // width), (y * 255 // height), ((x // 17 + y // 13) % 2) * 255], -1)
+    return Image.fromarray(rgb.astype(np.uint8))
+
+
+@pytest.mark.parametrize("size", [336, 224])
+def test_preprocessing_matches_clip_definition(size):
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+    from torchvision import transforms as T
+
+    image = _known_image()
+    ours = ClipPreprocess(size=size).normalize(ClipPreprocess(size=size).crop(image)[None])[0]  # [3,S,S]
+    # CLIP's own definition (openai/CLIP `_transform`), and open_clip's inference transform
+    clip_def = T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size),
+                          lambda im: im.convert("RGB"), T.ToTensor(), T.Normalize(CLIP_MEAN, CLIP_STD)])(image)
+    open_clip_val = image_transform_v2(PreprocessCfg(size=size), is_train=False)(image)
+    assert ours.shape == (3, size, size)
+    torch.testing.assert_close(ours, clip_def, atol=1e-6, rtol=0)
+    torch.testing.assert_close(ours, open_clip_val, atol=1e-6, rtol=0)
+
+
+def test_clip_constants_are_the_official_ones():
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+    assert CLIP_MEAN == (0.48145466, 0.4578275, 0.40821073) == tuple(OPENAI_DATASET_MEAN)
+    assert CLIP_STD == (0.26862954, 0.26130258, 0.27577711) == tuple(OPENAI_DATASET_STD)
+
+
+def test_text_features_sentence_and_words():
+    clip = ClipEncoder.tiny(seed=1)
+    texts = ["What is the first instrument that comes in", "how many instruments are sounding in the video"]
+    sentence, words = clip.encode_text(texts)
+    assert sentence.shape == (2, 768) and words.shape == (2, 77, 768)
+    torch.testing.assert_close(sentence, clip.model.encode_text(clip.tokenizer(texts)))  # = open_clip's pooled output
+    eot = clip.tokenizer(texts).argmax(dim=-1)
+    torch.testing.assert_close(words[torch.arange(2), eot], sentence)  # the sentence is the EOT word
+    assert not torch.allclose(words[0, 1], words[0, 2])
+
+
+def test_image_features_shape_and_batch_independence():
+    clip = ClipEncoder.tiny()
+    crops = torch.stack([clip.preprocess.crop(_known_image(100 + 10 * i, 80)) for i in range(3)])  # uint8 [3,3,64,64]
+    feats = clip.encode_images(crops)
+    assert feats.shape == (3, 768) and feats.dtype == torch.float32
+    torch.testing.assert_close(clip.encode_images(crops[1:2]), feats[1:2], atol=1e-5, rtol=1e-5)
+
+
+def test_vggish_patches_and_embedding():
+    sr = 16000
+    t = np.arange(2 * sr) / sr
+    audio = (0.5 * np.sin(2 * np.pi * 1000 * t)).reshape(2, sr).astype(np.float32)
+    patches = vggish_log_mel(audio)
+    assert patches.shape == (2, 96, 64)
+    from torchvggish import vggish_input
+    reference = vggish_input.waveform_to_examples(audio[0], sr, return_tensor=False)  # torchvggish on 1 s
+    np.testing.assert_allclose(patches[0], reference[0], atol=1e-5)
+    assert np.argmax(patches[0].mean(0)) == np.argmax(reference[0].mean(0))
+    emb = VGGishEncoder.load(random_init=True).encode(patches)
+    assert emb.shape == (2, 128)
+
+
+def test_missing_weights_fail_fast_with_the_file_name(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.cache/clip
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    started = time.perf_counter()
+    with pytest.raises(WeightsNotFoundError, match="ViT-L-14-336px.pt") as err:
+        ClipEncoder.load("ViT-L-14-336", "openai")
+    assert "--clip-weights" in str(err.value)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(WeightsNotFoundError, match="vggish-10086976.pth"):
+        VGGishEncoder.load()
+    assert time.perf_counter() - started < 10
+    with pytest.raises(WeightsNotFoundError, match="do not exist"):
+        ClipEncoder.load("ViT-B-32", "openai", weights=tmp_path / "nothing.pt")
+    with pytest.raises(ValueError, match="unknown open_clip model"):
+        ClipEncoder.load("ViT-Q-99")
+
+
+def test_local_checkpoint_file_and_folder(tmp_path):
+    import json
+
+    import open_clip
+    from avmaster_core.extract.encoders import TINY_CLIP
+
+    (tmp_path / "tiny-test.json").write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(tmp_path / "tiny-test.json")  # a named config, as ViT-B-32 etc. are
+    source = ClipEncoder.tiny(seed=3).model
+    torch.save(source.state_dict(), tmp_path / "weights.pt")
+    from_file = ClipEncoder.load("tiny-test", pretrained=None, weights=tmp_path / "weights.pt")
+    assert from_file.embed_dim == 768 and from_file.preprocess.size == 64
+    tokens = from_file.tokenizer(["a cello and a piano"])
+    torch.testing.assert_close(from_file.model.encode_text(tokens), source.encode_text(tokens))
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (tmp_path / "weights.pt").rename(folder / "weights.pt")
+    from_folder = ClipEncoder.load("tiny-test", pretrained=None, weights=folder)
+    torch.testing.assert_close(from_folder.model.encode_text(tokens), source.encode_text(tokens))
+    (folder / "other.pt").write_bytes(b"")
+    with pytest.raises(WeightsNotFoundError, match="2 checkpoint files"):
+        ClipEncoder.load("tiny-test", pretrained=None, weights=folder)

@@ -1,0 +1,93 @@
+"""The headless notebook runner, on tiny throw-away notebooks (a real kernel runs them)."""
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+
+from avmaster_core import notebooks as runner
+
+
+def write_notebook(path, parameters: str, *cells: str):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell(parameters)
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params] + [nbformat.v4.new_code_cell(c) for c in cells]
+    nbformat.write(nb, str(path))
+
+
+@pytest.fixture
+def folder(tmp_path):
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    # Each notebook records the parameters it saw (in its working directory, the notebooks folder).
+    write_notebook(nbs / "00_first.ipynb", "SMOKE = True\nEPOCHS = 30\nDEVICE = 'cpu'",
+                   "import json, os\njson.dump({'SMOKE': SMOKE, 'EPOCHS': EPOCHS, 'DEVICE': DEVICE, "
+                   "'cwd': os.getcwd()}, open('seen_00.json', 'w'))")
+    write_notebook(nbs / "10_second.ipynb", "SMOKE = True",
+                   "import json\njson.dump({'SMOKE': SMOKE}, open('seen_10.json', 'w'))")
+    (nbs / "scratch.ipynb").write_text("{}")  # not NN_*: never run
+    return nbs
+
+
+def test_find_and_filter(folder):
+    assert [p.name for p in runner.find_notebooks(folder)] == ["00_first.ipynb", "10_second.ipynb"]
+    assert [p.name for p in runner.find_notebooks(folder, "1*")] == ["10_second.ipynb"]
+    assert [p.name for p in runner.find_notebooks(folder, "first,nothing")] == ["00_first.ipynb"]
+    with pytest.raises(FileNotFoundError, match="run from the repository root"):
+        runner.find_notebooks(folder / "missing")
+
+
+def test_parse_value():
+    assert runner.parse_value("2") == 2 and runner.parse_value("0.5") == 0.5
+    assert runner.parse_value("False") is False and runner.parse_value("cuda") == "cuda"
+    assert runner.parse_value("'x'") == "x"
+
+
+def test_list_shows_parameters(folder, capsys):
+    assert runner.main(["list", "--notebooks", str(folder)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["00_first.ipynb  parameters: DEVICE, EPOCHS, SMOKE", "10_second.ipynb  parameters: SMOKE"]
+
+
+@pytest.mark.slow
+def test_run_passes_mode_and_parameters_and_writes_copies(folder, tmp_path, capsys):
+    out = tmp_path / "build" / "notebooks"
+    code = runner.main(["run", "--mode", "full", "--out", str(out), "--notebooks", str(folder),
+                        "-p", "EPOCHS", "2", "-p", "DEVICE", "cuda"])
+    assert code == 0
+    seen = json.loads((folder / "seen_00.json").read_text())
+    assert seen["SMOKE"] is False and seen["EPOCHS"] == 2 and seen["DEVICE"] == "cuda"
+    assert seen["cwd"] == str(folder)
+    assert json.loads((folder / "seen_10.json").read_text()) == {"SMOKE": False}
+    assert sorted(p.name for p in out.iterdir()) == ["00_first.ipynb", "10_second.ipynb"]
+    executed = nbformat.read(str(out / "00_first.ipynb"), as_version=4)
+    assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
+    log = capsys.readouterr().out
+    assert "[1/2] 00_first.ipynb" in log and "[2/2] 10_second.ipynb" in log and "2 notebook(s) in" in log
+
+
+@pytest.mark.slow
+def test_failure_names_notebook_and_cell_and_stops(folder, tmp_path, capsys):
+    write_notebook(folder / "05_broken.ipynb", "SMOKE = True", "x = 1", "raise RuntimeError('no features here')")
+    out = tmp_path / "out"
+    assert runner.main(["run", "--mode", "smoke", "--out", str(out), "--notebooks", str(folder)]) == 1
+    err = capsys.readouterr().err
+    assert "05_broken.ipynb failed at cell [4]" in err and "RuntimeError: no features here" in err
+    assert "raise RuntimeError" in err and str(out / "05_broken.ipynb") in err
+    assert not (out / "10_second.ipynb").exists()  # stopped at the first failure
+
+
+def test_bad_requests_fail_before_running(folder, tmp_path, capsys):
+    assert runner.main(["run", "--mode", "smoke", "--out", str(tmp_path / "o"), "--notebooks", str(folder),
+                        "-p", "EPOCS", "2"]) == 1
+    assert "EPOCS" in capsys.readouterr().err
+    assert runner.main(["run", "--mode", "smoke", "--out", str(folder / "executed"), "--notebooks", str(folder)]) == 1
+    assert "inside the notebook folder" in capsys.readouterr().err
+    assert runner.main(["run", "--mode", "smoke", "--out", str(tmp_path / "o"), "--notebooks", str(folder),
+                        "-p", "SMOKE", "False"]) == 1
+    assert "--mode" in capsys.readouterr().err
+    assert runner.main(["list", "--notebooks", str(folder), "--only", "zz"]) == 1
+    assert not (folder / "seen_00.json").exists()

@@ -1,0 +1,100 @@
+"""Figures from result tables: they draw what they are given, warn about nothing, and save atomically."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from avmaster_core import plots
+from avmaster_core.paper import paper_table
+
+
+@pytest.fixture(autouse=True)
+def _warnings_are_errors():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        yield
+
+
+def bar_heights(fig: Figure) -> list[float]:
+    return sorted(round(p.get_height(), 4) for ax in fig.axes for p in ax.patches if p.get_height() > 0)
+
+
+def test_table2_comparison_draws_one_bar_per_column_and_source():
+    paper_row = paper_table("table2").loc[["AV-Master"]]
+    ours = paper_row.rename(index={"AV-Master": "ours"}) - 3.0
+    fig = plots.plot_table_comparison(paper_row, ours, "Table II")
+    expected = sorted(np.round(np.concatenate([paper_row.to_numpy()[0], ours.to_numpy()[0]]), 4))
+    assert bar_heights(fig) == expected
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels[0] == "Audio QA / Count" and labels[-1] == "Overall / Avg"
+    assert fig._suptitle.get_text() == "Table II"
+
+
+def test_ablation_comparison_has_a_panel_per_metric_and_skips_flag_columns():
+    paper_df = paper_table("table8")  # boolean loss columns are not plotted
+    ours = paper_df.iloc[:2].copy()
+    ours[["A-QA", "V-QA", "AV-QA", "Avg"]] -= 1.0
+    fig = plots.plot_table_comparison(paper_df, ours, "Table VIII")
+    visible = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert [ax.get_title() for ax in visible] == ["A-QA", "V-QA", "AV-QA", "Avg"]
+    assert len(bar_heights(fig)) == 4 * (6 + 2)
+    assert sum(ax.get_legend() is not None for ax in fig.axes) == 1
+
+
+def test_comparison_without_our_runs_shows_the_paper_only():
+    fig = plots.plot_table_comparison(paper_table("table9"), None, "Table IX", columns=["Avg"])
+    assert bar_heights(fig) == sorted(paper_table("table9")["Avg"].round(4).tolist())
+
+
+def test_comparison_with_nothing_numeric_fails_clearly():
+    with pytest.raises(ValueError, match="nothing to plot"):
+        plots.plot_table_comparison(paper_table("table7"), None, "x", columns=["no such column"])
+
+
+def test_curve_plots_each_group_and_a_trend():
+    df = pd.DataFrame({"Segment length": [12, 24, 36, 48, 60] * 2, "Accuracy": np.linspace(60, 78, 10),
+                       "Model": ["AV-Master"] * 5 + ["QA-TIGER"] * 5})
+    fig = plots.plot_curve(df, "Segment length", "Accuracy", "Model", title="Fig. 4")
+    lines = [l for l in fig.axes[0].get_lines() if len(l.get_xdata()) == 5]
+    assert len(lines) == 2
+    steps = pd.DataFrame({"Focus step": np.arange(60), "Accuracy": np.r_[np.full(45, 70.0), np.linspace(70, 75, 15)]})
+    fig = plots.plot_curve(steps, "Focus step", "Accuracy", trend_window=5)
+    trend = fig.axes[0].get_lines()[0].get_ydata()
+    assert trend[0] == pytest.approx(70.0) and trend[-1] > 74.0
+
+
+def test_curve_rejects_missing_columns_and_empty_tables():
+    with pytest.raises(KeyError, match="Weight"):
+        plots.plot_curve(pd.DataFrame({"Value": [1.0]}), "Value", "Accuracy", "Weight")
+    with pytest.raises(ValueError, match="no rows"):
+        plots.plot_curve(paper_table("fig7"), "Value", "Accuracy", "Weight")
+
+
+def test_word_attention_heatmap_shape_and_validation():
+    words = "Where is the loudest instrument ?".split()
+    weights = np.array([[0.1, 0.05, 0.05, 0.1, 0.6, 0.1], [0.1, 0.05, 0.05, 0.6, 0.1, 0.1]])
+    fig = plots.plot_word_attention(words, weights, row_labels=["Visual", "Audio"])
+    mesh = fig.axes[0].collections[0]
+    assert np.asarray(mesh.get_array()).reshape(2, 6).tolist() == weights.tolist()
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == words
+    with pytest.raises(ValueError, match="6 words"):
+        plots.plot_word_attention(words, np.ones(5))
+    with pytest.raises(ValueError, match="row labels"):
+        plots.plot_word_attention(words, weights, row_labels=["Visual"])
+
+
+def test_save_figure_creates_folders_and_leaves_no_temp_files(tmp_path):
+    fig = plots.plot_word_attention(["a", "b"], [0.3, 0.7])
+    target = tmp_path / "results" / "figures" / "fig8.png"
+    assert plots.save_figure(fig, target) == target
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+    with Image.open(target) as image:  # 150 dpi by default
+        assert image.info["dpi"][0] == pytest.approx(150, abs=1)
+    assert [p.name for p in target.parent.iterdir()] == ["fig8.png"]
+    with pytest.raises(ValueError, match="suffix"):
+        plots.save_figure(fig, tmp_path / "nosuffix")
