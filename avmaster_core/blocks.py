@@ -169,8 +169,8 @@ class BertCrossLayer(nn.Module):
 
     Attention uses absorbed projections: with Lq << Lm queries (the decoders have Lq = 1), scores are
     (q_h W_k,h) . m / sqrt(dh) (the q . b_k term is constant per query and cancels in the softmax) and the
-    values are W_v,h (sum_n a_n m_n) + b_v,h sum_n a_n, which avoids projecting all Lm memory tokens. The sum
-    of the (dropped-out) probabilities is carried by a ones column appended to the memory. Same math.
+    values are W_v,h (sum_n a_n m_n) + b_v,h sum_n a_n, which avoids projecting all Lm memory tokens
+    (sum_n a_n is 1 except under attention dropout). Same math.
     """
 
     def __init__(self, dim: int, heads: int, ffn: int, dropout: float, eps: float):
@@ -187,17 +187,16 @@ class BertCrossLayer(nn.Module):
     def forward(self, h: Tensor, memory: Tensor) -> Tensor:
         b, lq, d = h.shape
         nh, dh = self.heads, d // self.heads
-        q = self.query(h).unflatten(-1, (nh, dh)).transpose(1, 2)  # [B, H, Lq, dh]
-        q_abs = q @ self.key.weight.unflatten(0, (nh, dh))  # [B, H, Lq, D]  (W_k,h^T absorbed into q)
-        ones = memory.new_ones(memory.shape[:-1] + (1,))
-        mem_k = memory.unsqueeze(1).expand(b, nh, -1, d)  # [B, H, Lm, D] (a view)
-        mem_v = torch.cat([memory, ones], dim=-1).unsqueeze(1).expand(b, nh, -1, d + 1)
-        p = self.dropout if self.training else 0.0
-        mixed = F.scaled_dot_product_attention(q_abs, mem_k, mem_v, dropout_p=p, scale=1.0 / math.sqrt(dh))
-        # mixed[..., :D] = sum_n a_n m_n ; mixed[..., D] = sum_n a_n
+        q = self.query(h).unflatten(-1, (nh, dh))  # [B, Lq, H, dh]
+        q_abs = torch.einsum("bqhe,hed->bhqd", q, self.key.weight.unflatten(0, (nh, dh)))  # [B, H, Lq, D]
+        scores = q_abs.flatten(1, 2) @ memory.transpose(1, 2) / math.sqrt(dh)  # [B, H*Lq, Lm]
+        probs = F.dropout(torch.softmax(scores, dim=-1), self.dropout, self.training)
+        mixed = probs @ memory  # [B, H*Lq, D]  sum_n a_n m_n
+        mass = probs.sum(-1, keepdim=True)  # [B, H*Lq, 1]  sum_n a_n (1 unless dropout)
         w_v = self.value.weight.unflatten(0, (nh, dh))  # [H, dh, D]
-        ctx = mixed[..., :d] @ w_v.transpose(1, 2) + mixed[..., d:] * self.value.bias.view(nh, 1, dh)
-        ctx = ctx.transpose(1, 2).flatten(-2)  # [B, Lq, D]
+        ctx = torch.einsum("bhqd,hed->bqhe", mixed.unflatten(1, (nh, lq)), w_v)  # [B, Lq, H, dh]
+        ctx = (ctx + mass.unflatten(1, (nh, lq)).transpose(1, 2) * self.value.bias.view(nh, dh)).flatten(-2)
+        p = self.dropout if self.training else 0.0
         h = self.attn_norm(h + F.dropout(self.attn_dense(ctx), p, self.training))
         inter = F.gelu(self.inter_dense(h))
         return self.out_norm(h + F.dropout(self.out_dense(inter), p, self.training))

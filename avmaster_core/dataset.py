@@ -39,7 +39,7 @@ Semantics:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -294,8 +294,8 @@ class AVQADataset(Dataset):
 
     def _video(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self.bank is not None:
-            v = self.bank.video_index[i]
-            return self.bank.audio[v], self.bank.visual[v]
+            v = int(self.bank.video_index[i])
+            return self.bank.audio[v], self.bank.visual[v]                   # views, [T,128], [T,768]
         vid = str(self.records.at[i, "video_id"])
         store = self._store()
         audio = _fit_length(store.get("audio", vid), self.T, self.pad, f"audio of video {vid!r}")
@@ -306,8 +306,12 @@ class AVQADataset(Dataset):
         if not 0 <= i < len(self):
             raise IndexError(f"item {i} out of range for a dataset of {len(self)} records")
         if self.bank is not None:
-            item = self.bank.gather(torch.tensor([i]))
-            item = {k: t[0] for k, t in item.items()}
+            bank, q = self.bank, int(self.bank.question_index[i])
+            audio, visual = self._video(i)
+            words = bank.words.new_zeros((bank.words_len, bank.words.shape[2]))   # [77, 768]
+            words[: bank.words.shape[1]] = bank.words[q]
+            item = {"audio": audio, "visual": visual, "question": bank.question[q], "words": words,
+                    "label": bank.labels[i], "question_id": bank.question_ids[i], "index": torch.tensor(i)}
         else:
             qid = str(int(self.question_ids[i]))
             store = self._store()

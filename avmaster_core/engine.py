@@ -656,6 +656,7 @@ def train(model_cfg, train_cfg: TrainConfig = TrainConfig(), data_cfg: DataConfi
             "epoch": epoch, "lr": lr,
             **{f"train_loss_{k}": totals[i] / seen for i, k in enumerate(("qa", "a", "v", "c", "total"))},
             "train_acc": 100.0 * totals[5] / seen, "val_acc": val_acc, "is_best": is_best,
+            "train_samples": int(totals[6]),
             "samples_per_s": totals[6] / max(sums["train_seconds"], 1e-9),  # all ranks together
             "train_seconds": sums["train_seconds"], "eval_seconds": time.perf_counter() - eval_start,
         }
@@ -737,66 +738,113 @@ def evaluate(checkpoint: str | os.PathLike, dataset: str, split: str = "test", r
 # ---------------------------------------------------------------------------------------------------------------
 _TRAIN_EPILOG = """\
 examples:
-  # 2-minute CPU smoke run on the bundled synthetic benchmark (make it first: avmaster synth --out data/synthetic)
-  avmaster train --experiment smoke --dataset synthetic --root data/synthetic --epochs 2 --device cpu
+  # a few minutes on a laptop CPU: a narrow model on the bundled synthetic benchmark
+  avmaster synth --out data/synthetic
+  avmaster train --dataset synthetic --root data/synthetic --device cpu --epochs 3 --lr 1e-3 \\
+      --set dim=64 --set focus_ffn=128 --name smoke
 
-  # the paper's main result (Table II) on one GPU, from official-protocol features
-  avmaster train --experiment official --dataset music_avqa --root data/music_avqa \\
-      --store data/music_avqa/features.h5 --device cuda --amp
+  # the paper's main result (Table II, official recipe) on one GPU, from official-protocol features
+  avmaster train --experiment default --dataset music_avqa --root data/music_avqa \\
+      --store data/music_avqa/features.h5 --device cuda
 
-  # continue a run that was interrupted (same arguments plus --resume)
-  avmaster train --experiment official --dataset music_avqa --root data/music_avqa --device cuda --resume
+  # an ablation (Table VII, w/o TDPP), seed 2, and the paper-as-written preset
+  avmaster train --experiment table7/wo_tdpp --seed 2 --dataset music_avqa --root data/music_avqa
+  avmaster train --preset paper --dataset music_avqa --root data/music_avqa
 
-  # 4 GPUs (batch size is per GPU)
-  torchrun --nproc_per_node 4 -m avmaster_core.engine train --experiment official --dataset music_avqa \\
+  # continue an interrupted run: the same command plus --resume
+  avmaster train --experiment default --dataset music_avqa --root data/music_avqa --device cuda --resume
+
+  # 4 GPUs on one machine (the batch size is per GPU: 4 x 16 = 64)
+  torchrun --nproc_per_node 4 -m avmaster_core.engine train --dataset music_avqa \\
       --root data/music_avqa --batch-size 16
 
-The run writes <out>/<experiment>/<seed>/: config.json, metrics.jsonl, best.pt, last.pt,
-predictions.json, test_table.csv, summary.json.
+Each run writes <out>/<name>/<seed>/: config.json, metrics.jsonl (one line per epoch), best.pt,
+last.pt, predictions.json, test_table.csv (the paper's table layout) and summary.json.
 """
 
 _EVALUATE_EPILOG = """\
 examples:
-  avmaster evaluate --checkpoint results/runs/official/1/best.pt --dataset music_avqa --split test \\
-      --root data/music_avqa --out results/eval/official
+  avmaster evaluate --checkpoint results/runs/default/1/best.pt --dataset music_avqa --split test \\
+      --root data/music_avqa --out results/eval/default
   avmaster evaluate --checkpoint results/runs/smoke/1/best.pt --dataset synthetic --root data/synthetic
+
+  # the same checkpoint on MUSIC-AVQA-R (trained on MUSIC-AVQA)
+  avmaster evaluate --checkpoint results/runs/default/1/best.pt --dataset music_avqa_r --split test \\
+      --root data/music_avqa_r --store data/music_avqa/features.h5
 """
 
 _SCORE_EPILOG = """\
 examples:
   avmaster score --dataset music_avqa --split test --root data/music_avqa \\
-      --predictions results/runs/official/1/predictions.json --out results/table2_ours.csv
+      --predictions results/runs/default/1/predictions.json --out results/table2_ours.csv
 """
 
 
-def _experiment_config(name: str):
+def _parse_overrides(items: list[str] | None) -> dict:
+    """["dim=64", "contrastive=in_batch"] -> {"dim": 64, "contrastive": "in_batch"} (values read as JSON if they can be)."""
+    changes = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set expects KEY=VALUE (a ModelConfig field), got {item!r}")
+        try:
+            changes[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            changes[key.strip()] = text
+    return changes
+
+
+def _model_config_for(experiment: str, preset: str, overrides: list[str] | None):
     from . import config
 
-    return config.experiment(name)
+    try:
+        model_cfg = config.experiment(experiment, preset)
+    except KeyError as e:
+        raise SystemExit(f"--experiment: {e.args[0]}") from None
+    changes = _parse_overrides(overrides)
+    known = {f.name for f in dataclasses.fields(model_cfg)}
+    unknown = sorted(set(changes) - known)
+    if unknown:
+        raise SystemExit(f"--set: unknown ModelConfig field(s) {unknown}; known: {', '.join(sorted(known))}")
+    return dataclasses.replace(model_cfg, **changes)
+
+
+def _run_name(experiment: str, preset: str, overrides: list[str] | None) -> str:
+    """The run folder name: the experiment, under paper/ for the paper preset, + a suffix for --set changes."""
+    name = experiment if preset == "official" else f"paper/{experiment}"
+    if overrides:
+        name += "+" + ",".join(sorted(o.replace("/", "_") for o in overrides))
+    return name
 
 
 def _train_command(args) -> int:
-    model_cfg = _experiment_config(args.experiment)
+    from .config import EXPERIMENT_SEGMENTS
+
+    model_cfg = _model_config_for(args.experiment, args.preset, args.set)
     overrides = {"epochs": args.epochs, "seed": args.seed, "batch_size": args.batch_size, "lr": args.lr,
                  "device": args.device, "num_workers": args.num_workers,
                  "checkpoint_every_steps": args.checkpoint_every}
     train_cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None},
                             amp=args.amp, compile=args.compile, progress=not args.no_progress)
-    data_cfg = DataConfig(dataset=args.dataset, root=args.root, store=args.store, limit=args.limit)
-    result = train(model_cfg, train_cfg, data_cfg, out_dir=args.out, experiment=args.experiment,
-                   resume=args.resume)
+    T = args.T if args.T is not None else EXPERIMENT_SEGMENTS.get(args.experiment)
+    data_cfg = DataConfig(dataset=args.dataset, root=args.root, store=args.store, T=T, pad=args.pad,
+                          limit=args.limit)
+    result = train(model_cfg, train_cfg, data_cfg, out_dir=args.out,
+                   experiment=args.name or _run_name(args.experiment, args.preset, args.set), resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"run folder: {result.run_dir}")
-        print(f"best epoch {result.best_epoch}, val acc {result.best_val_acc}, test acc {result.test_acc}")
+        val = "-" if result.best_val_acc is None else f"{result.best_val_acc:.2f}%"
+        test = "-" if result.test_acc is None else f"{result.test_acc:.2f}%"
+        print(f"best epoch {result.best_epoch}: val acc {val}, test acc {test}")
         if result.table is not None:
-            print(result.table.to_string())
+            print(result.table.round(2).to_string())
     return 0
 
 
 def _evaluate_command(args) -> int:
     table, predictions = evaluate(args.checkpoint, args.dataset, args.split, args.root, store=args.store,
                                   batch_size=args.batch_size, device=args.device, amp=args.amp, limit=args.limit,
-                                  progress=not args.no_progress)
+                                  T=args.T, pad=args.pad, progress=not args.no_progress)
     print(table.to_string())
     if args.out:
         out = Path(args.out)
@@ -836,11 +884,17 @@ def register(subparsers) -> None:
                                           "epochs, 30 epochs, batch 64), keep the best-on-validation "
                                           "checkpoint and score it on the test split.",
                               epilog=_TRAIN_EPILOG)
-    p.add_argument("--experiment", default="official",
-                   help="named model configuration (avmaster_core.config.experiment), e.g. official, paper "
-                        "(default: official); also the run folder name")
+    p.add_argument("--experiment", default="default",
+                   help="named model configuration (avmaster_core.config.EXPERIMENTS), e.g. default, "
+                        "table7/wo_tdpp, table9/len4 (default: default)")
+    p.add_argument("--preset", default="official", choices=("official", "paper"),
+                   help="build the experiment on the released code's preset or the paper's (default official)")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="change one ModelConfig field, e.g. --set dim=64 (repeatable)")
     _add_data_arguments(p, split=False)
     p.add_argument("--store", help="HDF5 feature store (default: <root>/features.h5)")
+    p.add_argument("--T", type=int, help="segments per video (default: as stored; fig4/T* experiments set it)")
+    p.add_argument("--pad", choices=("zero", "edge"), help="pad videos shorter than --T (default: error)")
     p.add_argument("--epochs", type=int, help="number of epochs (default 30)")
     p.add_argument("--seed", type=int, help="random seed (default 1)")
     p.add_argument("--batch-size", type=int, help="training batch size per process (default 64)")
@@ -854,6 +908,8 @@ def register(subparsers) -> None:
     p.add_argument("--limit", type=int, help="use only the first N records of each split (smoke runs)")
     p.add_argument("--resume", action="store_true", help="continue the run in the run folder from last.pt")
     p.add_argument("--out", default="results/runs", help="runs folder (default results/runs)")
+    p.add_argument("--name", help="run folder name under --out (default: the experiment, paper/<experiment> "
+                                  "for --preset paper, plus any --set changes)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_train_command)
 
@@ -867,6 +923,8 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--amp", action="store_true", help="bf16 mixed precision")
+    p.add_argument("--T", type=int, help="segments per video (default: the checkpoint's training setting)")
+    p.add_argument("--pad", choices=("zero", "edge"), help="pad videos shorter than --T")
     p.add_argument("--limit", type=int, help="score only the first N records (smoke runs)")
     p.add_argument("--out", help="folder for predictions.json and <split>_table.csv")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -108,13 +108,24 @@ class FeatureStore:
         tmp = f"{_TMP}/{kind}_{key}"
         if tmp in self.file:
             del self.file[tmp]
-        ds = self.file.create_dataset(tmp, data=array)
+        # lzf: fast, built into h5py; CLIP word features are mostly zero padding and shrink several-fold.
+        ds = self.file.create_dataset(tmp, data=array, compression="lzf" if array.size >= 1024 else None)
         for k, v in attrs.items():
             ds.attrs[k] = v
         if name in self.file:
             del self.file[name]
         self.file.require_group(kind)
         self.file.move(tmp, name)
+        self.file.flush()
+
+    def link(self, kind: str, key, target) -> None:
+        """Make `kind/key` name the same stored item as `kind/target` (e.g. questions with identical text)."""
+        if not self.has(kind, target):
+            raise MissingFeatureError(f"cannot link {kind}/{key}: no {kind} item {target!r} in {self.path}")
+        name = self._name(kind, key)
+        if name in self.file:
+            del self.file[name]
+        self.file[name] = self.file[self._name(kind, target)]  # an HDF5 hard link: no copy
         self.file.flush()
 
     def get(self, kind: str, key) -> np.ndarray:

@@ -38,7 +38,6 @@ scenes.json (ground truth). An existing output with the same parameters is reuse
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import time
@@ -54,7 +53,7 @@ from .store import FeatureStore
 from .vocab import INSTRUMENTS, fill_question
 
 GENERATOR = "avmaster_core.synthetic"
-VERSION = 1
+VERSION = 2
 WORLD_SEED = 2510_18346  # the world (codes, word vectors) is fixed; `seed` only draws scenes and questions
 POSITIONS = ("left", "middle", "right")
 PLACES = ("indoor", "outdoor")
@@ -581,7 +580,7 @@ def generate_synthetic(out_dir, num_videos: int = DEFAULTS["num_videos"],
                 question = fill_question(tpl.text, values)
                 if question in text_owner:                              # same text, same features: link
                     for kind in ("question", "words"):
-                        store.file[f"{kind}/{question_id}"] = store.file[f"{kind}/{text_owner[question]}"]
+                        store.link(kind, question_id, text_owner[question])
                 else:
                     sentence, words = question_features(question)
                     store.put("question", question_id, sentence)

@@ -1,0 +1,23 @@
+"""Feature extraction from raw videos (official-code.md §10): PyAV decoding, open_clip and VGGish encoders,
+a resumable sharded pipeline into the HDF5 store.
+
+    from avmaster_core.extract import ClipEncoder, VGGishEncoder, decode_video, extract_videos, extract_questions
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "decode_video": "video", "DecodedVideo": "video", "VideoDecodeError": "video", "list_videos": "video",
+    "ClipEncoder": "encoders", "ClipPreprocess": "encoders", "VGGishEncoder": "encoders",
+    "WeightsNotFoundError": "encoders", "vggish_log_mel": "encoders",
+    "extract_videos": "pipeline", "extract_questions": "pipeline", "ask": "pipeline", "question_text": "pipeline",
+    "write_clip": "synthclip",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):  # lazy: importing the package must not pull in torch, av and open_clip
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,197 @@
+"""The training engine: run folders, the official recipe, determinism, model selection, evaluation.
+
+The fixtures here (a tiny synthetic benchmark and a narrow AV-Master) are reused by test_resume.py,
+test_ddp.py and test_cli.py.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+
+from avmaster_core import engine
+from avmaster_core.config import ModelConfig
+from avmaster_core.engine import DataConfig, TrainConfig
+from avmaster_core.scoring import read_predictions, score
+from avmaster_core.store import MissingFeatureError
+from avmaster_core.synthetic import generate_synthetic
+
+# A narrow official-preset model: same code paths as the real one, ~0.1 s per step on one CPU thread.
+TINY_MODEL = dict(dim=32, focus_heads=2, focus_ffn=64, decoder_heads=2, decoder_layers=1)
+TIMING_FIELDS = {"samples_per_s", "train_seconds", "eval_seconds"}
+
+
+def tiny_model() -> ModelConfig:
+    return ModelConfig.official(**TINY_MODEL)
+
+
+def tiny_train(**changes) -> TrainConfig:
+    base = dict(epochs=2, batch_size=16, lr=1e-3, progress=False, checkpoint_every_steps=2)
+    return TrainConfig(**{**base, **changes})
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """A 30-video synthetic benchmark (84 train / 12 val / 24 test questions, T = 6)."""
+    root = tmp_path_factory.mktemp("synthetic_tiny")
+    generate_synthetic(root, num_videos=30, questions_per_video=4, T=6)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # One thread: faster than two on a shared 2-core box and the same numbers in every process.
+    torch.set_num_threads(1)
+    yield
+
+
+def metrics_without_timing(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in history]
+
+
+def read_metrics(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def state_dicts_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    result = engine.train(tiny_model(), tiny_train(epochs=3, lr_step=1, lr_gamma=0.5),
+                          DataConfig(dataset="synthetic", root=str(tiny_data)), out_dir=out, experiment="tiny")
+    return result
+
+
+def test_defaults_are_the_official_recipe():
+    cfg = TrainConfig()
+    assert (cfg.lr, cfg.lr_step, cfg.lr_gamma, cfg.epochs, cfg.batch_size, cfg.seed) == (1e-4, 8, 0.1, 30, 64, 1)
+    assert (cfg.amp, cfg.compile, cfg.weight_decay, cfg.eval_split, cfg.test_split) == (False, False, 0.0, "val", "test")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.lr = 1.0
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig(batch_size=0)
+
+
+def test_run_folder_holds_every_artifact(finished_run, tiny_data):
+    run = finished_run.run_dir
+    assert run.parts[-2:] == ("tiny", "1")
+    for name in ("config.json", "metrics.jsonl", "best.pt", "last.pt", "predictions.json", "test_table.csv",
+                 "summary.json"):
+        assert (run / name).is_file(), name
+    assert not list(run.glob(".*tmp*")), "temporary files left behind"
+
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"] == dataclasses.asdict(tiny_model())
+    assert config["train"]["epochs"] == 3 and config["data"]["dataset"] == "synthetic"
+
+    metrics = read_metrics(run)
+    assert [m["epoch"] for m in metrics] == [1, 2, 3]
+    for m in metrics:
+        for key in ("lr", "train_loss_qa", "train_loss_a", "train_loss_v", "train_loss_c", "train_loss_total",
+                    "train_acc", "val_acc", "samples_per_s", "train_seconds"):
+            assert isinstance(m[key], float), key
+        assert m["train_loss_total"] == pytest.approx(
+            m["train_loss_qa"] + m["train_loss_a"] + m["train_loss_v"] + m["train_loss_c"], rel=1e-5)
+        assert 0 <= m["val_acc"] <= 100 and m["samples_per_s"] > 0
+    # StepLR stepped after each epoch: the epoch-e LR is lr * gamma^((e-1) // step)
+    assert [m["lr"] for m in metrics] == pytest.approx([1e-3, 5e-4, 2.5e-4])
+    assert metrics_without_timing(finished_run.history) == metrics_without_timing(metrics)
+
+    # final table = scoring.score of the saved predictions on the test records
+    from avmaster_core.annotations import load_annotations
+
+    records = load_annotations("synthetic", "test", tiny_data)
+    predictions = read_predictions(run / "predictions.json")
+    assert set(predictions) == set(records["question_id"])
+    table = pd.read_csv(run / "test_table.csv", header=[0, 1], index_col=0)
+    expected = score(records, predictions)
+    assert table.to_numpy() == pytest.approx(expected.to_numpy(), nan_ok=True)
+    assert finished_run.test_acc == pytest.approx(float(expected[("Overall", "Avg")].iloc[0]))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["test_acc"] == pytest.approx(finished_run.test_acc)
+
+
+def test_best_checkpoint_is_the_last_epoch_reaching_the_best_validation(finished_run):
+    vals = [m["val_acc"] for m in finished_run.history]
+    expected_epoch = max(e for e, v in enumerate(vals, start=1) if v == max(vals))  # "current >= best"
+    assert finished_run.best_epoch == expected_epoch
+    assert finished_run.best_val_acc == max(vals)
+    best = torch.load(finished_run.best_checkpoint, weights_only=True)
+    assert best["epoch"] == expected_epoch and best["model_config"] == dataclasses.asdict(tiny_model())
+
+
+def test_checkpoint_reloads_and_reproduces_the_test_predictions(finished_run, tiny_data):
+    model, cfg = engine.load_checkpoint(finished_run.best_checkpoint)
+    assert cfg == tiny_model() and not model.training
+    table, predictions = engine.evaluate(finished_run.best_checkpoint, "synthetic", "test", tiny_data,
+                                         device="cpu", progress=False)
+    assert predictions.to_dict() == read_predictions(finished_run.predictions_path)
+    assert float(table[("Overall", "Avg")].iloc[0]) == pytest.approx(finished_run.test_acc)
+
+
+def test_same_seed_gives_identical_runs_and_another_seed_does_not(tiny_data, tmp_path):
+    data = DataConfig(dataset="synthetic", root=str(tiny_data))
+    runs = [engine.train(tiny_model(), tiny_train(seed=seed, epochs=1, test_split=None), data,
+                         run_dir=tmp_path / name) for name, seed in (("a", 7), ("b", 7), ("c", 8))]
+    a, b, c = (torch.load(r.last_checkpoint, weights_only=True) for r in runs)
+    assert metrics_without_timing(runs[0].history) == metrics_without_timing(runs[1].history)
+    assert state_dicts_equal(a["model"], b["model"])
+    assert not state_dicts_equal(a["model"], c["model"])
+
+
+def test_existing_run_is_never_overwritten(finished_run, tiny_data):
+    with pytest.raises(FileExistsError, match="--resume"):
+        engine.train(tiny_model(), tiny_train(epochs=3, lr_step=1, lr_gamma=0.5),
+                     DataConfig(dataset="synthetic", root=str(tiny_data)), run_dir=finished_run.run_dir)
+
+
+def test_resume_refuses_a_changed_configuration(finished_run, tiny_data):
+    with pytest.raises(ValueError, match="train.lr"):
+        engine.train(tiny_model(), tiny_train(epochs=3, lr_step=1, lr_gamma=0.5, lr=5e-3),
+                     DataConfig(dataset="synthetic", root=str(tiny_data)), run_dir=finished_run.run_dir,
+                     resume=True)
+
+
+def test_missing_features_raise_a_clear_error(tiny_data, tmp_path):
+    from avmaster_core.store import FeatureStore
+
+    root = tmp_path / "broken"
+    shutil.copytree(tiny_data, root)
+    with FeatureStore(root / "features.h5", "a") as store:
+        victim = sorted(store.keys("visual"))[0]
+        del store.file[f"visual/{victim}"]
+    with pytest.raises(MissingFeatureError, match=victim):
+        engine.train(tiny_model(), tiny_train(epochs=1), DataConfig(dataset="synthetic", root=str(root)),
+                     run_dir=tmp_path / "run")
+
+
+def test_bf16_autocast_trains_on_cpu(tiny_data, tmp_path):
+    result = engine.train(tiny_model(), tiny_train(epochs=1, amp=True, test_split=None),
+                          DataConfig(dataset="synthetic", root=str(tiny_data)), run_dir=tmp_path / "amp")
+    assert torch.isfinite(torch.tensor(result.history[0]["train_loss_total"]))
+
+
+def test_dataloader_path_equals_preloaded_bank_path(tiny_data, tmp_path):
+    """Lazy HDF5 reads through a DataLoader give the same run as batches cut from the preloaded bank."""
+    runs = [engine.train(tiny_model(), tiny_train(epochs=1, test_split=None),
+                         DataConfig(dataset="synthetic", root=str(tiny_data), preload=preload),
+                         run_dir=tmp_path / str(preload)) for preload in (True, False)]
+    assert metrics_without_timing(runs[0].history) == metrics_without_timing(runs[1].history)
+    a, b = (torch.load(r.last_checkpoint, weights_only=True)["model"] for r in runs)
+    assert state_dicts_equal(a, b)
+
+
+def test_step_callback_sees_every_step(tiny_data, tmp_path):
+    seen = []
+    engine.train(tiny_model(), tiny_train(epochs=2, test_split=None, eval_split=None),
+                 DataConfig(dataset="synthetic", root=str(tiny_data)), run_dir=tmp_path / "cb",
+                 step_callback=lambda info: seen.append((info["epoch"], info["step"], info["global_step"])))
+    steps = -(-84 // 16)
+    assert seen == [(e, s, (e - 1) * steps + s) for e in (1, 2) for s in range(1, steps + 1)]
