@@ -98,14 +98,14 @@ class FocusBlock(nn.Module):
 
         Returns (templates [N, R, D] before mixing, multiplicity of each row, per-step states or None).
         """
-        x = self.embed(x)
         cfg = self.cfg
+        if cfg.use_focus and collapse and cfg.focus_first_stage == "additive" and not return_steps:
+            return self._focus_collapsed(x), cfg.num_templates, None
+        x = self.embed(x)
         if not cfg.use_focus:  # Table VII w/o AVFC: the embedded frames themselves are the "templates"
             return x, 1, None
         n, t_len, d = x.shape
         k = cfg.num_templates
-        if collapse and cfg.focus_first_stage == "additive" and not return_steps:
-            return self._focus_collapsed(x), k, None
         rows = 1 if collapse else k
         if cfg.focus_first_stage == "additive":
             self._state_matrix = self.first.state_matrix()
@@ -126,27 +126,38 @@ class FocusBlock(nn.Module):
                 steps.append(z)
         return z, (k if collapse else 1), steps
 
-    def _focus_collapsed(self, x: Tensor) -> Tensor:
+    def _focus_collapsed(self, feats: Tensor) -> Tensor:
         """Released focus recurrence with K identical rows and no dropout, on one row per sample. [N, 1, D].
 
-        Per step: additive stage z' = A z + c_t; self-attention over identical rows returns its value, so
-        LN1(z' + Wo Wv z' + (Wo bv + bo)) = LN1(B z + d_t) with B = (I + Wo Wv) A; the cross-attention output
-        e_t does not depend on z. Only B z, two LayerNorms, the FFN and two more LayerNorms stay in the loop.
+        feats [N, T, D] are the features before `embed`. Per step: additive stage z' = A z + c_t;
+        self-attention over identical rows returns its value, so LN1(z' + Wo Wv z' + (Wo bv + bo)) =
+        LN1(B z + d_t) with B = (I + Wo Wv) A; the cross-attention output e_t does not depend on z. d_t and e_t
+        are affine in the frame, so both come from one matmul of the (un-embedded) features with folded weights.
+        Only B z, the LayerNorms and the FFN stay in the loop over time.
         """
         layer, first = self.layer, self.first
-        d = x.shape[-1]
-        sa = layer.self_attn
-        w_v, b_v = sa.in_proj_weight[2 * d:], sa.in_proj_bias[2 * d:]
-        m = torch.eye(d, device=x.device, dtype=x.dtype) + sa.out_proj.weight @ w_v  # I + Wo Wv
-        m_bias = sa.out_proj.weight @ b_v + sa.out_proj.bias
-        b_mat = m @ first.state_matrix()  # [D, D]
-        d_all = first.frame_term(x) @ m.T + m_bias  # [N, T, D]
-        e_all = layer.frame_values(x, per_head=False)  # [N, T, D] (includes out_proj bias)
+        d = feats.shape[-1]
+        eye = torch.eye(d, device=feats.device, dtype=feats.dtype)
+        sa, ca = layer.self_attn, layer.cross_attn
+        m = eye + sa.out_proj.weight @ sa.in_proj_weight[2 * d:]  # I + Wo Wv
+        m_bias = sa.out_proj.weight @ sa.in_proj_bias[2 * d:] + sa.out_proj.bias
+        w3 = first.linear3.weight
+        b_mat = m @ (w3 @ first.linear1.weight)  # [D, D]
+        w_d = m @ (w3 @ first.linear2.weight)  # frame -> d_t
+        c_d = m @ (w3 @ (first.linear2.bias + first.linear1.bias + first.b) + first.linear3.bias) + m_bias
+        w_e = ca.out_proj.weight @ ca.in_proj_weight[2 * d:]  # frame -> e_t
+        c_e = ca.out_proj.weight @ ca.in_proj_bias[2 * d:] + ca.out_proj.bias
+        w_de, c_de = torch.cat([w_d, w_e]), torch.cat([c_d, c_e])
+        if isinstance(self.embed, nn.Linear):  # fold the embedding too: frames = E feats + e
+            c_de = c_de + w_de @ self.embed.bias
+            w_de = w_de @ self.embed.weight
+        de = F.linear(feats, w_de, c_de)  # [N, T, 2D]
+        d_all, e_all = de[..., :d], de[..., d:]
         n1, n2, n3 = layer.norm1, layer.norm2, layer.norm3
         ffn, final = layer.ffn, self.final_norm
-        z = x[:, 0]  # [N, D] the first frame
-        for t in range(x.shape[1]):
-            z = n1(z @ b_mat.T + d_all[:, t])
+        z = self.embed(feats[:, 0])  # [N, D] the first frame
+        for t in range(feats.shape[1]):
+            z = n1(torch.addmm(d_all[:, t], z, b_mat.T))
             z = n2(z + e_all[:, t])
             z = final(n3(z + ffn(z)))
         return z.unsqueeze(1)

@@ -435,3 +435,89 @@ def summary_columns(table: pd.DataFrame) -> pd.DataFrame:
                        "scoring.score result")
     out = pd.DataFrame({short: table[col] for short, col in SUMMARY_FROM_TABLE2.items()}, index=table.index)
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Paper vs ours: which of our runs fills which row, and the side-by-side tables the notebooks write.
+
+FULL_MODEL_RUN = "default"  # experiments identical to the full model reuse its run instead of a retrain
+# table -> {paper row label: experiment name in avmaster_core.config.EXPERIMENTS (= run folder)}.
+EXPERIMENT_ROWS: dict[str, dict] = {
+    "table2": {OURS: FULL_MODEL_RUN},
+    "table7": {"w/o. ALL": "table7/wo_all", "w/o. AVFC": "table7/wo_avfc", "w/o. DPCL": "table7/wo_dpcl",
+               "w/o. GPAP": "table7/wo_gpap", "w/o. TDPP": "table7/wo_tdpp", OURS: FULL_MODEL_RUN},
+    "table8": {1: "table8/qa", 2: "table8/qa+c", 3: "table8/qa+c+a", 4: "table8/qa+c+v", 5: "table8/qa+a+v",
+               6: FULL_MODEL_RUN},
+    "table9": {16: "table9/len16", 12: "table9/len12", 8: FULL_MODEL_RUN, 4: "table9/len4", 2: "table9/len2"},
+    "table10": {1: "table10/none", 2: FULL_MODEL_RUN, 3: "table10/bs", 4: "table10/as+bs"},
+    "table11": {("CLIP_L", "VGGish", OURS): FULL_MODEL_RUN},
+    "table12": {"w/o. APE": "table12/wo_ape", "w/o. VPE": "table12/wo_vpe", "w/o. AVPE": "table12/wo_avpe",
+                OURS: FULL_MODEL_RUN},
+    "table13": {"W-ADD": "table13/w_add", "MUL": "table13/mul", "ADD": FULL_MODEL_RUN},
+}
+RUN_TABLE = "test_table.csv"  # what engine.train writes into every run folder (scoring.score's Table II layout)
+
+
+def read_run_table(run_dir) -> pd.DataFrame:
+    """The test table (Table II layout) of one finished run folder `<runs>/<experiment>/<seed>`."""
+    from pathlib import Path
+
+    path = Path(run_dir) / RUN_TABLE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the run in {run_dir} has not finished (or was never started)")
+    table = pd.read_csv(path, header=[0, 1], index_col=0)
+    return table.set_axis(pd.MultiIndex.from_tuples([tuple(c) for c in table.columns]), axis=1)
+
+
+def finished_runs(runs_dir, experiment: str, seeds=None) -> dict[int, pd.DataFrame]:
+    """{seed: test table} of the finished runs of `experiment` (all seeds found, or only `seeds`)."""
+    from pathlib import Path
+
+    folder = Path(runs_dir) / experiment
+    found = sorted(int(p.name) for p in folder.glob("*") if p.name.isdigit() and (p / RUN_TABLE).is_file()) \
+        if folder.is_dir() else []
+    chosen = found if seeds is None else [s for s in (int(s) for s in seeds) if s in found]
+    return {seed: read_run_table(folder / str(seed)) for seed in chosen}
+
+
+def ours_table(name: str, runs_dir="results/runs", seeds=None, statistic: str = "mean") -> pd.DataFrame:
+    """Our finished runs in the layout of the paper's table `name`: one row per paper row that has at
+    least one run (the mean, or "std", over seeds), the paper's row labels, the paper's numeric columns.
+
+    `.attrs["seeds"]` maps each row to the seeds averaged; rows without a run are absent.
+    """
+    key = _check_name(name)
+    if key not in EXPERIMENT_ROWS:
+        raise KeyError(f"{name}: none of our runs maps onto this table's rows; tables with runs: "
+                       f"{', '.join(EXPERIMENT_ROWS)}")
+    if statistic not in ("mean", "std"):
+        raise ValueError(f"statistic must be 'mean' or 'std', not {statistic!r}")
+    paper = paper_table(key)
+    rows, used = {}, {}
+    for label, experiment in EXPERIMENT_ROWS[key].items():
+        runs = finished_runs(runs_dir, experiment, seeds)
+        if not runs:
+            continue
+        tables = pd.concat(list(runs.values()))
+        if key != "table2":
+            tables = summary_columns(tables)
+        rows[label] = getattr(tables, statistic)(ddof=0) if statistic == "std" else tables.mean()
+        used[label] = sorted(runs)
+    columns = list(TABLE2_COLUMNS) if key == "table2" else list(SUMMARY_COLUMNS)
+    index = pd.Index(list(rows), name=paper.index.name) if paper.index.nlevels == 1 else \
+        pd.MultiIndex.from_tuples(list(rows), names=paper.index.names)
+    out = pd.DataFrame([rows[r].reindex(columns).to_numpy(dtype=float) for r in rows], index=index,
+                       columns=pd.MultiIndex.from_tuples(columns) if key == "table2" else columns)
+    out.attrs["seeds"] = used
+    return out
+
+
+def side_by_side(name: str, ours: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The paper's table `name` and ours next to each other: top column level `source` = paper / ours,
+    rows = the paper's rows (ours is NaN where we have no run)."""
+    paper = paper_table(name)
+    numeric = [c for c in paper.columns if pd.api.types.is_float_dtype(paper[c])]
+    if ours is None:
+        ours = pd.DataFrame(index=paper.index, columns=paper[numeric].columns, dtype=float)
+    return pd.concat({"paper": paper, "ours": ours.reindex(index=paper.index, columns=paper[numeric].columns)},
+                     axis=1, names=["source"])

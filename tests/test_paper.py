@@ -155,3 +155,66 @@ def test_unknown_name_says_what_exists():
 def test_summary_columns_rejects_other_layouts():
     with pytest.raises(KeyError, match="Table II"):
         paper.summary_columns(paper.paper_table("table7"))
+
+
+def _records(dataset="synthetic"):
+    return pd.DataFrame({
+        "question_id": [1, 2, 3, 4], "video_id": ["a", "b", "c", "d"], "template": ["t"] * 4, "question": ["q"] * 4,
+        "modality": ["Audio", "Visual", "Audio-Visual", "Audio-Visual"],
+        "qtype": ["Counting", "Location", "Temporal", "Existential"],
+        "answer": ["one", "two", "yes", "no"], "answer_idx": [0, 1, 2, 3], "split": ["test"] * 4, "dataset": [dataset] * 4,
+    })
+
+
+@pytest.fixture
+def runs(tmp_path):
+    """A runs folder as engine.train leaves it: <runs>/<experiment>/<seed>/test_table.csv."""
+    made = {("default", 1): {1: 0, 2: 1, 3: 2, 4: 3}, ("default", 2): {1: 0, 2: 0, 3: 2, 4: 0},
+            ("table7/wo_tdpp", 1): {1: 9, 2: 9, 3: 9, 4: 3}, ("table9/len4", 3): {1: 0, 2: 9, 3: 9, 4: 9}}
+    for (experiment, seed), predictions in made.items():
+        folder = tmp_path / experiment / str(seed)
+        folder.mkdir(parents=True)
+        scoring.score(_records(), predictions).to_csv(folder / paper.RUN_TABLE)
+    (tmp_path / "table7" / "wo_avfc" / "1").mkdir(parents=True)  # started, never finished: ignored
+    return tmp_path
+
+
+def test_ours_table_averages_seeds_in_the_paper_layout(runs):
+    t2 = paper.ours_table("table2", runs)
+    assert list(t2.index) == ["AV-Master"] and list(t2.columns) == list(scoring.TABLE2_COLUMNS)
+    assert t2.loc["AV-Master", ("Overall", "Avg")] == pytest.approx((100 + 50) / 2)
+    assert t2.loc["AV-Master", ("Visual QA", "Local")] == pytest.approx(50)
+    assert t2.attrs["seeds"] == {"AV-Master": [1, 2]}
+    assert paper.ours_table("table2", runs, seeds=[2]).loc["AV-Master", ("Overall", "Avg")] == 50
+    t7 = paper.ours_table("table7", runs)
+    assert list(t7.index) == ["w/o. TDPP", "AV-Master"] and list(t7.columns) == list(paper.SUMMARY_COLUMNS)
+    assert t7.loc["w/o. TDPP"].tolist() == [0.0, 0.0, 50.0, 25.0]
+    assert paper.ours_table("table7", runs, statistic="std").loc["AV-Master", "Avg"] == pytest.approx(25)
+    assert list(paper.ours_table("table9", runs).index) == [8, 4]
+
+
+def test_ours_table_without_runs_is_empty_and_bad_names_fail(tmp_path):
+    assert paper.ours_table("table8", tmp_path).empty
+    with pytest.raises(KeyError, match="none of our runs"):
+        paper.ours_table("table5", tmp_path)
+    with pytest.raises(FileNotFoundError, match="has not finished"):
+        paper.read_run_table(tmp_path)
+
+
+def test_every_mapped_experiment_is_a_named_config():
+    from avmaster_core.config import EXPERIMENTS
+    for table, rows in paper.EXPERIMENT_ROWS.items():
+        assert set(rows) <= set(paper.paper_table(table).index), table
+        assert set(rows.values()) <= set(EXPERIMENTS), table
+
+
+def test_side_by_side_keeps_paper_rows_and_columns(runs):
+    both = paper.side_by_side("table7", paper.ours_table("table7", runs))
+    assert list(both.columns.get_level_values(0).unique()) == ["paper", "ours"]
+    assert both.loc["w/o. TDPP", ("paper", "Avg")] == 76.83 and both.loc["w/o. TDPP", ("ours", "Avg")] == 25.0
+    assert np.isnan(both.loc["w/o. GPAP", ("ours", "Avg")])
+    empty = paper.side_by_side("table8")
+    assert [c for c in empty.columns if c[0] == "ours"] == [("ours", c) for c in paper.SUMMARY_COLUMNS]
+    assert empty["ours"].isna().all().all()
+    t2 = paper.side_by_side("table2", paper.ours_table("table2", runs))
+    assert t2.shape == (17, 26) and t2.loc["AV-Master", ("ours", "Overall", "Avg")] == pytest.approx(75)
