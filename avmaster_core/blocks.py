@@ -50,8 +50,10 @@ class MultiheadAttention(nn.Module):
 
     def forward(self, query: Tensor, key: Tensor, value: Tensor, need_weights: bool = False
                 ) -> tuple[Tensor, Tensor | None]:
-        q, k, v = (self._heads(t) for t in self.project(query, key, value))  # [..., H, L, dh]
         p = self.dropout if self.training else 0.0
+        if self.heads == 1 and not need_weights and value[..., 0].numel() > 2 * self.dim:
+            return self._single_head_absorbed(query, key, value, p), None
+        q, k, v = (self._heads(t) for t in self.project(query, key, value))  # [..., H, L, dh]
         if need_weights:  # explicit path (analysis only): returns the head-averaged probabilities
             probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
             out = F.dropout(probs, p, self.training) @ v
@@ -61,6 +63,23 @@ class MultiheadAttention(nn.Module):
             weights = None
         out = out.transpose(-3, -2).flatten(-2)  # [..., Lq, D]
         return self.out_proj(out), weights
+
+    def _single_head_absorbed(self, query: Tensor, key: Tensor, value: Tensor, p: float) -> Tensor:
+        """One head: out_proj(A (X W_v + b_v)) = (A X)(W_o W_v)^T + (sum A) W_o b_v + b_o, with A the (dropped-out)
+        attention probabilities. Same math, one D x D matmul on the query rows instead of two (the value
+        projection of every key row and the output projection); used when there are many value rows."""
+        d = self.dim
+        w, b = self.in_proj_weight, self.in_proj_bias
+        if query is key:
+            q, k = F.linear(query, w[: 2 * d], b[: 2 * d]).chunk(2, dim=-1)
+        else:
+            q, k = F.linear(query, w[:d], b[:d]), F.linear(key, w[d:2 * d], b[d:2 * d])
+        probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d), dim=-1)  # [..., Lq, Lk]
+        probs = F.dropout(probs, p, p > 0)
+        w_ov = self.out_proj.weight @ w[2 * d:]  # [D, D]
+        out = F.linear(probs @ value, w_ov, self.out_proj.bias)
+        mass = probs.sum(-1, keepdim=True)  # 1 unless dropout
+        return out + mass * (self.out_proj.weight @ b[2 * d:])
 
 
 class FeedForward(nn.Module):

@@ -194,6 +194,8 @@ class _Dist:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    owns_group: bool = False     # this call created the process group (and so tears it down)
+    reduce_device: str = "cpu"   # NCCL reduces CUDA tensors only
 
     @property
     def enabled(self) -> bool:
@@ -212,12 +214,20 @@ def _setup_distributed(device_pref: str) -> _Dist:
     import torch.distributed as dist
 
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
+    owns = not dist.is_initialized()
+    if owns:
         use_cuda = device_pref != "cpu" and torch.cuda.is_available()
         if use_cuda:
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return _Dist(rank=rank, world_size=world_size, local_rank=local_rank)
+    reduce_device = f"cuda:{local_rank}" if dist.get_backend() == "nccl" else "cpu"
+    return _Dist(rank=rank, world_size=world_size, local_rank=local_rank, owns_group=owns,
+                 reduce_device=reduce_device)
+
+
+def _teardown_distributed(ctx: _Dist) -> None:
+    if ctx.enabled and ctx.owns_group:
+        torch.distributed.destroy_process_group()
 
 
 def _resolve_device(pref: str, ctx: _Dist) -> torch.device:
@@ -249,7 +259,7 @@ def _gather_objects(obj, ctx: _Dist) -> list:
 def _all_sum(values: list[float], ctx: _Dist) -> list[float]:
     if not ctx.enabled:
         return values
-    t = torch.tensor(values, dtype=torch.float64)
+    t = torch.tensor(values, dtype=torch.float64, device=ctx.reduce_device)
     torch.distributed.all_reduce(t)
     return t.tolist()
 
@@ -554,6 +564,8 @@ def train(model_cfg, train_cfg: TrainConfig = TrainConfig(), data_cfg: DataConfi
             state[key] = saved[key]
         rng = saved["rng"]
         _set_rng_state(rng[ctx.rank] if ctx.rank < len(rng) else rng[0])
+        # A finished run resumed with more epochs trains on; otherwise it is only re-scored.
+        state["finished"] = state["finished"] and state["next_epoch"] > train_cfg.epochs
         if ctx.is_main:
             print(f"[avmaster] resuming {run_dir} at epoch {state['next_epoch']}, step {state['next_step']}",
                   file=sys.stderr)
@@ -703,6 +715,7 @@ def train(model_cfg, train_cfg: TrainConfig = TrainConfig(), data_cfg: DataConfi
         save_last()
     store.close()
     _barrier(ctx)
+    _teardown_distributed(ctx)
     return result
 
 

@@ -18,6 +18,7 @@ import ast
 import fnmatch
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 KERNEL = "python3"
@@ -25,6 +26,49 @@ KERNEL = "python3"
 KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 DEFAULT_NOTEBOOKS = Path("notebooks")
+
+
+# Where the smoke tier puts everything (relative to the notebooks folder), so that a CI or demo run
+# never overwrites the real results/ files with synthetic numbers.
+SMOKE_HOME = Path("../build/smoke")
+
+
+@dataclass(frozen=True)
+class NotebookSettings:
+    """What a notebook works on, resolved from its flat `parameters` cell (see `notebook_settings`)."""
+
+    dataset: str
+    root: Path                 # annotation files (and features.h5 unless `store` is set)
+    store: Path | None         # HDF5 feature store; None = <root>/features.h5
+    experiment: str            # a name of avmaster_core.config.EXPERIMENTS (= run folder)
+    seeds: tuple[int, ...] | None   # None = every seed found
+    epochs: int
+    device: str
+    smoke: bool
+    results: Path              # tables and figures; runs under results/runs
+
+    @property
+    def runs(self) -> Path:
+        return self.results / "runs"
+
+    @property
+    def figures(self) -> Path:
+        return self.results / "figures"
+
+
+def notebook_settings(DATASET: str = "music_avqa", ROOT: str = "../data/music_avqa", STORE: str = "",
+                      EXPERIMENT: str = "default", SEEDS: str = "1", EPOCHS: int = 30, DEVICE: str = "auto",
+                      SMOKE: bool = True, RESULTS: str = "../results") -> NotebookSettings:
+    """The notebooks' one-line configuration. SEEDS: comma-separated ("1,2,3"; "" = all found).
+
+    SMOKE=True switches to the bundled synthetic benchmark, 1 epoch on CPU, and writes under
+    build/smoke/ instead of results/ (the real results are only written by full runs)."""
+    seeds = tuple(int(s) for s in str(SEEDS).replace(" ", "").split(",") if s) or None
+    if SMOKE:
+        return NotebookSettings("synthetic", SMOKE_HOME / "data" / "synthetic", None, EXPERIMENT, seeds,
+                                min(int(EPOCHS), 1), "cpu", True, SMOKE_HOME / "results")
+    return NotebookSettings(DATASET, Path(ROOT), Path(STORE) if STORE else None, EXPERIMENT, seeds, int(EPOCHS),
+                            DEVICE, False, Path(RESULTS))
 
 
 class NotebookRunError(RuntimeError):

@@ -138,9 +138,10 @@ def from_official_state_dict(state_dict: dict, config: ModelConfig | None = None
         value = sd[key.name]
         if tuple(value.shape) != key.shape:
             raise ValueError(f"official key {key.name!r} has shape {list(value.shape)}, expected {list(key.shape)}")
-        if target not in ours:
-            raise ValueError(f"config {cfg} has no parameter {target!r} for official key {key.name!r}; "
-                             "load official checkpoints with the official preset's structure")
+        if target not in ours or tuple(ours[target].shape) != key.shape:
+            raise ValueError(f"this config has no parameter {target!r} of shape {list(key.shape)} for official key "
+                             f"{key.name!r}; official checkpoints load only into the official preset's structure "
+                             "(change only inference fields such as combine or inference_use_a/v)")
         loaded[target] = value
     missing = sorted(set(ours) - set(loaded))
     if missing:

@@ -196,3 +196,21 @@ def save_figure(fig: Figure, path: str | Path, *, dpi: int = DPI) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def save_table(table: pd.DataFrame, path: str | Path) -> Path:
+    """Write a result table as CSV, creating folders; a temp file then a rename (like save_figure)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".csv", dir=path.parent)
+    os.close(fd)
+    try:
+        table.to_csv(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -197,6 +197,7 @@ def test_step_callback_sees_every_step(tiny_data, tmp_path):
     assert seen == [(e, s, (e - 1) * steps + s) for e in (1, 2) for s in range(1, steps + 1)]
 
 
+@pytest.mark.slow
 def test_compile_option_trains_and_saves_plain_weights(tiny_data, tmp_path, monkeypatch):
     """compile=True goes through torch.compile (here with the eager backend: no C++ build in the test) and the
     checkpoint keeps the plain module's parameter names."""

@@ -91,3 +91,13 @@ def test_bad_requests_fail_before_running(folder, tmp_path, capsys):
     assert "--mode" in capsys.readouterr().err
     assert runner.main(["list", "--notebooks", str(folder), "--only", "zz"]) == 1
     assert not (folder / "seen_00.json").exists()
+
+
+def test_notebook_settings_smoke_never_writes_real_results():
+    full = runner.notebook_settings(DATASET="music_avqa_r", ROOT="../data/r", SEEDS="1, 2,3", EPOCHS=30,
+                                    DEVICE="cuda", SMOKE=False)
+    assert (full.dataset, full.seeds, full.epochs, full.device, full.smoke) == ("music_avqa_r", (1, 2, 3), 30, "cuda", False)
+    assert str(full.runs) == "../results/runs" and str(full.figures) == "../results/figures" and full.store is None
+    smoke = runner.notebook_settings(DATASET="music_avqa", SEEDS="", EPOCHS=30, SMOKE=True)
+    assert smoke.dataset == "synthetic" and smoke.epochs == 1 and smoke.device == "cpu" and smoke.seeds is None
+    assert "build/smoke" in str(smoke.results) and "results" != smoke.results.parts[0]

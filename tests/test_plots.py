@@ -98,3 +98,12 @@ def test_save_figure_creates_folders_and_leaves_no_temp_files(tmp_path):
     assert [p.name for p in target.parent.iterdir()] == ["fig8.png"]
     with pytest.raises(ValueError, match="suffix"):
         plots.save_figure(fig, tmp_path / "nosuffix")
+
+
+def test_save_table_round_trips_the_side_by_side_layout(tmp_path):
+    from avmaster_core.paper import side_by_side
+    table = side_by_side("table2")
+    target = plots.save_table(table, tmp_path / "new" / "table2.csv")
+    back = pd.read_csv(target, header=[0, 1, 2], index_col=0)
+    assert back.shape == table.shape and back.iloc[-1, 12] == 78.51
+    assert [p.name for p in target.parent.iterdir()] == ["table2.csv"]
