@@ -22,7 +22,13 @@ _EXPORTS = {
     "TrainConfig": "engine",
     "train": "engine",
     "evaluate": "engine",
+    "DataConfig": "engine",
+    "RunResult": "engine",
+    "load_checkpoint": "engine",
     "generate_synthetic": "synthetic",
+    "AVQADataset": "dataset",
+    "ClipEncoder": "extract.encoders",
+    "extract_videos": "extract.pipeline",
 }
 __all__ = list(_EXPORTS)
 

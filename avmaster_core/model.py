@@ -114,14 +114,17 @@ class FocusBlock(nn.Module):
         values = self.layer.frame_values(x, per_head)  # [N, T, H, D] or [N, T, D]
         z = x[:, :1].expand(n, rows, d) if init is None else init.expand(n, rows, d)
         steps = [] if return_steps else None
+        # unbind once: indexing [:, t] inside the loop would make autograd scatter T full-size gradients
+        frames, values = x.unbind(1), values.unbind(1)
+        terms = frame_terms.unbind(1) if cfg.focus_first_stage == "additive" else [None] * t_len
+        if per_head:  # attention dropout on K uniform probabilities (see FocusDecoderLayer), all steps at once
+            scales = self.layer.cross_scale((t_len, n, rows), k, x.device, x.dtype).unbind(0)  # T x [N, R, H]
         for t in range(t_len):
-            if per_head:  # attention dropout on K uniform probabilities (see FocusDecoderLayer)
-                scale = self.layer.cross_scale((n, rows), k, x.device, x.dtype)  # [N, R, H]
-                cross = torch.einsum("nrh,nho->nro", scale, values[:, t]) + self.layer.cross_attn.out_proj.bias
+            if per_head:
+                cross = torch.einsum("nrh,nho->nro", scales[t], values[t]) + self.layer.cross_attn.out_proj.bias
             else:
-                cross = values[:, t].unsqueeze(1).expand(n, rows, d)
-            ft = frame_terms[:, t] if cfg.focus_first_stage == "additive" else None
-            z = self.step(z, x[:, t], ft, bias, cross)
+                cross = values[t].unsqueeze(1).expand(n, rows, d)
+            z = self.step(z, frames[t], terms[t], bias, cross)
             if return_steps:
                 steps.append(z)
         return z, (k if collapse else 1), steps
@@ -156,9 +159,9 @@ class FocusBlock(nn.Module):
         n1, n2, n3 = layer.norm1, layer.norm2, layer.norm3
         ffn, final = layer.ffn, self.final_norm
         z = self.embed(feats[:, 0])  # [N, D] the first frame
-        for t in range(feats.shape[1]):
-            z = n1(torch.addmm(d_all[:, t], z, b_mat.T))
-            z = n2(z + e_all[:, t])
+        for d_t, e_t in zip(d_all.unbind(1), e_all.unbind(1)):
+            z = n1(torch.addmm(d_t, z, b_mat.T))
+            z = n2(z + e_t)
             z = final(n3(z + ffn(z)))
         return z.unsqueeze(1)
 
@@ -176,14 +179,18 @@ class SlotPooling(nn.Module):
         self.score = nn.Linear(dim, 1)
         self.beta = nn.Parameter(torch.ones(dim))
 
-    def forward(self, context: Tensor, slots: Tensor) -> Tensor:
-        """context [B, Lc, D]; slots [B, R, D] -> [B, Lc, D]."""
+    def weights(self, context: Tensor, slots: Tensor) -> tuple[Tensor | None, Tensor]:
+        """(g [B, Lc, R] or None for one slot (g = 1), u = U z [B, R, D]); O = context + beta + g @ u."""
         u = self.proj(slots)  # [B, R, D]
         if u.shape[1] == 1:
-            return context + self.beta + u
+            return None, u
         feat = context.unsqueeze(2) + (u + self.beta).unsqueeze(1)  # [B, Lc, R, D]
-        g = torch.softmax(self.score(torch.tanh(feat)).squeeze(-1), dim=-1)  # [B, Lc, R]
-        return context + self.beta + g @ u
+        return torch.softmax(self.score(torch.tanh(feat)).squeeze(-1), dim=-1), u
+
+    def forward(self, context: Tensor, slots: Tensor) -> Tensor:
+        """context [B, Lc, D]; slots [B, R, D] -> O [B, Lc, D]."""
+        g, u = self.weights(context, slots)
+        return context + self.beta + (u if g is None else g @ u)
 
 
 class SlotSAB(nn.Module):
@@ -291,9 +298,27 @@ class AVMaster(nn.Module):
         return token_mix(z, mult) if self.cfg.focus_mix else z
 
     def key_fusion(self, context: Tensor, focus: dict[str, Tensor]) -> Tensor:
-        """eq. (3): context [B, Lc, D] and focus templates -> F_fu [B, D] (max over tokens)."""
-        parts = [context] + [self.pool[m](context, focus[m]) for m in reversed(self.cfg.modalities)]  # Fc, O_v, O_a
-        return self.fuse(torch.cat(parts, dim=-1)).amax(dim=1)
+        """eq. (3): context [B, Lc, D] and focus templates -> F_fu [B, D] (max over tokens).
+
+        fuse(concat(Fc, O_v, O_a)) with O_m = Fc + beta_m + g_m @ u_m is computed as
+        Fc (W_c + W_v + W_a)^T + sum_m g_m @ (u_m W_m^T) + (b + sum_m W_m beta_m): one D x D matmul over the
+        tokens instead of a 3D x D one (same math).
+        """
+        mods = tuple(reversed(self.cfg.modalities))  # released order: Fc, O_v, O_a
+        if self.cfg.fusion_pool != "additive":
+            parts = [context] + [self.pool[m](context, focus[m]) for m in mods]
+            return self.fuse(torch.cat(parts, dim=-1)).amax(dim=1)
+        d = context.shape[-1]
+        w = self.fuse.weight.split(d, dim=1)  # W_c, then one [D, D] block per modality
+        w_sum, bias = w[0], self.fuse.bias
+        h_slots = 0
+        for i, m in enumerate(mods):
+            g, u = self.pool[m].weights(context, focus[m])
+            w_sum = w_sum + w[i + 1]
+            bias = bias + w[i + 1] @ self.pool[m].beta
+            uw = u @ w[i + 1].T  # [B, R, D]
+            h_slots = h_slots + (uw if g is None else g @ uw)
+        return (F.linear(context, w_sum, bias) + h_slots).amax(dim=1)
 
     # ------------------------------------------------------------------ forward
     def forward(self, batch: dict, return_steps: bool = False, return_attention: bool = False,

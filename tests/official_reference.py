@@ -159,3 +159,36 @@ def random_official_state_dict(keys, seed=0):
         else:
             sd[name] = 0.1 * torch.randn(shape, generator=g)
     return sd
+
+
+if __name__ == "__main__":  # same-machine baseline: time this literal reference (python tests/official_reference.py)
+    import argparse
+    import os
+    import sys
+    import time
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from avmaster_core.benchmark import random_batch
+    from avmaster_core.config import ModelConfig
+    from avmaster_core.official import official_keys
+
+    ap = argparse.ArgumentParser(description="time the loop-based reference of the released forward")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--T", type=int, default=60)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    sd = random_official_state_dict([(k.name, k.shape, k.used) for k in official_keys()])
+    batch = random_batch(a.batch_size, a.T, ModelConfig.official(), "cpu", generator=torch.Generator().manual_seed(0))
+    print(f"# reference threads={a.threads} batch={a.batch_size} T={a.T} load1={os.getloadavg()[0]:.2f}")
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        reference_forward(sd, {k: v for k, v in batch.items() if not k.startswith("neg_")})
+        print(f"reference inference {time.perf_counter() - t0:.3f} s/batch", flush=True)
+    params = {k: v.requires_grad_() for k, v in sd.items()}
+    t0 = time.perf_counter()
+    out = reference_forward(params, batch)
+    loss = sum(F.cross_entropy(out[k], batch["label"]) for k in ("logits_qa", "logits_a", "logits_v")) + out["c"]
+    loss.backward()
+    print(f"reference train step (forward+backward, no dropout, no optimizer) {time.perf_counter() - t0:.3f} s")
