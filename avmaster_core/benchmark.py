@@ -4,8 +4,8 @@
 
 Training step = forward (with negatives) + loss + backward + Adam step. Inference = eval forward under
 torch.inference_mode. Random inputs. Peak memory: torch.cuda.max_memory_allocated on GPU; on CPU the
-growth of the process's peak resident set (ru_maxrss), which only grows, so the first measured preset
-includes the interpreter's baseline and later ones show only what exceeds the earlier peak.
+growth of the process's peak resident set (ru_maxrss) during that phase. ru_maxrss only grows, so on CPU a
+phase shows only what exceeds every earlier peak (inference runs first, then training; presets in order).
 """
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def benchmark_preset(cfg: ModelConfig, batch_size: int, segments: int, device: t
             model(batch)
 
     result = {"preset": cfg, "parameters": count_parameters(model)}
-    for name, fn in (("train", train_step), ("infer", infer)):
+    for name, fn in (("infer", infer), ("train", train_step)):
         start = _peak_reset(device)
         times = []
         for i in range(warmup + steps):

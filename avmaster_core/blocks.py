@@ -13,6 +13,23 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def folded(module: nn.Module, name: str, compute, *params: Tensor) -> Tensor:
+    """compute() -- a product of weights, e.g. W_o W_v -- cached on `module` while no gradient is recorded.
+
+    Inference calls reuse it until one of `params` changes in place (an optimizer step bumps its version);
+    with autograd on, it is recomputed every call so gradients flow through it.
+    """
+    if torch.is_grad_enabled():
+        return compute()
+    key = (name, tuple(p._version for p in params), torch.is_autocast_enabled(params[0].device.type),
+           params[0].device)
+    cache = module.__dict__.setdefault("_folded_cache", {})
+    hit = cache.get(name)
+    if hit is None or hit[0] != key:
+        hit = cache[name] = (key, compute())
+    return hit[1]
+
+
 class MultiheadAttention(nn.Module):
     """nn.MultiheadAttention's math (same parameters, dropout on the attention probabilities), batch-first.
 
@@ -65,21 +82,23 @@ class MultiheadAttention(nn.Module):
         return self.out_proj(out), weights
 
     def _single_head_absorbed(self, query: Tensor, key: Tensor, value: Tensor, p: float) -> Tensor:
-        """One head: out_proj(A (X W_v + b_v)) = (A X)(W_o W_v)^T + (sum A) W_o b_v + b_o, with A the (dropped-out)
-        attention probabilities. Same math, one D x D matmul on the query rows instead of two (the value
-        projection of every key row and the output projection); used when there are many value rows."""
+        """One head with both projection pairs absorbed (same math, fewer matmuls over many rows):
+        scores = (W_k^T (W_q x + b_q)) . y  (the q . b_k term is constant per query, cancels in the softmax)
+        out    = (A Y_v)(W_o W_v)^T + (sum A) W_o b_v + b_o,  A the (dropped-out) attention probabilities.
+        Two D x D matmuls on the query rows replace the q, k, v and output projections."""
         d = self.dim
         w, b = self.in_proj_weight, self.in_proj_bias
-        if query is key:
-            q, k = F.linear(query, w[: 2 * d], b[: 2 * d]).chunk(2, dim=-1)
-        else:
-            q, k = F.linear(query, w[:d], b[:d]), F.linear(key, w[d:2 * d], b[d:2 * d])
-        probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d), dim=-1)  # [..., Lq, Lk]
+        w_q, w_k, w_v = w[:d], w[d:2 * d], w[2 * d:]
+        w_o = self.out_proj.weight
+        ps = (self.in_proj_weight, self.in_proj_bias, w_o)
+        w_qk, b_qk = folded(self, "qk", lambda: (w_k.T @ w_q, w_k.T @ b[:d]), *ps)
+        w_ov, b_ov = folded(self, "ov", lambda: (w_o @ w_v, w_o @ b[2 * d:]), *ps)
+        q_abs = F.linear(query, w_qk, b_qk)  # [..., Lq, D]
+        probs = torch.softmax(q_abs @ key.transpose(-1, -2) / math.sqrt(d), dim=-1)  # [..., Lq, Lk]
         probs = F.dropout(probs, p, p > 0)
-        w_ov = self.out_proj.weight @ w[2 * d:]  # [D, D]
         out = F.linear(probs @ value, w_ov, self.out_proj.bias)
         mass = probs.sum(-1, keepdim=True)  # 1 unless dropout
-        return out + mass * (self.out_proj.weight @ b[2 * d:])
+        return out + mass * b_ov
 
 
 class FeedForward(nn.Module):

@@ -15,7 +15,11 @@ Speed (same math as the released code):
   outside the Python loop over time;
 - in eval mode, where the released design keeps the K template rows identical (first-frame init, bias used
   only as a query position, no dropout), the recurrence runs on one row per sample and the affine parts of
-  a step are folded into one matrix (`_focus_collapsed`). This is exact, not an approximation.
+  a step are folded into one matrix (`_focus_collapsed`). This is exact, not an approximation;
+- attention with few queries or one head uses absorbed projections (blocks.BertCrossLayer,
+  MultiheadAttention._single_head_absorbed) and the fusion linear is split per input (key_fusion).
+All of these are algebraic rewrites of the released math; tests/test_official.py checks the logits
+against a literal loop-based reference of the released forward.
 """
 from __future__ import annotations
 
@@ -23,8 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .blocks import (AnswerDecoder, FocusDecoderLayer, MultiheadAttention, PreferenceLayer,  # noqa: F401
-                     SelfAttentionLayer, token_mix)
+from .blocks import AnswerDecoder, FocusDecoderLayer, PreferenceLayer, SelfAttentionLayer, folded, token_mix
 from .config import ModelConfig
 from . import losses as L
 
@@ -129,15 +132,8 @@ class FocusBlock(nn.Module):
                 steps.append(z)
         return z, (k if collapse else 1), steps
 
-    def _focus_collapsed(self, feats: Tensor) -> Tensor:
-        """Released focus recurrence with K identical rows and no dropout, on one row per sample. [N, 1, D].
-
-        feats [N, T, D] are the features before `embed`. Per step: additive stage z' = A z + c_t;
-        self-attention over identical rows returns its value, so LN1(z' + Wo Wv z' + (Wo bv + bo)) =
-        LN1(B z + d_t) with B = (I + Wo Wv) A; the cross-attention output e_t does not depend on z. d_t and e_t
-        are affine in the frame, so both come from one matmul of the (un-embedded) features with folded weights.
-        Only B z, the LayerNorms and the FFN stay in the loop over time.
-        """
+    def _collapsed_weights(self, feats: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """B = (I + Wo Wv) W3 W1 and the folded frame -> (d_t, e_t) map of `_focus_collapsed`."""
         layer, first = self.layer, self.first
         d = feats.shape[-1]
         eye = torch.eye(d, device=feats.device, dtype=feats.dtype)
@@ -154,6 +150,20 @@ class FocusBlock(nn.Module):
         if isinstance(self.embed, nn.Linear):  # fold the embedding too: frames = E feats + e
             c_de = c_de + w_de @ self.embed.bias
             w_de = w_de @ self.embed.weight
+        return b_mat, w_de, c_de
+
+    def _focus_collapsed(self, feats: Tensor) -> Tensor:
+        """Released focus recurrence with K identical rows and no dropout, on one row per sample. [N, 1, D].
+
+        feats [N, T, D] are the features before `embed`. Per step: additive stage z' = A z + c_t;
+        self-attention over identical rows returns its value, so LN1(z' + Wo Wv z' + (Wo bv + bo)) =
+        LN1(B z + d_t) with B = (I + Wo Wv) A; the cross-attention output e_t does not depend on z. d_t and e_t
+        are affine in the frame, so both come from one matmul of the (un-embedded) features with folded weights.
+        Only B z, the LayerNorms and the FFN stay in the loop over time.
+        """
+        layer, d = self.layer, feats.shape[-1]
+        b_mat, w_de, c_de = folded(self, "collapsed", lambda: self._collapsed_weights(feats),
+                                   *[p for p in self.parameters()])
         de = F.linear(feats, w_de, c_de)  # [N, T, 2D]
         d_all, e_all = de[..., :d], de[..., d:]
         n1, n2, n3 = layer.norm1, layer.norm2, layer.norm3

@@ -139,6 +139,19 @@ def test_sharing_switches_change_parameter_count():
     assert _count(dataclasses.replace(base, num_templates=16)) == n + 2 * 8 * 768
 
 
+@pytest.mark.parametrize("name", ["table10/none", "table10/bs", "table9/len2"])
+def test_sharing_variants_run_and_match_collapsed(name):
+    model = make(experiment(name)).eval()
+    batch = batch_for(model.cfg, 2, 3)
+    with torch.no_grad():
+        fast = model(batch)["logits"]
+        model.collapse_templates = False
+        full = model(batch)["logits"]
+    torch.testing.assert_close(fast, full, rtol=1e-4, atol=1e-4)
+    model.train()
+    assert torch.isfinite(model.loss(model(batch), batch)["total"])
+
+
 def test_component_switches(official):
     cfg = ModelConfig.official()
     batch = batch_for(cfg, 2, 3)
@@ -313,3 +326,18 @@ def test_bad_labels_and_mismatched_segments(official):
     with pytest.raises(ValueError, match="neg_audio"):
         official.loss(official({k: v for k, v in batch.items() if not k.startswith("neg_")}), batch)
     official.eval()
+
+
+def test_inference_weight_cache_follows_in_place_updates():
+    cfg = ModelConfig.official()
+    model = make(cfg).eval()
+    batch = batch_for(cfg, 2, 3, negatives=False)
+    with torch.no_grad():
+        model(batch)  # fills the cache of folded weight products
+        for p in (model.focus.layer.self_attn.out_proj.weight, model.context.self_attn.in_proj_weight):
+            p.mul_(1.5)
+        cached = model(batch)["logits"]
+    fresh = build_model(cfg).eval()
+    fresh.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(cached, fresh(batch)["logits"], rtol=0, atol=0)
