@@ -20,7 +20,7 @@ _CHOICES = {
     "fusion_pool": ("additive", "sab_sum"),
     "contrastive": ("official", "in_batch"),
     "combine": ("logits_sum", "prob_sum", "mul", "w_add"),
-    "inputs": ("av", "a", "v"),
+    "inputs": ("av", "a", "v", "q"),
 }
 
 
@@ -87,7 +87,8 @@ class ModelConfig:
       (w_a, w_v) = softmax of each head's max probability). Prob-based scores are returned as log(score).
     - inference_use_a / inference_use_v: Table XII: drop the audio / visual preference distribution from the
       combination (training is unchanged).
-    - inputs: Fig. 5: "av" (both), "a" (audio + question; the visual stream is not built), "v".
+    - inputs: Fig. 5: "av" (both), "a" (audio + question; the visual stream is not built), "v"; "q" builds
+      neither stream (the question-only baseline; needs use_tdpp and use_focus=False, use_gpap=False).
     """
 
     dim: int = 768
@@ -151,6 +152,9 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
         if not (self.use_tdpp or self.use_gpap):
             raise ValueError("ModelConfig: use_tdpp and use_gpap cannot both be False (nothing would predict)")
+        if self.inputs == "q" and (not self.use_tdpp or self.use_focus or self.use_gpap):
+            raise ValueError("ModelConfig.inputs='q' (question only) needs use_tdpp=True, use_focus=False and "
+                             "use_gpap=False: without audio and visual only the key fusion over words remains")
         if self.temperature <= 0:
             raise ValueError(f"ModelConfig.temperature must be > 0, got {self.temperature}")
 
@@ -181,7 +185,7 @@ class ModelConfig:
     @property
     def modalities(self) -> tuple[str, ...]:
         """The input streams the model builds: ("a", "v"), ("a",) or ("v",)."""
-        return {"av": ("a", "v"), "a": ("a",), "v": ("v",)}[self.inputs]
+        return {"av": ("a", "v"), "a": ("a",), "v": ("v",), "q": ()}[self.inputs]
 
     @property
     def templates_stay_identical(self) -> bool:
@@ -238,6 +242,10 @@ _EXPERIMENT_CHANGES: dict[str, dict[str, Any]] = {
     "fig5/a+q": dict(inputs="a"),
     "fig5/v+q": dict(inputs="v"),
     "fig5/a+v+q": {},
+    # Question-only baseline (not in the paper): no audio or visual stream; the key-fusion self-attention
+    # reads the words alone and the answer decoder predicts. It bounds what the question gives away.
+    "baseline/question_only": dict(inputs="q", use_focus=False, use_gpap=False,
+                                   lambda_a=0.0, lambda_v=0.0, lambda_c=0.0),
     # Fig. 7: one loss weight varied, others 1.0
     **{f"fig7/{name}={value}": {f"lambda_{name}": value}
        for name in ("qa", "a", "v", "c") for value in (0.4, 0.7, 1.0, 1.3, 1.6)},

@@ -352,7 +352,7 @@ class AVMaster(nn.Module):
         logits = {}
         fused = None
         if cfg.use_tdpp:
-            focus, steps = self.focus_capture(feats, return_steps)
+            focus, steps = self.focus_capture(feats, return_steps) if mods else ({}, None)
             context = self.context(torch.cat([feats[m] for m in mods] + [words], dim=1))  # [B, M*T+L, D]
             fused = self.key_fusion(context, focus)  # [B, D]
             logits["qa"] = self.decoder_qa(fused.unsqueeze(1), sentence)
@@ -380,7 +380,7 @@ class AVMaster(nn.Module):
     def _needs_negatives(self, batch: dict) -> bool:
         cfg = self.cfg
         return (cfg.contrastive == "official" and cfg.lambda_c != 0 and cfg.use_tdpp and cfg.use_gpap
-                and all(MODALITY_KEYS[m][1] in batch for m in cfg.modalities))
+                and bool(cfg.modalities) and all(MODALITY_KEYS[m][1] in batch for m in cfg.modalities))
 
     def _step_logits(self, context, steps, sentence, logits) -> Tensor:
         if steps is None or any(s is None for s in steps.values()):

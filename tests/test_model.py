@@ -196,6 +196,21 @@ def test_single_modality_inputs(inputs, present, absent):
     assert float(losses[other].detach()) == 0.0 and float(losses["c"].detach()) > 0
 
 
+def test_question_only_baseline_ignores_audio_and_visual():
+    cfg = dataclasses.replace(experiment("baseline/question_only"), dim=64, focus_ffn=128)
+    model = make(cfg).eval()
+    assert model.proj_audio is None and model.proj_visual is None
+    batch = batch_for(ModelConfig.official(), 3, 4)
+    other = batch_for(ModelConfig.official(), 3, 4, seed=7)
+    other.update(question=batch["question"], words=batch["words"])  # same question, other audio/visual
+    with torch.no_grad():
+        out = model(batch)
+        assert torch.equal(out["logits"], model(other)["logits"])
+    assert out["logits_a"] is None and out["logits_v"] is None
+    with pytest.raises(ValueError, match="question only"):
+        ModelConfig.official(inputs="q")
+
+
 def test_combine_modes_and_table12():
     torch.manual_seed(0)
     lg = {k: torch.randn(3, 42) for k in ("qa", "a", "v")}
