@@ -93,6 +93,7 @@ class FeatureBank:
     question_index: torch.Tensor  # [N] long, row of question/words
     labels: torch.Tensor          # [N] long
     question_ids: torch.Tensor    # [N] long
+    audio_index: torch.Tensor | None = None  # [N] long, row of audio when it differs (v2.0 unmatched audio)
     words_len: int = WORDS_LEN
 
     def __len__(self) -> int:
@@ -106,7 +107,11 @@ class FeatureBank:
         moved = {k: getattr(self, k).to(device) for k in
                  ("audio", "visual", "question", "words", "video_index", "question_index", "labels",
                   "question_ids")}
-        return FeatureBank(**moved, words_len=self.words_len)
+        audio_index = None if self.audio_index is None else self.audio_index.to(device)
+        return FeatureBank(**moved, audio_index=audio_index, words_len=self.words_len)
+
+    def _audio_rows(self, items: torch.Tensor) -> torch.Tensor:
+        return (self.video_index if self.audio_index is None else self.audio_index)[items]
 
     def gather(self, items: torch.Tensor, negatives: torch.Tensor | None = None) -> dict:
         """The batch of the items `items` ([B] long); `negatives` ([B] long item indices) adds neg_*."""
@@ -117,13 +122,14 @@ class FeatureBank:
         if words.shape[1] < self.words_len:
             words = torch.nn.functional.pad(words, (0, 0, 0, self.words_len - words.shape[1]))  # [B,77,768]
         batch = {
-            "audio": self.audio[v], "visual": self.visual[v],             # [B,T,128], [B,T,768]
+            "audio": self.audio[self._audio_rows(items)], "visual": self.visual[v],  # [B,T,128], [B,T,768]
             "question": self.question[q], "words": words,                 # [B,768], [B,77,768]
             "label": self.labels[items], "question_id": self.question_ids[items], "index": items,
         }
         if negatives is not None:
-            nv = self.video_index[negatives.to(self.device)]
-            batch["neg_audio"], batch["neg_visual"] = self.audio[nv], self.visual[nv]
+            negatives = negatives.to(self.device)
+            batch["neg_audio"] = self.audio[self._audio_rows(negatives)]
+            batch["neg_visual"] = self.visual[self.video_index[negatives]]
         return batch
 
 
@@ -202,12 +208,18 @@ class AVQADataset(Dataset):
         self.set_epoch(0)
 
     # -- construction helpers -------------------------------------------------------------------
+    def _audio_videos(self):
+        """The video whose audio each record uses (MUSIC-AVQA-v2.0 pairs some videos with other audio)."""
+        column = "audio_video_id" if "audio_video_id" in self.records.columns else "video_id"
+        return self.records[column].astype(str)
+
     def _check_missing(self, store: FeatureStore, drop_missing: bool) -> None:
         videos = self.records["video_id"].astype(str)
         questions = self.records["question_id"].astype(str)
         lacking = np.zeros(len(self.records), dtype=bool)
         what = []
-        for kind, keys in (("audio", videos), ("visual", videos), ("question", questions), ("words", questions)):
+        for kind, keys in (("audio", self._audio_videos()), ("visual", videos), ("question", questions),
+                           ("words", questions)):
             missing = set(store.missing(kind, keys.unique()))
             if missing:
                 rows = keys.isin(missing).to_numpy()
@@ -229,9 +241,10 @@ class AVQADataset(Dataset):
 
     def _resolve_length(self, store: FeatureStore, T: int | None) -> int:
         lengths = {}
-        for vid in self.records["video_id"].astype(str).unique():
-            a, v = store.file[f"audio/{vid}"].shape[0], store.file[f"visual/{vid}"].shape[0]
-            lengths[vid] = min(a, v) if T is not None else (a, v)
+        pairs = zip(self.records["video_id"].astype(str), self._audio_videos())
+        for vid, aid in dict.fromkeys(pairs):
+            a, v = store.file[f"audio/{aid}"].shape[0], store.file[f"visual/{vid}"].shape[0]
+            lengths[vid if aid == vid else f"{vid} (audio of {aid})"] = min(a, v) if T is not None else (a, v)
         if T is None:
             distinct = set(x for pair in lengths.values() for x in pair)
             if len(distinct) != 1:
@@ -247,8 +260,11 @@ class AVQADataset(Dataset):
     def _load_bank(self, store: FeatureStore) -> FeatureBank:
         videos = list(dict.fromkeys(self.records["video_id"].astype(str)))
         video_row = {vid: i for i, vid in enumerate(videos)}
+        audio_videos = self._audio_videos()
+        extra_audio = [a for a in dict.fromkeys(audio_videos) if a not in video_row]
+        audio_row = {**video_row, **{a: len(videos) + i for i, a in enumerate(extra_audio)}}
         audio = np.stack([_fit_length(store.get("audio", v), self.T, self.pad, f"audio of video {v!r}")
-                          for v in videos])
+                          for v in videos + extra_audio])
         visual = np.stack([_fit_length(store.get("visual", v), self.T, self.pad, f"visual of video {v!r}")
                            for v in videos])
         # Questions: one row per distinct HDF5 object (hard-linked duplicates are read once).
@@ -273,6 +289,8 @@ class AVQADataset(Dataset):
             question_index=torch.as_tensor([question_row[q] for q in self.records["question_id"].astype(str)]),
             labels=torch.as_tensor(self.records["answer_idx"].to_numpy(np.int64)),
             question_ids=torch.as_tensor(self.records["question_id"].to_numpy(np.int64)),
+            audio_index=(None if (audio_videos == self.records["video_id"].astype(str)).all()
+                         else torch.as_tensor([audio_row[a] for a in audio_videos])),
         )
 
     # -- per-epoch state ------------------------------------------------------------------------
@@ -294,11 +312,11 @@ class AVQADataset(Dataset):
 
     def _video(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self.bank is not None:
-            v = int(self.bank.video_index[i])
-            return self.bank.audio[v], self.bank.visual[v]                   # views, [T,128], [T,768]
-        vid = str(self.records.at[i, "video_id"])
+            rows = self.bank._audio_rows(torch.tensor(i)), self.bank.video_index[i]
+            return self.bank.audio[rows[0]], self.bank.visual[rows[1]]     # views, [T,128], [T,768]
+        vid, aid = str(self.records.at[i, "video_id"]), str(self._audio_videos().iat[i])
         store = self._store()
-        audio = _fit_length(store.get("audio", vid), self.T, self.pad, f"audio of video {vid!r}")
+        audio = _fit_length(store.get("audio", aid), self.T, self.pad, f"audio of video {aid!r}")
         visual = _fit_length(store.get("visual", vid), self.T, self.pad, f"visual of video {vid!r}")
         return torch.from_numpy(audio), torch.from_numpy(visual)
 

@@ -191,3 +191,23 @@ def test_lazy_dataset_works_with_worker_processes(synth, train_records):
     loader = make_loader(ds, batch_size=4, num_workers=2)
     batches = list(loader)
     assert sum(b["label"].shape[0] for b in batches) == 8
+
+
+@pytest.mark.parametrize("preload", [True, False])
+def test_unmatched_audio_reads_the_audio_of_audio_video_id(tmp_path, preload):
+    """MUSIC-AVQA-v2.0 pairs some videos with another video's audio (`audio_video_id`)."""
+    path = _tiny_store(tmp_path / "f.h5", [4, 4, 4])
+    records = _records([(0, "v0", 1), (1, "v1", 2), (2, "v0", 3)])
+    records["audio_video_id"] = ["v0", "v2", "v0"]   # question 1: visual of v1, audio of v2
+    ds = AVQADataset(records, path, preload=preload, with_negatives=True)
+    with FeatureStore(path) as store:
+        assert torch.equal(ds[1]["audio"], torch.from_numpy(store.get("audio", "v2")))
+        assert torch.equal(ds[1]["visual"], torch.from_numpy(store.get("visual", "v1")))
+        assert torch.equal(ds[0]["audio"], torch.from_numpy(store.get("audio", "v0")))
+    if preload:
+        batch = next(iterate_batches(ds.bank, 3, with_negatives=True))
+        assert torch.equal(batch["audio"], torch.stack([ds[i]["audio"] for i in range(3)]))
+        assert torch.equal(batch["neg_audio"], torch.stack([ds[i]["neg_audio"] for i in range(3)]))
+    records.loc[1, "audio_video_id"] = "v_missing"
+    with pytest.raises(MissingFeatureError, match="v_missing"):
+        AVQADataset(records, path, preload=preload)
