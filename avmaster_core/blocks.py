@@ -13,13 +13,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def _capturing() -> bool:
+    """True while torch.compile traces or the current CUDA stream records a graph."""
+    if torch.compiler.is_compiling():
+        return True
+    return torch.cuda.is_initialized() and torch.cuda.is_current_stream_capturing()
+
+
 def folded(module: nn.Module, name: str, compute, *params: Tensor) -> Tensor:
     """compute() -- a product of weights, e.g. W_o W_v -- cached on `module` while no gradient is recorded.
 
     Inference calls reuse it until one of `params` changes in place (an optimizer step bumps its version);
-    with autograd on, it is recomputed every call so gradients flow through it.
+    with autograd on, it is recomputed every call so gradients flow through it. While a CUDA graph is being
+    captured or torch.compile traces, it is recomputed too: the product must be part of the captured work,
+    or replays after an optimizer step would use stale weights (fast.py).
     """
-    if torch.is_grad_enabled():
+    if torch.is_grad_enabled() or _capturing():
         return compute()
     key = (name, tuple(p._version for p in params), torch.is_autocast_enabled(params[0].device.type),
            params[0].device)
