@@ -23,7 +23,7 @@ reproduce: $(STAMP)
 	$(PY) -m avmaster_core.notebooks run --mode full --out $(NB_OUT) $(PARAMS)
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --nbval-current-env $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 
 lab: $(STAMP)
 	.venv/bin/jupyter lab --ip 127.0.0.1 --notebook-dir notebooks

@@ -512,12 +512,19 @@ def ours_table(name: str, runs_dir="results/runs", seeds=None, statistic: str = 
     return out
 
 
-def side_by_side(name: str, ours: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The paper's table `name` and ours next to each other: top column level `source` = paper / ours,
-    rows = the paper's rows (ours is NaN where we have no run)."""
+def side_by_side(name: str, ours: pd.DataFrame | None = None, ours_label: str = "ours") -> pd.DataFrame:
+    """The paper's table `name` and ours next to each other: top column level `source` = paper / ours
+    (`ours_label`, e.g. "ours (synthetic)"), rows = the paper's rows (ours is NaN where we have no run)."""
     paper = paper_table(name)
     numeric = [c for c in paper.columns if pd.api.types.is_float_dtype(paper[c])]
     if ours is None:
         ours = pd.DataFrame(index=paper.index, columns=paper[numeric].columns, dtype=float)
-    return pd.concat({"paper": paper, "ours": ours.reindex(index=paper.index, columns=paper[numeric].columns)},
+    return pd.concat({"paper": paper, ours_label: ours.reindex(index=paper.index, columns=paper[numeric].columns)},
                      axis=1, names=["source"])
+
+
+def missing_rows(name: str, ours: pd.DataFrame) -> dict:
+    """{paper row label: experiment} of the rows of table `name` that `ours` (from `ours_table`) lacks."""
+    key = _check_name(name)
+    return {label: experiment for label, experiment in EXPERIMENT_ROWS.get(key, {}).items()
+            if label not in ours.index}

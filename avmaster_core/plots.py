@@ -214,3 +214,21 @@ def save_table(table: pd.DataFrame, path: str | Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def plot_bars(table: pd.DataFrame, title: str = "", *, ylabel: str = "Accuracy (%)") -> Figure:
+    """Grouped bars of a small table: metrics (columns) on the x axis, one colour per row (e.g. per preset)."""
+    long = _long_form(table, "", None).dropna(subset=["value"])
+    if long.empty:
+        raise ValueError(f"nothing to plot for {title or 'this table'}: no numeric values")
+    fig = Figure(figsize=(max(5.0, 0.9 * long["metric"].nunique() + 2), 4.0), layout="constrained")
+    ax = fig.subplots()
+    sns.barplot(data=long, x="metric", y="value", hue="row", ax=ax)
+    ax.set_xlabel("")
+    ax.set_ylabel(ylabel)
+    _tight_ylim(ax, long["value"])
+    if ax.get_legend() is not None:
+        ax.get_legend().set_title("")
+    if title:
+        ax.set_title(title)
+    return fig

@@ -98,6 +98,20 @@ def test_notebook_settings_smoke_never_writes_real_results():
                                     DEVICE="cuda", SMOKE=False)
     assert (full.dataset, full.seeds, full.epochs, full.device, full.smoke) == ("music_avqa_r", (1, 2, 3), 30, "cuda", False)
     assert str(full.runs) == "../results/runs" and str(full.figures) == "../results/figures" and full.store is None
+    assert full.size == "full" and full.ours_label == "ours" and full.train_config().lr == 1e-4
     smoke = runner.notebook_settings(DATASET="music_avqa", SEEDS="", EPOCHS=30, SMOKE=True)
     assert smoke.dataset == "synthetic" and smoke.epochs == 1 and smoke.device == "cpu" and smoke.seeds is None
-    assert "build/smoke" in str(smoke.results) and "results" != smoke.results.parts[0]
+    assert smoke.results.parts[:3] == ("..", "build", "smoke") and smoke.runs == runner.SMOKE_RUNS
+    assert smoke.size == "cpu" and smoke.ours_label == "ours (synthetic)" and smoke.new_runs.parts[1:] == ("build", "smoke", "results", "runs", "smoke")
+    assert smoke.train_config().epochs == 1 and smoke.data_config().dataset == "synthetic"
+    demo = runner.notebook_settings(SMOKE=True, RESULTS=runner.DEMO_RESULTS)
+    assert str(demo.results) == "../results" and demo.runs == runner.SMOKE_RUNS
+    assert "results (written): ../build/smoke/results" in str(smoke)
+    with pytest.raises(ValueError, match="PRESET"):
+        runner.notebook_settings(PRESET="Paper")
+
+
+def test_missing_real_store_is_named(tmp_path):
+    settings = runner.notebook_settings(SMOKE=False, ROOT=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="features.h5 not found"):
+        settings.ensure_data()

@@ -218,3 +218,12 @@ def test_side_by_side_keeps_paper_rows_and_columns(runs):
     assert empty["ours"].isna().all().all()
     t2 = paper.side_by_side("table2", paper.ours_table("table2", runs))
     assert t2.shape == (17, 26) and t2.loc["AV-Master", ("ours", "Overall", "Avg")] == pytest.approx(75)
+
+
+def test_side_by_side_label_and_missing_rows(runs):
+    ours = paper.ours_table("table7", runs)
+    both = paper.side_by_side("table7", ours, "ours (synthetic)")
+    assert list(both.columns.get_level_values(0).unique()) == ["paper", "ours (synthetic)"]
+    assert paper.missing_rows("table7", ours) == {"w/o. ALL": "table7/wo_all", "w/o. AVFC": "table7/wo_avfc",
+                                                  "w/o. DPCL": "table7/wo_dpcl", "w/o. GPAP": "table7/wo_gpap"}
+    assert paper.missing_rows("table2", paper.ours_table("table2", runs)) == {}

@@ -107,3 +107,13 @@ def test_save_table_round_trips_the_side_by_side_layout(tmp_path):
     back = pd.read_csv(target, header=[0, 1, 2], index_col=0)
     assert back.shape == table.shape and back.iloc[-1, 12] == 78.51
     assert [p.name for p in target.parent.iterdir()] == ["table2.csv"]
+
+
+def test_bars_draw_one_bar_per_row_and_metric():
+    table = pd.DataFrame({"A-QA": [50.0, 60.0], "Avg": [55.0, 65.0]}, index=["official", "paper"])
+    fig = plots.plot_bars(table, "presets")
+    ax = fig.axes[0]
+    assert len([p for p in ax.patches if p.get_height() > 0]) == 4
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["official", "paper"]
+    with pytest.raises(ValueError, match="nothing to plot"):
+        plots.plot_bars(pd.DataFrame({"x": [np.nan]}))
