@@ -3,6 +3,7 @@
     ModelConfig.official()   behaves like the authors' released code (loads its checkpoints)
     ModelConfig.paper()      follows Section III of the paper as written
     experiment("table7/wo_tdpp")   a named ablation (Tables VII-XIII, Figs 4/5/7), see EXPERIMENTS
+    experiment("default", "official", size="cpu")   the same, small enough to train on a CPU (see SIZES)
 
 The two presets differ only in the fields set in `paper()`; each field says why it exists.
 The number of segments T is not a model field: the model accepts any T >= 1 (Fig. 4 varies T in the data).
@@ -259,11 +260,31 @@ EXPERIMENT_SEGMENTS: dict[str, int] = {f"fig4/T{t}": t for t in (12, 24, 36, 48,
 EXPERIMENTS: tuple[str, ...] = tuple(_EXPERIMENT_CHANGES)
 
 
-def experiment(name: str, preset: str = "official") -> ModelConfig:
-    """The ModelConfig of a named experiment (see EXPERIMENTS), built on the `official` or `paper` preset."""
+# -------------------------------------------------------------------- named model sizes
+# name -> changes applied to the preset before an experiment's own changes (so an ablation stays the same
+# ablation at every size). "full" is the preset's own size. "cpu" makes every experiment of the grid in
+# results/synthetic.md train in ~1-3 minutes on one CPU thread on the bundled synthetic benchmark; the
+# numbers it gives are about this benchmark and this size, not the paper's.
+SIZES: dict[str, dict[str, Any]] = {
+    "full": {},
+    "cpu": dict(
+        dim=64,          # 768 (official) / 512 (paper) cost ~100x more per step; 64 still learns the benchmark.
+                         # 64 is divisible by every head count the presets use (focus/decoder 8, context/pref 1)
+        focus_ffn=128,   # the released FFN is 2/3 of dim (512 of 768); 128 keeps it wider than dim at dim=64
+        dropout=0.0,     # with ~4k training questions and ~15 epochs, dropout 0.1 only slows the small model down
+    ),
+}
+
+
+def experiment(name: str, preset: str = "official", size: str = "full") -> ModelConfig:
+    """The ModelConfig of a named experiment (see EXPERIMENTS), built on the `official` or `paper` preset,
+    at a named size (see SIZES: "full" = the preset's own, "cpu" = small enough for CPU training)."""
     if name not in _EXPERIMENT_CHANGES:
         raise KeyError(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
     if preset not in ("official", "paper"):
         raise ValueError(f"preset must be 'official' or 'paper', got {preset!r}")
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
     base = ModelConfig.official() if preset == "official" else ModelConfig.paper()
+    base = dataclasses.replace(base, **SIZES[size])
     return dataclasses.replace(base, **_EXPERIMENT_CHANGES[name])

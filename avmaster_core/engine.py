@@ -73,7 +73,7 @@ class TrainConfig:
     eval_batch_size: int = 64        # evaluation has no backward, any size gives the same predictions
     seed: int = 1                    # seeds torch, numpy, random and the data order; the official seed is 1
     amp: bool = False                # bf16 autocast (the official code trains in fp32)
-    compile: bool = False            # torch.compile the model's forward (first steps are slower)
+    compile: bool = False            # fast path (fast.py): CUDA-graph-captured step on one GPU, else torch.compile
     device: str = "auto"             # "auto" = cuda if available else cpu; or "cpu", "cuda", "cuda:1"
     num_workers: int = 0             # DataLoader workers for lazy (not preloaded) features; 0 = main process
     features_on_device: bool = True  # keep preloaded features on the GPU: batches are built there, no copies
@@ -550,8 +550,13 @@ def train(model_cfg, train_cfg: TrainConfig = TrainConfig(), data_cfg: DataConfi
     # -- model and optimiser -----------------------------------------------------------------------------------
     _seed_everything(train_cfg.seed)
     model = _build_model(model_cfg).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr, betas=tuple(train_cfg.betas),
-                                 weight_decay=train_cfg.weight_decay)
+    if train_cfg.compile:  # the fast path (fast.py): on CUDA a capturable fused Adam, same update rule
+        from .fast import make_optimizer
+
+        optimizer = make_optimizer(model, lr=train_cfg.lr, betas=train_cfg.betas, weight_decay=train_cfg.weight_decay)
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr, betas=tuple(train_cfg.betas),
+                                     weight_decay=train_cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=train_cfg.lr_step, gamma=train_cfg.lr_gamma)
 
     state = {"next_epoch": 1, "next_step": 0, "best_val_acc": -math.inf, "best_epoch": 0, "history": [],
@@ -575,8 +580,15 @@ def train(model_cfg, train_cfg: TrainConfig = TrainConfig(), data_cfg: DataConfi
         forward = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=train_cfg.find_unused_parameters)
+    runner = None
     if train_cfg.compile:
-        forward = torch.compile(forward)
+        # fast.FastRunner: on one GPU the whole training step is captured as a CUDA graph (eager fallback with a
+        # warning where it cannot be); on the CPU or under DDP torch.compile of the forward.
+        from .fast import FastRunner
+
+        capture = "auto" if device.type == "cuda" and not ctx.enabled else "compile"
+        runner = FastRunner(model, optimizer, precision="bf16" if train_cfg.amp else "fp32", capture=capture,
+                            forward=forward)
 
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -611,21 +623,26 @@ def train(model_cfg, train_cfg: TrainConfig = TrainConfig(), data_cfg: DataConfi
         batches = _Batches(train_set, order[start * train_cfg.batch_size:], train_cfg.batch_size, device=device,
                            num_workers=train_cfg.num_workers, bank=train_bank)
         model.train()
-        lr = optimizer.param_groups[0]["lr"]
+        lr = float(optimizer.param_groups[0]["lr"])  # a device tensor for the fast path's Adam
         bar = _progress_bar(batches, len(batches), f"epoch {epoch}/{train_cfg.epochs}", show)
         tick = time.perf_counter()
         for step, batch in enumerate(bar, start=start + 1):
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=train_cfg.amp):
-                out = forward(batch)
-                losses = model.loss(out, batch)
-            optimizer.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            optimizer.step()
+            if runner is not None:
+                step_out = runner.train_step(batch)  # its tensors are overwritten by the next step: read now
+                losses, logits = step_out.losses, step_out.logits
+            else:
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=train_cfg.amp):
+                    out = forward(batch)
+                    losses = model.loss(out, batch)
+                optimizer.zero_grad(set_to_none=True)
+                losses["total"].backward()
+                optimizer.step()
+                logits = out["logits"]
 
             n = int(batch["label"].shape[0])
             for key in ("qa", "a", "v", "c", "total"):
                 sums[key] += float(losses[key].detach()) * n
-            sums["correct"] += int((out["logits"].detach().argmax(-1) == batch["label"]).sum())
+            sums["correct"] += int((logits.detach().argmax(-1) == batch["label"]).sum())
             sums["seen"] += n
             now = time.perf_counter()
             sums["train_seconds"] += now - tick
@@ -813,11 +830,12 @@ def _parse_overrides(items: list[str] | None) -> dict:
     return changes
 
 
-def _model_config_for(experiment: str, preset: str, overrides: list[str] | None):
+def _model_config_for(experiment: str, preset: str, overrides: list[str] | None,
+                      size: str = "full"):
     from . import config
 
     try:
-        model_cfg = config.experiment(experiment, preset)
+        model_cfg = config.experiment(experiment, preset, size)
     except KeyError as e:
         raise SystemExit(f"--experiment: {e.args[0]}") from None
     changes = _parse_overrides(overrides)
@@ -839,7 +857,7 @@ def _run_name(experiment: str, preset: str, overrides: list[str] | None) -> str:
 def _train_command(args) -> int:
     from .config import EXPERIMENT_SEGMENTS
 
-    model_cfg = _model_config_for(args.experiment, args.preset, args.set)
+    model_cfg = _model_config_for(args.experiment, args.preset, args.set, args.size)
     overrides = {"epochs": args.epochs, "seed": args.seed, "batch_size": args.batch_size, "lr": args.lr,
                  "device": args.device, "num_workers": args.num_workers,
                  "checkpoint_every_steps": args.checkpoint_every}
@@ -897,6 +915,8 @@ def _add_data_arguments(p: argparse.ArgumentParser, split: bool) -> None:
 
 def register(subparsers) -> None:
     """Add `train`, `evaluate` and `score` to the `avmaster` command."""
+    from .config import SIZES
+
     fmt = argparse.RawDescriptionHelpFormatter
 
     p = subparsers.add_parser("train", help="train a model; writes a run folder", formatter_class=fmt,
@@ -909,6 +929,8 @@ def register(subparsers) -> None:
                         "table7/wo_tdpp, table9/len4 (default: default)")
     p.add_argument("--preset", default="official", choices=("official", "paper"),
                    help="build the experiment on the released code's preset or the paper's (default official)")
+    p.add_argument("--size", default="full", choices=tuple(SIZES),
+                   help="model size (avmaster_core.config.SIZES): full (default) or cpu (dim 64, CPU-trainable)")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help="change one ModelConfig field, e.g. --set dim=64 (repeatable)")
     _add_data_arguments(p, split=False)
