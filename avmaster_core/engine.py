@@ -943,7 +943,9 @@ def register(subparsers) -> None:
     p.add_argument("--lr", type=float, help="Adam learning rate (default 1e-4)")
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--amp", action="store_true", help="bf16 mixed precision")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--compile", action="store_true",
+                   help="fast path: on one GPU the train step is captured as a CUDA graph (avmaster_core.fast), "
+                        "elsewhere torch.compile; falls back to eager with a warning")
     p.add_argument("--num-workers", type=int, help="DataLoader workers (default 0)")
     p.add_argument("--checkpoint-every", type=int, metavar="STEPS",
                    help="also save last.pt every STEPS steps inside an epoch (default 200; 0 = epoch ends only)")
