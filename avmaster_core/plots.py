@@ -127,7 +127,7 @@ def plot_curve(df: pd.DataFrame, x: str, y: str, hue: str | None = None, *, titl
     (Fig. 6), vs a loss weight (Fig. 7; use hue for the weight's name).
 
     points: draw the raw values as dots. trend_window: also draw a centred rolling mean of that many
-    points per group (Fig. 6's "overall trend curve"); then the raw values are drawn as dots only.
+    points per group over the mean at each x (Fig. 6's "overall trend curve"); the raw values are dots.
     """
     missing = [c for c in (x, y, hue) if c is not None and c not in df.columns]
     if missing:
@@ -141,8 +141,9 @@ def plot_curve(df: pd.DataFrame, x: str, y: str, hue: str | None = None, *, titl
         sns.scatterplot(data=data, x=x, y=y, hue=hue, ax=ax, s=18, legend=hue is not None)
         groups = data.groupby(hue, sort=False) if hue is not None else [(None, data)]
         for name, group in groups:
-            trend = group[y].rolling(trend_window, center=True, min_periods=1).mean()
-            ax.plot(group[x], trend, color="#C44E52", linewidth=2,
+            per_x = group.groupby(x)[y].mean()  # several points per x (seeds): average them first
+            trend = per_x.rolling(trend_window, center=True, min_periods=1).mean()
+            ax.plot(per_x.index, trend.to_numpy(), color="#C44E52", linewidth=2,
                     label=f"trend ({trend_window}-point mean)" if name is None else f"{name} trend")
         ax.legend()
     else:
