@@ -126,10 +126,8 @@ def question_tokens(question: str, dataset: str) -> list[str]:
 def question_word_attention(checkpoint, dataset: str, root, question_id: int, split: str = "test", *,
                             store=None) -> pd.DataFrame:
     """Fig. 8: the preference path's attention over the words of one question, averaged over the T video
-    segments: rows Visual / Audio, columns the question's tokens (start and end tokens included).
-
-    The attention of each segment sums to 1 over all 77 rows (padding included), so a row here sums to
-    at most 1; `.attrs["question"]`, `["answer"]`, `["prediction"]` describe the example.
+    segments: rows Visual / Audio, columns the question's tokens (start and end tokens included) and
+    "<padding>", the summed attention on CLIP's zero padding (no mask, as released), so a row sums to 1; `.attrs["question"]`, `["answer"]`, `["prediction"]` describe the example.
     """
     from .vocab import ANSWERS
 
@@ -143,9 +141,13 @@ def question_word_attention(checkpoint, dataset: str, root, question_id: int, sp
     out = model(item, return_attention=True)
     record = data.records.iloc[int(rows[0])]
     tokens = question_tokens(record["question"], dataset)
-    weights = {MODALITY_NAMES[m]: out[f"word_attention_{m}"][0].mean(0)[: len(tokens)].numpy()  # [L] -> tokens
-               for m in ("v", "a") if f"word_attention_{m}" in out}
-    table = pd.DataFrame(weights, index=tokens).T
+    weights = {}
+    for m in ("v", "a"):
+        if f"word_attention_{m}" in out:
+            w = out[f"word_attention_{m}"][0].mean(0).numpy()  # [77], averaged over segments
+            # the released model attends to CLIP's zero padding too (no mask): show that mass as one column
+            weights[MODALITY_NAMES[m]] = np.append(w[: len(tokens)], w[len(tokens):].sum())
+    table = pd.DataFrame(weights, index=tokens + ["<padding>"]).T
     table.attrs.update(question=record["question"], answer=record["answer"],
                        prediction=ANSWERS[int(out["logits"][0].argmax())], video_id=record["video_id"])
     return table

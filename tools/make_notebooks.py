@@ -503,12 +503,12 @@ def fig8():
              "store=settings.store)\n"
              'plots.save_table(attention, settings.results / "fig8.csv")\n'
              "attention.round(2)", check=True),
-        code('attention.attrs["prediction"], attention.idxmax(axis=1).to_dict()', check=True),
+        code('attention.attrs["prediction"], attention.drop(columns="<padding>").idxmax(axis=1).to_dict()', check=True),
         code('fig = plots.plot_word_attention(attention.columns, attention.to_numpy(), row_labels=list(attention.index),\n'
              '                                title=f"Fig. 8: {example[\'question\']}")\n'
              'plots.save_figure(fig, settings.figures / "fig8_word_attention.png")\nfig', ignore=True),
         SMOKE_NOTE,
-        record('attention.idxmax(axis=1).to_dict()'),
+        record('attention.drop(columns="<padding>").idxmax(axis=1).to_dict()'),
     ]
 
 
