@@ -63,7 +63,9 @@ SPLITS = (("train", 0.7), ("val", 0.1), ("test", 0.2))
 VISUAL_DIM, AUDIO_DIM, WORDS_LEN = 768, 128, 77
 BALANCE_SLACK = 2     # per split, no answer of a template is asked more than 2 times ahead of its rarest
 MARGIN = 0.25         # loudness / rhythm differences smaller than this are never asked about
-DEFAULTS = dict(num_videos=600, questions_per_video=10, T=10, seed=0, noise=0.5)
+# visible_prob: chance an instrument is on screen; silent_prob: chance a visible one stays silent. Lower
+# visible_prob / higher silent_prob decorrelate "visible" from "sounding", so audio questions need audio.
+DEFAULTS = dict(num_videos=600, questions_per_video=10, T=10, seed=0, noise=0.5, visible_prob=0.75, silent_prob=0.3)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -121,7 +123,8 @@ class Scene:
         return found[0] if len(found) == 1 else None
 
 
-def sample_scene(rng: np.random.Generator, video_id: str, T: int) -> Scene:
+def sample_scene(rng: np.random.Generator, video_id: str, T: int, visible_prob: float = DEFAULTS["visible_prob"],
+                 silent_prob: float = DEFAULTS["silent_prob"]) -> Scene:
     place = PLACES[rng.integers(2)]
     voice = None
     if rng.random() < 0.3:
@@ -134,14 +137,14 @@ def sample_scene(rng: np.random.Generator, video_id: str, T: int) -> Scene:
             classes.append(classes[rng.integers(len(classes))])          # a second violin, ...
         else:
             classes.append(INSTRUMENTS[rng.integers(len(INSTRUMENTS))])
-    visible = rng.random(n) < 0.75
+    visible = rng.random(n) < visible_prob
     visible[rng.integers(n)] = True                                      # something is on screen
     while visible.sum() > len(POSITIONS):
         visible[rng.choice(np.flatnonzero(visible))] = False
     positions = iter(rng.permutation(POSITIONS).tolist())
     instruments = []
     for cls, vis in zip(classes, visible):
-        if vis and rng.random() < 0.3:
+        if vis and rng.random() < silent_prob:
             start = end = 0                                              # visible but silent
         elif rng.random() < 0.35:
             start, end = 0, T                                            # plays throughout
@@ -527,16 +530,17 @@ def _split_of_videos(n: int, rng) -> list[str]:
     return splits
 
 
-def _parameters(num_videos, questions_per_video, T, seed, noise) -> dict:
+def _parameters(num_videos, questions_per_video, T, seed, noise, visible_prob, silent_prob) -> dict:
     return dict(generator=GENERATOR, version=VERSION, num_videos=int(num_videos),
                 questions_per_video=int(questions_per_video), T=int(T), seed=int(seed), noise=float(noise),
-                world_seed=WORLD_SEED)
+                visible_prob=float(visible_prob), silent_prob=float(silent_prob), world_seed=WORLD_SEED)
 
 
 def generate_synthetic(out_dir, num_videos: int = DEFAULTS["num_videos"],
                        questions_per_video: int = DEFAULTS["questions_per_video"], T: int = DEFAULTS["T"],
                        seed: int = DEFAULTS["seed"], noise: float = DEFAULTS["noise"], overwrite: bool = False,
-                       progress: bool = False) -> dict[str, Path]:
+                       progress: bool = False, visible_prob: float = DEFAULTS["visible_prob"],
+                       silent_prob: float = DEFAULTS["silent_prob"]) -> dict[str, Path]:
     """Write the synthetic benchmark into out_dir; returns {"train","val","test","features","scenes": path}.
 
     Reuses an existing complete output made with the same parameters unless overwrite=True."""
@@ -547,7 +551,9 @@ def generate_synthetic(out_dir, num_videos: int = DEFAULTS["num_videos"],
     out = Path(out_dir)
     paths = {name: out / f"avqa-{name}.json" for name, _ in SPLITS}
     paths.update(features=out / "features.h5", scenes=out / "scenes.json")
-    params = _parameters(num_videos, questions_per_video, T, seed, noise)
+    if not (0 < visible_prob <= 1 and 0 <= silent_prob <= 1):
+        raise ValueError(f"need 0 < visible_prob <= 1 and 0 <= silent_prob <= 1; got {visible_prob}, {silent_prob}")
+    params = _parameters(num_videos, questions_per_video, T, seed, noise, visible_prob, silent_prob)
     done = out / "synthetic.json"                                       # written last: marks a complete output
     if not overwrite and done.exists() and json.loads(done.read_text()) == params and all(p.exists() for p in paths.values()):
         return paths
@@ -569,7 +575,7 @@ def generate_synthetic(out_dir, num_videos: int = DEFAULTS["num_videos"],
         store.set_attrs(**params, complete=False)
         for v in iterator:
             video_id = f"syn{v:05d}"
-            scene = sample_scene(rng, video_id, T)
+            scene = sample_scene(rng, video_id, T, visible_prob, silent_prob)
             scenes.append(scene)
             audio, visual = scene_features(scene, noise, rng)
             store.put("audio", video_id, audio)
@@ -717,7 +723,8 @@ def decoded_scene_accuracy(root, split: str = "test") -> dict:
 def _run(args) -> int:
     t0 = time.perf_counter()
     paths = generate_synthetic(args.out, num_videos=args.videos, questions_per_video=args.questions,
-                               T=args.T, seed=args.seed, noise=args.noise, overwrite=args.overwrite, progress=True)
+                               T=args.T, seed=args.seed, noise=args.noise, overwrite=args.overwrite, progress=True,
+                               visible_prob=args.visible_prob, silent_prob=args.silent_prob)
     seconds = time.perf_counter() - t0
     for name in ("train", "val", "test"):
         n = len(_load_split(args.out, name))
@@ -747,6 +754,10 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="scene/question seed (default %(default)s)")
     p.add_argument("--noise", type=float, default=DEFAULTS["noise"],
                    help="per-element feature noise std (default %(default)s)")
+    p.add_argument("--visible-prob", type=float, default=DEFAULTS["visible_prob"],
+                   help="chance an instrument is on screen (default %(default)s)")
+    p.add_argument("--silent-prob", type=float, default=DEFAULTS["silent_prob"],
+                   help="chance a visible instrument stays silent (default %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="regenerate even if the output exists")
     p.add_argument("--ceilings", action="store_true", help="also print the question-only and decoded-scene ceilings")
     p.set_defaults(func=_run)

@@ -198,3 +198,19 @@ def test_defaults_generate_in_seconds(tmp_path):
     assert seconds < 60, f"default generation took {seconds:.1f} s"
     n = sum(len(json.loads(paths[s].read_text())) for s in ("train", "val", "test"))
     assert 5000 <= n <= S.DEFAULTS["num_videos"] * S.DEFAULTS["questions_per_video"]
+
+
+def test_visibility_knobs_decorrelate_seeing_and_hearing():
+    """visible_prob / silent_prob: fewer instruments on screen and more silent ones make 'visible' a poor
+    guess of 'sounding' (the decorrelated variant of results/synthetic.md)."""
+    rng_default, rng_variant = np.random.default_rng(0), np.random.default_rng(0)
+    default = [S.sample_scene(rng_default, f"v{i}", 8) for i in range(400)]
+    variant = [S.sample_scene(rng_variant, f"v{i}", 8, visible_prob=0.5, silent_prob=0.6) for i in range(400)]
+
+    def sounding_given_visible(scenes):
+        visible = [i for s in scenes for i in s.instruments if i.visible]
+        return sum(i.sounds for i in visible) / len(visible)
+
+    assert sounding_given_visible(variant) < sounding_given_visible(default) - 0.2
+    with pytest.raises(ValueError, match="visible_prob"):
+        S.generate_synthetic("/nonexistent", visible_prob=0.0)
