@@ -490,19 +490,27 @@ def _config_record(model_cfg, train_cfg: TrainConfig, data_cfg: DataConfig, expe
     }
 
 
-def _check_resumable(saved: dict, current: dict, path: Path) -> None:
-    """A resumed run must use the configs it started with (apart from fields that do not change results)."""
+def config_differences(saved: dict, current: dict, free: dict[str, set] | None = None) -> list[str]:
+    """"part.field: saved -> current" for every model/train/data field that differs (JSON lists and tuples
+    compare equal); `free` names, per part, fields that may differ (they do not change results)."""
+    free = free or {}
     diffs = []
     for part in ("model", "train", "data"):
-        a, b = saved.get(part, {}), current[part]
+        a, b = saved.get(part, {}), current.get(part, {})
         for key in sorted(set(a) | set(b)):
-            if part == "train" and key in _RESUME_FREE_FIELDS:
+            if key in free.get(part, ()):
                 continue
             va, vb = a.get(key), b.get(key)
             if isinstance(va, (list, tuple)) and isinstance(vb, (list, tuple)):
                 va, vb = list(va), list(vb)
             if va != vb:
                 diffs.append(f"{part}.{key}: {va!r} -> {vb!r}")
+    return diffs
+
+
+def _check_resumable(saved: dict, current: dict, path: Path) -> None:
+    """A resumed run must use the configs it started with (apart from fields that do not change results)."""
+    diffs = config_differences(saved, current, {"train": _RESUME_FREE_FIELDS})
     if diffs:
         raise ValueError(f"cannot resume {path}: the configuration changed ({'; '.join(diffs)}). "
                          "Resume with the original settings, or start a new run in another --out folder.")

@@ -33,7 +33,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from .engine import DataConfig, RunResult, TrainConfig, run_dir_for
+from .engine import DataConfig, RunResult, TrainConfig, config_differences, run_dir_for
 
 SUMMARY_FILE = "summary.json"
 # Row labels of write_markdown for the runs of results/synthetic.md (the run name is kept for traceability).
@@ -77,19 +77,7 @@ def _grid_configs(experiment: str, seed: int, preset: str, size: str, train_cfg:
 def _config_differences(saved: dict, model_cfg, train_cfg: TrainConfig, data_cfg: DataConfig) -> list[str]:
     wanted = {"model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(train_cfg),
               "data": dataclasses.asdict(data_cfg)}
-    free = {"model": set(), "train": _FREE_TRAIN_FIELDS, "data": _FREE_DATA_FIELDS}
-    diffs = []
-    for part, want in wanted.items():
-        have = saved.get(part, {})
-        for key in sorted(set(have) | set(want)):
-            if key in free[part]:
-                continue
-            a, b = have.get(key), want.get(key)
-            if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-                a, b = list(a), list(b)
-            if a != b:
-                diffs.append(f"{part}.{key}: {a!r} (run) vs {b!r} (asked)")
-    return diffs
+    return config_differences(saved, wanted, {"train": _FREE_TRAIN_FIELDS, "data": _FREE_DATA_FIELDS})
 
 
 def read_finished_run(run_dir: str | Path) -> RunResult:
