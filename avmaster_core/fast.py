@@ -339,23 +339,29 @@ class FastRunner:
             if not (torch.is_tensor(lr) and lr.device == self.device):
                 group["lr"] = torch.tensor(float(lr), device=self.device)
 
+    def _warm_up(self, step, times: int) -> None:
+        """Run `step` `times` times before capture; on a real GPU on a side stream, as CUDA graphs require."""
+        cuda = self.device.type == "cuda" and self._graph_factory is None
+        stream = torch.cuda.Stream() if cuda else None
+        if cuda:
+            stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream) if cuda else contextlib.nullcontext():
+            for _ in range(times):
+                step()
+        if cuda:
+            torch.cuda.current_stream().wait_stream(stream)
+
     def _capture_train(self, batch: dict) -> None:
         if self.device.type == "cuda":
             self._lr_on_device()
         inputs = _model_inputs(batch)
         static = {k: v.detach().clone() for k, v in inputs.items()}
         snap = self._snapshot() if self.restore_after_warmup else None
-        cuda = self.device.type == "cuda" and self._graph_factory is None
         try:
-            stream = torch.cuda.Stream() if cuda else None
-            if cuda:
-                stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream) if cuda else contextlib.nullcontext():
-                for _ in range(self.warmup):  # initialises Adam's state, cuBLAS handles, autotuning
-                    self.optimizer.zero_grad(set_to_none=True)
-                    self._train_body(static, self.model)
-            if cuda:
-                torch.cuda.current_stream().wait_stream(stream)
+            def warm_step():  # initialises Adam's state, cuBLAS handles, autotuning
+                self.optimizer.zero_grad(set_to_none=True)
+                self._train_body(static, self.model)
+            self._warm_up(warm_step, self.warmup)
             if snap is not None:
                 self._restore(snap)
             self.optimizer.zero_grad(set_to_none=True)
@@ -403,16 +409,8 @@ class FastRunner:
 
     def _capture_infer(self, batch: dict) -> _Captured | None:
         static = {k: v.detach().clone() for k, v in _infer_inputs(batch).items()}
-        cuda = self.device.type == "cuda" and self._graph_factory is None
         try:
-            stream = torch.cuda.Stream() if cuda else None
-            if cuda:
-                stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream) if cuda else contextlib.nullcontext():
-                for _ in range(2):
-                    self._infer_body(static, self.model)
-            if cuda:
-                torch.cuda.current_stream().wait_stream(stream)
+            self._warm_up(lambda: self._infer_body(static, self.model), 2)
             graph = self._new_graph()
             graph.capture(lambda: self._infer_body(static, self.model, cache=False))
         except Exception as e:  # noqa: BLE001
