@@ -396,7 +396,8 @@ _BUILDERS = {
 }
 
 
-def _check_name(name: str) -> str:
+def table_key(name: str) -> str:
+    """The canonical key of a paper table name ("Table II", "table_2" -> "table2"); KeyError for an unknown one."""
     key = str(name).lower().replace(" ", "").replace("_", "")
     key = {"tableii": "table2"}.get(key, key)
     if key not in _BUILDERS:
@@ -409,7 +410,7 @@ def paper_table(name: str) -> pd.DataFrame:
 
     The caption is in `.attrs["caption"]`; values are percentages as printed (NaN = not reported).
     """
-    key = _check_name(name)
+    key = table_key(name)
     frame = _BUILDERS[key]()
     frame.attrs["caption"] = CAPTIONS[key]
     frame.attrs["source"] = f"AV-Master paper, {key}"
@@ -418,12 +419,12 @@ def paper_table(name: str) -> pd.DataFrame:
 
 def paper_caption(name: str) -> str:
     """The caption of a table or figure of the paper."""
-    return CAPTIONS[_check_name(name)]
+    return CAPTIONS[table_key(name)]
 
 
 def paper_claims(name: str) -> tuple[str, ...]:
     """What the paper's text says about a figure, in words (empty for tables)."""
-    return CLAIMS.get(_check_name(name), ())
+    return CLAIMS.get(table_key(name), ())
 
 
 def summary_columns(table: pd.DataFrame) -> pd.DataFrame:
@@ -486,7 +487,7 @@ def ours_table(name: str, runs_dir="results/runs", seeds=None, statistic: str = 
 
     `.attrs["seeds"]` maps each row to the seeds averaged; rows without a run are absent.
     """
-    key = _check_name(name)
+    key = table_key(name)
     if key not in EXPERIMENT_ROWS:
         raise KeyError(f"{name}: none of our runs maps onto this table's rows; tables with runs: "
                        f"{', '.join(EXPERIMENT_ROWS)}")
@@ -525,6 +526,6 @@ def side_by_side(name: str, ours: pd.DataFrame | None = None, ours_label: str = 
 
 def missing_rows(name: str, ours: pd.DataFrame) -> dict:
     """{paper row label: experiment} of the rows of table `name` that `ours` (from `ours_table`) lacks."""
-    key = _check_name(name)
+    key = table_key(name)
     return {label: experiment for label, experiment in EXPERIMENT_ROWS.get(key, {}).items()
             if label not in ours.index}
