@@ -52,13 +52,17 @@ import numpy as np
 import torch
 
 from .atomic import atomic_write, write_json, write_text
-from .checkpoint import (CHECKPOINT_FORMAT, load_checkpoint, rng_state, save_best, seed_everything,  # noqa: F401
+from .checkpoint import (CHECKPOINT_FORMAT, load_checkpoint, rng_state, save_best, seed_everything,
                          set_rng_state, training_state)
 from .distributed import (DistContext, all_sum, barrier, gather_objects, resolve_device, setup_distributed,
                           teardown_distributed)
-from .evaluation import accuracy, evaluate, predict, prediction_series, progress_bar  # noqa: F401
-from .run_config import (DataConfig, RunResult, TrainConfig, config_differences, free_fields,  # noqa: F401
+from .evaluation import accuracy, evaluate, predict, prediction_series, progress_bar
+from .run_config import (DataConfig, RunResult, TrainConfig, config_differences, free_fields,
                          load_records, make_dataset, open_store, run_dir_for)
+
+# The package's training-facing names (README), wherever they are defined.
+__all__ = ["train", "TrainConfig", "DataConfig", "RunResult", "evaluate", "predict", "load_checkpoint",
+           "run_dir_for", "config_differences", "CHECKPOINT_FORMAT"]
 
 LOSS_KEYS = ("qa", "a", "v", "c", "total")
 

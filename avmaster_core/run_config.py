@@ -37,13 +37,13 @@ class TrainConfig:
     weight_decay: float = _opt(0.0, "Adam weight decay (the official code uses none)")
     lr_step: int = _opt(8, "StepLR step size in epochs: epochs 1-8 at 1e-4, 9-16 at 1e-5, ...")
     lr_gamma: float = _opt(0.1, "StepLR factor")
-    epochs: int = _opt(30, "number of epochs (official scripts; the paper does not state it)", "--epochs",
+    epochs: int = _opt(30, "number of epochs, as in the official scripts: the paper does not state it", "--epochs",
                        free="resume")
-    batch_size: int = _opt(64, "training batch size per process (the paper says 32; per rank under DDP)",
+    batch_size: int = _opt(64, "training batch size per process, so per GPU under torchrun; the paper says 32",
                            "--batch-size")
-    eval_batch_size: int = _opt(64, "evaluation batch size (no backward: any size gives the same predictions)",
+    eval_batch_size: int = _opt(64, "evaluation batch size; any size gives the same predictions",
                                 free="always")
-    seed: int = _opt(1, "random seed: torch, numpy, random and the data order (the official seed is 1)", "--seed")
+    seed: int = _opt(1, "random seed of torch, numpy, random and the data order; the official seed is 1", "--seed")
     amp: bool = _opt(False, "bf16 mixed precision (the official code trains in fp32)", "--amp")
     compile: bool = _opt(False, "fast path: on one GPU the train step is captured as a CUDA graph "
                                 "(avmaster_core.fast), elsewhere torch.compile; falls back to eager with a warning",

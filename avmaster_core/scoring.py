@@ -25,13 +25,12 @@ Keys are question ids as strings; values an answer string or an answer index.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from numbers import Integral
 from pathlib import Path
 
 import pandas as pd
 
+from .atomic import atomic_write
 from .records import MODALITIES, QUESTION_TYPES, check_records
 from .vocab import NUM_ANSWERS, answer_index
 
@@ -200,23 +199,12 @@ def _as_prediction_dict(predictions) -> dict[int, int | str]:
 
 def write_predictions(path: str | Path, predictions, *, dataset: str | None = None, split: str | None = None,
                       meta: dict | None = None) -> Path:
-    """Write predictions (see the module docstring) atomically: a temp file beside `path`, then rename."""
+    """Write predictions (see the module docstring) atomically (avmaster_core.atomic)."""
     path = Path(path)
     preds = _as_prediction_dict(predictions)
     document = {"format": PREDICTIONS_FORMAT, "dataset": dataset, "split": split, "meta": meta or {},
                 "predictions": {str(k): v for k, v in preds.items()}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(document, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: json.dump(document, f), mode="w")
 
 
 def read_prediction_file(path: str | Path) -> tuple[dict[int, int | str], dict]:

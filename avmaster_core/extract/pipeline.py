@@ -21,6 +21,7 @@ from typing import Callable, Iterable
 
 import torch
 
+from ..atomic import write_json
 from ..store import FeatureStore
 from .encoders import ClipEncoder, VGGishEncoder, WeightsNotFoundError, vggish_log_mel
 from .video import VideoDecodeError, decode_video, list_videos
@@ -76,9 +77,7 @@ class FailureLog:
             self.warnings.pop(video_id, None)
 
     def save(self) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({"failures": self.failures, "warnings": self.warnings}, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
+        write_json(self.path, {"failures": self.failures, "warnings": self.warnings}, indent=1, sort_keys=True)
 
 
 def _check_provenance(store: FeatureStore, attrs: dict) -> None:
