@@ -184,7 +184,8 @@ class Batches:
         if self.lazy and negatives is not None:
             raise ValueError("a lazy dataset draws its own negatives (AVQADataset.set_epoch); pass negatives=None")
         home = torch.device("cpu") if self.lazy else source.device
-        self.order = torch.as_tensor(np.asarray(order, dtype=np.int64)).to(home)     # [n] long
+        order = order if torch.is_tensor(order) else torch.from_numpy(np.asarray(order, dtype=np.int64))
+        self.order = order.to(home, torch.long)                                     # [n] long
         self.negatives = None if negatives is None else negatives.to(home)
         self.to = torch.device(to) if to is not None else home
 
