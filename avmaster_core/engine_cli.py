@@ -217,12 +217,15 @@ def _add_split(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="test", help="split to score (default: test)")
 
 
-def _add_train_parser(subparsers, fmt) -> None:
-    p = subparsers.add_parser("train", help="train a model; writes a run folder", formatter_class=fmt,
-                              description="Train AV-Master with the authors' recipe (Adam 1e-4, x0.1 every 8 "
-                                          "epochs, 30 epochs, batch 64), keep the best-on-validation "
-                                          "checkpoint and score it on the test split.",
-                              epilog=_TRAIN_EPILOG)
+def _command(subparsers, name: str, summary: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    return subparsers.add_parser(name, help=summary, description=description, epilog=epilog,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _add_train_parser(subparsers) -> None:
+    p = _command(subparsers, "train", "train a model; writes a run folder",
+                 "Train AV-Master with the authors' recipe (Adam 1e-4, x0.1 every 8 epochs, 30 epochs, batch 64), "
+                 "keep the best-on-validation checkpoint and score it on the test split.", _TRAIN_EPILOG)
     p.add_argument("--experiment", default="default",
                    help="named model configuration (avmaster_core.config.EXPERIMENTS), e.g. default, "
                         "table7/wo_tdpp, table9/len4 (default: default)")
@@ -239,11 +242,10 @@ def _add_train_parser(subparsers, fmt) -> None:
     p.set_defaults(func=_train_command)
 
 
-def _add_evaluate_parser(subparsers, fmt) -> None:
-    p = subparsers.add_parser("evaluate", help="score a checkpoint on a split", formatter_class=fmt,
-                              description="Load a checkpoint written by `avmaster train`, predict a split and "
-                                          "print the accuracies in the paper's Table II layout.",
-                              epilog=_EVALUATE_EPILOG)
+def _add_evaluate_parser(subparsers) -> None:
+    p = _command(subparsers, "evaluate", "score a checkpoint on a split",
+                 "Load a checkpoint written by `avmaster train`, predict a split and print the accuracies in the "
+                 "paper's Table II layout.", _EVALUATE_EPILOG)
     p.add_argument("--checkpoint", required=True, help="best.pt or last.pt of a run folder")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help="inference-only ModelConfig change, e.g. --set inference_use_a=false (Table XII) or "
@@ -261,11 +263,10 @@ def _add_evaluate_parser(subparsers, fmt) -> None:
     p.set_defaults(func=_evaluate_command)
 
 
-def _add_score_parser(subparsers, fmt) -> None:
-    p = subparsers.add_parser("score", help="score a predictions file", formatter_class=fmt,
-                              description="Score saved per-question predictions against a split's answers and "
-                                          "print the paper's Table II layout.",
-                              epilog=_SCORE_EPILOG)
+def _add_score_parser(subparsers) -> None:
+    p = _command(subparsers, "score", "score a predictions file",
+                 "Score saved per-question predictions against a split's answers and print the paper's Table II "
+                 "layout.", _SCORE_EPILOG)
     add_config_arguments(p, DataConfig, required=("dataset", "root"), skip=("store", "T", "pad", "limit"))
     _add_split(p)
     p.add_argument("--predictions", required=True, help="predictions.json written by train or evaluate")
@@ -275,10 +276,9 @@ def _add_score_parser(subparsers, fmt) -> None:
 
 def register(subparsers) -> None:
     """Add `train`, `evaluate` and `score` to the `avmaster` command."""
-    fmt = argparse.RawDescriptionHelpFormatter
-    _add_train_parser(subparsers, fmt)
-    _add_evaluate_parser(subparsers, fmt)
-    _add_score_parser(subparsers, fmt)
+    _add_train_parser(subparsers)
+    _add_evaluate_parser(subparsers)
+    _add_score_parser(subparsers)
 
 
 def main(argv: list[str] | None = None) -> int:
