@@ -61,10 +61,12 @@ def save_best(path: Path, model, config_record: dict, *, epoch: int, val_acc: fl
                 "val_acc": val_acc, "model": model.state_dict()}, path)
 
 
-def training_state(model, optimizer, scheduler, config_record: dict, rngs: list[dict], loop_state: dict) -> dict:
-    """last.pt's content: everything needed to resume (rngs: one rng_state() per rank)."""
-    return {**_configs(config_record), "config": config_record, "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rngs, **loop_state}
+def save_last(path: Path, model, optimizer, scheduler, config_record: dict, rngs: list[dict],
+              loop_state: dict) -> None:
+    """last.pt: everything needed to resume (rngs: one rng_state() per rank; loop_state: the loop's position)."""
+    save_torch({**_configs(config_record), "config": config_record, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rngs,
+                **loop_state}, path)
 
 
 def read_checkpoint(path, map_location="cpu") -> dict:

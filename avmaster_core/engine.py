@@ -52,8 +52,8 @@ import numpy as np
 import torch
 
 from .atomic import atomic_write, write_json, write_text
-from .checkpoint import (CHECKPOINT_FORMAT, load_checkpoint, rng_state, save_best, seed_everything,
-                         set_rng_state, training_state)
+from . import checkpoint
+from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, rng_state, save_best, seed_everything, set_rng_state
 from .distributed import (DistContext, all_sum, barrier, gather_objects, resolve_device, setup_distributed,
                           teardown_distributed)
 from .evaluation import accuracy, evaluate, predict, prediction_series, progress_bar
@@ -251,9 +251,7 @@ def save_last(t: Training) -> None:
     """last.pt. Collective (the RNG states are gathered): every rank calls it, rank 0 writes."""
     rngs = gather_objects(rng_state(), t.ctx)
     if t.ctx.is_main:
-        from .atomic import save_torch
-
-        save_torch(training_state(t.model, t.optimizer, t.scheduler, t.config_record, rngs, t.state), t.last_path)
+        checkpoint.save_last(t.last_path, t.model, t.optimizer, t.scheduler, t.config_record, rngs, t.state)
 
 
 def optimizer_step(t: Training, batch: dict) -> tuple[dict, torch.Tensor]:

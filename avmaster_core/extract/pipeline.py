@@ -384,7 +384,7 @@ def which_path(out: dict, answer: int) -> tuple[str, dict]:
 def ask(video: str | Path, question: str, checkpoint: str | Path, clip: ClipEncoder, vggish: VGGishEncoder,
         seconds: int | None = 60, top: int = 5, device: str = "cpu") -> dict:
     """Answer `question` about `video` with a trained checkpoint: {"answer", "top": [(answer, p)], "driver", "push"}."""
-    from ..engine import load_checkpoint  # lazy: the engine imports the whole training stack
+    from ..checkpoint import load_checkpoint
     from ..vocab import ANSWERS
 
     decoded = decode_video(video, seconds, frame_transform=clip.preprocess.crop)
