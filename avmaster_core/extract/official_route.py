@@ -32,6 +32,9 @@ MOVIEPY_BUFFER = 200000  # AudioFileClip's reader buffer (input samples)
 MOVIEPY_CHUNK = 2000  # write_audiofile's buffersize (output samples per chunk)
 MOVIEPY_CLIP = 0.99  # to_soundarray(quantize=True) clips to +-0.99 before scaling by 2**15
 CFR_DROP, CFR_DUPLICATE = -1.1, 1.1  # ffmpeg's vsync=cfr thresholds (in output frames)
+# A frame exactly at a threshold (t = k - 1.1 - 1/fps happens at 30 and 50 fps) is written, as measured:
+# ffmpeg's timestamps carry extra precision there, so compare with a small tolerance instead of raw floats.
+THRESHOLD_EPS = 1e-6
 # ffmpeg's default MJPEG output is rate-controlled (200 kb/s, i.e. ~25 KB per JPEG at 1 frame/s), not a fixed
 # quantiser. We use the standard (Annex K) tables at IJG quality 75 with 4:2:0 chroma: the released frames
 # measured 25-37 KB per 640x360 frame, which is where quality 75 lands on such content, and it is the
@@ -64,9 +67,12 @@ def moviepy_sample_indices(n_input: int, duration: float, n_output: int | None =
                     many, so every later sample comes from one position earlier. Starting from s_0 = 0, the
                     j-th refill happens in the first chunk with max i >= s_(j-1) + 200,000, and every sample of
                     that chunk and after reads index i(n) - j. One refill every 100,000 input samples: one
-                    sample (22.7 us) every 2.27 s, -0.54 ms by 55 s.
+                    sample (22.7 us) every 2.27 s after the first refill at 4.54 s; -0.52 ms by 55 s.
       Times t = n / 16000 >= D give silence (index -1 here). Near the end of the file the reader's
-      short-buffer correction and its "repeat the last frame" fallback are followed as well.
+      short-buffer correction (a buffer shorter than 100,000 samples shifts every slot back by
+      100,001 - its length) and its "repeat the last sample" fallback are followed as well. Where that shift
+      would leave the buffer (audio shorter than ~2.3 s) moviepy 1.0.1 itself raises IndexError; we then read
+      the sample it meant, without the shift.
     """
     total = int(rate_out * duration)
     n_output = total if n_output is None else n_output
@@ -90,7 +96,8 @@ def moviepy_sample_indices(n_input: int, duration: float, n_output: int | None =
                 break
         slots = frames - buffer_start
         if len(buffer) < MOVIEPY_BUFFER // 2:
-            slots = slots - (MOVIEPY_BUFFER // 2 - len(buffer) + 1)
+            shifted = slots - (MOVIEPY_BUFFER // 2 - len(buffer) + 1)
+            slots = shifted if shifted.min() >= -len(buffer) else slots  # negative slots wrap, as numpy does
         slots = np.minimum(slots, len(buffer) - 1)  # the reader's IndexError fallback: repeat the last sample
         chosen = np.full(hi - lo, -1, np.int64)
         chosen[in_time] = buffer[slots] if len(buffer) else -1
@@ -155,9 +162,9 @@ class CfrSampler:
         delta0 = t - self.written
         delta = delta0 + self.duration
         previous, copies = 0, 1
-        if delta < CFR_DROP:
+        if delta < CFR_DROP - THRESHOLD_EPS:
             copies = 0
-        elif delta > CFR_DUPLICATE:
+        elif delta > CFR_DUPLICATE + THRESHOLD_EPS:
             copies = int(np.rint(delta))
             previous = int(np.rint(delta0 - 0.6)) if delta0 > CFR_DUPLICATE else 0
             previous = min(previous, copies)
@@ -170,7 +177,7 @@ def ffmpeg_r1_picks(times, fps: float) -> list[int]:
     """Index (into `times`) of the frame written as JPEG k = 0, 1, ... by `ffmpeg -r 1`.
 
     On a constant-rate input this is: JPEG 0 = frame 0, JPEG 1 = frame 1, JPEG k >= 2 = the first frame with
-    t > k - 1.1 - 1/fps (about k - 1.12 s).
+    t >= k - 1.1 - 1/fps (about k - 1.12 s).
     """
     sampler, picks = CfrSampler(fps), []
     for index, t in enumerate(times):
