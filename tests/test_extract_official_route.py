@@ -175,3 +175,21 @@ def test_official_route_starts_audio_at_its_first_sample(tmp_path, video_start, 
     decoded = [video_start - origin + i / 10 for i in range(40)]
     assert video.info["frame_times_s"][:3] == pytest.approx([decoded[i] for i in _r1_rule(decoded, 10.0)[:3]],
                                                             abs=1e-3)
+
+
+def test_compare_routes_measures_the_gap_and_plots_it(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    from avmaster_core.extract.routes import compare_routes, plot_route_comparison
+
+    wave = np.random.default_rng(0).uniform(-0.6, 0.6, 44100 * 4).astype(np.float32)  # broadband: aliasing shows
+    path = write_clip(tmp_path / "n.mp4", seconds=4, fps=25, size=(64, 48), wave=wave, texture=True)
+    result = compare_routes(path)
+    table = result["table"].set_index("measure")["value"]
+    assert 0.1 < table["log-mel mean |official - clean|"] < 1.5
+    assert 0.5 < table["mean-centred patch cosine"] < 0.99
+    assert table["frame time offset, k >= 2 (mean)"] == pytest.approx(-1.1 - 0.5 / 25, abs=0.03)
+    assert 20 < table["pixel PSNR, same frame (mean)"] < 45
+    assert result["log_mel"]["official"].shape == result["log_mel"]["clean"].shape == (4, 96, 64)
+    figure = plot_route_comparison(result, second=1)
+    assert len(figure.axes) == 7  # four panels and three colour bars
