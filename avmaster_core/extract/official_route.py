@@ -247,6 +247,8 @@ def decode_video_official(path: str | Path, seconds: int | None = 60,
     """
     import av
 
+    if seconds is not None and seconds < 1:
+        raise ValueError(f"seconds must be >= 1 or None, got {seconds}")
     path = Path(path)
     if not path.is_file():
         raise VideoDecodeError(f"file not found: {path}")
