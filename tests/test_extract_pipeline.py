@@ -13,6 +13,7 @@ from avmaster_core.extract.encoders import ClipEncoder, VGGishEncoder
 from avmaster_core.extract.pipeline import (extract_questions, extract_videos, failures_path, parse_shard,
                                             question_text, shard_store_path, which_path)
 from avmaster_core.extract.synthclip import write_clip
+from avmaster_core.extract.routes import ROUTES
 from avmaster_core.store import FeatureStore
 
 
@@ -146,6 +147,11 @@ def test_routes_cannot_be_mixed_and_info_shows_the_route(clips, encoders, tmp_pa
     assert main(["store", "info", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "extraction route: clean" in printed and "frames: the frame on screen" in printed
+    legacy = tmp_path / "legacy.h5"  # made before routes existed: only the old protocol string says how
+    with FeatureStore(legacy, "a") as store:
+        store.set_attrs(protocol=ROUTES["clean"].protocol)
+    with pytest.raises(ValueError, match="'clean' extraction route"):
+        extract_videos(clips, legacy, clip, vggish, seconds=2, workers=0, limit=1, progress=False)
     with pytest.raises(ValueError, match="unknown extraction route"):
         extract_videos(clips, tmp_path / "g.h5", clip, vggish, seconds=2, workers=0, progress=False, route="fast")
 

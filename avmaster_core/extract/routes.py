@@ -64,6 +64,8 @@ def route_attrs(route: Route) -> dict:
 def check_route(store_attrs: dict, route: Route, store_path) -> None:
     """Refuse to add features of `route` to a store made by another route."""
     old = store_attrs.get("route")
+    if old is None and store_attrs.get("protocol") == ROUTES["clean"].protocol:
+        old = "clean"  # a store made before routes existed: its decoder is today's clean route
     if old is not None and str(old) != route.name:
         raise ValueError(f"{store_path} holds features made by the '{old}' extraction route; this run uses "
                          f"'{route.name}'. Routes cannot be mixed in one store: write to another --out, or rerun "
