@@ -405,11 +405,8 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", changes: dict |
     """
     ckpt = _read_checkpoint(path, map_location)
     cfg = _model_config_from_dict(ckpt["model_config"])
-    if changes:
-        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(cfg)})
-        if unknown:
-            raise ValueError(f"unknown ModelConfig field(s) {unknown} in changes; see avmaster_core.config.ModelConfig")
-        cfg = dataclasses.replace(cfg, **changes)
+    from .config import apply_inference_changes
+    cfg = apply_inference_changes(cfg, changes)  # refuses fields that change the trained model
     model = _build_model(cfg)
     model.load_state_dict(ckpt["model"])
     model.eval()
