@@ -911,8 +911,8 @@ def _score_command(args) -> int:
 
 
 def _add_data_arguments(p: argparse.ArgumentParser, split: bool) -> None:
-    p.add_argument("--dataset", required=True,
-                   help="music_avqa, music_avqa_r, music_avqa_v2, avqa or synthetic")
+    from .dataset_registry import DATASET_NAMES
+    p.add_argument("--dataset", required=True, choices=DATASET_NAMES, help="the benchmark (dataset_registry)")
     p.add_argument("--root", required=True, help="folder with the dataset's annotation files")
     if split:
         p.add_argument("--split", default="test", help="split to score (default: test)")

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from . import experiments as experiment_registry
+from .dataset_registry import DATASET_NAMES
 from .engine import DataConfig, RunResult, TrainConfig, config_differences, run_dir_for
 
 SUMMARY_FILE = "summary.json"
@@ -341,7 +342,7 @@ def register(subparsers) -> None:
                    help="build every experiment on this preset (paper-preset runs go to paper/<experiment>)")
     p.add_argument("--size", default="full", choices=tuple(SIZES),
                    help="model size (avmaster_core.config.SIZES): full (default) or cpu")
-    p.add_argument("--dataset", help="music_avqa, music_avqa_r, music_avqa_v2, avqa or synthetic")
+    p.add_argument("--dataset", choices=DATASET_NAMES, help="the benchmark (dataset_registry)")
     p.add_argument("--root", help="folder with the dataset's annotation files")
     p.add_argument("--store", help="HDF5 feature store (default: <root>/features.h5)")
     p.add_argument("--epochs", type=int, help="epochs per run (default 30)")

@@ -73,3 +73,13 @@ def test_readings_name_the_papers_words():
     assert experiments.get("table7/wo_tdpp").reading is None
     with pytest.raises(KeyError, match="unknown experiment 'nope'"):
         experiments.get("nope")
+
+
+def test_evaluate_set_refuses_a_training_field_before_building_the_model(tmp_path):
+    from avmaster_core import cli
+
+    checkpoint = tmp_path / "best.pt"  # no weights needed: the change is refused first
+    torch.save({"model_config": config.ModelConfig.official().to_dict(), "model": {}}, checkpoint)
+    with pytest.raises(ValueError, match=r"\['dim'\] change the trained model.*inference-only fields: combine"):
+        cli.main(["evaluate", "--checkpoint", str(checkpoint), "--dataset", "synthetic", "--root", str(tmp_path),
+                  "--device", "cpu", "--set", "dim=64"])
