@@ -324,8 +324,3 @@ def _as_int_or_zero(value) -> int:
 def _check_choice(dataset: str, split: str, choices: tuple[str, ...], hint: str = "") -> None:
     if split not in choices:
         raise ValueError(f"unknown split {split!r} for {dataset}; choose one of {', '.join(choices)}{hint}")
-
-
-def toy_rows(raw: list, path: Path, dataset: str, split: str, subset: str | None) -> list[dict]:
-    """A toy format: MUSIC-AVQA records under a "questions" key."""
-    return _music_rows([r for r in raw], path, dataset, split, subset)

@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-from .annotations import avqa_rows, music_avqa_r_rows, music_avqa_rows, music_avqa_v2_rows, toy_rows
+from .annotations import avqa_rows, music_avqa_r_rows, music_avqa_rows, music_avqa_v2_rows
 from .scoring import score_head_tail, score_table2, score_table4, score_table5
 
 GITHUB_RAW = "https://raw.githubusercontent.com"
@@ -185,9 +185,6 @@ SPECS: tuple[DatasetSpec, ...] = (
     # The bundled synthetic benchmark: MUSIC-AVQA's format, generated locally
     DatasetSpec("synthetic", "synthetic benchmark", _music_split_files(), music_avqa_rows, "table2",
                 score_table2, obtain="avmaster synth --out {root} --overwrite"),
-    DatasetSpec("toy", "toy benchmark", _music_split_files(), toy_rows, "table2", score_table2,
-                files=(OfficialFile("toy", "avqa-test.json", "me/toy", "avqa-test.json"),),
-                licence="toy"),
 )
 REGISTRY: Mapping[str, DatasetSpec] = {spec.name: spec for spec in SPECS}
 DATASET_NAMES: tuple[str, ...] = tuple(REGISTRY)

@@ -118,7 +118,6 @@ ENTRIES: tuple[Experiment, ...] = (
     # reads the words alone and the answer decoder predicts. It bounds what the question gives away.
     Experiment("baseline/question_only", dict(inputs="q", use_focus=False, use_gpap=False,
                                               lambda_a=0.0, lambda_v=0.0, lambda_c=0.0), "Question-only baseline"),
-    Experiment("toy/temperature=0.5", dict(temperature=0.5), "toy: tau 0.5"),
     # Fig. 7: one loss weight varied, the others 1.0
     *(Experiment(f"fig7/{short}={value}", {f"lambda_{short}": value}, f"{label} = {value}",
                  fills=(("fig7", (label, value)),), reading=_FIG7)
