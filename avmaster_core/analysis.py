@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import paper
+from . import experiments as registry, paper
+from .config import INFERENCE_FIELDS
 
 MODALITY_NAMES = {"a": "Audio", "v": "Visual"}
 
@@ -165,8 +166,9 @@ def experiment_changes(name: str) -> dict:
             if getattr(variant, f.name) != getattr(full, f.name)}
 
 
-# Changes that leave the trained weights valid: a variant made of these alone needs no retraining.
-INFERENCE_ONLY_FIELDS = frozenset({"combine", "inference_use_a", "inference_use_v"})
+# Changes that leave the trained weights valid (ModelConfig fields marked as inference-only): a variant made of
+# these alone needs no retraining.
+INFERENCE_ONLY_FIELDS = INFERENCE_FIELDS
 
 
 def inference_variants(table: str, checkpoints: dict, dataset: str, root, split: str = "test", *, store=None,
@@ -251,16 +253,16 @@ def missing_runs(runs_dir, experiments, seeds=None) -> list[str]:
     return [name for name in dict.fromkeys(names) if not paper.finished_runs(runs_dir, name, seeds)]
 
 
-FIG5_EXPERIMENTS = {"A+Q": "fig5/a+q", "V+Q": "fig5/v+q", "A+V+Q": paper.FULL_MODEL_RUN}
-FIG4_EXPERIMENTS = {t: f"fig4/T{t}" for t in (12, 24, 36, 48, 60)}
-FIG7_WEIGHTS = {"lambda_qa": "qa", "lambda_a^p": "a", "lambda_v^p": "v", "lambda_c": "c"}
-FIG7_VALUES = (0.4, 0.7, 1.0, 1.3, 1.6)
+# {figure x value: run} of the figures' points, from the experiments registry (each entry's `fills`).
+FIG5_EXPERIMENTS = registry.filling("fig5")
+FIG4_EXPERIMENTS = registry.filling("fig4")
+FIG7_WEIGHTS = registry.FIG7_WEIGHTS
+FIG7_VALUES = registry.FIG7_VALUES
 
 
 def fig7_experiments() -> dict:
     """{(weight label, value): experiment}: value 1.0 of every weight is the full model's run."""
-    return {(label, value): (paper.FULL_MODEL_RUN if value == 1.0 else f"fig7/{short}={value}")
-            for label, short in FIG7_WEIGHTS.items() for value in FIG7_VALUES}
+    return registry.filling("fig7")
 
 
 def fig7_table(runs_dir, seeds=None) -> pd.DataFrame:

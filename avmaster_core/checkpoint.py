@@ -8,7 +8,6 @@ Both are written atomically (atomic.save_torch) and read with weights_only=True 
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import random
 from pathlib import Path
@@ -87,16 +86,12 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", changes: dict |
     changes: ModelConfig fields to override that do not change the weights, e.g. the inference-only variants
     of Tables XII/XIII ({"inference_use_a": False}, {"combine": "mul"}).
     """
-    from .config import ModelConfig
+    from .config import ModelConfig, apply_inference_changes
     from .model import build_model
 
     ckpt = read_checkpoint(path, map_location)
     cfg = ModelConfig.from_dict(ckpt["model_config"])
-    if changes:
-        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(cfg)})
-        if unknown:
-            raise ValueError(f"unknown ModelConfig field(s) {unknown} in changes; see avmaster_core.config.ModelConfig")
-        cfg = dataclasses.replace(cfg, **changes)
+    cfg = apply_inference_changes(cfg, changes)  # refuses fields that change the trained model
     model = build_model(cfg)
     model.load_state_dict(ckpt["model"])
     model.eval()

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .dataset_registry import DATASET_NAMES
+
 
 def _opt(default, help: str, flag: str | None = None, free: str | None = None, **extra):
     """A dataclass field with its command-line metadata (flag=None: no option)."""
@@ -75,8 +77,8 @@ class TrainConfig:
 class DataConfig:
     """Which data: a benchmark's annotations joined with a feature store."""
 
-    dataset: str = _opt("synthetic", "music_avqa, music_avqa_r, music_avqa_v2, avqa or synthetic", "--dataset",
-                        show_default=False)
+    dataset: str = _opt("synthetic", "the benchmark (dataset_registry)", "--dataset", show_default=False,
+                        choices=DATASET_NAMES)
     root: str = _opt("data/synthetic", "folder with the dataset's annotation files", "--root", free="always",
                      show_default=False)
     store: str | None = _opt(None, "HDF5 feature store (default: <root>/features.h5)", "--store", free="always")

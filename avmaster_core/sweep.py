@@ -33,23 +33,15 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from . import experiments as experiment_registry
 from .run_config import (DataConfig, RunResult, TrainConfig, config_differences, free_fields, run_dir_for,
                          run_name)
 
 SUMMARY_FILE = "summary.json"
-# Row labels of write_markdown for the runs of results/synthetic.md (the run name is kept for traceability).
-RUN_LABELS = {
-    "baseline/question_only": "Question-only baseline `baseline/question_only`",
-    "default": "AV-Master, official preset `default`",
-    "paper/default": "AV-Master, paper preset `paper/default`",
-    "fig5/a+q": "A+Q: no visual stream `fig5/a+q`",
-    "fig5/v+q": "V+Q: no audio stream `fig5/v+q`",
-    "table7/wo_tdpp": "w/o TDPP `table7/wo_tdpp`",
-    "table7/wo_gpap": "w/o GPAP `table7/wo_gpap`",
-    "table7/wo_avfc": "w/o AVFC `table7/wo_avfc`",
-    "table7/wo_dpcl": "w/o DPCL `table7/wo_dpcl`",
-    "table7/wo_all": "w/o ALL `table7/wo_all`",
-}
+# Row labels of write_markdown (e.g. results/synthetic.md) for every run name of either preset, from the
+# experiments registry's labels (the run name is kept for traceability).
+RUN_LABELS = {run: experiment_registry.run_label(run)
+              for name in experiment_registry.REGISTRY for run in (name, f"paper/{name}")}
 LOCK_FILE = ".sweep.lock"  # "<host> <pid>" of the sweep training this run folder
 STATISTICS = ("mean", "std")
 
