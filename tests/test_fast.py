@@ -19,10 +19,7 @@ from avmaster_core.dataset import Batches, FeatureBank, draw_negatives, epoch_or
 from avmaster_core.model import build_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-    yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(preset: str = "official", **changes) -> ModelConfig:

@@ -132,7 +132,7 @@ def _count(cfg):
 def test_sharing_switches_change_parameter_count():
     base = ModelConfig.official()
     n = OFFICIAL_USED
-    focus_recurrent = 1_182_465 + 5_517_056 + 1_536  # ENC + DEC + final norm (official-code.md §8)
+    focus_recurrent = 1_182_465 + 5_517_056 + 1_536  # ENC + DEC + final norm (docs/released-code.md §8)
     embed = 590_592
     assert _count(dataclasses.replace(base, share_focus_block=False)) == n + focus_recurrent + embed
     assert _count(dataclasses.replace(base, share_bias=True)) == n - 8 * 768

@@ -14,20 +14,12 @@ import pytest
 from avmaster_core import config, engine, sweep
 from avmaster_core.engine import DataConfig, TrainConfig
 from avmaster_core.paper import read_run_table
-from avmaster_core.synthetic import generate_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED_RUNS = REPO / "results" / "runs" / "synthetic"
 SEEDS = (1, 2, 3)
 
 TINY = dict(dim=16, focus_heads=2, focus_ffn=16, decoder_heads=2, decoder_layers=1, num_templates=2)
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic_tiny")
-    generate_synthetic(root, num_videos=30, questions_per_video=4, T=4)
-    return root
 
 
 @pytest.fixture
