@@ -138,27 +138,47 @@ def _step_masks(layer, t_len: int, n: int, rows: int, like: Tensor) -> list[dict
     return [{name: masks[t] for name, masks in drawn.items()} for t in range(t_len)]
 
 
-def _masked_attention(att, query: Tensor, key: Tensor, value: Tensor, mask: Tensor) -> Tensor:
-    """blocks.MultiheadAttention in training with a pre-drawn dropout mask on the probabilities [N, H, Lq, Lk]."""
-    q, k, v = (att.split_heads(t) for t in att.project(query, key, value))
-    probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
-    return att.out_proj(((probs * mask) @ v).transpose(-3, -2).flatten(-2))
+def _self_attention_offset(att, bias: Tensor, mode: str) -> Tensor | float:
+    """What the bias adds to the packed q,k,v projections of the focus self-attention, once for all steps.
+
+    query_pos: q,k = W_qk (z + P) + b_qk, v = W_v z + b_v, so qkv = W z + b + [W_qk P, 0]. The per-step work
+    is then one matmul with the whole packed weight: no slice of it per step, whose backward would write a
+    zero-filled [3D, D] gradient every step.
+    """
+    if mode != "query_pos":
+        return 0.0
+    d = att.dim
+    qk = F.linear(bias, att.in_proj_weight[: 2 * d])  # [N|1, R, 2D]
+    return torch.cat([qk, qk.new_zeros(*qk.shape[:-1], d)], dim=-1)
 
 
-def _decoder_step(layer, z: Tensor, bias: Tensor, cross: Tensor, mode: str, m: dict | None) -> Tensor:
-    """blocks.FocusDecoderLayer given its query-independent cross output; `m` the step's dropout masks."""
-    if m is None:  # eval, or no dropout: the plain layer
-        return layer.finish(layer.attend_self(z, bias, mode), cross)
-    sa = layer.self_attn
-    if mode == "query_pos":
-        qk = z + bias
-        z = layer.norm1(z + _masked_attention(sa, qk, qk, z, m["attn"]) * m["drop1"])
+def _self_attention_step(att, z: Tensor, offset: Tensor | float, mask: Tensor | None) -> Tensor:
+    """blocks.MultiheadAttention(z + .., z + .., z) of a focus step; `mask` pre-drawn probability dropout."""
+    qkv = F.linear(z, att.in_proj_weight, att.in_proj_bias) + offset
+    q, k, v = (att.split_heads(t) for t in qkv.chunk(3, dim=-1))  # [N, H, R, dh]
+    if mask is None:
+        out = F.scaled_dot_product_attention(q, k, v)
     else:
+        probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
+        out = (probs * mask) @ v
+    return att.out_proj(out.transpose(-3, -2).flatten(-2))
+
+
+def _decoder_step(layer, z: Tensor, bias: Tensor, offset: Tensor | float, cross: Tensor, mode: str,
+                  m: dict | None) -> Tensor:
+    """blocks.FocusDecoderLayer given its query-independent cross output; `m` the step's dropout masks
+    (None in eval or without dropout)."""
+    def drop(x, site):
+        return x if m is None else x * m[site]
+
+    if mode != "query_pos":  # "add": SAB(z + bias) + bias
         z = z + bias
-        z = layer.norm1(z + _masked_attention(sa, z, z, z, m["attn"]) * m["drop1"]) + bias
-    z = layer.norm2(z + cross * m["drop2"])
+    z = layer.norm1(z + drop(_self_attention_step(layer.self_attn, z, offset, m and m["attn"]), "drop1"))
+    if mode != "query_pos":
+        z = z + bias
+    z = layer.norm2(z + drop(cross, "drop2"))
     ffn = layer.ffn
-    return layer.norm3(z + ffn.linear2(ffn.act(ffn.linear1(z)) * m["ffn"]) * m["drop3"])
+    return layer.norm3(z + drop(ffn.linear2(drop(ffn.act(ffn.linear1(z)), "ffn")), "drop3"))
 
 
 def focus_recurrence(block, x: Tensor, bias: Tensor, init: Tensor | None, collapse: bool,
@@ -190,6 +210,7 @@ def focus_recurrence(block, x: Tensor, bias: Tensor, init: Tensor | None, collap
     masks = _step_masks(layer, t_len, n, rows, x) if layer.training and cfg.dropout > 0 else [None] * t_len
     z = x[:, :1].expand(n, rows, d) if init is None else init.expand(n, rows, d)
     bias = bias[:, :rows]
+    offset = _self_attention_offset(layer.self_attn, bias, cfg.bias_mode)
     steps = [] if return_steps else None
     for t in range(t_len):
         if per_head:
@@ -197,7 +218,7 @@ def focus_recurrence(block, x: Tensor, bias: Tensor, init: Tensor | None, collap
         else:
             cross = values[t].unsqueeze(1).expand(n, rows, d)
         z = z @ state_matrix.T + terms[t].unsqueeze(1) if additive else first(z + frames[t].unsqueeze(1))
-        z = block.final_norm(_decoder_step(layer, z, bias, cross, cfg.bias_mode, masks[t]))
+        z = block.final_norm(_decoder_step(layer, z, bias, offset, cross, cfg.bias_mode, masks[t]))
         if return_steps:
             steps.append(z)
     return z, (k if collapse else 1), steps
