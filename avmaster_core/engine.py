@@ -381,7 +381,8 @@ def _model_config_from_dict(d: dict):
 
 
 def _build_model(cfg):
-    from .model import build_model
+    from .benchmark import cpu_fused_adam
+from .model import build_model
 
     return build_model(cfg)
 
@@ -564,7 +565,7 @@ def train(model_cfg, train_cfg: TrainConfig = TrainConfig(), data_cfg: DataConfi
         optimizer = make_optimizer(model, lr=train_cfg.lr, betas=train_cfg.betas, weight_decay=train_cfg.weight_decay)
     else:
         optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr, betas=tuple(train_cfg.betas),
-                                     weight_decay=train_cfg.weight_decay)
+                                     weight_decay=train_cfg.weight_decay, fused=cpu_fused_adam(device))
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=train_cfg.lr_step, gamma=train_cfg.lr_gamma)
 
     state = {"next_epoch": 1, "next_step": 0, "best_val_acc": -math.inf, "best_epoch": 0, "history": [],
