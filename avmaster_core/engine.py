@@ -381,8 +381,7 @@ def _model_config_from_dict(d: dict):
 
 
 def _build_model(cfg):
-    from .benchmark import cpu_fused_adam
-from .model import build_model
+    from .model import build_model
 
     return build_model(cfg)
 
@@ -565,7 +564,8 @@ def train(model_cfg, train_cfg: TrainConfig = TrainConfig(), data_cfg: DataConfi
         optimizer = make_optimizer(model, lr=train_cfg.lr, betas=train_cfg.betas, weight_decay=train_cfg.weight_decay)
     else:
         optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr, betas=tuple(train_cfg.betas),
-                                     weight_decay=train_cfg.weight_decay, fused=cpu_fused_adam(device))
+                                     weight_decay=train_cfg.weight_decay,
+                                     fused=True if device.type == "cpu" else None)  # benchmark.cpu_fused_adam
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=train_cfg.lr_step, gamma=train_cfg.lr_gamma)
 
     state = {"next_epoch": 1, "next_step": 0, "best_val_acc": -math.inf, "best_epoch": 0, "history": [],
