@@ -19,11 +19,8 @@ from avmaster_core.rewrites import dropout_masks
 LOGIT_TOL, GRAD_TOL = 1e-5, 1e-4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The cpu-size models here run fastest on one thread (threads.py); on shared cores 2 threads stall."""
-    torch.set_num_threads(1)
-    yield
+# The cpu-size models here run fastest on one thread (threads.py); on shared cores 2 threads stall.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def pair(cfg, seed=0):
