@@ -8,7 +8,7 @@ Fixtures (any test file can ask for them by name):
 
 Helpers (import them: `from conftest import TINY_MODEL, tiny_model, tiny_train`):
     TINY_MODEL, tiny_model(), tiny_train(), set_args(), read_metrics(), metrics_without_timing(),
-    state_dicts_equal()
+    state_dicts_equal(), tiered() (every experiment in `make test`, QUICK_EXPERIMENTS in `make test-fast`)
 
 Tiers: `make test-fast` skips the tests marked `slow` (more than a few seconds each) and the notebooks;
 `make test` runs everything.
@@ -82,6 +82,20 @@ def run_cli():
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
+# The experiments whose every-experiment checks also run in the quick tier: one per structural switch (focus
+# capture, paths, template length, sharing, combination, inputs, the question-only baseline).
+QUICK_EXPERIMENTS = ("default", "table7/wo_avfc", "table7/wo_tdpp", "table7/wo_gpap", "table9/len2", "table10/none",
+                     "table13/w_add", "fig5/a+q", "baseline/question_only")
+
+
+def tiered(names, quick=QUICK_EXPERIMENTS) -> list:
+    """Parametrize values: those in `quick` run in every tier, the others carry the slow marker (`make test` only)."""
+    unknown = set(quick) - set(names)
+    if unknown:
+        raise ValueError(f"QUICK_EXPERIMENTS names unknown experiments {sorted(unknown)}")
+    return [name if name in quick else pytest.param(name, marks=pytest.mark.slow) for name in names]
+
+
 def tiny_model():
     """The official preset at TINY_MODEL's width."""
     from avmaster_core.config import ModelConfig

@@ -34,7 +34,7 @@ def paper():
 
 
 # ------------------------------------------------------------------ shapes, any B and T
-@pytest.mark.parametrize("b,t", [(1, 1), (2, 3), (3, 7)])
+@pytest.mark.parametrize("b,t", [(1, 1), (2, 3), pytest.param(3, 7, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("preset", ["official", "paper"])
 def test_output_shapes_any_batch_and_segments(preset, b, t, official, paper):
     model = official if preset == "official" else paper
@@ -139,6 +139,7 @@ def test_sharing_switches_change_parameter_count():
     assert _count(dataclasses.replace(base, num_templates=16)) == n + 2 * 8 * 768
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["table10/none", "table10/bs", "table9/len2"])
 def test_sharing_variants_run_and_match_collapsed(name):
     model = make(experiment(name)).eval()
@@ -248,6 +249,7 @@ def test_loss_weights_and_table8(official):
 
 
 # ------------------------------------------------------------------ Fig. 6 and Fig. 8 read-outs
+@pytest.mark.slow
 def test_step_logits_and_word_attention(official, paper):
     for model in (official, paper):
         model.eval()
@@ -263,6 +265,7 @@ def test_step_logits_and_word_attention(official, paper):
 
 
 # ------------------------------------------------------------------ learning
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["official", "paper"])
 def test_gradients_reach_every_learning_parameter(preset):
     cfg = ModelConfig.official() if preset == "official" else ModelConfig.paper()
@@ -343,6 +346,7 @@ def test_bad_labels_and_mismatched_segments(official):
     official.eval()
 
 
+@pytest.mark.slow
 def test_inference_weight_cache_follows_in_place_updates():
     cfg = ModelConfig.official()
     model = make(cfg).eval()

@@ -46,6 +46,7 @@ def _run_script(tmp_path, root, run_dir, kill_at, mode):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(tiny_data, tmp_path):
     data = DataConfig(dataset="synthetic", root=str(tiny_data))
     reference = engine.train(tiny_model(), tiny_train(**TRAIN), data, run_dir=tmp_path / "reference")

@@ -15,6 +15,7 @@ from avmaster_core import build_model
 from avmaster_core.benchmark import random_batch
 from avmaster_core.config import EXPERIMENTS, experiment
 from avmaster_core.rewrites import dropout_masks
+from conftest import tiered
 
 LOGIT_TOL, GRAD_TOL = 1e-5, 1e-4
 
@@ -51,7 +52,7 @@ def assert_same(fast, plain, batch):
 
 
 @pytest.mark.parametrize("preset", ["official", "paper"])
-@pytest.mark.parametrize("name", EXPERIMENTS)
+@pytest.mark.parametrize("name", tiered(EXPERIMENTS))
 def test_fast_equals_plain(name, preset):
     cfg = experiment(name, preset, "cpu")
     fast, plain = pair(cfg)
