@@ -107,6 +107,7 @@ def test_checkpoint_reloads_and_reproduces_the_test_predictions(finished_run, ti
         engine.load_checkpoint(finished_run.best_checkpoint, changes={"no_such_field": 1})
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_runs_and_another_seed_does_not(tiny_data, tmp_path):
     data = DataConfig(dataset="synthetic", root=str(tiny_data))
     runs = [engine.train(tiny_model(), tiny_train(seed=seed, epochs=1, test_split=None), data,
@@ -149,6 +150,7 @@ def test_bf16_autocast_trains_on_cpu(tiny_data, tmp_path):
     assert torch.isfinite(torch.tensor(result.history[0]["train_loss_total"]))
 
 
+@pytest.mark.slow
 def test_dataloader_path_equals_preloaded_bank_path(tiny_data, tmp_path):
     """Lazy HDF5 reads through a DataLoader give the same run as batches cut from the preloaded bank."""
     runs = [engine.train(tiny_model(), tiny_train(epochs=1, test_split=None),

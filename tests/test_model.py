@@ -59,6 +59,7 @@ def test_parameter_counts(official, paper):
 
 
 # ------------------------------------------------------------------ templates and the bias (Sec. III-B)
+@pytest.mark.slow
 def test_official_eval_templates_identical_and_bias_inert(official):
     cfg = official.cfg
     batch = batch_for(cfg, 2, 5, negatives=False)
@@ -285,6 +286,7 @@ def test_gradients_reach_every_learning_parameter(preset):
         assert p.grad.abs().sum() > 0, f"{name} has an all-zero gradient"
 
 
+@pytest.mark.slow
 def test_same_seed_same_logits():
     cfg = ModelConfig.official()
     batch = batch_for(cfg, 2, 3, negatives=False)
@@ -327,6 +329,7 @@ def test_bad_batches_name_the_key(official, key):
         official(nan)
 
 
+@pytest.mark.slow
 def test_bad_labels_and_mismatched_segments(official):
     batch = batch_for(official.cfg, 2, 3)
     official.eval()
