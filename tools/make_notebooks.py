@@ -11,6 +11,7 @@ Re-run with --execute whenever the notebooks or the shipped runs in results/runs
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 import time
 from pathlib import Path
@@ -33,27 +34,51 @@ def code(text, check=False, ignore=False):
     return nbformat.v4.new_code_cell((CHECK if check else IGNORE if ignore else "") + text.strip())
 
 
-def parameters(dataset="music_avqa", experiment="default", extra=""):
-    text = f'''SMOKE = True          # True: CPU, bundled synthetic benchmark, shipped synthetic runs; False: real features
-DATASET = "{dataset}"
-ROOT = "../data/{dataset}"   # annotation files (and features.h5)
-STORE = ""            # feature store; empty: ROOT/features.h5
-EXPERIMENT = "{experiment}"
-PRESET = "official"   # official (the released code) or paper (Section III as written)
-SEEDS = ""            # comma-separated seeds; empty: every finished seed
-EPOCHS = 30
-DEVICE = "auto"
-RESULTS = ""          # where tables/figures go; empty: results/ (build/smoke/results when SMOKE)
-RUNS = ""             # where finished runs are read; empty: RESULTS/runs (results/runs/synthetic when SMOKE)'''
+PARAMETER_LINES = {
+    "SMOKE": 'SMOKE = True          # True: CPU, bundled synthetic benchmark, shipped synthetic runs; False: real features',
+    "DATASET": 'DATASET = "{dataset}"   # the real benchmark (SMOKE=False); SMOKE uses the synthetic one',
+    "ROOT": 'ROOT = "../data/{dataset}"   # annotation files (and features.h5); SMOKE: ../data/synthetic',
+    "STORE": 'STORE = ""            # feature store; empty: ROOT/features.h5',
+    "EXPERIMENT": 'EXPERIMENT = "default"   # a name of avmaster_core.config.EXPERIMENTS (= run folder)',
+    "PRESET": 'PRESET = "official"   # official (the released code) or paper (Section III; runs under RUNS/paper/)',
+    "SEEDS": 'SEEDS = ""            # comma-separated seeds; empty: every finished seed',
+    "EPOCHS": 'EPOCHS = 0            # epochs of new training; 0: 30 (SMOKE: 1)',
+    "ROW_EPOCHS": 'EPOCHS = 0            # 0: read the finished runs in RUNS; N > 0: first train every row N epochs\n'
+                  '                      # (SEEDS, default seed 1) into RESULTS/runs/.../epochsN and show those',
+    "DEVICE": 'DEVICE = "auto"       # auto, cpu, cuda or cuda:N (SMOKE: cpu)',
+    "RESULTS": 'RESULTS = ""          # where tables/figures go; empty: results/ (build/smoke/results when SMOKE)',
+    "RUNS": 'RUNS = ""             # where finished runs are read; empty: RESULTS/runs (results/runs/synthetic when SMOKE)',
+}
+PIPELINE = ("SMOKE", "DATASET", "ROOT", "STORE", "EXPERIMENT", "PRESET", "SEEDS", "DEVICE", "RUNS")
+FROM_CHECKPOINTS = ("SMOKE", "DATASET", "ROOT", "STORE", "PRESET", "SEEDS", "DEVICE", "RESULTS", "RUNS")
+FROM_RUNS = ("SMOKE", "PRESET", "SEEDS", "RESULTS", "RUNS")
+
+
+def parameters(names, dataset="music_avqa", extra=""):
+    text = "\n".join(PARAMETER_LINES[n].format(dataset=dataset) for n in names)
     cell = nbformat.v4.new_code_cell(text + ("\n" + extra.strip() if extra else ""))
     cell.metadata["tags"] = ["parameters"]
     return cell
 
 
-SETTINGS = code('settings = notebook_settings(DATASET=DATASET, ROOT=ROOT, STORE=STORE, EXPERIMENT=EXPERIMENT, '
-                'PRESET=PRESET, SEEDS=SEEDS,\n                             EPOCHS=EPOCHS, DEVICE=DEVICE, SMOKE=SMOKE, '
-                'RESULTS=RESULTS, RUNS=RUNS)\nprint(settings)', check=True)
-IMPORTS = "from avmaster_core import analysis, paper, plots\nfrom avmaster_core.notebooks import notebook_settings"
+SETTINGS = code("settings = ...  # written from the parameters cell by tools/make_notebooks.py", check=True)
+SETTINGS.metadata["tags"] = ["settings"]
+IMPORTS = ("from avmaster_core import analysis, findings, ours_tables, paper, plots\n"
+           "from avmaster_core.notebooks import notebook_settings")
+
+
+def figure(text):
+    """A cell whose value is a figure (shown inline once: plots registers the PNG formatter)."""
+    cell = code(text, ignore=True)
+    cell.metadata["tags"] = ["figure"]
+    return cell
+
+
+def closing(text):
+    """The computed "what ours shows" paragraph (avmaster_core.findings)."""
+    cell = code(text, ignore=True)
+    cell.metadata["tags"] = ["findings"]
+    return cell
 
 
 def header(title, caption, reads, writes, body=""):
@@ -78,11 +103,41 @@ experiment, several seeds: many gaps between rows in the paper are below one poi
 """)
 
 
-def notebook(cells):
+def declared(cell) -> list[str]:
+    """The names a parameters cell assigns, in order."""
+    return [t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign) for t in node.targets]
+
+
+def settings_source(name: str, params) -> str:
+    """The settings cell: every parameter of the parameters cell goes to notebook_settings, which honours
+    or refuses each (avmaster_core.notebook_params)."""
+    args = [f'"{name}"'] + [f"{n}={n}" for n in declared(params)]
+    lines, line = [], "settings = notebook_settings("
+    for i, arg in enumerate(args):
+        piece = arg + (", " if i < len(args) - 1 else ")")
+        if len(line) + len(piece) > 110:
+            lines.append(line.rstrip())
+            line = " " * len("settings = notebook_settings(")
+        line += piece
+    return CHECK + "\n".join(lines + [line]) + "\nprint(settings)"
+
+
+def sync_settings(nb, name: str) -> bool:
+    """Rewrite the cell tagged `settings` from the cell tagged `parameters`; True if it changed."""
+    params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    cell = next(c for c in nb.cells if "settings" in c.metadata.get("tags", []))
+    source = settings_source(name, params)
+    changed = cell.source != source
+    cell.source = source
+    return changed
+
+
+def notebook(name, cells):
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (avmaster)", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
-    nb.cells = cells
+    nb.cells = [nbformat.from_dict(dict(c)) for c in cells]  # cells are shared between notebooks: copy them
+    sync_settings(nb, name)
     return nb
 
 
@@ -103,7 +158,7 @@ def quick_start():
                "Visual Question Answering*) with two presets, the data path from annotations and an HDF5 feature "
                "store to batches, training, and scoring in the paper's table layouts. This tour runs each piece "
                "once on the synthetic benchmark."),
-        parameters(),
+        parameters(PIPELINE),
         code("import torch\nfrom avmaster_core import build_model, config, evaluate, load_annotations\n" + IMPORTS),
         SETTINGS,
         md("## The data\nOne record table for every benchmark (`avmaster_core.records`); the synthetic benchmark "
@@ -149,7 +204,7 @@ SECONDS = 60           # segments per video (MUSIC-AVQA: 60); SMOKE uses each cl
                "SMOKE uses a 2-layer random CLIP and a random VGGish with the real feature sizes on three generated "
                "clips, so the pipeline runs without downloads; its features mean nothing. Extraction is resumable "
                "(rerun: finished videos are skipped) and can be sharded (`avmaster extract --shard i/n`)."),
-        parameters(extra=extra),
+        parameters(("SMOKE", "ROOT", "STORE", "DEVICE"), extra=extra),
         code("from pathlib import Path\nfrom avmaster_core import FeatureStore\n"
              "from avmaster_core.extract import encoders, pipeline, synthclip\n" + IMPORTS),
         SETTINGS,
@@ -191,13 +246,14 @@ def training():
                "(lr 1e-3) on the synthetic benchmark, which shows the mechanics, not a converged model; the shipped "
                "synthetic runs below were trained to convergence by `avmaster_core.sweep`. A run is resumable: "
                "running this notebook again continues (or only re-scores) the run."),
-        parameters(extra=extra),
+        parameters(("SMOKE", "DATASET", "ROOT", "STORE", "EXPERIMENT", "PRESET", "SEEDS", "EPOCHS", "DEVICE",
+                    "RESULTS", "RUNS"), extra=extra),
         code("import pandas as pd\nfrom avmaster_core import config, train\n" + IMPORTS),
         SETTINGS,
         code("model_cfg = config.experiment(settings.experiment, settings.preset, size=settings.size)\n"
              "train_cfg, data_cfg = settings.train_config(), settings.data_config()\ntrain_cfg", check=True),
-        code("settings.ensure_data()\nresult = train(model_cfg, train_cfg, data_cfg, out_dir=settings.new_runs, "
-             "experiment=settings.experiment,\n               resume=True) if TRAIN else None\n"
+        code("settings.ensure_data()\nresult = train(model_cfg, train_cfg, data_cfg, out_dir=settings.train_dir, "
+             "experiment=settings.run_name,\n               resume=True) if TRAIN else None\n"
              "result.run_dir if TRAIN else None", ignore=True),
         code('pd.DataFrame(result.history)[["epoch", "lr", "train_loss_total", "train_acc", "val_acc", "samples_per_s"]]'
              " if TRAIN else None", ignore=True),
@@ -205,10 +261,9 @@ def training():
         md("## The finished runs of this experiment\nValidation accuracy per epoch of every seed in `RUNS`:"),
         code("history = analysis.run_histories(settings.runs, settings.experiment, settings.seeds)\n"
              'history[["seed", "epoch", "train_loss_total", "val_acc"]].round(2).tail()', check=True),
-        code('fig = plots.plot_curve(history, x="epoch", y="val_acc", hue="seed", ylabel="validation accuracy (%)",\n'
-             '                       title=f"{settings.experiment}: validation accuracy per epoch")\n'
-             'plots.save_figure(fig, settings.figures / f"training_{settings.experiment.replace(\'/\', \'_\')}.png")\nfig',
-             ignore=True),
+        figure('fig = plots.plot_points(history, x="epoch", y="val_acc", ylabel="validation accuracy (%)",\n'
+               '                        title=f"{settings.ours_label}, {settings.run_name}: validation accuracy per epoch")\n'
+               'settings.save(fig, f"training_{settings.run_name.replace(\'/\', \'_\')}.png")\nfig'),
         SMOKE_NOTE,
         record('{"new_run_test_acc": round(result.test_acc, 2) if TRAIN else None, '
                '"shipped_best_val_acc": round(float(history.groupby("seed")["val_acc"].max().mean()), 2)}'),
@@ -224,7 +279,7 @@ def evaluation():
                "Each checkpoint is re-scored from scratch (`avmaster_core.evaluate`, the same as `avmaster evaluate`): "
                "a check that the stored `test_table.csv` of each run is what its weights give. The accuracies are "
                "micro averages over questions, as in the paper."),
-        parameters(),
+        parameters(PIPELINE[:-1] + ("RESULTS", "RUNS")),
         code("import pandas as pd\nfrom avmaster_core import evaluate\n" + IMPORTS),
         SETTINGS,
         code("settings.ensure_data()\ncheckpoints = analysis.finished_checkpoints(settings.runs, settings.experiment, "
@@ -235,10 +290,10 @@ def evaluation():
              "checkpoints.items()}).unstack([1, 2])\nours.loc[f\"{settings.ours_label}, mean\"] = ours.mean()",
              ),
         code('table = pd.concat([paper.paper_table("table2").loc[["QA-TIGER", paper.OURS]], ours])\n'
-             'plots.save_table(table, settings.results / "evaluation.csv")\ntable.round(1)', check=True),
+             'settings.save(table, "evaluation.csv")\ntable.round(1)', check=True),
         md("The stored test tables of the same runs (written at the end of training) must agree:"),
-        code("stored = paper.ours_table(\"table2\", settings.runs, settings.seeds)\n"
-             "(stored.iloc[0] - ours.iloc[-1]).abs().max().round(3)", check=True),
+        code("stored = pd.concat(list(paper.finished_runs(settings.runs, settings.experiment, settings.seeds).values()))\n"
+             "(stored.mean() - ours.iloc[-1]).abs().max().round(3)", check=True),
         SMOKE_NOTE,
         record('{"overall_mean": round(float(ours[("Overall", "Avg")].iloc[-1]), 2), "seeds": len(checkpoints)}'),
     ]
@@ -269,29 +324,46 @@ TABLE_FILES = [("10_table2_music_avqa", "table2", "II", "Main results on MUSIC-A
 
 
 def run_table(name, roman, title):
-    paper_rows = 'paper_df.loc[[paper.OURS]]' if name == "table2" else "paper_df"
+    paper_rows = f'paper.paper_table("{name}").loc[[paper.OURS]]' if name == "table2" else f'paper.paper_table("{name}")'
     return [
         header(f"Table {roman}: {title}", paper.paper_caption(name),
                "the paper's numbers (`avmaster_core.paper`) and the finished runs in `RUNS` "
-               "(`<experiment>/<seed>/test_table.csv`; which experiment fills which row: `paper.EXPERIMENT_ROWS`)",
-               f"`{name}.csv` (paper and ours side by side) and `figures/{name}.png`", TABLE_NOTES[name]),
-        parameters(),
+               "(`<experiment>/<seed>/test_table.csv`; which experiment fills which row: `paper.EXPERIMENT_ROWS`; "
+               "a row without runs of its own takes the runs of an experiment with the same configuration, "
+               "`ours_tables.equivalent_experiments`)",
+               f"`{name}.csv` (paper and ours side by side; not written while no row has a run) and "
+               f"`figures/{name}.png`", TABLE_NOTES[name]),
+        parameters(("SMOKE", "PRESET", "SEEDS", "ROW_EPOCHS", "ROOT", "STORE", "DEVICE", "RESULTS", "RUNS")),
         code(IMPORTS),
         SETTINGS,
-        code(f'paper_df = paper.paper_table("{name}")\npaper_df', check=True),
-        md("Our runs, mean over the seeds found (rows without a finished run are absent):"),
-        code(f'ours = paper.ours_table("{name}", settings.runs, settings.seeds)\nours.attrs["seeds"]', check=True),
-        code(f'paper.missing_rows("{name}", ours)  # rows with no run yet: their cells stay empty', check=True),
-        code(f'ours_std = paper.ours_table("{name}", settings.runs, settings.seeds, statistic="std")\n'
-             'ours.round(1).astype(str) + " ± " + ours_std.round(1).astype(str)', check=True),
+        code(f'paper_df = {paper_rows}\npaper_df', check=True),
+        md("Our runs, mean and sample standard deviation (ddof=1) over the seeds found; with `EPOCHS` > 0 "
+           "the rows are trained first:"),
+        code(f'runs = settings.train_rows(paper.EXPERIMENT_ROWS["{name}"].values())\n'
+             f'ours, ours_std = ours_tables.ours_rows("{name}", runs, settings.seeds)\n'
+             f'names = ours_tables.row_names("{name}", ours.attrs["stand_in"])\n'
+             'ours.attrs["seeds"], ours.attrs["stand_in"]', check=True),
+        code(f'missing = ours_tables.missing("{name}", ours)  # rows with no run: the command below makes them\n'
+             'print(settings.sweep_command(missing.values()) if missing else "every row has a run")', check=True),
+        code('ours_tables.labelled(ours.round(1).astype(str) + " ± " + ours_std.round(1).astype(str), names)',
+             check=True),
         md(f"Paper and ours side by side, written to `{name}.csv`:"),
         code(f'both = paper.side_by_side("{name}", ours, settings.ours_label)\n'
-             f'plots.save_table(both, settings.results / "{name}.csv")\nboth.round(1)', check=True),
-        code(f'fig = plots.plot_table_comparison({paper_rows}, ours, "Table {roman}: paper vs {{}}".format(settings.ours_label))\n'
-             f'plots.save_figure(fig, settings.figures / "{name}.png")\nfig', ignore=True),
-        SMOKE_NOTE,
+             f'settings.save(both, "{name}.csv", complete=len(ours) > 0, missing=list(missing.values()))\n'
+             'ours_tables.labelled(both, names).round(1)', check=True),
+        figure(f'fig = plots.plot_paper_and_ours({paper_rows}, ours, f"Table {roman}: {title}", ours_std=ours_std,\n'
+               '                               row_labels=names, ours_label=settings.ours_label,\n'
+               '                               references=settings.references())\n'
+               f'settings.save(fig, "{name}.png", complete=len(ours) > 0, missing=list(missing.values()))\nfig'),
+        closing(f'findings.table_findings("Table {roman}", paper.paper_table("{name}"), ours, ours_std, '
+                'smoke=settings.smoke,\n'
+                f'                        reference={"paper.OURS" if name in ("table2", "table7") else repr(FULL_ROW[name])}, '
+                'names=names, missing=missing)'),
         record('{row: round(float(ours.loc[row].iloc[-1]), 2) for row in ours.index}'),
     ]
+
+
+FULL_ROW = {"table8": 6, "table9": 8, "table10": 2}
 
 
 PAPER_ONLY = [
@@ -318,18 +390,16 @@ PAPER_ONLY = [
 def paper_only_table(name, roman, dataset, title, notes):
     return [
         header(f"Table {roman}: {title}", paper.paper_caption(name), "the paper's numbers (`avmaster_core.paper`)",
-               f"`{name}.csv` (the paper beside an empty `ours` part until the runs exist)", notes),
-        parameters(dataset=dataset),
+               f"`{name}.csv` (the paper's numbers only: no empty `ours` columns until the runs exist)", notes),
+        parameters(("SMOKE", "RESULTS")),
         code(IMPORTS),
         SETTINGS,
-        code(f'paper_df = paper.paper_table("{name}")\npaper_df', check=True),
-        code(f'both = paper.side_by_side("{name}", None, settings.ours_label)\n'
-             f'plots.save_table(both, settings.results / "{name}.csv")\nboth.shape', check=True),
+        code(f'paper_df = paper.paper_table("{name}")\nsettings.save(paper_df, "{name}.csv")\npaper_df', check=True),
         md("**What this notebook can and cannot show.** It reproduces the paper's published numbers only: no "
            "synthetic run stands in for this table, because its point is another dataset or another encoder, "
-           "which the synthetic benchmark does not have."),
-        record('{"paper_rows": len(paper_df), "ours_rows": int(both.xs(settings.ours_label, axis=1, level="source")'
-               '.notna().any(axis=1).sum())}'),
+           "which the synthetic benchmark does not have. The runs it needs, and how to make them, are in the "
+           "note at the top."),
+        record('{"paper_rows": len(paper_df)}'),
     ]
 
 
@@ -346,7 +416,7 @@ def inference_tables():
                "TABLE XII: " + paper.paper_caption("table12") + " TABLE XIII: " + paper.paper_caption("table13"),
                "the best checkpoints of `default` in `RUNS`; the test split",
                "`table12.csv`, `table13.csv`, `figures/table12.png`, `figures/table13.png`", body),
-        parameters(),
+        parameters(FROM_CHECKPOINTS),
         code(IMPORTS),
         SETTINGS,
         code("settings.ensure_data()\ncheckpoints = analysis.finished_checkpoints(settings.runs, paper.FULL_MODEL_RUN, "
@@ -355,16 +425,22 @@ def inference_tables():
     for name, roman in (("table12", "XII"), ("table13", "XIII")):
         cells += [
             md(f"## Table {roman}\n> {paper.paper_caption(name)}"),
-            code(f'ours_{name} = analysis.inference_variants("{name}", checkpoints, settings.dataset, settings.root,\n'
-                 f'                                         store=settings.store, device=settings.device)\n'
-                 f'ours_{name}.attrs["changes"]', check=True),
+            code(f'per_seed = {{seed: analysis.inference_variants("{name}", {{seed: path}}, settings.dataset, settings.root,\n'
+                 f'                                                store=settings.store, device=settings.device)\n'
+                 f'            for seed, path in checkpoints.items()}}\n'
+                 f'ours_{name}, std_{name} = ours_tables.over_seeds(per_seed)\n'
+                 f'per_seed[min(per_seed)].attrs["changes"]', check=True),
             code(f'both = paper.side_by_side("{name}", ours_{name}, settings.ours_label)\n'
-                 f'plots.save_table(both, settings.results / "{name}.csv")\nboth.round(1)', check=True),
-            code(f'fig = plots.plot_table_comparison(paper.paper_table("{name}"), ours_{name}, '
-                 f'"Table {roman}: paper vs {{}}".format(settings.ours_label))\n'
-                 f'plots.save_figure(fig, settings.figures / "{name}.png")\nfig', ignore=True),
+                 f'settings.save(both, "{name}.csv")\nboth.round(1)', check=True),
+            figure(f'fig = plots.plot_paper_and_ours(paper.paper_table("{name}"), ours_{name}, "Table {roman}", '
+                   f'ours_std=std_{name},\n'
+                   '                               ours_label=settings.ours_label, references=settings.references())\n'
+                   f'settings.save(fig, "{name}.png")\nfig'),
+            closing(f'findings.table_findings("Table {roman}", paper.paper_table("{name}"), ours_{name}, '
+                    f'std_{name},\n'
+                    f'                        smoke=settings.smoke, reference={"paper.OURS" if name == "table12" else repr("ADD")})'),
         ]
-    cells += [SMOKE_NOTE, record('{**{f"XII {r}": round(float(v), 2) for r, v in ours_table12["Avg"].items()}, '
+    cells += [record('{**{f"XII {r}": round(float(v), 2) for r, v in ours_table12["Avg"].items()}, '
                                  '**{f"XIII {r}": round(float(v), 2) for r, v in ours_table13["Avg"].items()}}')]
     return cells
 
@@ -386,7 +462,7 @@ def fig4():
                "this notebook draws a cheap view of the same question from the full model alone: its accuracy when "
                "it sees only the first t seconds of each video (no retraining). The synthetic videos are 10 s long, "
                "so SMOKE uses t = 2 ... 10."),
-        parameters(extra=extra),
+        parameters(FROM_CHECKPOINTS, extra=extra),
         code("import pandas as pd\n" + IMPORTS),
         SETTINGS,
         claims("fig4"),
@@ -398,13 +474,14 @@ def fig4():
              "checkpoints = analysis.finished_checkpoints(settings.runs, paper.FULL_MODEL_RUN, settings.seeds)\n"
              "truncated = analysis.segment_length_curve(checkpoints, settings.dataset, settings.root, lengths,\n"
              "                                          store=settings.store, device=settings.device)"),
-        code('curve = analysis.fig4_table(truncated, retrained)\n'
-             'plots.save_table(curve, settings.results / "fig4.csv")\n'
-             'analysis.mean_and_std(curve, ["Model", "Segments"]).round(1)', check=True),
-        code('fig = plots.plot_curve(curve, x="Segments", y="Avg", hue="Model", ylabel="accuracy (%)",\n'
-             '                       title="Fig. 4: accuracy vs number of one-second segments")\n'
-             'plots.save_figure(fig, settings.figures / "fig4_segment_length.png")\nfig', ignore=True),
-        SMOKE_NOTE,
+        code('curve = analysis.fig4_table(truncated, retrained).assign(source=settings.ours_label)\n'
+             'settings.save(curve, "fig4.csv")\n'
+             'ours_tables.mean_and_std(curve, ["Model", "Segments"]).round(1)', check=True),
+        figure('fig = plots.plot_points(curve, x="Segments", y="Avg", hue="Model", references=settings.references(("Avg",)),\n'
+               '                        expected={"retrained at t": list(analysis.FIG4_EXPERIMENTS)} if not settings.smoke else None,\n'
+               '                        title=f"Fig. 4 ({settings.ours_label}): accuracy vs one-second segments")\n'
+               'settings.save(fig, "fig4_segment_length.png")\nfig'),
+        closing('findings.curve_findings("Fig. 4", curve, "Segments", "Avg", "Model", smoke=settings.smoke)'),
         record('truncated.groupby("Segments")["Avg"].mean().round(2).to_dict()'),
     ]
 
@@ -412,23 +489,32 @@ def fig4():
 def fig5():
     return [
         header("Fig. 5: input modalities", paper.paper_caption("fig5"),
-               "the runs `fig5/a+q`, `fig5/v+q` and `default` (A+V+Q) in `RUNS`",
+               "the runs `fig5/a+q`, `fig5/v+q` and `default` (A+V+Q) in `RUNS` (SMOKE: the runs on the "
+               "decorrelated synthetic benchmark, `results/runs/synthetic_decorrelated`)",
                "`fig5.csv`, `figures/fig5_input_modalities.png`",
-               "Each input setting is a retraining with one stream left out (`ModelConfig.inputs`). The synthetic "
-               "benchmark is built so that audio questions need audio and visual questions need visual, so A+Q "
-               "should fail on V-QA, V+Q on A-QA, and only A+V+Q should do well on AV-QA."),
-        parameters(),
+               "Each input setting is a retraining with one stream left out (`ModelConfig.inputs`). On the default "
+               "synthetic benchmark what an instrument sounds like and what it looks like go together, so a model "
+               "without audio can answer many audio questions from the picture; the *decorrelated* variant "
+               "(`avmaster synth --decorrelated`, results/synthetic.md) breaks that link, so there removing audio "
+               "must hurt audio questions and removing vision visual ones. SMOKE reads those runs; a setting "
+               "without a run is marked in place."),
+        parameters(FROM_RUNS),
         code(IMPORTS),
         SETTINGS,
         claims("fig5"),
         code("runs = analysis.runs_summary(settings.runs, analysis.FIG5_EXPERIMENTS, settings.seeds)\n"
-             "analysis.missing_runs(settings.runs, analysis.FIG5_EXPERIMENTS, settings.seeds)", check=True),
-        code('table = analysis.with_paper_fig5(runs)\nplots.save_table(table, settings.results / "fig5.csv")\n'
-             'table.round(1)', check=True),
-        code('fig = plots.plot_table_comparison(table["paper"], table["ours"], "Fig. 5: inputs, paper vs {}".format('
-             'settings.ours_label))\nplots.save_figure(fig, settings.figures / "fig5_input_modalities.png")\nfig',
-             ignore=True),
-        SMOKE_NOTE,
+             "missing = analysis.missing_runs(settings.runs, analysis.FIG5_EXPERIMENTS, settings.seeds)\n"
+             "missing", check=True),
+        code('table = analysis.with_paper_fig5(runs)\nspread = ours_tables.mean_and_std(runs, "label")["std (ddof=1)"]\n'
+             'settings.save(table.rename(columns={"ours": settings.ours_label}), "fig5.csv", complete=len(runs) > 0,\n'
+             '              missing=missing)\ntable.round(1)', check=True),
+        figure('fig = plots.plot_paper_and_ours(table["paper"], table["ours"], "Fig. 5: input modalities",\n'
+               '                               ours_std=spread, ours_label=settings.ours_label,\n'
+               '                               references=settings.references())\n'
+               'settings.save(fig, "fig5_input_modalities.png", complete=len(runs) > 0, missing=missing)\nfig'),
+        closing('findings.table_findings("Fig. 5", table["paper"], table["ours"], '
+                'spread,\n                        smoke=settings.smoke, reference="A+V+Q", '
+                'missing={m: m for m in missing})'),
         record('table["ours"]["Avg"].round(2).to_dict()'),
     ]
 
@@ -441,19 +527,19 @@ def fig6():
                "After each focus step t the answer decoder reads the templates of that step (`model(batch, "
                "return_steps=True)`); step T is the model's own answer. The synthetic videos have T = 10 steps "
                "(MUSIC-AVQA 60)."),
-        parameters(),
+        parameters(FROM_CHECKPOINTS),
         code(IMPORTS),
         SETTINGS,
         claims("fig6"),
         code("settings.ensure_data()\ncheckpoints = analysis.finished_checkpoints(settings.runs, paper.FULL_MODEL_RUN, "
              "settings.seeds)\nsteps = analysis.step_accuracy_over_seeds(checkpoints, settings.dataset, \"test\", "
              "settings.root,\n                                         store=settings.store, device=settings.device)"),
-        code('plots.save_table(steps, settings.results / "fig6.csv")\n'
+        code('settings.save(steps, "fig6.csv")\n'
              'steps.pivot(index="Focus step", columns="seed", values="Accuracy (%)").round(1)', check=True),
-        code('fig = plots.plot_curve(steps, x="Focus step", y="Accuracy (%)", trend_window=3,\n'
-             '                       title="Fig. 6: accuracy when answering after each focus step")\n'
-             'plots.save_figure(fig, settings.figures / "fig6_focus_steps.png")\nfig', ignore=True),
-        SMOKE_NOTE,
+        figure('fig = plots.plot_points(steps, x="Focus step", y="Accuracy (%)", references=settings.references(("Avg",)),\n'
+               '                        title=f"Fig. 6 ({settings.ours_label}): answering after each focus step")\n'
+               'settings.save(fig, "fig6_focus_steps.png")\nfig'),
+        closing('findings.curve_findings("Fig. 6", steps, "Focus step", "Accuracy (%)", None, smoke=settings.smoke)'),
         record('steps.groupby("Focus step")["Accuracy (%)"].mean().round(2).to_dict()'),
     ]
 
@@ -464,19 +550,23 @@ def fig7():
                "the runs `fig7/<weight>=<value>` and `default` (every weight 1.0) in `RUNS`",
                "`fig7.csv`, `figures/fig7_loss_weights.png`",
                "One training per point: one weight varied over 0.4 ... 1.6 with the others at 1.0 "
-               "(`avmaster train --experiment fig7/qa=0.4`, ...). Points without a run are absent."),
-        parameters(),
+               "(`avmaster sweep --experiments fig7/qa=0.4 ...`). The shipped synthetic grid has one seed per "
+               "point (value 1.0 is the full model's three seeds); a point without a run says so in place."),
+        parameters(FROM_RUNS),
         code(IMPORTS),
         SETTINGS,
         claims("fig7"),
         code("weights = analysis.fig7_table(settings.runs, settings.seeds)\n"
-             "analysis.missing_runs(settings.runs, analysis.fig7_experiments(), settings.seeds)", check=True),
-        code('plots.save_table(weights, settings.results / "fig7.csv")\n'
-             'analysis.mean_and_std(weights, ["Weight", "Value"]).round(1)', check=True),
-        code('fig = plots.plot_curve(weights, x="Value", y="Avg", hue="Weight", ylabel="accuracy (%)",\n'
-             '                       title="Fig. 7: accuracy vs loss weight (others at 1.0)")\n'
-             'plots.save_figure(fig, settings.figures / "fig7_loss_weights.png")\nfig', ignore=True),
-        SMOKE_NOTE,
+             "missing = analysis.missing_runs(settings.runs, analysis.fig7_experiments(), settings.seeds)\n"
+             "missing", check=True),
+        code('settings.save(weights.assign(source=settings.ours_label), "fig7.csv", complete=len(weights) > 0, missing=missing)\n'
+             'ours_tables.mean_and_std(weights, ["Weight", "Value"]).round(1)', check=True),
+        figure('expected = {w: list(analysis.FIG7_VALUES) for w in analysis.FIG7_WEIGHTS}\n'
+               'fig = plots.plot_points(weights, x="Value", y="Avg", hue="Weight", expected=expected, xlabel="loss weight",\n'
+               '                        references=settings.references(("Avg",)),\n'
+               '                        title=f"Fig. 7 ({settings.ours_label}): accuracy vs one loss weight, others 1.0")\n'
+               'settings.save(fig, "fig7_loss_weights.png", complete=len(weights) > 0, missing=missing)\nfig'),
+        closing('findings.curve_findings("Fig. 7", weights, "Value", "Avg", "Weight", smoke=settings.smoke)'),
         record('{f"{w}={v}": round(float(a), 2) for (w, v), a in weights.groupby(["Weight", "Value"])["Avg"].mean().items()}'),
     ]
 
@@ -489,25 +579,27 @@ def fig8():
                "`fig8.csv`, `figures/fig8_word_attention.png`",
                "The preference path's cross-attention from each video segment to the question words "
                "(`model(batch, return_attention=True)`), averaged over the segments, for one test question. "
-               "Synthetic questions have one feature row per word, real ones per CLIP token."),
-        parameters(extra=extra),
+               "Synthetic questions have one feature row per word, real ones per CLIP token. The released code "
+               "does not mask the padding positions of the 77 word states, so part of the attention can land "
+               "on `<padding>`: the column shows how much."),
+        parameters(FROM_CHECKPOINTS, extra=extra),
         code("from avmaster_core import load_annotations\n" + IMPORTS),
         SETTINGS,
         claims("fig8"),
-        code('settings.ensure_data()\nrecords = load_annotations(settings.dataset, "test", settings.root)\n'
-             'example = records[records["question"].str.lower().str.rstrip("?") == QUESTION.lower().rstrip("?")].iloc[0]\n'
+        code('records = load_annotations(settings.dataset, "test", settings.root)\n'
+             'example = records[records["question_id"] == settings.question_id].iloc[0]\n'
              'example[["question_id", "video_id", "question", "answer"]]', check=True),
         code("checkpoints = analysis.finished_checkpoints(settings.runs, paper.FULL_MODEL_RUN, settings.seeds)\n"
              "attention = analysis.question_word_attention(checkpoints[min(checkpoints)], settings.dataset, "
-             "settings.root,\n                                              int(example[\"question_id\"]), "
+             "settings.root,\n                                              settings.question_id, "
              "store=settings.store)\n"
-             'plots.save_table(attention, settings.results / "fig8.csv")\n'
+             'settings.save(attention, "fig8.csv")\n'
              "attention.round(2)", check=True),
         code('attention.attrs["prediction"], attention.drop(columns="<padding>").idxmax(axis=1).to_dict()', check=True),
-        code('fig = plots.plot_word_attention(attention.columns, attention.to_numpy(), row_labels=list(attention.index),\n'
-             '                                title=f"Fig. 8: {example[\'question\']}")\n'
-             'plots.save_figure(fig, settings.figures / "fig8_word_attention.png")\nfig', ignore=True),
-        SMOKE_NOTE,
+        figure('fig = plots.plot_word_attention(attention.columns, attention.to_numpy(), row_labels=list(attention.index),\n'
+               '                                title=f"Fig. 8 ({settings.ours_label}): {example[\'question\']}")\n'
+               'settings.save(fig, "fig8_word_attention.png")\nfig'),
+        closing('findings.attention_findings(attention, smoke=settings.smoke)'),
         record('attention.drop(columns="<padding>").idxmax(axis=1).to_dict()'),
     ]
 
@@ -522,7 +614,7 @@ def presets():
                "III in a handful of places (reference notes, official-code.md §9). This notebook shows where, what "
                "the released design really computes (its K templates stay identical, so the learned bias and the "
                "template length do nothing at inference), and what training the paper's version changes."),
-        parameters(),
+        parameters(("SMOKE", "DATASET", "ROOT", "STORE", "SEEDS", "DEVICE", "RESULTS", "RUNS")),
         code("import torch\nfrom avmaster_core import config, build_model, load_checkpoint\n" + IMPORTS),
         SETTINGS,
         code("analysis.preset_differences()", check=True),
@@ -545,10 +637,12 @@ def presets():
            "means the attention over them is uniform whatever the bias), a large one in the paper preset:"),
         code('{name: analysis.bias_effect(model, batch) < 1e-4 for name, model in models.items()}', check=True),
         md("## What it changes: both presets trained on the same data"),
-        code('table = analysis.presets_table(settings.runs, settings.seeds)\n'
-             'plots.save_table(table, settings.results / "presets.csv")\ntable.round(1)', check=True),
-        code('fig = plots.plot_bars(table[list(paper.SUMMARY_COLUMNS)], "The full model trained with each preset ({})"'
-             '.format(settings.ours_label))\nplots.save_figure(fig, settings.figures / "presets.png")\nfig', ignore=True),
+        code('table = analysis.presets_table(settings.runs, settings.seeds).rename(index={"official": "official preset",\n'
+             '                                                                       "paper": "paper preset"})\n'
+             'settings.save(table.assign(source=settings.ours_label), "presets.csv")\ntable.round(1)', check=True),
+        figure('fig = plots.plot_bars(table[list(paper.SUMMARY_COLUMNS)], f"The full model trained with each preset "\n'
+               '                     f"({settings.ours_label}, {int(table[\'seeds\'].min())}+ seeds)")\n'
+               'settings.save(fig, "presets.png")\nfig'),
         md("With `SMOKE=True` both presets are the CPU-sized models on the synthetic benchmark; real conclusions "
            "need the full-size presets on MUSIC-AVQA (`avmaster train --preset paper ...`)."),
         record('{name: round(float(row["Avg"]), 2) for name, row in table.iterrows()}'),
@@ -569,7 +663,7 @@ CHECKPOINT = ""         # a trained checkpoint; empty: the first finished run of
                "and a model trained on the synthetic benchmark, whose features come from another world: the answer "
                "is meaningless there; it shows the mechanics only. With real weights and a MUSIC-AVQA checkpoint the "
                "answer is the model's."),
-        parameters(extra=extra),
+        parameters(("SMOKE", "EXPERIMENT", "PRESET", "SEEDS", "DEVICE", "RUNS"), extra=extra),
         code("import pandas as pd\nfrom pathlib import Path\nfrom avmaster_core.extract import encoders, pipeline, synthclip\n"
              + IMPORTS),
         SETTINGS,
@@ -625,7 +719,7 @@ def main() -> int:
         if wanted and not any(w in name for w in wanted):
             continue
         path = args.out / f"{name}.ipynb"
-        nbformat.write(notebook(cells), str(path))
+        nbformat.write(notebook(name, cells), str(path))
         took = f" executed in {execute(path):.1f} s" if args.execute else ""
         print(f"wrote {path}{took}", flush=True)
     return 0
