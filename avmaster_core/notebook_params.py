@@ -71,6 +71,7 @@ class NotebookSettings:
     train_first: bool = False  # table notebooks: EPOCHS > 0 trains each row into new runs before reading them
     changes: tuple[str, ...] = ()   # what SMOKE replaced, printed with the settings
     extra: dict = field(default_factory=dict)   # the notebook's own parameters, checked (QUESTION, LENGTHS, ...)
+    notebook: str = ""         # the notebook's name (NEEDS says what it needs)
 
     def __getattr__(self, name):
         extra = self.__dict__.get("extra", {})
@@ -205,7 +206,8 @@ class NotebookSettings:
         fields = {"dataset": self.dataset, "root": self.root, "store": self.store or self.root / "features.h5",
                   "experiment": self.experiment, "preset": self.preset, "size": self.size,
                   "seeds": "all found" if self.seeds is None else ",".join(map(str, self.seeds)),
-                  "epochs": self.epochs, "device": self.device, "smoke": self.smoke, "runs (read)": self.runs,
+                  "epochs": self.epochs if self.train_first or "rows" not in NEEDS.get(self.notebook, ())
+                  else "0 (the finished runs are read)", "device": self.device, "smoke": self.smoke, "runs (read)": self.runs,
                   "results (written)": self.results, **{k.lower(): v for k, v in self.extra.items()}}
         lines = [f"{k:>18}: {v}" for k, v in fields.items()]
         return "\n".join([*(f"SMOKE changes {c}" for c in self.changes), *lines])
@@ -280,7 +282,7 @@ def notebook_settings(NOTEBOOK: str = "", *, DATASET: str | None = None, ROOT: s
     settings = NotebookSettings(dataset, root, None if SMOKE or not STORE else Path(STORE), EXPERIMENT, PRESET,
                                 "cpu" if SMOKE else "full", seeds, epochs, "cpu" if SMOKE else device, SMOKE,
                                 results, runs, bool("rows" in NEEDS.get(NOTEBOOK, ()) and EPOCHS),
-                                tuple(changes), dict(extra))
+                                tuple(changes), dict(extra), NOTEBOOK)
     _check_needs(settings, NEEDS.get(NOTEBOOK, set()))
     _check_extra(settings)
     if "question" in NEEDS.get(NOTEBOOK, ()):

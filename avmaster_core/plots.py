@@ -342,10 +342,12 @@ def plot_paper_and_ours(paper_df: pd.DataFrame | None, ours: pd.DataFrame | None
                        "not published" if i == 0 else missing_text)
             if i == 1:
                 for k, (label, level) in enumerate((references or {}).items()):
+                    only = f" ({metric} {level[metric]:.1f})" if isinstance(level, dict) and len(level) == 1 \
+                        and metric in level else ""
                     level = level.get(metric) if isinstance(level, dict) else level
                     if level is not None and not one_row:
                         ax.axvline(level, color=REFERENCE_COLOUR, linestyle=("--", ":", "-.")[k % 3],
-                                   linewidth=1.2, label=label)
+                                   linewidth=1.2, label=label + only)
             ax.set_title(f"{name}: {metric}" if not one_row else name, fontsize=9, color=colour_of(name))
             ax.set_xlabel("accuracy (%)" if i == 1 else "")
     found = {}
