@@ -169,8 +169,8 @@ class NotebookSettings:
         return self.runs
 
     def save(self, obj, filename: str, *, complete: bool = True, missing=()):
-        """Write a table (.csv, rounded) or a figure (.png) under RESULTS (figures/ for figures) and return
-        the path. With complete=False (no run of ours to show) nothing is written, so a table made by an
+        """Write a table (.csv, rounded) or a figure (.png) under RESULTS (figures/ for figures; under
+        `train_dir` when this notebook trained its rows) and return the path. With complete=False (no run of ours to show) nothing is written, so a table made by an
         earlier run is never replaced by empty columns: the missing runs and the command that makes them are
         printed instead."""
         from . import plots
@@ -179,9 +179,11 @@ class NotebookSettings:
             print(f"{filename} not written: no run of {', '.join(missing) or 'ours'} in {self.runs}; make them "
                   f"with\n  {self.sweep_command(missing)}")
             return None
+        # Tables of freshly trained rows (EPOCHS > 0) go beside those runs, never over the shipped results.
+        base = self.train_dir if self.train_first else self.results
         if filename.endswith(".csv"):
-            return plots.save_table(obj, self.results / filename)
-        return plots.save_figure(obj, self.figures / filename)
+            return plots.save_table(obj, base / filename)
+        return plots.save_figure(obj, base / "figures" / filename)
 
     def references(self, metrics=("A-QA", "V-QA", "AV-QA", "Avg")) -> dict:
         """Reference levels for our panels: the question-only model of RUNS (`baseline/question_only`, per

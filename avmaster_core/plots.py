@@ -390,6 +390,10 @@ def plot_points(df: pd.DataFrame, x: str, y: str, hue: str | None = None, *, tit
             ax.annotate("no run", (v, ylim[0] + 2), color=colour, fontsize=7, rotation=90, ha="center",
                         va="bottom")
     for k, (label, level) in enumerate((references or {}).items()):
+        if isinstance(level, dict):  # {metric: level}: one metric is drawn (the curve's own)
+            if len(level) != 1:
+                continue
+            level = next(iter(level.values()))
         ax.axhline(level, color=REFERENCE_COLOUR, linestyle=("--", ":", "-.")[k % 3], linewidth=1,
                    label=f"{label} ({level:.1f})")
     ax.set_ylim(*ylim)
