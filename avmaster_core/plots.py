@@ -377,18 +377,22 @@ def plot_points(df: pd.DataFrame, x: str, y: str, hue: str | None = None, *, tit
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = fig.subplots()
     palette = sns.color_palette("colorblind", max(len(groups), 1))
+    absent: dict = {}
     for colour, group in zip(palette, groups):
         part = df[df[hue] == group] if hue else df
         stats = part.groupby(x)[y].agg(["mean", "std", "count"]).sort_index()
         label = "ours" if group is None else str(group)
         if len(stats):
+            low, high = int(stats["count"].min()), int(stats["count"].max())
             ax.errorbar(stats.index, stats["mean"], yerr=stats["std"].fillna(0.0), color=colour, marker="o",
-                        capsize=3, label=f"{label} (n={int(stats['count'].max())} seed(s))")
+                        capsize=3, label=f"{label} ({low if low == high else f'{low}-{high}'} seed(s) per point)")
             ax.scatter(part[x], part[y], color=colour, s=10, alpha=0.5)
-        absent = [v for v in (expected or {}).get(group, []) if v not in set(stats.index)]
-        for v in absent:
-            ax.annotate("no run", (v, ylim[0] + 2), color=colour, fontsize=7, rotation=90, ha="center",
-                        va="bottom")
+        for v in (expected or {}).get(group, []):
+            if v not in set(stats.index):
+                absent.setdefault(v, []).append(label)
+    for v, labels in absent.items():  # one note per x: which groups have no run there
+        ax.annotate("no run: " + ", ".join(labels), (v, ylim[0] + 2), color=REFERENCE_COLOUR, fontsize=7,
+                    rotation=90, ha="center", va="bottom")
     for k, (label, level) in enumerate((references or {}).items()):
         if isinstance(level, dict):  # {metric: level}: one metric is drawn (the curve's own)
             if len(level) != 1:

@@ -149,7 +149,7 @@ def test_points_mark_missing_runs_and_use_sample_std():
     df = pd.DataFrame({"Value": [1.0, 1.0, 1.0, 0.4], "Avg": [60.0, 62.0, 64.0, 55.0], "Weight": ["qa"] * 4})
     fig = plots.plot_points(df, "Value", "Avg", "Weight", expected={"qa": [0.4, 0.7, 1.0], "c": [0.4]})
     ax = fig.axes[0]
-    assert [t.get_text() for t in ax.texts].count("no run") == 2  # qa=0.7 and c=0.4
+    assert sorted(t.get_text() for t in ax.texts) == ["no run: c", "no run: qa"]  # c=0.4 and qa=0.7
     segments = ax.containers[0].lines[2][0].get_segments()
     spans = sorted(round(s[1][1] - s[0][1], 4) for s in segments)
     assert spans == [0.0, 4.0]  # 2 x std(ddof=1) of 60, 62, 64; one seed: no bar
