@@ -307,9 +307,18 @@ def _check_needs(settings: NotebookSettings, needs: set) -> None:
         raise ParameterError("ROOT", str(settings.root), f"no such folder; fetch the annotations with "
                              f"`avmaster data fetch {settings.dataset}` or point ROOT at them")
     for need, experiment, name in (("runs", settings.experiment, "EXPERIMENT"), ("full", FULL_MODEL_RUN, "SEEDS")):
-        if need not in needs or settings.extra.get("CHECKPOINT") or \
-                finished_runs(settings.runs, experiment, settings.seeds):
+        if need not in needs or settings.extra.get("CHECKPOINT"):
             continue
+        finished = finished_runs(settings.runs, experiment, settings.seeds)
+        with_weights = [s for s in finished if (settings.runs / experiment / str(s) / "best.pt").is_file()]
+        if with_weights:
+            continue
+        if finished:  # the small files are committed, the checkpoints only for the full model (.gitignore)
+            raise ParameterError(name, experiment if name == "EXPERIMENT" else ",".join(map(str, settings.seeds or ())),
+                                 f"the finished runs of {experiment!r} in {settings.runs} keep no checkpoint "
+                                 "(best.pt), which this notebook loads; choose an experiment whose runs have one "
+                                 f"(the shipped synthetic runs: {FULL_MODEL_RUN!r}) or retrain it: "
+                                 f"{settings.sweep_command([experiment])}")
         found = sorted(finished_runs(settings.runs, experiment))
         value = settings.experiment if name == "EXPERIMENT" and not found else \
             ",".join(map(str, settings.seeds or ()))
