@@ -182,3 +182,13 @@ def test_inference_and_figure_records_agree_with_the_test_tables():
     assert set(attended) == {"Visual", "Audio"}
     assert set(attended.values()) <= {"<start>", "<end>", "where", "is", "the", "loudest", "instrument"}
     assert not any(math.isnan(v) for v in steps.values())
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_papermill_reads_every_parameter_line(path, caplog):
+    import papermill
+
+    with caplog.at_level("WARNING"):
+        found = papermill.inspect_notebook(str(path))
+    assert "Unable to parse" not in caplog.text, "papermill misreads a parameter line (an '=' in its comment?)"
+    assert all(found[name]["default"] not in (None, "None") for name in found)
