@@ -226,7 +226,7 @@ def _check_choice(name: str, value, choices, remedy: str):
 def _seeds(text) -> tuple[int, ...] | None:
     if isinstance(text, (tuple, list)):  # `-p SEEDS 2,3` arrives as the tuple (2, 3)
         text = ",".join(map(str, text))
-    parts = [s for s in str(text).replace(" ", "").split(",") if s]
+    parts = [s for s in str(text).replace(" ", "").strip("()[]").split(",") if s]
     if not all(p.isdigit() for p in parts):
         raise ParameterError("SEEDS", text, "give comma-separated whole numbers such as \"1,2,3\", or \"\" for "
                                             "every finished seed")

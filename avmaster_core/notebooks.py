@@ -70,11 +70,13 @@ def find_notebooks(folder: Path = DEFAULT_NOTEBOOKS, only: str | None = None) ->
 
 
 def parse_value(text: str):
-    """A command-line parameter value: a Python literal where it is one, else the text itself."""
+    """A command-line parameter value: a Python scalar literal where it is one, else the text itself."""
     try:
-        return ast.literal_eval(text)
+        value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text
+    # "2,3" reads as a tuple, which papermill would inject as the text "(2, 3)": keep lists as written
+    return text if isinstance(value, (tuple, list, set, dict)) else value
 
 
 def declared_parameters(notebook: Path) -> set[str]:

@@ -256,14 +256,17 @@ def plot_bars(table: pd.DataFrame, title: str = "", *, ylabel: str = "Accuracy (
         raise ValueError(f"nothing to plot for {title or 'this table'}: no numeric values")
     fig = Figure(figsize=(max(5.0, 0.9 * long["metric"].nunique() + 2), 4.0), layout="constrained")
     ax = fig.subplots()
-    sns.barplot(data=long, x="metric", y="value", hue="row", ax=ax)
+    rows = list(dict.fromkeys(long["row"]))  # all ours: shades of our colour, not the paper's blue
+    shades = sns.light_palette(OURS_COLOUR, n_colors=len(rows) + 1, reverse=True)[: len(rows)]
+    sns.barplot(data=long, x="metric", y="value", hue="row", palette=dict(zip(rows, shades)), ax=ax)
     ax.set_xlabel("")
     ax.set_ylabel(ylabel)
     _tight_ylim(ax, long["value"])
     if ax.get_legend() is not None:
         ax.get_legend().set_title("")
+        sns.move_legend(ax, "lower right")
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize=10)
     return fig
 
 

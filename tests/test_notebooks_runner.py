@@ -46,6 +46,7 @@ def test_parse_value():
     assert runner.parse_value("2") == 2 and runner.parse_value("0.5") == 0.5
     assert runner.parse_value("False") is False and runner.parse_value("cuda") == "cuda"
     assert runner.parse_value("'x'") == "x"
+    assert runner.parse_value("2,3") == "2,3"  # SEEDS: a list stays text (papermill would inject "(2, 3)")
 
 
 def test_list_shows_parameters(folder, capsys):
