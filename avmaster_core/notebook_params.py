@@ -12,6 +12,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
+
+# Every notebook imports this module: show wide tables whole (Table II side by side has 26 columns), so
+# neither JupyterLab nor the stored text outputs elide columns with "...".
+pd.set_option("display.max_columns", 60, "display.width", 250)
+
 # Where a notebook writes when RESULTS is left empty: the smoke tier (SMOKE=True: run by hand, in
 # JupyterLab or under nbval) writes under build/smoke/ so that it never overwrites results/; the full tier
 # writes results/. `make demo` passes RESULTS=../results explicitly, so the demo fills results/ with tables
@@ -72,6 +78,7 @@ class NotebookSettings:
     changes: tuple[str, ...] = ()   # what SMOKE replaced, printed with the settings
     extra: dict = field(default_factory=dict)   # the notebook's own parameters, checked (QUESTION, LENGTHS, ...)
     notebook: str = ""         # the notebook's name (NEEDS says what it needs)
+    trains: bool = True        # whether the notebook declares EPOCHS (else the epochs are not printed)
 
     def __getattr__(self, name):
         extra = self.__dict__.get("extra", {})
@@ -211,7 +218,7 @@ class NotebookSettings:
                   "epochs": self.epochs if self.train_first or "rows" not in NEEDS.get(self.notebook, ())
                   else "0 (the finished runs are read)", "device": self.device, "smoke": self.smoke, "runs (read)": self.runs,
                   "results (written)": self.results, **{k.lower(): v for k, v in self.extra.items()}}
-        lines = [f"{k:>18}: {v}" for k, v in fields.items()]
+        lines = [f"{k:>18}: {v}" for k, v in fields.items() if k != "epochs" or self.trains]
         return "\n".join([*(f"SMOKE changes {c}" for c in self.changes), *lines])
 
 
@@ -251,7 +258,7 @@ def _smoke_changes(given: dict) -> list[str]:
 
 def notebook_settings(NOTEBOOK: str = "", *, DATASET: str | None = None, ROOT: str | None = None,
                       STORE: str | None = None, EXPERIMENT: str = "default", PRESET: str = "official",
-                      SEEDS: str = "", EPOCHS: int = 0, DEVICE: str | None = None, SMOKE: bool = True,
+                      SEEDS: str = "", EPOCHS: int | None = None, DEVICE: str | None = None, SMOKE: bool = True,
                       RESULTS: str = "", RUNS: str = "", **extra) -> NotebookSettings:
     """The notebooks' one-line configuration: every parameter of a notebook's `parameters` cell, checked.
 
@@ -271,7 +278,7 @@ def notebook_settings(NOTEBOOK: str = "", *, DATASET: str | None = None, ROOT: s
                   "use 'official' (the released code) or 'paper' (Section III as written)")
     _check_choice("EXPERIMENT", EXPERIMENT, list(EXPERIMENTS),
                   "use a name of avmaster_core.config.EXPERIMENTS, e.g. 'default' or 'table7/wo_tdpp'")
-    seeds, epochs = _seeds(SEEDS), _epochs(EPOCHS, SMOKE)
+    seeds, epochs = _seeds(SEEDS), _epochs(EPOCHS or 0, SMOKE)
     device = DEVICE or "auto"
     if not DEVICE_PATTERN.match(str(device)):
         raise ParameterError("DEVICE", DEVICE, "use 'auto', 'cpu', 'cuda' or 'cuda:N'")
@@ -286,7 +293,7 @@ def notebook_settings(NOTEBOOK: str = "", *, DATASET: str | None = None, ROOT: s
     settings = NotebookSettings(dataset, root, None if SMOKE or not STORE else Path(STORE), EXPERIMENT, PRESET,
                                 "cpu" if SMOKE else "full", seeds, epochs, "cpu" if SMOKE else device, SMOKE,
                                 results, runs, bool("rows" in NEEDS.get(NOTEBOOK, ()) and EPOCHS),
-                                tuple(changes), dict(extra), NOTEBOOK)
+                                tuple(changes), dict(extra), NOTEBOOK, EPOCHS is not None)
     _check_needs(settings, NEEDS.get(NOTEBOOK, set()))
     _check_extra(settings)
     if "question" in NEEDS.get(NOTEBOOK, ()):
@@ -295,10 +302,10 @@ def notebook_settings(NOTEBOOK: str = "", *, DATASET: str | None = None, ROOT: s
 
 
 def _available(runs: Path) -> str:
-    names = sorted({p.parent.relative_to(runs).as_posix() for p in runs.glob("**/test_table.csv")
-                    if "paper" not in p.parent.relative_to(runs).parts[:1] or runs.name == "paper"}) \
-        if runs.is_dir() else []
-    return ", ".join(sorted({n.rsplit("/", 1)[0] for n in names})[:12]) or "none"
+    """The experiments with a finished run under `runs` (the paper preset's own folder excluded), for messages."""
+    folders = {p.parent.parent.relative_to(runs).as_posix() for p in runs.glob("**/test_table.csv")} \
+        if runs.is_dir() else set()
+    return ", ".join(sorted(f for f in folders if not f.startswith("paper/"))[:12]) or "none"
 
 
 def _check_needs(settings: NotebookSettings, needs: set) -> None:
