@@ -17,7 +17,7 @@ from . import paper
 
 WHY_SYNTHETIC = ("Why ours may differ from the paper: our numbers come from the bundled synthetic benchmark "
                  "(generated scenes, 5,543 questions, 10 one-second segments) with CPU-sized models (width 64, "
-                 "10 epochs), not MUSIC-AVQA with the full model; a ranking there says how the variants behave "
+                 "10 epochs for the shipped runs), not MUSIC-AVQA with the full model; a ranking there says how the variants behave "
                  "on a task where audio, visual and the question are each needed, not whether the paper's "
                  "numbers reproduce.")
 WHY_REAL = ("Why ours may differ from the paper: seeds (the paper reports one run per row), the features "
@@ -71,8 +71,8 @@ def compare_rows(paper_values: pd.Series | None, mean: pd.Series, std: pd.Series
         stated = "" if paper_values is None or pd.isna(paper_values.get(row, math.nan)) else \
             f"; paper {paper_values[row] - paper_values[reference]:+.2f}"
         n = f", {len(seeds[row])} seed(s)" if seeds and row in seeds else ""
-        lines.append(f"- {name(row)}: ours {diff:+.2f} points vs {name(reference)} ({verdict}, "
-                     f"±{spread:.2f}{n}){stated}")
+        width = "" if math.isnan(spread) else f", ±{spread:.2f}"
+        lines.append(f"- {name(row)}: ours {diff:+.2f} points vs {name(reference)} ({verdict}{width}{n}){stated}")
     return lines
 
 

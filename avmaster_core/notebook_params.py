@@ -217,7 +217,7 @@ class NotebookSettings:
                   "seeds": "all found" if self.seeds is None else ",".join(map(str, self.seeds)),
                   "epochs": self.epochs if self.train_first or "rows" not in NEEDS.get(self.notebook, ())
                   else "0 (the finished runs are read)", "device": self.device, "smoke": self.smoke, "runs (read)": self.runs,
-                  "results (written)": self.results, **{k.lower(): v for k, v in self.extra.items()}}
+                  "results (written)": self.train_dir if self.train_first else self.results, **{k.lower(): v for k, v in self.extra.items()}}
         lines = [f"{k:>18}: {v}" for k, v in fields.items() if k != "epochs" or self.trains]
         return "\n".join([*(f"SMOKE changes {c}" for c in self.changes), *lines])
 
