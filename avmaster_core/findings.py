@@ -117,6 +117,7 @@ def curve_findings(name: str, long: pd.DataFrame, x: str, y: str, hue: str | Non
     if long.empty:
         return Findings(f"{title} No point has a run yet.")
     lines = []
+    seed_sd = long.groupby([c for c in (hue, x) if c])[y].std(ddof=1).max()  # where several seeds exist
     for group, part in (long.groupby(hue, sort=False) if hue else [(None, long)]):
         stats = part.groupby(x)[y].agg(["mean", "std"])
         if len(stats) < 2:
@@ -125,7 +126,8 @@ def curve_findings(name: str, long: pd.DataFrame, x: str, y: str, hue: str | Non
         best, worst = stats["mean"].idxmax(), stats["mean"].idxmin()
         gap = stats.loc[best, "mean"] - stats.loc[worst, "mean"]
         spread = stats.loc[best, "std"] + stats.loc[worst, "std"]
-        verdict = "no seed spread (one seed per point)" if math.isnan(spread) else \
+        verdict = (f"one seed at one end, so compare with the largest seed s.d. measured, {seed_sd:.2f}"
+                   if not math.isnan(seed_sd) else "no seed spread (one seed per point)") if math.isnan(spread) else \
             ("exceeds the seed spread" if gap > spread else "within the seed spread")
         label = f"{group}: " if group is not None else ""
         lines.append(f"- {label}best at {x} = {best} ({stats.loc[best, 'mean']:.1f}), worst at {worst} "

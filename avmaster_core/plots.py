@@ -377,7 +377,7 @@ def plot_points(df: pd.DataFrame, x: str, y: str, hue: str | None = None, *, tit
         raise KeyError(f"plot_points: columns {missing} not in the table (it has {list(df.columns)})")
     groups = list(dict.fromkeys(df[hue])) if hue else [None]
     groups += [g for g in (expected or {}) if g not in groups]
-    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    fig = Figure(figsize=(8.6, 4.2), layout="constrained")
     ax = fig.subplots()
     palette = sns.color_palette("colorblind", max(len(groups), 1))
     absent: dict = {}
@@ -406,7 +406,7 @@ def plot_points(df: pd.DataFrame, x: str, y: str, hue: str | None = None, *, tit
     ax.set_ylim(*ylim)
     ax.set_xlabel(xlabel or x)
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=7, title=ERRORBAR_NOTE, title_fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, title=ERRORBAR_NOTE, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if title:
         ax.set_title(title, fontsize=10)
     return fig
