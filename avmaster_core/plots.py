@@ -254,7 +254,7 @@ def plot_bars(table: pd.DataFrame, title: str = "", *, ylabel: str = "Accuracy (
     long = _long_form(table, "", None).dropna(subset=["value"])
     if long.empty:
         raise ValueError(f"nothing to plot for {title or 'this table'}: no numeric values")
-    fig = Figure(figsize=(max(5.0, 0.9 * long["metric"].nunique() + 2), 4.0), layout="constrained")
+    fig = Figure(figsize=(max(6.8, 0.9 * long["metric"].nunique() + 2), 4.0), layout="constrained")
     ax = fig.subplots()
     rows = list(dict.fromkeys(long["row"]))  # all ours: shades of our colour, not the paper's blue
     shades = sns.light_palette(OURS_COLOUR, n_colors=len(rows) + 1, reverse=True)[: len(rows)]
