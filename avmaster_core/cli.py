@@ -2,7 +2,7 @@
 
     avmaster data fetch <dataset>     official annotation files, checksummed    (download.py)
     avmaster synth                    generate the bundled synthetic benchmark  (synthetic.py)
-    avmaster train / evaluate / score train, evaluate, score predictions        (engine.py)
+    avmaster train / evaluate / score train, evaluate, score predictions        (engine_cli.py)
     avmaster sweep                    experiments x seeds, mean ± std tables    (sweep.py)
     avmaster extract / ask            features from raw videos; ask a question  (extract/pipeline.py)
     avmaster benchmark                model speed and memory                    (benchmark.py)
@@ -13,16 +13,20 @@ import argparse
 import importlib
 import sys
 
+from .threads import add_threads_argument, apply_threads
+
 # module -> it defines `register(subparsers)`; each registered parser sets `func=` (called with args).
 COMMAND_MODULES = (
     "avmaster_core.download",
     "avmaster_core.synthetic",
-    "avmaster_core.engine",
+    "avmaster_core.engine_cli",
     "avmaster_core.sweep",
     "avmaster_core.extract.pipeline",
     "avmaster_core.benchmark",
     "avmaster_core.store_cli",
 )
+# commands that compute: each gets `--threads` (threads.py), applied before the command runs
+COMPUTING_COMMANDS = ("train", "sweep", "evaluate", "benchmark", "extract", "ask")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
+    for name in COMPUTING_COMMANDS:
+        if name in sub.choices:
+            add_threads_argument(sub.choices[name])
     return parser
 
 
@@ -49,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    apply_threads(args)
     return int(args.func(args) or 0)
 
 
