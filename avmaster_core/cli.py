@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "avmaster_core.extract.pipeline",
     "avmaster_core.benchmark",
     "avmaster_core.store_cli",
+    "avmaster_core.reproduce_run",
 )
 
 

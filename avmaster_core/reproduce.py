@@ -1,0 +1,733 @@
+"""The whole paper from features: what every table and figure needs, what exists, what is missing, and
+`avmaster reproduce plan|run` (`make reproduce`).
+
+    from avmaster_core.reproduce import ReproduceSettings, build_plan
+    plan = build_plan(ReproduceSettings(data="data", seeds=(1, 2, 3)), only=["table7", "fig4"])
+    print(plan.render())             # one line per item: status, what it needs first, estimated GPU hours
+
+A plan is made of *artefacts* (Tables II-V, VII-XIII, Figs. 4-8) and the *items* that fill them:
+
+    questions  CLIP question features of texts that have none yet (MUSIC-AVQA-R's rephrasings, ...), batched
+               and resumable (extract.pipeline.extract_questions, the originals' text path)
+    train      one run: dataset, training split protocol, experiment, preset, seed -> a run folder
+               (engine.train with resume: a finished run is never redone, an interrupted one resumes)
+    evaluate   a finished run's best checkpoint scored on another split or dataset (Table III: MUSIC-AVQA-R;
+               Table IV: the other test set) or with an inference-only change (Tables XII, XIII)
+
+Which experiment fills which row or figure point, and which are inference-only, comes from the experiments
+registry (avmaster_core.experiments); which dataset, protocol and cross-evaluation a table needs from
+`TABLE_DATA` below. An item shared by several artefacts (the full model's run) appears once.
+
+Where things live (all under the settings' folders):
+    <data>/<dataset>/                      annotation files and features.h5 (MUSIC-AVQA-R: MUSIC-AVQA's store)
+    <runs>/<experiment>/<seed>/            MUSIC-AVQA runs (what the notebooks read), paper preset: paper/...
+    <runs>/<dataset>/<protocol>/<experiment>/<seed>/   runs on the other benchmarks
+    <results>/eval/<label>/<seed>/         evaluations: predictions.json, <split>_table.csv
+    <results>/reproduce/<artefact>.csv     the paper beside ours, assembled from the two above
+
+GPU time: each missing item's questions divided by a training / inference speed. By default that is the only
+GPU figure measured so far, the released code on one H200 (DESIGN.md: 151 train / 631 inference samples/s,
+fp32, batch 64; `benchmark.RELEASED_H200`); `--train-speed/--infer-speed` replace it with a measured one
+(e.g. from `avmaster benchmark --gpu-suite`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+LOCK_NAME = ".reproduce.lock"
+ARTEFACTS = ("table2", "table3", "table4", "table5", "table7", "table8", "table9", "table10", "table11",
+             "table12", "table13", "fig4", "fig5", "fig6", "fig7", "fig8")
+# Status words, in the order a person cares about them.
+FINISHED, RUNNING, INTERRUPTED, READY, WAITING, BLOCKED, CONFLICT = (
+    "finished", "running", "interrupted", "missing", "waiting", "blocked", "conflict")
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Datasets: training split protocols and what Tables II-V need from them
+# -------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Protocol:
+    """How one benchmark is trained: its train / model-selection / test splits (load_annotations names)."""
+
+    dataset: str
+    name: str
+    train: str
+    val: str | None
+    test: str
+
+    def folder(self) -> str:
+        """Run folder prefix under the runs directory: none for MUSIC-AVQA (the notebooks read it there)."""
+        return "" if self.dataset == "music_avqa" else f"{self.dataset}/{self.name}"
+
+
+PROTOCOLS = {
+    ("music_avqa", "standard"): Protocol("music_avqa", "standard", "train", "val", "test"),
+    ("music_avqa_v2", "balance"): Protocol("music_avqa_v2", "balance", "train_balance", "val_balance", "test_balance"),
+    ("music_avqa_v2", "bias"): Protocol("music_avqa_v2", "bias", "train_bias", "val_bias", "test_bias"),
+    ("avqa", "standard"): Protocol("avqa", "standard", "train", None, "test"),
+}
+MAIN = PROTOCOLS["music_avqa", "standard"]
+# Datasets whose videos are another dataset's: their features live in that dataset's store.
+SHARED_VIDEOS = {"music_avqa_r": "music_avqa"}
+# Table I's row label of each dataset (question counts for estimates when the annotation files are absent).
+TABLE1_LABELS = {"music_avqa": "MUSIC-AVQA", "music_avqa_r": "MUSIC-AVQA-R", "music_avqa_v2": "MUSIC-AVQA-v2.0",
+                 "avqa": "AVQA"}
+# Tables whose rows are datasets rather than experiments: {table: [(row label, protocol, eval dataset, split)]}.
+# The full model trained with `protocol`, scored on (eval dataset, split); a split equal to the protocol's own
+# test split is the run's own test table (no separate evaluation).
+TABLE_DATA = {
+    "table3": [("AV-Master", MAIN, "music_avqa_r", "test")],
+    "table4": [((test.capitalize(), train.capitalize(), "AV-Master"), PROTOCOLS["music_avqa_v2", train],
+                "music_avqa_v2", f"test_{test}") for test in ("bias", "balance") for train in ("bias", "balance")],
+    "table5": [("AV-Master", PROTOCOLS["avqa", "standard"], "avqa", "test")],
+}
+# Artefacts that cannot be produced yet, whatever is on disk: {artefact: reason}.
+NOT_YET = {"table5": "waits for AVQA's multiple-choice answer head (issue 13): the 42-way head cannot score "
+                     "AVQA's 4 choices"}
+# Paper rows that need features from other encoders than CLIP-L/14@336 + VGGish (Table XI).
+OTHER_ENCODER_ROWS = {"table11": "rows with ResNet-18, CLIP-B, CLAP or InternVideo2 features need a store made "
+                                 "with those encoders (`avmaster extract` with them)"}
+# Figures computed by their notebook from the full model's checkpoints (no item of their own).
+NOTEBOOK_ONLY = {"fig4": "the inference-only curve (first t seconds) is computed by the notebook",
+                 "fig6": "accuracy per focus step of the full model, computed by the notebook",
+                 "fig8": "word attention of the full model, computed by the notebook"}
+
+
+def cells(artefact: str) -> list[tuple[Any, str, dict, str]]:
+    """[(row label or x value, experiment whose run gives it, inference-only ModelConfig changes, experiment
+    name)] of one table or figure, from the experiments registry (inference-only rows re-score the full
+    model's run with their changes)."""
+    try:
+        from . import experiments
+    except ImportError:  # before the experiments registry: the same facts from paper / analysis
+        return _cells_before_registry(artefact)
+    out = []
+    for key, run in experiments.filling(artefact).items():
+        entry = _entry_filling(artefact, key)
+        if entry is not None and entry.inference_only:
+            out.append((key, experiments.FULL_MODEL, dict(entry.changes), entry.name))
+        else:
+            out.append((key, run, {}, run))
+    if artefact in NOTEBOOK_ONLY and not any(run == experiments.FULL_MODEL for _, run, _, _ in out):
+        out.append(("full model", experiments.FULL_MODEL, {}, experiments.FULL_MODEL))
+    return out
+
+
+def _cells_before_registry(artefact: str) -> list[tuple[Any, str, dict, str]]:
+    from . import analysis, paper
+
+    rows = {"fig4": analysis.FIG4_EXPERIMENTS, "fig5": analysis.FIG5_EXPERIMENTS,
+            "fig7": analysis.fig7_experiments()}.get(artefact, paper.EXPERIMENT_ROWS.get(artefact, {}))
+    out = []
+    for key, name in rows.items():
+        change = analysis.experiment_changes(name)
+        inference_only = bool(change) and set(change) <= analysis.INFERENCE_ONLY_FIELDS
+        out.append((key, paper.FULL_MODEL_RUN, change, name) if inference_only else (key, name, {}, name))
+    if artefact in NOTEBOOK_ONLY and not any(run == paper.FULL_MODEL_RUN for _, run, _, _ in out):
+        out.append(("full model", paper.FULL_MODEL_RUN, {}, paper.FULL_MODEL_RUN))
+    return out
+
+
+def _entry_filling(artefact: str, key):
+    from . import experiments
+
+    return next((e for e in experiments.ENTRIES if (artefact, key) in e.fills), None)
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Settings and item specifications
+# -------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReproduceSettings:
+    """Where data, runs and results live, and the training recipe of every run (engine.TrainConfig's defaults
+    unless set: the authors' 30 epochs, Adam 1e-4, batch 64)."""
+
+    data: str = "data"                   # <data>/<dataset>/ holds annotation files and features.h5
+    runs: str = "results/runs"
+    results: str = "results"
+    seeds: tuple[int, ...] = (1, 2, 3)
+    preset: str = "official"
+    size: str = "full"
+    epochs: int | None = None
+    lr: float | None = None
+    batch_size: int | None = None
+    device: str = "auto"
+    amp: bool = False
+    compile: bool = False
+    limit: int | None = None             # first N questions of every split (rehearsals)
+    train_on: str = "train"              # "val": train on the validation file (a rehearsal without train files)
+    stores: tuple[tuple[str, str], ...] = ()   # (dataset, store path) overrides
+    encoders: str = "real"               # question features: "real" CLIP ViT-L/14@336 or "tiny" (tests)
+    clip_weights: str | None = None
+    train_speed: float | None = None     # samples/s; None = the released code's H200 figure
+    infer_speed: float | None = None
+    progress: bool = False
+
+    def root(self, dataset: str) -> Path:
+        return Path(self.data) / dataset
+
+    def store(self, dataset: str) -> Path:
+        given = dict(self.stores)
+        if dataset in given:
+            return Path(given[dataset])
+        owner = SHARED_VIDEOS.get(dataset, dataset)
+        return Path(given.get(owner, self.root(owner) / "features.h5"))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ReproduceSettings":
+        d = dict(d)
+        d["seeds"] = tuple(d.get("seeds", ()))
+        d["stores"] = tuple(tuple(p) for p in d.get("stores", ()))
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run."""
+
+    dataset: str
+    protocol: str
+    experiment: str
+    preset: str
+    seed: int
+
+    @property
+    def proto(self) -> Protocol:
+        return PROTOCOLS[self.dataset, self.protocol]
+
+    @property
+    def name(self) -> str:
+        from .sweep import run_name
+
+        return run_name(self.experiment, self.preset)
+
+    def folder(self, settings: ReproduceSettings) -> Path:
+        prefix = self.proto.folder()
+        return Path(settings.runs) / prefix / self.name / str(self.seed) if prefix else \
+            Path(settings.runs) / self.name / str(self.seed)
+
+    @property
+    def key(self) -> str:
+        where = "" if self.proto == MAIN else f" on {self.dataset}/{self.protocol}"
+        return f"train {self.name}{where} seed {self.seed}"
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """A finished run's best checkpoint scored on (dataset, split), optionally with inference-only changes."""
+
+    run: RunSpec
+    dataset: str
+    split: str
+    label: str                              # folder under <results>/eval/
+    changes: tuple[tuple[str, Any], ...] = ()
+
+    def folder(self, settings: ReproduceSettings) -> Path:
+        return Path(settings.results) / "eval" / self.label / str(self.run.seed)
+
+    def table_path(self, settings: ReproduceSettings) -> Path:
+        return self.folder(settings) / f"{self.split}_table.csv"
+
+    @property
+    def key(self) -> str:
+        return f"evaluate {self.label} seed {self.run.seed}"
+
+    def describe(self) -> str:
+        change = ", ".join(f"{k}={v}" for k, v in self.changes)
+        return f"{self.run.key} scored on {self.dataset} {self.split}" + (f" with {change}" if change else "")
+
+
+@dataclass(frozen=True)
+class QuestionSpec:
+    """CLIP question features for the records of (dataset, splits) that have none in the dataset's store."""
+
+    dataset: str
+    splits: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        return f"question features {self.dataset} ({', '.join(self.splits)})"
+
+
+SPEC_KINDS = {"train": RunSpec, "evaluate": EvalSpec, "questions": QuestionSpec}
+
+
+def spec_to_dict(spec) -> dict:
+    kind = next(k for k, cls in SPEC_KINDS.items() if isinstance(spec, cls))
+    return {"kind": kind, **json.loads(json.dumps(dataclasses.asdict(spec), default=list))}
+
+
+def spec_from_dict(d: dict):
+    d = dict(d)
+    kind = d.pop("kind")
+    if kind == "evaluate":
+        d["run"] = RunSpec(**d["run"])
+        d["changes"] = tuple(tuple(c) for c in d.get("changes", ()))
+    if kind == "questions":
+        d["splits"] = tuple(d["splits"])
+    return SPEC_KINDS[kind](**d)
+
+
+@dataclass
+class Item:
+    """One unit of work of the plan and what is known about it now."""
+
+    spec: Any
+    artefacts: list[str] = field(default_factory=list)
+    status: str = READY
+    needs: list[str] = field(default_factory=list)   # what it needs first, in words
+    after: list[str] = field(default_factory=list)   # keys of plan items it waits for
+    questions: int = 0                               # questions it processes (train: one epoch)
+    hours: float = 0.0                               # estimated GPU hours left
+    result: str = ""
+
+    @property
+    def kind(self) -> str:
+        return spec_to_dict(self.spec)["kind"]
+
+    @property
+    def key(self) -> str:
+        return self.spec.key
+
+    @property
+    def todo(self) -> bool:
+        return self.status in (READY, INTERRUPTED, WAITING)
+
+
+# -------------------------------------------------------------------------------------------------------------
+# What is on disk
+# -------------------------------------------------------------------------------------------------------------
+class Inventory:
+    """Annotation records per (dataset, split) and feature keys per store, each read once per plan."""
+
+    def __init__(self, settings: ReproduceSettings):
+        self.settings = settings
+        self._records: dict = {}
+        self._keys: dict = {}
+
+    def records(self, dataset: str, split: str):
+        """The split's records (cut to the settings' limit), or None when its annotation file is absent."""
+        from .annotations import MissingAnnotationFile, load_annotations
+
+        if (dataset, split) not in self._records:
+            try:
+                records = load_annotations(dataset, split, self.settings.root(dataset))
+                if self.settings.limit is not None:
+                    records = records.iloc[: self.settings.limit].reset_index(drop=True)
+            except MissingAnnotationFile:
+                records = None
+            self._records[dataset, split] = records
+        return self._records[dataset, split]
+
+    def missing_files(self, dataset: str, splits) -> list[str]:
+        from .annotations import annotation_files
+
+        return [name for split in splits if self.records(dataset, split) is None
+                for name, _, _ in annotation_files(dataset, split)]
+
+    def keys(self, store: Path, kind: str) -> set[str] | None:
+        """The item names of one kind in a store; None when the store is absent or cannot be read now."""
+        from .store import FeatureStore
+
+        if (store, kind) not in self._keys:
+            try:
+                with FeatureStore(store, "r") as opened:
+                    self._keys[store, kind] = set(opened.keys(kind))
+            except (FileNotFoundError, OSError):
+                self._keys[store, kind] = None
+        return self._keys[store, kind]
+
+    def forget(self) -> None:
+        """Re-read everything next time (after items have written features or runs)."""
+        self._keys.clear()
+
+    def questions(self, dataset: str, split: str) -> int:
+        """Questions in a split: the file's when present, else the paper's Table I (limit applied)."""
+        records = self.records(dataset, split)
+        if records is not None:
+            return len(records)
+        import pandas as pd
+
+        from .paper import paper_table
+
+        column = {"train": "# Train QA", "val": "# Valid QA", "test": "# Test QA"}.get(split.split("_")[0], "# Test QA")
+        value = paper_table("table1").loc[TABLE1_LABELS[dataset], column]
+        n = 0 if pd.isna(value) else int(value)
+        return n if self.settings.limit is None else min(n, self.settings.limit)
+
+    def feature_gaps(self, dataset: str, splits) -> tuple[list[str], int]:
+        """(needs that the plan cannot make: store or video features, number of questions without features)."""
+        store = self.settings.store(dataset)
+        found = {kind: self.keys(store, kind) for kind in ("audio", "visual", "question", "words")}
+        if found["audio"] is None:
+            return [f"features: store {store} absent (`avmaster extract --videos ...` or `avmaster store import`)"], 0
+        videos, questions = set(), 0
+        for split in splits:
+            records = self.records(dataset, split)
+            if records is None:
+                continue
+            audio_ids = records["audio_video_id"] if "audio_video_id" in records else records["video_id"]
+            videos |= {f"audio {v}" for v in audio_ids.astype(str) if v not in found["audio"]}
+            videos |= {f"visual {v}" for v in records["video_id"].astype(str) if v not in found["visual"]}
+            ids = records["question_id"].astype(str)
+            questions += int((~(ids.isin(found["question"]) & ids.isin(found["words"]))).sum())
+        needs = [f"features: {len(videos)} video feature(s) missing in {store} (e.g. {sorted(videos)[0]}; "
+                 "`avmaster extract --videos ...`)"] if videos else []
+        return needs, questions
+
+
+# -------------------------------------------------------------------------------------------------------------
+# GPU time
+# -------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Speed:
+    train: float   # training samples/s
+    infer: float   # inference samples/s
+    source: str
+
+    @classmethod
+    def of(cls, settings: ReproduceSettings) -> "Speed":
+        from .benchmark import RELEASED_H200
+
+        train, infer = RELEASED_H200["train_samples_per_s_b64"], RELEASED_H200["infer_samples_per_s_b64"]
+        source = (f"the released code on one H200 (fp32, batch 64, DESIGN.md): {train:.0f} train / {infer:.0f} "
+                  "inference samples/s; our fast path has no GPU figure yet (--train-speed/--infer-speed)")
+        if settings.train_speed or settings.infer_speed:
+            train, infer = settings.train_speed or train, settings.infer_speed or infer
+            source = f"given: {train:.0f} train / {infer:.0f} inference samples/s"
+        return cls(train, infer, source)
+
+    def train_hours(self, epochs: int, n_train: int, n_val: int, n_test: int) -> float:
+        return (epochs * (n_train / self.train + n_val / self.infer) + n_test / self.infer) / 3600
+
+    def infer_hours(self, n: int) -> float:
+        return n / self.infer / 3600
+
+
+# -------------------------------------------------------------------------------------------------------------
+# The plan
+# -------------------------------------------------------------------------------------------------------------
+@dataclass
+class Artefact:
+    """One table or figure: which items fill which of its cells, and what else it needs."""
+
+    name: str
+    cells: list[tuple[Any, list[str]]] = field(default_factory=list)   # (row label / x value, item keys by seed)
+    notes: list[str] = field(default_factory=list)
+    notebook: Path | None = None
+
+
+@dataclass
+class Plan:
+    settings: ReproduceSettings
+    artefacts: dict[str, Artefact]
+    items: dict[str, Item]
+    speed: Speed
+
+    def item_list(self, kinds=("questions", "train", "evaluate")) -> list[Item]:
+        """Items in the order they must run: question features, trainings, evaluations."""
+        return [i for kind in kinds for i in self.items.values() if i.kind == kind]
+
+    def todo(self) -> list[Item]:
+        return [i for i in self.item_list() if i.todo]
+
+    def hours_left(self) -> float:
+        return sum(i.hours for i in self.items.values() if i.todo or i.status == BLOCKED)
+
+    def artefact_items(self, name: str) -> list[Item]:
+        keys = dict.fromkeys(k for _, ks in self.artefacts[name].cells for k in ks)
+        return [self.items[k] for k in keys]
+
+    def complete(self, name: str) -> bool:
+        items = self.artefact_items(name)
+        return bool(items) and all(i.status == FINISHED for i in items) and name not in NOT_YET
+
+    def render(self, details: bool = True) -> str:
+        from .reproduce_report import render_plan
+
+        return render_plan(self, details)
+
+
+def select_artefacts(only) -> list[str]:
+    """The artefacts named in `only` ("table7", "fig4", "Table VII" spellings of paper._check_name), all if empty."""
+    from .paper import _check_name
+
+    if not only:
+        return list(ARTEFACTS)
+    chosen = []
+    for name in only:
+        key = _check_name(name)
+        if key not in ARTEFACTS:
+            raise KeyError(f"{name}: not reproduced by runs (paper-only); choose among {', '.join(ARTEFACTS)}")
+        chosen.append(key)
+    return list(dict.fromkeys(chosen))
+
+
+def build_plan(settings: ReproduceSettings, only=None) -> Plan:
+    """Every artefact of `only` (all by default), its items, and each item's status on disk now."""
+    from .notebooks import find_notebooks
+
+    artefacts, items = {}, {}
+    notebooks = _notebook_of_artefacts(find_notebooks(Path(__file__).resolve().parent.parent / "notebooks")) \
+        if (Path(__file__).resolve().parent.parent / "notebooks").is_dir() else {}
+    for name in select_artefacts(only):
+        art = artefacts[name] = Artefact(name, notebook=notebooks.get(name))
+        for label, specs in _artefact_specs(name, settings):
+            art.cells.append((label, [s.key for s in specs]))
+            for spec in specs:
+                items.setdefault(spec.key, Item(spec)).artefacts.append(name)
+        art.notes += [text for table, text in {**NOT_YET, **OTHER_ENCODER_ROWS, **NOTEBOOK_ONLY}.items()
+                      if table == name]
+    _add_run_items(items)
+    _add_question_items(items, settings)
+    plan = Plan(settings, artefacts, items, Speed.of(settings))
+    refresh(plan)
+    return plan
+
+
+def _notebook_of_artefacts(notebooks) -> dict[str, Path]:
+    """{artefact: notebook} from the notebook names (10_table2_..., 19_table12_13_..., 20_fig4_...)."""
+    import re
+
+    found = {}
+    for nb in notebooks:
+        match = re.match(r"\d\d_((?:table|fig)(\d+)(?:_(\d+))?)_", nb.name)
+        if match:
+            kind = "table" if match.group(1).startswith("table") else "fig"
+            for number in filter(None, match.group(2, 3)):
+                found.setdefault(f"{kind}{number}", nb)
+    return found
+
+
+def _artefact_specs(name: str, settings: ReproduceSettings) -> list[tuple[Any, list]]:
+    """[(cell label, [spec per seed])]: the run or evaluation whose test table gives each cell."""
+    from .sweep import run_name
+
+    out = []
+    if name in TABLE_DATA:
+        for label, proto, dataset, split in TABLE_DATA[name]:
+            runs = [RunSpec(proto.dataset, proto.name, "default", settings.preset, s) for s in settings.seeds]
+            if dataset == proto.dataset and split == proto.test:
+                out.append((label, runs))
+            else:
+                trained = "" if proto == MAIN else f"{proto.name}-trained-"
+                tag = run_name(f"{name}/{trained}{dataset}-{split}", settings.preset)
+                out.append((label, [EvalSpec(r, dataset, split, tag) for r in runs]))
+        return out
+    for label, experiment, changes, entry in cells(name):
+        runs = [RunSpec(MAIN.dataset, MAIN.name, experiment, settings.preset, s) for s in settings.seeds]
+        if changes:
+            tag = run_name(entry, settings.preset)
+            out.append((label, [EvalSpec(r, MAIN.dataset, MAIN.test, tag, tuple(sorted(changes.items())))
+                                for r in runs]))
+        else:
+            out.append((label, runs))
+    return out
+
+
+def _add_run_items(items: dict[str, Item]) -> None:
+    """Every evaluation's run becomes an item too (it fills no cell itself but must exist)."""
+    for item in list(items.values()):
+        if isinstance(item.spec, EvalSpec):
+            run = items.setdefault(item.spec.run.key, Item(item.spec.run))
+            run.artefacts += [a for a in item.artefacts if a not in run.artefacts]
+
+
+def _splits_used(item: Item, settings: ReproduceSettings) -> tuple[str, list[str]]:
+    """(dataset, splits) whose records and features an item reads."""
+    spec = item.spec
+    if isinstance(spec, RunSpec):
+        proto = spec.proto
+        train = proto.val if settings.train_on == "val" and proto.val else proto.train
+        return spec.dataset, list(dict.fromkeys(s for s in (train, proto.val, proto.test) if s))
+    return spec.dataset, [spec.split]
+
+
+def _add_question_items(items: dict[str, Item], settings: ReproduceSettings) -> None:
+    """One question-features item per dataset, over every split the plan reads from it."""
+    splits: dict[str, list[str]] = {}
+    for item in list(items.values()):
+        dataset, used = _splits_used(item, settings)
+        splits.setdefault(dataset, [])
+        splits[dataset] += [s for s in used if s not in splits[dataset]]
+    questions = [Item(QuestionSpec(d, tuple(s))) for d, s in splits.items()]
+    for q in questions:
+        q.artefacts = sorted({a for i in items.values() if _splits_used(i, settings)[0] == q.spec.dataset
+                              for a in i.artefacts}, key=ARTEFACTS.index)
+    items.update({q.key: q for q in questions})
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Status of each item
+# -------------------------------------------------------------------------------------------------------------
+def refresh(plan: Plan, inventory: Inventory | None = None) -> None:
+    """Recompute every item's status, needs and estimate from the disk."""
+    inventory = inventory or Inventory(plan.settings)
+    for item in plan.item_list():
+        item.status, item.needs, item.after, item.result, item.hours = READY, [], [], "", 0.0
+        {"questions": _question_status, "train": _train_status, "evaluate": _eval_status}[item.kind](
+            item, plan, inventory)
+
+
+def _question_status(item: Item, plan: Plan, inv: Inventory) -> None:
+    """Questions of the splits whose files exist (the others are named in needs; their items are blocked)."""
+    spec = item.spec
+    present = [s for s in spec.splits if inv.records(spec.dataset, s) is not None]
+    missing = inv.missing_files(spec.dataset, spec.splits)
+    if missing:
+        item.needs = [f"annotations: {', '.join(missing)} (`avmaster data fetch {spec.dataset}`)"]
+    store = plan.settings.store(spec.dataset)
+    if not present or inv.keys(store, "audio") is None:
+        item.status = BLOCKED
+        item.needs += [] if present else [f"features: store {store} absent"]
+        return
+    _, item.questions = inv.feature_gaps(spec.dataset, present)
+    if _lock_holder(lock_path(spec, plan.settings)):
+        item.status = RUNNING
+    elif item.questions == 0:
+        total = sum(inv.questions(spec.dataset, s) for s in present)
+        item.status, item.result = FINISHED, f"all {total:,} questions have features"
+
+
+def _blocked_by_data(item: Item, plan: Plan, inv: Inventory, dataset: str, splits) -> bool:
+    """Add to needs / after what annotations and features require; BLOCKED when something the plan cannot
+    make is missing, WAITING when only earlier items of the plan are. True when the item cannot run now."""
+    hard = [f"annotations: {', '.join(m)} (`avmaster data fetch {dataset}`)"
+            for m in [inv.missing_files(dataset, splits)] if m]
+    if not hard:
+        hard, questions = inv.feature_gaps(dataset, splits)
+        if questions and not hard:
+            key = next(k for k, i in plan.items.items() if i.kind == "questions" and i.spec.dataset == dataset)
+            item.after.append(key)
+            item.needs.append(f"question features: {questions:,} new texts ({key})")
+    item.needs[:0] = hard
+    if hard:
+        item.status = BLOCKED
+    elif item.after:
+        item.status = WAITING
+    return bool(item.needs)
+
+
+def lock_path(spec, settings: ReproduceSettings) -> Path:
+    """The lock file that claims an item: in its run or evaluation folder, beside the store for questions."""
+    if isinstance(spec, QuestionSpec):
+        store = settings.store(spec.dataset)
+        return store.with_name(f".{store.name}.questions.lock")
+    return spec.folder(settings) / LOCK_NAME
+
+
+def _lock_holder(path: Path) -> dict | None:
+    """Who holds a live lock on `path` (None: nobody, or a stale lock)."""
+    from .worklock import WorkLock
+
+    lock = WorkLock(path)
+    info = lock.holder()
+    return None if info is None or lock._is_stale(info) else info
+
+
+def _train_status(item: Item, plan: Plan, inv: Inventory) -> None:
+    spec, settings = item.spec, plan.settings
+    folder = spec.folder(settings)
+    dataset, splits = _splits_used(item, settings)
+    proto = spec.proto
+    epochs = run_configs(spec, settings)[1].epochs
+    n = {s: inv.questions(dataset, s) for s in splits}
+    train_split = splits[0]
+    item.questions = n[train_split]
+    item.hours = plan.speed.train_hours(epochs, n[train_split], n.get(proto.val, 0) if proto.val else 0,
+                                        n[proto.test])
+    if (folder / "summary.json").is_file():
+        diffs = finished_run_differences(spec, settings)
+        summary = json.loads((folder / "summary.json").read_text())
+        item.status, item.hours = (CONFLICT if diffs else FINISHED), 0.0
+        item.result = f"test {summary['test_acc']:.2f} %" if summary.get("test_acc") is not None else "finished"
+        item.needs = [f"another configuration in {folder}: {'; '.join(diffs)}"] if diffs else []
+        return
+    if dataset in NOT_YET:
+        item.status, item.needs = BLOCKED, [NOT_YET[dataset]]
+        return
+    holder = _lock_holder(lock_path(spec, settings))
+    if holder:
+        from .worklock import describe_holder
+
+        item.status, item.result = RUNNING, f"held by {describe_holder(holder)}"
+        return
+    if not _blocked_by_data(item, plan, inv, dataset, splits) and (folder / "last.pt").is_file():
+        item.status = INTERRUPTED
+
+
+def _eval_status(item: Item, plan: Plan, inv: Inventory) -> None:
+    spec, settings = item.spec, plan.settings
+    item.questions = inv.questions(spec.dataset, spec.split)
+    item.hours = plan.speed.infer_hours(item.questions)
+    if spec.table_path(settings).is_file():
+        item.status, item.hours = FINISHED, 0.0
+        item.result = f"Avg {read_table_avg(spec.table_path(settings), spec.dataset):.2f} %"
+        return
+    run = plan.items[spec.run.key]
+    if run.status != FINISHED:
+        item.after.append(run.key)
+        item.needs.append(f"its run: {run.key} ({run.status})")
+    _blocked_by_data(item, plan, inv, spec.dataset, [spec.split])
+    if run.status in (BLOCKED, CONFLICT):
+        item.status = BLOCKED
+    holder = _lock_holder(lock_path(spec, settings))
+    if holder and item.status == READY:
+        item.status = RUNNING
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Configurations and tables of runs and evaluations
+# -------------------------------------------------------------------------------------------------------------
+def run_configs(spec: RunSpec, settings: ReproduceSettings):
+    """(ModelConfig, TrainConfig, DataConfig) of one run under these settings."""
+    from .engine import DataConfig, TrainConfig
+    from .sweep import _grid_configs
+
+    proto = spec.proto
+    recipe = {k: v for k, v in dict(epochs=settings.epochs, lr=settings.lr, batch_size=settings.batch_size).items()
+              if v is not None}
+    train_cfg = TrainConfig(**recipe, device=settings.device, amp=settings.amp, compile=settings.compile,
+                            eval_split=proto.val, test_split=proto.test, progress=settings.progress)
+    train_split = proto.val if settings.train_on == "val" and proto.val else proto.train
+    data_cfg = DataConfig(dataset=spec.dataset, root=str(settings.root(spec.dataset)),
+                          store=str(settings.store(spec.dataset)), train_split=train_split, limit=settings.limit)
+    return _grid_configs(spec.experiment, spec.seed, spec.preset, settings.size, train_cfg, data_cfg)
+
+
+def finished_run_differences(spec: RunSpec, settings: ReproduceSettings) -> list[str]:
+    """How the finished run in spec's folder differs from what these settings ask (empty: it is this run)."""
+    from .sweep import _config_differences
+
+    saved = json.loads((spec.folder(settings) / "config.json").read_text())
+    return _config_differences(saved, *run_configs(spec, settings))
+
+
+# Header rows of a saved score table, by the layout scoring.score picks for the dataset.
+_HEADER_ROWS = {"music_avqa": [0, 1], "synthetic": [0, 1], "music_avqa_r": [0, 1, 2], "music_avqa_v2": 0, "avqa": 0}
+
+
+def read_table(path: Path, dataset: str):
+    """A table written by engine.train / evaluate (scoring.score's layout for `dataset`)."""
+    import pandas as pd
+
+    header = _HEADER_ROWS[dataset]
+    table = pd.read_csv(path, header=header, index_col=0)
+    if isinstance(header, list):
+        names = [tuple("" if str(x).startswith("Unnamed") else x for x in c) for c in table.columns]
+        table.columns = pd.MultiIndex.from_tuples(names)
+    return table
+
+
+def read_table_avg(path: Path, dataset: str) -> float:
+    """The overall average of a saved score table (its last column)."""
+    return float(read_table(path, dataset).iloc[0, -1])
