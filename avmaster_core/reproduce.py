@@ -652,8 +652,8 @@ def _train_status(item: Item, plan: Plan, inv: Inventory) -> None:
         item.result = f"test {summary['test_acc']:.2f} %" if summary.get("test_acc") is not None else "finished"
         item.needs = [f"another configuration in {folder}: {'; '.join(diffs)}"] if diffs else []
         return
-    if dataset in NOT_YET:
-        item.status, item.needs = BLOCKED, [NOT_YET[dataset]]
+    if item.artefacts and all(a in NOT_YET for a in item.artefacts):
+        item.status, item.needs = BLOCKED, [NOT_YET[item.artefacts[0]]]
         return
     holder = _lock_holder(lock_path(spec, settings))
     if holder:

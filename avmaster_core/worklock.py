@@ -46,6 +46,7 @@ class WorkLock:
         if stale_after_s <= heartbeat_s:
             raise ValueError(f"stale_after_s ({stale_after_s}) must exceed heartbeat_s ({heartbeat_s})")
         self.path = Path(path)
+        self.named_owner = owner is not None  # only a named owner may take back a lock it left behind
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         self.heartbeat_s, self.stale_after_s = heartbeat_s, stale_after_s
         self.token = uuid.uuid4().hex
@@ -65,7 +66,7 @@ class WorkLock:
         return info
 
     def _is_stale(self, info: dict) -> bool:
-        if info.get("owner") == self.owner:  # our own logical worker (e.g. a requeued SLURM task)
+        if self.named_owner and info.get("owner") == self.owner:  # our own logical worker (a requeued task)
             return True
         if info["age_s"] > self.stale_after_s:
             return True
