@@ -1,0 +1,66 @@
+"""`avmaster reproduce run` through submitit, on this machine: submitit.LocalExecutor runs each array task
+as its own process, as a SLURM node would (same pickled task, same checkpoint/requeue protocol)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from avmaster_core.launchers import Submitit, _SubmititTask
+from avmaster_core.reproduce import FINISHED, ReproduceSettings, RunSpec, build_plan, lock_path, spec_to_dict
+from avmaster_core.reproduce_run import run_plan
+from test_reproduce_rehearsal import LIMIT, _data_folder
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def data(shared_data, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("submitit")
+    _data_folder(shared_data, tmp)
+    return tmp
+
+
+def _settings(tmp, **changes) -> ReproduceSettings:
+    base = dict(data=str(tmp / "data"), runs=str(tmp / "runs"), results=str(tmp / "results"), seeds=(1,),
+                size="cpu", epochs=1, lr=1e-3, batch_size=16, limit=LIMIT, train_on="val", device="cpu",
+                encoders="tiny")
+    return ReproduceSettings(**{**base, **changes})
+
+
+def test_local_executor_runs_the_waves_as_job_arrays(data):
+    lines = []
+    settings = _settings(data)
+    plan = run_plan(settings, ["table12"], Submitit(data / "submitit", executor="local"), notebooks=False,
+                    echo=lambda *a, **k: lines.append(a[0]))
+    log = "\n".join(lines)
+    done = [x for x in log.splitlines() if " done " in x]
+    assert len(done) == 4, log               # the full model's run, then its three inference-only evaluations
+    assert all(i.status == FINISHED for i in plan.items.values()), log
+    assert (data / "results" / "reproduce" / "table12.csv").is_file()
+    assert len(list((data / "submitit").glob("*_result.pkl"))) == 4   # one pickled result per array task
+
+
+def test_preempted_task_is_requeued_and_resumes(data):
+    import submitit
+
+    settings = _settings(data, runs=str(data / "runs-preempt"), epochs=6, batch_size=4)
+    spec = RunSpec("music_avqa", "standard", "default", "official", 1)
+    executor = submitit.LocalExecutor(folder=data / "submitit-preempt", max_num_timeout=2)
+    executor.update_parameters(timeout_min=10)
+    job = executor.submit(_SubmititTask(settings.to_dict()), spec_to_dict(spec))
+    metrics = spec.folder(settings) / "metrics.jsonl"
+    deadline = time.time() + 240
+    while not metrics.is_file() and time.time() < deadline:   # wait for the end of the first epoch
+        time.sleep(0.5)
+    assert metrics.is_file(), job.stderr()
+    # What SLURM does before preempting a job: SIGUSR2 to the task (its pid is in the item's lock file).
+    # submitit's handler calls _SubmititTask.checkpoint and requeues the task, which resumes the run.
+    os.kill(json.loads(lock_path(spec, settings).read_text())["pid"], signal.SIGUSR2)
+    outcome = job.result()
+    assert outcome["status"] == "done", outcome
+    assert "resuming" in (job.stderr() or ""), job.stderr()     # the requeued task continued from last.pt
+    assert build_plan(settings, ["table2"]).items[spec.key].status == FINISHED
