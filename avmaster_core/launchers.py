@@ -24,8 +24,8 @@ import traceback
 from pathlib import Path
 from typing import Iterator
 
-from .reproduce import (EvalSpec, Inventory, QuestionSpec, ReproduceSettings, RunSpec, lock_path, read_table_avg,
-                        run_configs, spec_from_dict, spec_to_dict)
+from .reproduce import (EvalSpec, Inventory, QuestionSpec, ReproduceSettings, RunSpec, finished_on_disk, lock_path,
+                        read_table_avg, run_configs, spec_from_dict, spec_to_dict)
 
 
 # -------------------------------------------------------------------------------------------------------------
@@ -97,7 +97,10 @@ def execute(spec_dict: dict, settings_dict: dict, owner: str | None = None, lock
                 "message": f"being done by {describe_holder(claim.holder())}"}
     start = time.perf_counter()
     try:
-        message, status = run_item(spec, settings), "done"
+        if finished_on_disk(spec, settings):  # another worker finished it between our plan and our claim
+            message, status = "finished by another worker meanwhile", "skipped"
+        else:
+            message, status = run_item(spec, settings), "done"
     except Exception as e:  # noqa: BLE001 - reported as the item's outcome
         message, status = f"{type(e).__name__}: {e}", "failed"
         traceback.print_exc()

@@ -625,6 +625,13 @@ def lock_path(spec, settings: ReproduceSettings) -> Path:
     return spec.folder(settings) / LOCK_NAME
 
 
+def finished_on_disk(spec, settings: ReproduceSettings) -> bool:
+    """Whether a run or evaluation has already written its final file (question features are incremental)."""
+    if isinstance(spec, RunSpec):
+        return (spec.folder(settings) / "summary.json").is_file()
+    return isinstance(spec, EvalSpec) and spec.table_path(settings).is_file()
+
+
 def _lock_holder(path: Path) -> dict | None:
     """Who holds a live lock on `path` (None: nobody, or a stale lock)."""
     from .worklock import WorkLock

@@ -28,16 +28,6 @@ HEARTBEAT_S = 30.0
 STALE_AFTER_S = 300.0  # 10 missed heartbeats: a holder this silent is gone (or its filesystem is)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class WorkLock:
     """An exclusive claim on one piece of work, safe across machines; see the module docstring."""
 
@@ -70,6 +60,8 @@ class WorkLock:
             return True
         if info["age_s"] > self.stale_after_s:
             return True
+        from .sweep import _alive  # sweep's host-local liveness check (its lock files are host + pid only)
+
         pid = info.get("pid")
         return info.get("host") == socket.gethostname() and isinstance(pid, int) and pid > 0 and not _alive(pid)
 

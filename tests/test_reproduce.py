@@ -192,3 +192,19 @@ def test_submitit_task_requeues_itself_on_preemption():
     spec = spec_to_dict(RunSpec("music_avqa", "standard", "default", "official", 1))
     again = task.checkpoint(spec)
     assert isinstance(again.function, _SubmititTask) and again.args == (spec,)
+
+
+def test_run_skips_items_another_worker_holds(tmp_path):
+    settings = ReproduceSettings(data=str(tmp_path), runs=str(tmp_path / "runs"), results=str(tmp_path / "res"),
+                                 seeds=(1,))
+    spec = RunSpec("music_avqa", "standard", "default", "official", 1)
+    other = WorkLock(lock_path(spec, settings), owner="node7 (another machine)")
+    assert other.acquire()
+    lines = []
+    try:
+        run_plan(settings, ["table2"], echo=lambda *a, **k: lines.append(a[0]))
+    finally:
+        other.release()
+    text = "\n".join(lines)
+    assert f"skipped {spec.key}: held by node7 (another machine)" in text, text
+    assert "finished: none" in text

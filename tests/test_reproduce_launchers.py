@@ -1,5 +1,7 @@
-"""`avmaster reproduce run` through submitit, on this machine: submitit.LocalExecutor runs each array task
-as its own process, as a SLURM node would (same pickled task, same checkpoint/requeue protocol)."""
+"""The launchers of `avmaster reproduce run` on this machine's CPU, with the rehearsal's data (real annotation
+files, random features): submitit.LocalExecutor runs each array task as its own process, as a SLURM node
+would (same pickled task, same checkpoint/requeue protocol); LocalGPUs' worker processes (CPU here); and two
+`reproduce run` processes sharing one grid."""
 from __future__ import annotations
 
 import json
@@ -9,7 +11,7 @@ import time
 
 import pytest
 
-from avmaster_core.launchers import Submitit, _SubmititTask
+from avmaster_core.launchers import LocalGPUs, Submitit, _SubmititTask
 from avmaster_core.reproduce import FINISHED, ReproduceSettings, RunSpec, build_plan, lock_path, spec_to_dict
 from avmaster_core.reproduce_run import run_plan
 from test_reproduce_rehearsal import LIMIT, _data_folder
@@ -64,3 +66,36 @@ def test_preempted_task_is_requeued_and_resumes(data):
     assert outcome["status"] == "done", outcome
     assert "resuming" in (job.stderr() or ""), job.stderr()     # the requeued task continued from last.pt
     assert build_plan(settings, ["table2"]).items[spec.key].status == FINISHED
+
+
+def test_local_gpus_launcher_runs_items_in_worker_processes(data):
+    lines = []
+    settings = _settings(data, runs=str(data / "runs-gpus"), results=str(data / "results-gpus"))
+    plan = run_plan(settings, ["fig5"], LocalGPUs([0, 1]), notebooks=False, echo=lambda *a, **k: lines.append(a[0]))
+    log = "\n".join(lines)
+    assert len([x for x in log.splitlines() if " done " in x]) == 3, log    # default, a+q, v+q: two at a time
+    assert plan.complete("fig5"), log
+
+
+def test_two_runs_share_one_grid_without_duplicating_work(data):
+    import subprocess
+    import sys
+
+    runs = data / "runs-shared"
+    args = ["reproduce", "run", "--only", "fig5", "--seeds", "1", "--size", "cpu", "--epochs", "1", "--lr", "1e-3",
+            "--batch-size", "16", "--limit", str(LIMIT), "--train-on", "val", "--device", "cpu", "--encoders", "tiny",
+            "--data", str(data / "data"), "--runs", str(runs), "--results", str(data / "results-shared"),
+            "--no-notebooks"]
+    first = subprocess.Popen([sys.executable, "-m", "avmaster_core.cli", *args], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not list(runs.glob("**/.reproduce.lock")) and time.time() < deadline:   # the first has claimed a run
+        time.sleep(0.2)
+    second = subprocess.run([sys.executable, "-m", "avmaster_core.cli", *args], capture_output=True, text=True)
+    first_log = first.communicate(timeout=600)[0]
+    logs = first_log + second.stdout + second.stderr
+    assert first.returncode == 0 and second.returncode == 0, logs[-3000:]
+    started = [line for line in logs.splitlines() if "starting a new run" in line]
+    assert len(started) == 3 and len(set(started)) == 3, logs[-3000:]       # each of the 3 runs trained once
+    assert "skipped" in second.stdout, second.stdout                         # and the second says what it left
+    assert "resuming" not in logs
