@@ -588,6 +588,7 @@ def _question_status(item: Item, plan: Plan, inv: Inventory) -> None:
     store = plan.settings.store(spec.dataset)
     if not present or inv.keys(store, "audio") is None:
         item.status = BLOCKED
+        item.questions = sum(inv.questions(spec.dataset, s) for s in spec.splits)  # at most (Table I)
         item.needs += [] if present else [f"features: store {store} absent"]
         return
     _, item.questions = inv.feature_gaps(spec.dataset, present)

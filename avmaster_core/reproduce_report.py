@@ -44,7 +44,8 @@ def _item_groups(plan: Plan) -> list[list[str]]:
         status = statuses.index[0] if len(statuses) == 1 else ", ".join(f"{n} {s}" for s, n in statuses.items())
         need = next((n for i in items for n in i.needs), "")
         if items[0].kind == "questions" and items[0].questions:
-            need = f"{items[0].questions:,} questions without features" + (f"; {need}" if need else "")
+            count = f"up to {items[0].questions:,}" if items[0].status == BLOCKED else f"{items[0].questions:,}"
+            need = f"{count} questions without features" + (f"; {need}" if need else "")
         result = "; ".join(dict.fromkeys(i.result for i in items if i.result))
         arts = items[0].artefacts
         where = " ".join(arts[:2]) + (f" +{len(arts) - 2}" if len(arts) > 2 else "")
@@ -67,10 +68,11 @@ def render_plan(plan: Plan, details: bool = True) -> str:
     head = [f"Reproduction plan: {len(plan.artefacts)} artefact(s), seeds {','.join(map(str, s.seeds))}, preset "
             f"{s.preset}, size {s.size}; data {s.data}/, runs {s.runs}/, results {s.results}/",
             f"GPU time from {plan.speed.source}", ""]
-    arts = _text_table(["artefact", "cells", "status", "needs first", "GPU h"],
+    arts = _text_table(["artefact", "cells", "status", "needs first", "GPU h*"],
                        [_artefact_line(plan, n) for n in plan.artefacts])
     total = (f"\n{len(items)} items: " + ", ".join(f"{n} {st}" for st, n in counts.items())
-             + f". Estimated GPU time left: {plan.hours_left():,.1f} h ({plan.hours_left() / 24:.1f} GPU-days) on one GPU.")
+             + f". Estimated GPU time left: {plan.hours_left():,.1f} h ({plan.hours_left() / 24:.1f} GPU-days) on one GPU."
+             + "\n* an artefact's hours include the runs it shares with others (the full model); the total counts each once")
     notes = [f"  {name}: {note}" for name, art in plan.artefacts.items() for note in art.notes]
     text = "\n".join(head) + arts + total + ("\nNotes:\n" + "\n".join(notes) if notes else "")
     if details:
