@@ -141,7 +141,7 @@ class LocalGPUs:
                 "--settings", json.dumps(settings.to_dict()), "--outcome", str(outcome)]
         if self.ddp and isinstance(spec, RunSpec):
             return [self.python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={len(self.gpus)}",
-                    *args[1:]]
+                    *args]
         return [self.python, *args]
 
     def describe(self, spec, settings: ReproduceSettings) -> str:

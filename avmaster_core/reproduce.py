@@ -25,10 +25,10 @@ Where things live (all under the settings' folders):
     <results>/eval/<label>/<seed>/         evaluations: predictions.json, <split>_table.csv
     <results>/reproduce/<artefact>.csv     the paper beside ours, assembled from the two above
 
-GPU time: each missing item's questions divided by a training / inference speed. By default that is the only
-GPU figure measured so far, the released code on one H200 (DESIGN.md: 151 train / 631 inference samples/s,
-fp32, batch 64; `benchmark.RELEASED_H200`); `--train-speed/--infer-speed` replace it with a measured one
-(e.g. from `avmaster benchmark --gpu-suite`).
+GPU time: each missing item's questions divided by a training / inference speed: given with
+`--train-speed/--infer-speed` (e.g. from `avmaster benchmark --gpu-suite`); else measured on this plan's own
+finished runs (metrics.jsonl); else the only GPU figure measured so far, the released code on one H200
+(DESIGN.md: 151 train / 631 inference samples/s, fp32, batch 64; `benchmark.RELEASED_H200`).
 """
 from __future__ import annotations
 
@@ -287,7 +287,8 @@ class Item:
     needs: list[str] = field(default_factory=list)   # what it needs first, in words
     after: list[str] = field(default_factory=list)   # keys of plan items it waits for
     questions: int = 0                               # questions it processes (train: one epoch)
-    hours: float = 0.0                               # estimated GPU hours left
+    work: tuple[float, float] = (0.0, 0.0)           # samples left to train, samples left to predict
+    hours: float = 0.0                               # estimated GPU hours left (work / the plan's speed)
     result: str = ""
 
     @property
@@ -406,11 +407,32 @@ class Speed:
             source = f"given: {train:.0f} train / {infer:.0f} inference samples/s"
         return cls(train, infer, source)
 
-    def train_hours(self, epochs: int, n_train: int, n_val: int, n_test: int) -> float:
-        return (epochs * (n_train / self.train + n_val / self.infer) + n_test / self.infer) / 3600
+    def hours(self, work: tuple[float, float]) -> float:
+        """Hours for (samples to train, samples to predict)."""
+        return (work[0] / self.train + work[1] / self.infer) / 3600
 
-    def infer_hours(self, n: int) -> float:
-        return n / self.infer / 3600
+    @classmethod
+    def measured(cls, plan: "Plan") -> "Speed | None":
+        """The speed of this plan's own finished runs (median over their epochs; metrics.jsonl): once the first
+        run has finished on the user's GPU, the estimate follows that GPU instead of the released code's."""
+        import statistics
+
+        inventory, train, infer = Inventory(plan.settings), [], []
+        for item in plan.item_list(("train",)):
+            metrics = item.spec.folder(plan.settings) / "metrics.jsonl"
+            if item.status != FINISHED or not metrics.is_file():
+                continue
+            n_val = inventory.questions(item.spec.dataset, item.spec.proto.val) if item.spec.proto.val else 0
+            for row in (json.loads(line) for line in metrics.read_text().splitlines() if line.strip()):
+                train.append(row["samples_per_s"])
+                if n_val and row.get("eval_seconds"):
+                    infer.append(n_val / row["eval_seconds"])
+        if not train or not infer:
+            return None
+        runs = len({i.key for i in plan.item_list(("train",)) if i.status == FINISHED})
+        t, i = statistics.median(train), statistics.median(infer)
+        return cls(t, i, f"the measured speed of this plan's {runs} finished run(s) (metrics.jsonl): {t:.0f} train / "
+                         f"{i:.0f} inference samples/s")
 
 
 # -------------------------------------------------------------------------------------------------------------
@@ -573,9 +595,13 @@ def refresh(plan: Plan, inventory: Inventory | None = None) -> None:
     """Recompute every item's status, needs and estimate from the disk."""
     inventory = inventory or Inventory(plan.settings)
     for item in plan.item_list():
-        item.status, item.needs, item.after, item.result, item.hours = READY, [], [], "", 0.0
+        item.status, item.needs, item.after, item.result, item.work = READY, [], [], "", (0.0, 0.0)
         {"questions": _question_status, "train": _train_status, "evaluate": _eval_status}[item.kind](
             item, plan, inventory)
+    given = plan.settings.train_speed or plan.settings.infer_speed
+    plan.speed = Speed.of(plan.settings) if given else (Speed.measured(plan) or Speed.of(plan.settings))
+    for item in plan.item_list():
+        item.hours = 0.0 if item.status == FINISHED else plan.speed.hours(item.work)
 
 
 def _question_status(item: Item, plan: Plan, inv: Inventory) -> None:
@@ -651,12 +677,11 @@ def _train_status(item: Item, plan: Plan, inv: Inventory) -> None:
     n = {s: inv.questions(dataset, s) for s in splits}
     train_split = splits[0]
     item.questions = n[train_split]
-    item.hours = plan.speed.train_hours(epochs, n[train_split], n.get(proto.val, 0) if proto.val else 0,
-                                        n[proto.test])
+    item.work = (epochs * n[train_split], epochs * (n[proto.val] if proto.val else 0) + n[proto.test])
     if (folder / "summary.json").is_file():
         diffs = finished_run_differences(spec, settings)
         summary = json.loads((folder / "summary.json").read_text())
-        item.status, item.hours = (CONFLICT if diffs else FINISHED), 0.0
+        item.status = CONFLICT if diffs else FINISHED
         item.result = f"test {summary['test_acc']:.2f} %" if summary.get("test_acc") is not None else "finished"
         item.needs = [f"another configuration in {folder}: {'; '.join(diffs)}"] if diffs else []
         return
@@ -676,9 +701,9 @@ def _train_status(item: Item, plan: Plan, inv: Inventory) -> None:
 def _eval_status(item: Item, plan: Plan, inv: Inventory) -> None:
     spec, settings = item.spec, plan.settings
     item.questions = inv.questions(spec.dataset, spec.split)
-    item.hours = plan.speed.infer_hours(item.questions)
+    item.work = (0.0, float(item.questions))
     if spec.table_path(settings).is_file():
-        item.status, item.hours = FINISHED, 0.0
+        item.status = FINISHED
         item.result = f"Avg {read_table_avg(spec.table_path(settings), spec.dataset):.2f} %"
         return
     run = plan.items[spec.run.key]

@@ -67,7 +67,7 @@ def render_plan(plan: Plan, details: bool = True) -> str:
     counts = pd.Series([i.status for i in items]).value_counts()
     head = [f"Reproduction plan: {len(plan.artefacts)} artefact(s), seeds {','.join(map(str, s.seeds))}, preset "
             f"{s.preset}, size {s.size}; data {s.data}/, runs {s.runs}/, results {s.results}/",
-            f"GPU time from {plan.speed.source}", ""]
+            f"Time estimates from {plan.speed.source}", ""]
     arts = _text_table(["artefact", "cells", "status", "needs first", "GPU h*"],
                        [_artefact_line(plan, n) for n in plan.artefacts])
     total = (f"\n{len(items)} items: " + ", ".join(f"{n} {st}" for st, n in counts.items())

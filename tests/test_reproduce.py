@@ -110,7 +110,7 @@ def test_estimate_uses_the_question_counts_and_the_stated_speed(empty_plan):
     # without annotation files the counts are the paper's Table I: 31,904 / 4,568 / 9,129
     expected = (30 * (31904 / 151 + 4568 / 631) + 9129 / 631) / 3600
     assert item.hours == pytest.approx(expected)
-    assert "GPU time from the released code on one H200" in empty_plan.render(details=False)
+    assert "Time estimates from the released code on one H200" in empty_plan.render(details=False)
 
 
 def test_only_and_given_speed(tmp_path):
@@ -159,8 +159,14 @@ def test_finished_run_is_read_back(tmp_path):
     config = {"model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(train_cfg),
               "data": dataclasses.asdict(data_cfg)}
     (folder / "config.json").write_text(json.dumps(config, default=list))
-    item = build_plan(settings, only=["table2"]).items[spec.key]
+    (folder / "metrics.jsonl").write_text(json.dumps({"samples_per_s": 1000.0, "eval_seconds": 4568 / 500}) + "\n")
+    plan = build_plan(settings, only=["table2", "table12"])
+    item = plan.items[spec.key]
     assert item.status == FINISHED and item.result == "test 77.50 %" and item.hours == 0
+    # the estimate now follows the speed measured on this plan's finished run (MUSIC-AVQA val: 4,568 questions)
+    assert plan.speed.train == 1000 and plan.speed.infer == pytest.approx(500) and "measured" in plan.speed.source
+    evaluation = plan.items["evaluate table12/wo_ape seed 1"]
+    assert evaluation.hours == pytest.approx(9129 / 500 / 3600)
     config["model"]["dim"] = 64
     (folder / "config.json").write_text(json.dumps(config, default=list))
     item = build_plan(settings, only=["table2"]).items[spec.key]

@@ -99,3 +99,16 @@ def test_two_runs_share_one_grid_without_duplicating_work(data):
     assert len(started) == 3 and len(set(started)) == 3, logs[-3000:]       # each of the 3 runs trained once
     assert "skipped" in second.stdout, second.stdout                         # and the second says what it left
     assert "resuming" not in logs
+
+
+def test_ddp_launcher_trains_one_run_over_two_processes(data):
+    # --gpus 0 1 --ddp: torchrun with two ranks; on this CPU-only machine they train over gloo
+    lines = []
+    settings = _settings(data, runs=str(data / "runs-ddp"), results=str(data / "results-ddp"))
+    plan = run_plan(settings, ["table2"], LocalGPUs([0, 1], ddp=True), notebooks=False,
+                    echo=lambda *a, **k: lines.append(a[0]))
+    log = "\n".join(lines)
+    assert "torchrun DDP over GPUs 0,1" in log and plan.complete("table2"), log
+    config = json.loads((RunSpec("music_avqa", "standard", "default", "official", 1).folder(settings)
+                         / "config.json").read_text())
+    assert config["train"]["device"] == "cpu"
