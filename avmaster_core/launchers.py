@@ -125,6 +125,11 @@ class InOrder:
     def describe(self, spec, settings: ReproduceSettings) -> str:
         return f"in this process: {spec.key}"
 
+    @staticmethod
+    def call(fn, *args):
+        """Run one more step (the notebooks) where this launcher runs work: here."""
+        return fn(*args)
+
 
 class LocalGPUs:
     """Several GPUs of this machine: one item per GPU at a time (CUDA_VISIBLE_DEVICES), or with ddp=True each
@@ -147,6 +152,8 @@ class LocalGPUs:
     def describe(self, spec, settings: ReproduceSettings) -> str:
         where = f"torchrun on GPUs {self.gpus}" if self.ddp and isinstance(spec, RunSpec) else "one GPU"
         return f"{where}: {spec.key}"
+
+    call = InOrder.call
 
     def launch(self, specs: list, settings: ReproduceSettings) -> Iterator[dict]:
         from .worklock import WorkLock, describe_holder
@@ -238,6 +245,10 @@ class Submitit:
 
     def describe(self, spec, settings: ReproduceSettings) -> str:
         return f"array task ({self.kind}): {spec.key}"
+
+    def call(self, fn, *args):
+        """Run one more step (the notebooks) as a single job on a GPU node, and wait for its result."""
+        return self.executor().submit(fn, *args).result()
 
     def launch(self, specs: list, settings: ReproduceSettings) -> Iterator[dict]:
         import submitit

@@ -85,7 +85,7 @@ def run_plan(settings: ReproduceSettings, only=None, launcher=None, *, dry_run: 
             remaining.pop(outcome["key"], None)
             progress.finished(outcome, sum(remaining.values()))
     refresh(plan)
-    _finish(plan, notebooks, notebook_out, echo)
+    _finish(plan, launcher, notebooks, notebook_out, echo)
     return plan
 
 
@@ -101,17 +101,25 @@ def _print_launches(plan: Plan, launcher, echo) -> None:
          f"artefacts among {', '.join(runnable)} in full mode")
 
 
-def _finish(plan: Plan, notebooks: bool, notebook_out: str, echo) -> None:
+def _finish(plan: Plan, launcher, notebooks: bool, notebook_out: str, echo) -> None:
     from .reproduce_report import write_tables
 
     for name, path in write_tables(plan).items():
         echo(f"table {name}: {path}", flush=True)
     complete = [a for a in plan.artefacts if plan.complete(a)]
     incomplete = [a for a in plan.artefacts if a not in complete]
-    if notebooks:
-        run_artefact_notebooks(plan, complete, notebook_out, echo)
+    if notebooks and complete:
+        # the notebooks re-score checkpoints (Tables XII/XIII, Figs. 4, 6, 8): on a cluster they run as a job too
+        ran = launcher.call(notebooks_job, plan.settings.to_dict(), list(plan.artefacts), complete, notebook_out)
+        echo(f"notebooks run in full mode: {', '.join(str(p) for p in ran) or 'none'}", flush=True)
     echo(f"\nfinished: {', '.join(complete) or 'none'}; not yet: {', '.join(incomplete) or 'none'} "
-         f"(`avmaster reproduce plan` says why); GPU time left {plan.hours_left():,.1f} h", flush=True)
+         f"(`avmaster reproduce plan` says why); time left {plan.hours_left():,.1f} h", flush=True)
+
+
+def notebooks_job(settings_dict: dict, only: list[str], complete: list[str], out: str) -> list[str]:
+    """Picklable entry of the notebook step (a launcher may run it elsewhere): the notebooks of `complete`."""
+    plan = build_plan(ReproduceSettings.from_dict(settings_dict), only)
+    return [str(p) for p in run_artefact_notebooks(plan, complete, out)]
 
 
 def notebook_parameters(plan: Plan, notebook: Path) -> dict:
@@ -134,8 +142,9 @@ def notebook_parameters(plan: Plan, notebook: Path) -> dict:
 
 def run_artefact_notebooks(plan: Plan, artefacts: list[str], out: str, echo=print) -> list[Path]:
     """Execute, in full mode, the notebook of each finished artefact (a notebook shared by several artefacts
-    runs once all of them are finished)."""
-    from .notebooks import run_notebooks
+    runs once all of them are finished); returns the executed copies of those that ran through (a failure is
+    printed with its notebook, cell and error, and the next notebook runs)."""
+    from .notebooks import NotebookRunError, run_notebooks
 
     owners: dict[Path, list[str]] = {}
     for name, art in plan.artefacts.items():
@@ -145,7 +154,12 @@ def run_artefact_notebooks(plan: Plan, artefacts: list[str], out: str, echo=prin
     for notebook, names in owners.items():
         if not all(n in artefacts for n in names):
             continue
-        run_notebooks([notebook], Path(out), smoke=False, parameters=notebook_parameters(plan, notebook), echo=echo)
+        try:
+            run_notebooks([notebook], Path(out), smoke=False, parameters=notebook_parameters(plan, notebook),
+                          echo=echo)
+        except NotebookRunError as e:  # one failing notebook must not hide the others' tables
+            echo(f"notebook failed: {e}", flush=True)
+            continue
         ran.append(Path(out) / notebook.name)
     return ran
 

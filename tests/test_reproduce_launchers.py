@@ -9,6 +9,7 @@ import os
 import signal
 import time
 
+import pandas as pd
 import pytest
 
 from avmaster_core.launchers import LocalGPUs, Submitit, _SubmititTask
@@ -36,14 +37,15 @@ def _settings(tmp, **changes) -> ReproduceSettings:
 def test_local_executor_runs_the_waves_as_job_arrays(data):
     lines = []
     settings = _settings(data)
-    plan = run_plan(settings, ["table12"], Submitit(data / "submitit", executor="local"), notebooks=False,
-                    echo=lambda *a, **k: lines.append(a[0]))
+    plan = run_plan(settings, ["fig5"], Submitit(data / "submitit", executor="local"),
+                    notebook_out=str(data / "notebooks"), echo=lambda *a, **k: lines.append(a[0]))
     log = "\n".join(lines)
     done = [x for x in log.splitlines() if " done " in x]
-    assert len(done) == 4, log               # the full model's run, then its three inference-only evaluations
-    assert all(i.status == FINISHED for i in plan.items.values()), log
-    assert (data / "results" / "reproduce" / "table12.csv").is_file()
-    assert len(list((data / "submitit").glob("*_result.pkl"))) == 4   # one pickled result per array task
+    assert len(done) == 3, log               # the three runs of Fig. 5, as one job array
+    assert plan.complete("fig5"), log
+    assert (data / "results" / "reproduce" / "fig5.csv").is_file()
+    assert (data / "notebooks" / "21_fig5_input_modalities.ipynb").is_file(), log   # the notebook job
+    assert len(list((data / "submitit").glob("*_result.pkl"))) == 4   # 3 array tasks + the notebook job
 
 
 def test_preempted_task_is_requeued_and_resumes(data):
@@ -71,10 +73,13 @@ def test_preempted_task_is_requeued_and_resumes(data):
 def test_local_gpus_launcher_runs_items_in_worker_processes(data):
     lines = []
     settings = _settings(data, runs=str(data / "runs-gpus"), results=str(data / "results-gpus"))
-    plan = run_plan(settings, ["fig5"], LocalGPUs([0, 1]), notebooks=False, echo=lambda *a, **k: lines.append(a[0]))
+    plan = run_plan(settings, ["table12"], LocalGPUs([0, 1]), notebooks=False, echo=lambda *a, **k: lines.append(a[0]))
     log = "\n".join(lines)
-    assert len([x for x in log.splitlines() if " done " in x]) == 3, log    # default, a+q, v+q: two at a time
-    assert plan.complete("fig5"), log
+    # the full model's run, then its three inference-only evaluations, two at a time
+    assert len([x for x in log.splitlines() if " done " in x]) == 4, log
+    assert plan.complete("table12"), log
+    table = pd.read_csv(data / "results-gpus" / "reproduce" / "table12.csv", header=[0, 1], index_col=0)
+    assert table[("ours", "Avg")].notna().all(), table
 
 
 def test_two_runs_share_one_grid_without_duplicating_work(data):
