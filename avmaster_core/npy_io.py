@@ -1,6 +1,6 @@
 """Per-item `.npy` folders in the released layout <-> the HDF5 feature store; merging shard stores.
 
-Released layout (official-code.md §1.1 and §10), one file per video or question:
+Released layout (docs/extraction.md), one file per video or question:
     <root>/vggish/<video_id>.npy               [T, 128]
     <root>/clip_vit_l14_336px/<video_id>.npy   [T, 768]
     <root>/clip_qst/<question_id>.npy          [1, 768]
@@ -15,14 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .store import KINDS, FeatureStore
+from .store import KINDS, WIDTHS, FeatureStore
 
 RELEASED_DIRS = {"audio": "vggish", "visual": "clip_vit_l14_336px", "question": "clip_qst", "words": "clip_word"}
 _SINGLETON = {"question", "words"}  # stored on disk with a leading [1, ...] axis
-
-
-def _shapes_for(dim: int | None) -> dict | None:
-    return None if dim is None else {"visual": (None, dim), "question": (dim,), "words": (77, dim)}
 
 
 def import_npy(store_path: str | Path, folders: dict[str, str | Path], progress: bool = True,
@@ -42,13 +38,8 @@ def import_npy(store_path: str | Path, folders: dict[str, str | Path], progress:
         if not files:
             raise FileNotFoundError(f"{kind} folder {folder} holds no .npy files")
         plan[kind] = files
-    dim = None  # another encoder's width (ViT-B/32: 512) is read off the first visual/question file
-    for kind in ("visual", "question", "words"):
-        if kind in plan:
-            dim = int(np.load(plan[kind][0], mmap_mode="r").shape[-1])
-            break
-    written = {}
-    with FeatureStore(store_path, "a", shapes=_shapes_for(dim)) as store:
+    written = {}  # the store learns each width (ViT-B/32: 512, ...) from the first item and enforces it
+    with FeatureStore(store_path, "a") as store:
         if attrs:
             store.set_attrs(**attrs)
         for kind, files in plan.items():
@@ -56,7 +47,7 @@ def import_npy(store_path: str | Path, folders: dict[str, str | Path], progress:
             todo = [f for f in files if f.stem not in present]
             for f in tqdm(todo, desc=f"import {kind}", unit="item", disable=not progress):
                 array = np.load(f)
-                if kind in _SINGLETON and array.ndim == len(store.shapes[kind]) + 1 and array.shape[0] == 1:
+                if kind in _SINGLETON and array.ndim == len(KINDS[kind]) + 1 and array.shape[0] == 1:
                     array = array[0]
                 try:
                     store.put(kind, f.stem, array)
@@ -99,19 +90,18 @@ def merge_stores(out_path: str | Path, inputs: list[str | Path], progress: bool 
     written = {kind: 0 for kind in KINDS}
     if not inputs:
         raise ValueError("no input stores to merge")
-    first = FeatureStore(inputs[0], "r")
-    reference = first.attrs
-    dim = int(first.file["visual"][next(iter(first.file["visual"]))].shape[-1]) if first.keys("visual") else None
-    first.close()
-    with FeatureStore(out_path, "a", shapes=_shapes_for(dim)) as out:
+    with FeatureStore(inputs[0], "r") as first:
+        reference = first.attrs
+    with FeatureStore(out_path, "a") as out:
         for path in inputs:
             with FeatureStore(path, "r") as src:
                 for k in ("visual_extractor", "clip_weights", "audio_extractor", "vggish_weights", "protocol",
-                          "seconds", "text_extractor", "text_weights"):
+                          "seconds", "text_extractor", "text_weights", "audio_encoder", "visual_encoder",
+                          "route", "route_params"):
                     mine, theirs = reference.get(k), src.attrs.get(k)
                     if mine is not None and theirs is not None and str(mine) != str(theirs):
                         raise ValueError(f"cannot merge {path}: {k} is {theirs!r} there but {mine!r} in {inputs[0]}")
-                out.set_attrs(**src.attrs)
+                out.set_attrs(**{k: v for k, v in src.attrs.items() if k not in WIDTHS})  # widths: learnt per item
                 for kind in KINDS:
                     present = set(out.keys(kind))
                     for key in tqdm([k for k in src.keys(kind) if k not in present], desc=f"{Path(path).name} {kind}",

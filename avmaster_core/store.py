@@ -1,11 +1,13 @@
 """The HDF5 feature store: one file per dataset, one HDF5 dataset per video and per question.
 
-Layout (all float32):
-    /audio/<video_id>      [T, 128]   VGGish, one row per 1-s segment
-    /visual/<video_id>     [T, 768]   CLIP image embedding of the frame at each whole second
-    /question/<question_id> [768]     CLIP sentence feature (EOT state @ text_projection)
-    /words/<question_id>   [77, 768]  CLIP states at all 77 context positions @ text_projection
-Root attributes describe how the features were made (extractor, weights tag, protocol, ...).
+Layout (all float32; the widths are the encoders', e.g. VGGish 128 and CLIP ViT-L/14@336 768):
+    /audio/<video_id>      [T, audio_dim]    audio encoder, one row per 1-s segment
+    /visual/<video_id>     [T, visual_dim]   visual encoder, one row per frame (one frame per second)
+    /question/<question_id> [text_dim]       CLIP sentence feature (EOT state @ text_projection)
+    /words/<question_id>   [77, text_dim]    CLIP states at all 77 context positions @ text_projection
+No width is fixed here: a store learns `audio_dim`, `visual_dim` and `text_dim` from the encoders that write
+it (`widths=`) or from its first item of each kind, records them as root attributes and refuses items of
+another width. Root attributes also describe how the features were made (encoders, weights, route, ...).
 
 Writes are crash-safe at the granularity of one item: an item is written under a temporary name and
 moved to its final name only when complete, and the file is flushed, so a rerun skips finished items
@@ -20,13 +22,14 @@ from typing import Iterable
 import h5py
 import numpy as np
 
-KINDS: dict[str, tuple[int | None, ...]] = {
-    # kind: expected shape, None = any length (T)
-    "audio": (None, 128),
-    "visual": (None, 768),
-    "question": (768,),
-    "words": (77, 768),
+KINDS: dict[str, tuple[int | str | None, ...]] = {
+    # kind: expected shape; None = any length (T), a name = a width the store learns and then enforces
+    "audio": (None, "audio_dim"),
+    "visual": (None, "visual_dim"),
+    "question": ("text_dim",),
+    "words": (77, "text_dim"),
 }
+WIDTHS = ("audio_dim", "visual_dim", "text_dim")
 _TMP = "_partial"
 
 
@@ -40,10 +43,11 @@ class MissingFeatureError(KeyError):
 class FeatureStore:
     """Read and write features; use as a context manager or call `close()`.
 
-    mode: "r" (read), "a" (create or append). `shapes` overrides KINDS (e.g. another encoder's width).
+    mode: "r" (read), "a" (create or append). `widths`: {"audio_dim": 128, ...} from the encoders that write;
+    a store that already holds another width refuses them (ValueError).
     """
 
-    def __init__(self, path: str | os.PathLike, mode: str = "r", shapes: dict | None = None):
+    def __init__(self, path: str | os.PathLike, mode: str = "r", widths: dict | None = None):
         self.path = Path(path)
         if mode == "r" and not self.path.exists():
             raise FileNotFoundError(
@@ -57,9 +61,35 @@ class FeatureStore:
         except OSError as e:
             raise OSError(f"cannot open feature store {self.path} ({e}); if a run was killed while writing, "
                           "move the file away and rerun the extraction") from e
-        self.shapes = dict(KINDS, **(shapes or {}))
         if mode != "r" and _TMP in self.file:  # leftovers of an interrupted write
             del self.file[_TMP]
+        self.widths = {k: int(v) for k, v in self.attrs.items() if k in WIDTHS}
+        for kind, dims in KINDS.items():  # a store written before widths were recorded: read them off an item
+            keys = self.keys(kind)
+            if keys and dims[-1] not in self.widths:
+                self.widths[dims[-1]] = int(self.file[f"{kind}/{keys[0]}"].shape[-1])
+        self.expect_widths(**(widths or {}))
+
+    def expect_widths(self, **widths: int) -> None:
+        """Fix widths from the encoders that write (e.g. audio_dim=128); ValueError if the store holds others."""
+        for name, width in widths.items():
+            self._learn_width(name, int(width))
+
+    def _learn_width(self, name: str, width: int) -> None:
+        if name not in WIDTHS:
+            raise ValueError(f"unknown width {name!r}; expected one of {WIDTHS}")
+        known = self.widths.get(name)
+        if known is not None and known != width:
+            raise ValueError(f"{self.path} holds features with {name}={known}, these have {width}: "
+                             "write them to another store")
+        if known is None:
+            self.widths[name] = width
+            if self.file.mode != "r":
+                self.set_attrs(**{name: width})
+
+    def shape(self, kind: str) -> tuple:
+        """The expected shape of a `kind` item (None: any length, or a width not learnt yet)."""
+        return tuple(self.widths.get(d) if isinstance(d, str) else d for d in KINDS[kind])
 
     # -- context manager -------------------------------------------------------------------
     def __enter__(self) -> "FeatureStore":
@@ -97,14 +127,18 @@ class FeatureStore:
 
     def put(self, kind: str, key, array, **attrs) -> None:
         """Write one item atomically (replaces an existing one)."""
+        name = self._name(kind, key)
         array = np.asarray(array, dtype=np.float32)
-        expected = self.shapes[kind]
-        if array.ndim != len(expected) or any(e is not None and e != s for e, s in zip(expected, array.shape)):
+        expected = self.shape(kind)
+        if array.ndim != len(expected) or \
+                any(e is not None and e != s for e, s in zip(expected, array.shape)):
             raise ValueError(f"{kind} feature for {key!r} has shape {array.shape}, expected {expected} "
                              "(None = any length)")
         if not np.isfinite(array).all():
             raise ValueError(f"{kind} feature for {key!r} contains NaN or inf")
-        name = self._name(kind, key)
+        for dim, size in zip(KINDS[kind], array.shape):
+            if isinstance(dim, str):
+                self._learn_width(dim, size)
         tmp = f"{_TMP}/{kind}_{key}"
         if tmp in self.file:
             del self.file[tmp]

@@ -57,7 +57,14 @@ def _run_info(args) -> int:
                 keys = store.keys(kind)
                 shape = store.file[f"{kind}/{keys[0]}"].shape if keys else "-"
                 print(f"  {kind:9s} {len(keys):7d} items  (first shape {shape})")
-            for k, v in sorted(store.attrs.items()):
+            attrs = store.attrs
+            route = attrs.pop("route", None)
+            print(f"  extraction route: {route or 'not recorded (imported, synthetic or made before routes)'}")
+            if "route_params" in attrs:
+                import json
+                for step, how in json.loads(attrs.pop("route_params")).items():
+                    print(f"    {step}: {how}")
+            for k, v in sorted(attrs.items()):
                 print(f"  {k}: {v}")
     except FileNotFoundError as e:
         print(f"avmaster store info: {e}", file=sys.stderr)

@@ -115,3 +115,51 @@ def test_local_checkpoint_file_and_folder(tmp_path):
     (folder / "other.pt").write_bytes(b"")
     with pytest.raises(WeightsNotFoundError, match="2 checkpoint files"):
         ClipEncoder.load("tiny-test", pretrained=None, weights=folder)
+
+
+# -- the encoder interface and registries ------------------------------------------------------------------------
+def test_registered_test_encoders_follow_the_interface():
+    from avmaster_core.extract.encoders import (AUDIO_ENCODERS, VISUAL_ENCODERS, AudioEncoder, VisualEncoder,
+                                                build_audio_encoder, build_visual_encoder)
+
+    assert {"vggish", "random-vggish"} <= set(AUDIO_ENCODERS) and {"clip", "tiny-clip"} <= set(VISUAL_ENCODERS)
+    audio, visual = build_audio_encoder("random-vggish"), build_visual_encoder("tiny-clip")
+    assert isinstance(audio, AudioEncoder) and isinstance(visual, VisualEncoder)
+    waveform = np.random.default_rng(0).uniform(-0.5, 0.5, (2, 16000)).astype(np.float32)
+    assert audio.encode(audio.preprocess(waveform)).shape == (2, audio.dim) == (2, 128)
+    frames = torch.stack([visual.preprocess(_known_image()) for _ in range(3)])
+    assert visual.encode(frames).shape == (3, visual.dim) == (3, 768)
+    with pytest.raises(ValueError, match="unknown audio encoder 'wav2vec'.*random-vggish"):
+        build_audio_encoder("wav2vec")
+
+
+def test_a_new_encoder_is_one_registration_and_the_store_takes_its_width(tmp_path, monkeypatch):
+    from avmaster_core.extract import encoders
+    from avmaster_core.extract.pipeline import extract_videos
+    from avmaster_core.extract.synthclip import write_clip
+    from avmaster_core.store import FeatureStore
+
+    class MeanPool:  # a toy audio encoder: 4 band energies per second
+        name, dim = "band-energy", 4
+
+        @staticmethod
+        def preprocess(audio):
+            return np.abs(np.fft.rfft(audio, axis=1))[:, :8000].reshape(len(audio), 4, -1).mean(-1)
+
+        def encode(self, x):
+            return torch.as_tensor(x, dtype=torch.float32)
+
+        def describe(self):
+            return {"audio_extractor": "band energies"}
+
+    monkeypatch.setitem(encoders.AUDIO_ENCODERS, "band-energy", lambda options: MeanPool())
+    clip_path = write_clip(tmp_path / "v.mp4", seconds=2, fps=5)
+    visual, audio = encoders.build_visual_encoder("tiny-clip"), encoders.build_audio_encoder("band-energy")
+    out = tmp_path / "f.h5"
+    extract_videos({"v": clip_path}, out, visual, audio, seconds=2, workers=0, progress=False)
+    with FeatureStore(out) as store:
+        assert store.get("audio", "v").shape == (2, 4) and store.attrs["audio_dim"] == 4
+        assert store.attrs["audio_encoder"] == "band-energy"
+    with pytest.raises(ValueError, match="audio_dim"):  # VGGish's 128-d features cannot join a 4-d store
+        extract_videos({"w": clip_path}, out, visual, encoders.build_audio_encoder("random-vggish"), seconds=2,
+                       workers=0, progress=False)

@@ -13,6 +13,7 @@ from avmaster_core.extract.encoders import ClipEncoder, VGGishEncoder
 from avmaster_core.extract.pipeline import (extract_questions, extract_videos, failures_path, parse_shard,
                                             question_text, shard_store_path, which_path)
 from avmaster_core.extract.synthclip import write_clip
+from avmaster_core.extract.routes import ROUTES
 from avmaster_core.store import FeatureStore
 
 
@@ -50,9 +51,13 @@ def test_extract_writes_store_failures_and_warnings(clips, encoders, tmp_path):
         # different tones give different audio features; the same frames (same colours) the same visual ones
         assert not np.allclose(store.get("audio", "v0"), store.get("audio", "v1"))
         np.testing.assert_allclose(store.get("visual", "v0"), store.get("visual", "v1"), atol=1e-5)
-        # features match encoding one video on its own (batching across videos changes nothing)
-        from avmaster_core.extract.video import decode_video
-        alone = clip.encode_images(torch.stack(decode_video(clips / "v2.mp4", 3, clip.preprocess.crop).frames))
+        assert store.attrs["route"] == "official" and "moviepy" in store.attrs["route_params"]
+        assert (store.attrs["audio_encoder"], store.attrs["audio_dim"]) == ("random-vggish", 128)
+        assert (store.attrs["visual_encoder"], store.attrs["visual_dim"]) == ("tiny-clip", 768)
+        # features match encoding one video on its own (batching across videos changes nothing), by the
+        # official route's decoder (the default)
+        from avmaster_core.extract.official_route import decode_video_official
+        alone = clip.encode_images(torch.stack(decode_video_official(clips / "v2.mp4", 3, clip.preprocess.crop).frames))
         np.testing.assert_allclose(store.get("visual", "v2"), alone.numpy(), atol=1e-5)
     report = json.loads(failures_path(out).read_text())
     assert list(report["failures"]) == ["broken"] and report["failures"]["broken"]["reason"]
@@ -105,6 +110,52 @@ def test_shards_partition_the_videos_and_merge(clips, encoders, tmp_path):
         assert set(store.keys("visual")) == keys[0] | keys[1] and set(store.keys("audio")) == keys[0] | keys[1]
 
 
+def test_clean_route_is_the_unchanged_decoder(clips, encoders, tmp_path, monkeypatch):
+    """route="clean" runs video.decode_video (the pre-route pipeline) and nothing else."""
+    from avmaster_core.extract import routes, video
+    from avmaster_core.extract.encoders import vggish_log_mel
+
+    clip, vggish = encoders
+    assert routes.ROUTES["clean"].decode is video.decode_video
+    calls = []
+    original = video.decode_video
+
+    def spy(*args, **kwargs):
+        calls.append(args[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setitem(routes.ROUTES, "clean", routes.Route("clean", spy, routes.CLEAN_PARAMS,
+                                                             routes.ROUTES["clean"].protocol))
+    out = tmp_path / "clean.h5"
+    extract_videos({"v1": clips / "v1.mp4"}, out, clip, vggish, seconds=3, workers=0, progress=False, route="clean")
+    assert [p.name for p in calls] == ["v1.mp4"]
+    decoded = original(clips / "v1.mp4", 3, clip.preprocess.crop)
+    with FeatureStore(out) as store:
+        assert store.attrs["route"] == "clean" and store.attrs["protocol"].startswith("avmaster-extract/1:")
+        np.testing.assert_allclose(store.get("visual", "v1"), clip.encode_images(torch.stack(decoded.frames)).numpy(),
+                                   atol=1e-5)
+        np.testing.assert_allclose(store.get("audio", "v1"), vggish.encode(vggish_log_mel(decoded.audio)).numpy(),
+                                   atol=1e-5)
+
+
+def test_routes_cannot_be_mixed_and_info_shows_the_route(clips, encoders, tmp_path, capsys):
+    clip, vggish = encoders
+    out = tmp_path / "f.h5"
+    extract_videos(clips, out, clip, vggish, seconds=2, workers=0, limit=1, progress=False, route="clean")
+    with pytest.raises(ValueError, match="Routes cannot be mixed.*--route clean"):
+        extract_videos(clips, out, clip, vggish, seconds=2, workers=0, limit=2, progress=False, route="official")
+    assert main(["store", "info", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "extraction route: clean" in printed and "frames: the frame on screen" in printed
+    legacy = tmp_path / "legacy.h5"  # made before routes existed: only the old protocol string says how
+    with FeatureStore(legacy, "a") as store:
+        store.set_attrs(protocol=ROUTES["clean"].protocol)
+    with pytest.raises(ValueError, match="'clean' extraction route"):
+        extract_videos(clips, legacy, clip, vggish, seconds=2, workers=0, limit=1, progress=False)
+    with pytest.raises(ValueError, match="unknown extraction route"):
+        extract_videos(clips, tmp_path / "g.h5", clip, vggish, seconds=2, workers=0, progress=False, route="fast")
+
+
 def test_store_refuses_other_encoder_settings(clips, encoders, tmp_path):
     clip, vggish = encoders
     out = tmp_path / "f.h5"
@@ -137,6 +188,16 @@ def test_cli_extract_videos_and_records(clips, tmp_path, capsys):
     assert "2 extracted, 0 already there, 1 failed" in printed and "2 question(s)" in printed
     with FeatureStore(out) as store:
         assert len(store.keys("visual")) == 2 and sorted(store.keys("question")) == ["1", "2"]
+    with FeatureStore(out) as store:
+        assert store.attrs["route"] == "official"
+    assert main(["extract", "--videos", str(clips), "--out", str(out), "--encoders", "tiny", "--workers", "0",
+                 "--seconds", "2", "--limit", "3", "--route", "clean"]) == 1  # another route: refused
+    assert "Routes cannot be mixed" in capsys.readouterr().err
+    assert main(["extract", "--videos", str(clips), "--out", str(tmp_path / "named.h5"), "--workers", "0",
+                 "--visual-encoder", "tiny-clip", "--audio-encoder", "random-vggish", "--seconds", "2",
+                 "--limit", "3", "--route", "clean"]) == 0
+    with FeatureStore(tmp_path / "named.h5") as store:
+        assert (store.attrs["visual_encoder"], store.attrs["route"]) == ("tiny-clip", "clean")
     assert main(["extract", "--out", str(out)]) == 2
     assert main(["extract", "--videos", str(tmp_path / "none"), "--out", str(out), "--encoders", "tiny"]) == 1
 

@@ -41,11 +41,16 @@ def test_import_other_width_and_bad_input(tmp_path):
     written = import_npy(tmp_path / "b32.h5", {k: tmp_path / "b32" / d for k, d in RELEASED_DIRS.items()},
                          progress=False)
     assert written == {"audio": 2, "visual": 2, "question": 3, "words": 3}
+    with FeatureStore(tmp_path / "b32.h5") as store:  # widths learnt from the items and recorded
+        assert (store.attrs["visual_dim"], store.attrs["text_dim"], store.attrs["audio_dim"]) == (512, 512, 128)
     bad = tmp_path / "bad"
     bad.mkdir()
-    np.save(bad / "x.npy", np.zeros((60, 100), np.float32))
-    with pytest.raises(ValueError, match="x.npy"):
+    np.save(bad / "a.npy", np.zeros((60, 128), np.float32))
+    np.save(bad / "x.npy", np.zeros((60, 100), np.float32))  # another width than the first item
+    with pytest.raises(ValueError, match=r"x.npy.*expected \(None, 128\)"):
         import_npy(tmp_path / "bad.h5", {"audio": bad}, progress=False)
+    with pytest.raises(ValueError, match="visual_dim=512"):  # a store keeps the width it was made with
+        FeatureStore(tmp_path / "b32.h5", "a", widths={"visual_dim": 768})
     with pytest.raises(FileNotFoundError, match="does not exist"):
         import_npy(tmp_path / "bad.h5", {"visual": tmp_path / "absent"}, progress=False)
     assert main(["store", "import", str(tmp_path / "x.h5")]) == 2

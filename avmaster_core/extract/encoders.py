@@ -7,6 +7,12 @@ Question: CLIP BPE tokens (77), the text transformer and ln_final; the sentence 
 Audio:    per one-second chunk, a 96 x 64 log-mel patch (the first 0.96 s), VGGish without PCA -> 128-d.
 
 Weights never download silently into a failure: `WeightsNotFoundError` names the file and where to put it.
+
+The interface every encoder follows (`AudioEncoder`, `VisualEncoder`): `name`, output width `dim`,
+`preprocess` (picklable: it runs in decode workers) and `encode` (batched, on the encoder's device), plus
+`describe()` for the store's attributes. `AUDIO_ENCODERS` and `VISUAL_ENCODERS` map a name to a factory;
+adding an encoder (e.g. a Table XI row) is one factory registered with `register_audio_encoder` /
+`register_visual_encoder`, and `avmaster extract --audio-encoder/--visual-encoder` offers it.
 """
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -60,6 +67,9 @@ class ClipPreprocess:
     mean: tuple = CLIP_MEAN
     std: tuple = CLIP_STD
     resize_mode: str = "shortest"  # "shortest" (CLIP) or "squash" (resize both sides to size)
+
+    def __call__(self, image) -> torch.Tensor:  # the interface's `preprocess`: one PIL frame -> uint8 [3,S,S]
+        return self.crop(image)
 
     def crop(self, image) -> torch.Tensor:
         from torchvision.transforms import functional as TF
@@ -145,6 +155,13 @@ class ClipEncoder:
         self.device = torch.device(device)
         self.dtype = PRECISIONS[precision]
         self.precision = precision
+
+    @property
+    def dim(self) -> int:  # the interface's output width
+        return self.embed_dim
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:  # the interface's `encode`
+        return self.encode_images(images)
 
     @property
     def embed_dim(self) -> int:
@@ -303,9 +320,13 @@ def vggish_log_mel(audio: np.ndarray) -> np.ndarray:
 class VGGishEncoder:
     """torchvggish's VGG without the PCA/quantisation postprocessor: the raw 128-d `vggish/embedding`."""
 
+    dim = 128
+    preprocess = staticmethod(vggish_log_mel)  # [T, 16000] waveform -> [T, 96, 64] log-mel patches
+
     def __init__(self, model, weights: str, device="cpu"):
         self.model = model.eval().requires_grad_(False).to(device)
         self.weights, self.device = weights, torch.device(device)
+        self.name = "vggish" if not weights.startswith("random") else "random-vggish"
 
     @staticmethod
     def default_path() -> Path:
@@ -340,3 +361,109 @@ class VGGishEncoder:
 
     def describe(self) -> dict:
         return {"audio_extractor": "torchvggish:vggish(pre-PCA)", "vggish_weights": self.weights}
+
+
+# -- the interface and the registries --------------------------------------------------------------------------
+@runtime_checkable
+class AudioEncoder(Protocol):
+    """One-second waveforms -> one `dim`-wide vector per second."""
+    name: str
+    dim: int
+
+    def preprocess(self, audio: np.ndarray) -> Any: ...  # [T, 16000] float waveform -> a stackable [T, ...] input
+
+    def encode(self, inputs) -> torch.Tensor: ...  # [N, ...] -> float32 [N, dim] on CPU
+
+    def describe(self) -> dict: ...
+
+
+@runtime_checkable
+class VisualEncoder(Protocol):
+    """One frame per second -> one `dim`-wide vector per frame."""
+    name: str
+    dim: int
+    preprocess: Callable  # one upright RGB PIL image -> a tensor [C, H, W] (runs in decode workers)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor: ...  # [N, C, H, W] -> float32 [N, dim] on CPU
+
+    def describe(self) -> dict: ...
+
+
+@dataclass
+class EncoderOptions:
+    """What a factory may read: device, precision and weight locations (each factory uses its own)."""
+    device: str = "cpu"
+    precision: str = "fp32"
+    clip_model: str = "ViT-L-14-336"
+    pretrained: str = "openai"
+    clip_weights: str | None = None
+    vggish_weights: str | None = None
+
+
+AUDIO_ENCODERS: dict[str, Callable[[EncoderOptions], AudioEncoder]] = {}
+VISUAL_ENCODERS: dict[str, Callable[[EncoderOptions], VisualEncoder]] = {}
+DEFAULT_AUDIO_ENCODER, DEFAULT_VISUAL_ENCODER = "vggish", "clip"
+TINY_ENCODERS = {"audio": "random-vggish", "visual": "tiny-clip"}  # `--encoders tiny`
+
+
+def register_audio_encoder(name: str):
+    def add(factory):
+        AUDIO_ENCODERS[name] = factory
+        return factory
+    return add
+
+
+def register_visual_encoder(name: str):
+    def add(factory):
+        VISUAL_ENCODERS[name] = factory
+        return factory
+    return add
+
+
+def _build(registry: dict, kind: str, name: str, options: EncoderOptions | None):
+    if name not in registry:
+        raise ValueError(f"unknown {kind} encoder {name!r}; choose one of {sorted(registry)} "
+                         f"(or register one with register_{kind}_encoder)")
+    return registry[name](options or EncoderOptions())
+
+
+def build_audio_encoder(name: str = DEFAULT_AUDIO_ENCODER, options: EncoderOptions | None = None) -> AudioEncoder:
+    return _build(AUDIO_ENCODERS, "audio", name, options)
+
+
+def build_visual_encoder(name: str = DEFAULT_VISUAL_ENCODER, options: EncoderOptions | None = None) -> VisualEncoder:
+    return _build(VISUAL_ENCODERS, "visual", name, options)
+
+
+@register_audio_encoder("vggish")
+def _vggish(o: EncoderOptions) -> VGGishEncoder:
+    """torchvggish release weights (vggish-10086976.pth), pre-PCA 128-d: the paper's audio features."""
+    return VGGishEncoder.load(o.vggish_weights, device=o.device)
+
+
+@register_audio_encoder("random-vggish")
+def _random_vggish(o: EncoderOptions) -> VGGishEncoder:
+    """The full-size VGGish with random weights (tests and benchmarks: its cost is the real one)."""
+    return VGGishEncoder.load(random_init=True, device=o.device)
+
+
+@register_visual_encoder("clip")
+def _clip(o: EncoderOptions) -> ClipEncoder:
+    """open_clip `--clip-model` (default ViT-L/14@336) with `--pretrained` (default 'openai') or `--clip-weights`."""
+    return ClipEncoder.load(o.clip_model, o.pretrained, o.clip_weights, device=o.device, precision=o.precision)
+
+
+@register_visual_encoder("tiny-clip")
+def _tiny_clip(o: EncoderOptions) -> ClipEncoder:
+    """A random 2-layer CLIP with 768-d output (TINY_CLIP): tests and pipeline benchmarks."""
+    return ClipEncoder.tiny(device=o.device)
+
+
+def encoder_attrs(audio: AudioEncoder | None, visual: VisualEncoder | None) -> dict:
+    """The store attributes naming the encoders and their widths (the store checks items against the widths)."""
+    attrs = {}
+    if audio is not None:
+        attrs.update(audio.describe(), audio_encoder=audio.name, audio_dim=audio.dim)
+    if visual is not None:
+        attrs.update(visual.describe(), visual_encoder=visual.name, visual_dim=visual.dim)
+    return attrs

@@ -1,5 +1,12 @@
 """Resumable, sharded feature extraction into the HDF5 store, and `avmaster extract` / `avmaster ask`.
 
+Two extraction routes decode a video (`routes.py`, docs/extraction.md): `--route official` (the default)
+emulates the scripts that made the released MUSIC-AVQA features (ffmpeg `-r 1` JPEG frames, moviepy's
+sample-picking 16 kHz resampler); `--route clean` takes the frame on screen at each whole second and
+resamples with an anti-alias filter (for new data). A store holds one route only.
+Encoders come from the registries in `encoders.py` (`--audio-encoder`, `--visual-encoder`); the store
+takes its widths from them.
+
 Videos are decoded (and CLIP-cropped, and turned into log-mel patches) in DataLoader worker processes
 while the main process runs the encoders on batches of frames pooled across videos. Each finished video
 is written atomically (audio, then visual); a rerun skips videos that have both, so Ctrl-C or a crash
@@ -22,14 +29,13 @@ from typing import Callable, Iterable
 import torch
 
 from ..store import FeatureStore
-from .encoders import ClipEncoder, VGGishEncoder, WeightsNotFoundError, vggish_log_mel
-from .video import VideoDecodeError, decode_video, list_videos
+from .encoders import (AUDIO_ENCODERS, DEFAULT_AUDIO_ENCODER, DEFAULT_VISUAL_ENCODER, TINY_ENCODERS, VISUAL_ENCODERS,
+                       AudioEncoder, ClipEncoder, EncoderOptions, VGGishEncoder, VisualEncoder, WeightsNotFoundError,
+                       build_audio_encoder, build_visual_encoder, encoder_attrs)
+from .routes import DEFAULT_ROUTE, ROUTES, Route, check_route, get_route, route_attrs
+from .video import VideoDecodeError, list_videos
 
-PROTOCOL = ("avmaster-extract/1: T one-second segments from the first video frame; visual = the frame on screen "
-            "at each whole second (last pts <= t), CLIP preprocessing (bicubic shortest-side resize, center crop, "
-            "CLIP mean/std), encode_image; audio = 16 kHz s16/32768 channel mean, each second alone, first 96 "
-            "log-mel frames, VGGish pre-PCA; question = filled text without '?', CLIP EOT state @ text_projection "
-            "and all 77 states @ text_projection")
+PROTOCOL = ROUTES["clean"].protocol  # kept for callers of the name; each route has its own
 
 
 # -- sharding and bookkeeping ------------------------------------------------------------------------------
@@ -92,10 +98,12 @@ def _check_provenance(store: FeatureStore, attrs: dict) -> None:
 
 # -- decoding in workers ---------------------------------------------------------------------------------
 class _DecodeJobs(torch.utils.data.Dataset):
-    """Item i: the decoded, CLIP-cropped frames and log-mel patches of video i, or the reason it failed."""
+    """Item i: video i decoded by the route and preprocessed for both encoders, or the reason it failed."""
 
-    def __init__(self, videos: list[tuple[str, Path]], seconds: int | None, crop: Callable):
-        self.videos, self.seconds, self.crop = videos, seconds, crop
+    def __init__(self, videos: list[tuple[str, Path]], seconds: int | None, route: Route,
+                 frame_preprocess: Callable, audio_preprocess: Callable):
+        self.videos, self.seconds, self.route = videos, seconds, route
+        self.frame_preprocess, self.audio_preprocess = frame_preprocess, audio_preprocess
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -103,10 +111,10 @@ class _DecodeJobs(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         video_id, path = self.videos[i]
         try:
-            decoded = decode_video(path, self.seconds, frame_transform=self.crop)
+            decoded = self.route.decode(path, self.seconds, frame_transform=self.frame_preprocess)
             return {"video_id": video_id, "path": str(path), "info": decoded.info,
-                    "frames": torch.stack(decoded.frames),  # uint8 [T,3,S,S]
-                    "patches": torch.from_numpy(vggish_log_mel(decoded.audio))}  # [T,96,64]
+                    "frames": torch.stack(decoded.frames),  # e.g. CLIP: uint8 [T,3,S,S]
+                    "patches": torch.as_tensor(self.audio_preprocess(decoded.audio))}  # e.g. VGGish: [T,96,64]
         except VideoDecodeError as e:
             return {"video_id": video_id, "path": str(path), "error": str(e)}
         except Exception as e:  # noqa: BLE001 - one bad file must never stop the run
@@ -154,17 +162,13 @@ class ExtractSummary:
                 f"{self.frames_per_s:.1f} frames/s, {self.videos_per_s:.2f} videos/s")
 
 
-def _store_shapes(clip: ClipEncoder) -> dict:
-    d = clip.embed_dim
-    return {"visual": (None, d), "question": (d,), "words": (77, d)}
-
-
-def extract_videos(videos: dict[str, Path] | str | Path, out: str | Path, clip: ClipEncoder, vggish: VGGishEncoder,
+def extract_videos(videos: dict[str, Path] | str | Path, out: str | Path, visual: VisualEncoder, audio: AudioEncoder,
                    seconds: int | None = 60, batch_frames: int = 256, workers: int = 2,
                    shard: tuple[int, int] = (0, 1), limit: int | None = None, progress: bool = True,
-                   on_video_done: Callable[[str], None] | None = None) -> ExtractSummary:
+                   on_video_done: Callable[[str], None] | None = None, route: str = DEFAULT_ROUTE) -> ExtractSummary:
     """Extract audio and visual features of `videos` (a folder or {video_id: path}) into the store `out`.
 
+    route: "official" (as the released MUSIC-AVQA features) or "clean" (for new data); see routes.py.
     Resumable: videos already in the store are skipped. `on_video_done(video_id)` is called after each
     write (tests use it to interrupt a run). Returns counts and throughput.
     """
@@ -177,17 +181,20 @@ def extract_videos(videos: dict[str, Path] | str | Path, out: str | Path, clip: 
     if limit is not None:
         ids = ids[:limit]
     summary = ExtractSummary(store=str(store_path), total=len(ids))
-    run_attrs = {**clip.describe(), **vggish.describe(), "protocol": PROTOCOL,
+    route = get_route(route)
+    run_attrs = {**encoder_attrs(audio, visual), **route_attrs(route),
                  "seconds": "video length" if seconds is None else int(seconds)}
     log = FailureLog(failures_path(store_path))
     start = time.perf_counter()
-    with FeatureStore(store_path, "a", shapes=_store_shapes(clip)) as store:
+    with FeatureStore(store_path, "a") as store:
+        check_route(store.attrs, route, store_path)
         _check_provenance(store, run_attrs)
         store.set_attrs(**run_attrs)
+        store.expect_widths(audio_dim=audio.dim, visual_dim=visual.dim)
         todo = [(v, Path(videos[v])) for v in ids if not (store.has("audio", v) and store.has("visual", v))]
         summary.skipped = len(ids) - len(todo)
         loader = torch.utils.data.DataLoader(
-            _DecodeJobs(todo, seconds, clip.preprocess.crop), batch_size=None, collate_fn=_single,
+            _DecodeJobs(todo, seconds, route, visual.preprocess, audio.preprocess), batch_size=None, collate_fn=_single,
             num_workers=workers, prefetch_factor=4 if workers else None, persistent_workers=False)
         bar = tqdm(total=len(todo), unit="video", disable=not progress, desc="extract", dynamic_ncols=True)
         pending: list[dict] = []
@@ -196,15 +203,15 @@ def extract_videos(videos: dict[str, Path] | str | Path, out: str | Path, clip: 
             if not pending:
                 return
             frames = torch.cat([p["frames"] for p in pending])  # uint8 [sum T, 3, S, S]
-            visual = torch.cat([clip.encode_images(chunk) for chunk in frames.split(batch_frames)])  # [sum T, D]
-            audio = vggish.encode(torch.cat([p["patches"] for p in pending]))  # [sum T, 128]
+            visual_features = torch.cat([visual.encode(chunk) for chunk in frames.split(batch_frames)])  # [sum T, D]
+            audio_features = audio.encode(torch.cat([p["patches"] for p in pending]))  # [sum T, audio dim]
             offset = 0
             for p in pending:
                 t = len(p["frames"])
                 info = {k: v for k, v in p["info"].items() if isinstance(v, (int, float, str, bool))}
                 item_attrs = {"source": Path(p["path"]).name, **info}
-                store.put("audio", p["video_id"], audio[offset:offset + t].numpy(), **item_attrs)
-                store.put("visual", p["video_id"], visual[offset:offset + t].numpy(), **item_attrs)
+                store.put("audio", p["video_id"], audio_features[offset:offset + t].numpy(), **item_attrs)
+                store.put("visual", p["video_id"], visual_features[offset:offset + t].numpy(), **item_attrs)
                 offset += t
                 warnings = _warnings(p["info"])
                 log.succeed(p["video_id"], p["path"], warnings)
@@ -243,11 +250,12 @@ def extract_questions(questions: dict[int, str] | Iterable[tuple[int, str]], out
     from tqdm.auto import tqdm
 
     items = dict(questions)
-    attrs = {"text_extractor": f"open_clip:{clip.name}", "text_weights": clip.weights, "protocol": PROTOCOL}
+    attrs = {"text_extractor": f"open_clip:{clip.name}", "text_weights": clip.weights, "text_dim": clip.dim}
     written = 0
-    with FeatureStore(out, "a", shapes=_store_shapes(clip)) as store:
+    with FeatureStore(out, "a") as store:
         _check_provenance(store, attrs)
         store.set_attrs(**attrs)
+        store.expect_widths(text_dim=clip.dim)
         todo = [q for q in items if not (store.has("question", q) and store.has("words", q))]
         for start in tqdm(range(0, len(todo), batch_size), desc="questions", unit="batch", disable=not progress):
             batch = todo[start:start + batch_size]
@@ -260,7 +268,7 @@ def extract_questions(questions: dict[int, str] | Iterable[tuple[int, str]], out
 
 
 def question_text(question: str) -> str:
-    """The text CLIP sees: the filled question without its final '?' (official-code.md §10)."""
+    """The text CLIP sees: the filled question without its final '?' (docs/extraction.md)."""
     return " ".join(str(question).strip().rstrip("?？").split())
 
 
@@ -296,17 +304,26 @@ def _device(name: str) -> str:
     return name
 
 
-def build_encoders(args, need_audio: bool = True) -> tuple[ClipEncoder, VGGishEncoder | None]:
+def build_encoders(args, need_audio: bool = True) -> tuple[VisualEncoder, AudioEncoder | None]:
+    """(visual, audio) encoders named by --visual-encoder / --audio-encoder (`--encoders tiny`: the test pair)."""
     device = _device(args.device)
     precision = args.precision if args.precision != "auto" else ("fp16" if device.startswith("cuda") else "fp32")
+    options = EncoderOptions(device=device, precision=precision, clip_model=args.clip_model,
+                             pretrained=args.pretrained, clip_weights=args.clip_weights,
+                             vggish_weights=args.vggish_weights)
+    visual_name, audio_name = args.visual_encoder, args.audio_encoder
     if args.encoders == "tiny":
-        clip = ClipEncoder.tiny(device=device)
-        vggish = VGGishEncoder.load(random_init=True, device=device) if need_audio else None
-    else:
-        clip = ClipEncoder.load(args.clip_model, args.pretrained, args.clip_weights, device=device,
-                                precision=precision)
-        vggish = VGGishEncoder.load(args.vggish_weights, device=device) if need_audio else None
-    return clip, vggish
+        visual_name, audio_name = TINY_ENCODERS["visual"], TINY_ENCODERS["audio"]
+    visual = build_visual_encoder(visual_name, options)
+    audio = build_audio_encoder(audio_name, options) if need_audio else None
+    return visual, audio
+
+
+def _text_encoder(visual: VisualEncoder):
+    if not hasattr(visual, "encode_text"):
+        raise ValueError(f"question features need a CLIP-style visual encoder with a text tower; "
+                         f"{visual.name} has none: choose --visual-encoder clip or tiny-clip")
+    return visual
 
 
 def _add_encoder_options(p: argparse.ArgumentParser) -> None:
@@ -315,8 +332,16 @@ def _add_encoder_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pretrained", default="openai", help="open_clip pretrained tag ('random' for random weights)")
     g.add_argument("--clip-weights", help="local CLIP checkpoint file or folder (instead of a download)")
     g.add_argument("--vggish-weights", help=f"local {VGGishEncoder.default_path().name} (instead of a download)")
+    g.add_argument("--visual-encoder", choices=sorted(VISUAL_ENCODERS), default=DEFAULT_VISUAL_ENCODER,
+                   help="clip: open_clip --clip-model/--pretrained (ViT-L/14@336, OpenAI weights); tiny-clip: random")
+    g.add_argument("--audio-encoder", choices=sorted(AUDIO_ENCODERS), default=DEFAULT_AUDIO_ENCODER,
+                   help="vggish: torchvggish release weights, pre-PCA 128-d; random-vggish: random weights")
     g.add_argument("--encoders", choices=["real", "tiny"], default="real",
-                   help="tiny: random 2-layer CLIP + random VGGish, for tests and pipeline benchmarks")
+                   help="tiny: shortcut for --visual-encoder tiny-clip --audio-encoder random-vggish (tests, benchmarks)")
+    g.add_argument("--route", choices=sorted(ROUTES), default=DEFAULT_ROUTE,
+                   help="official: as the released MUSIC-AVQA features were made (ffmpeg -r 1 JPEGs, moviepy 16 kHz "
+                        "wav; use it for the authors' checkpoints and the paper's numbers); clean: frame on screen "
+                        "at each second, anti-aliased resampling (new data). See docs/extraction.md")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     g.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                    help="CLIP precision; auto = fp16 on GPU (as the official features), fp32 on CPU")
@@ -337,18 +362,18 @@ def _run_extract(args) -> int:
         return 2
     try:
         shard = parse_shard(args.shard)
-        clip, vggish = build_encoders(args, need_audio=bool(args.videos))
+        visual, audio = build_encoders(args, need_audio=bool(args.videos))
         if args.videos:
-            summary = extract_videos(args.videos, args.out, clip, vggish, seconds=_seconds(args.seconds),
+            summary = extract_videos(args.videos, args.out, visual, audio, seconds=_seconds(args.seconds),
                                      batch_frames=args.batch_frames, workers=args.workers, shard=shard,
-                                     limit=args.limit)
+                                     limit=args.limit, route=args.route)
             print(summary.line())
             if summary.failed:
                 print(f"{summary.failed} video(s) failed; reasons in {failures_path(summary.store)}")
         if args.questions or args.records:
             table = load_question_table(args.records, args.questions, args.split, args.root)
             ids = sorted(table)[shard[0]::shard[1]]
-            n = extract_questions({q: table[q] for q in ids}, shard_store_path(args.out, shard), clip,
+            n = extract_questions({q: table[q] for q in ids}, shard_store_path(args.out, shard), _text_encoder(visual),
                                   batch_size=args.batch_questions)
             print(f"{n} question(s) extracted into {shard_store_path(args.out, shard)}")
     except (WeightsNotFoundError, FileNotFoundError, ValueError, NotImplementedError) as e:
@@ -382,15 +407,18 @@ def which_path(out: dict, answer: int) -> tuple[str, dict]:
     return verdict, push
 
 
-def ask(video: str | Path, question: str, checkpoint: str | Path, clip: ClipEncoder, vggish: VGGishEncoder,
-        seconds: int | None = 60, top: int = 5, device: str = "cpu") -> dict:
-    """Answer `question` about `video` with a trained checkpoint: {"answer", "top": [(answer, p)], "driver", "push"}."""
+def ask(video: str | Path, question: str, checkpoint: str | Path, clip: ClipEncoder, vggish: AudioEncoder,
+        seconds: int | None = 60, top: int = 5, device: str = "cpu", route: str = DEFAULT_ROUTE) -> dict:
+    """Answer `question` about `video` with a trained checkpoint: {"answer", "top": [(answer, p)], "driver", "push"}.
+
+    route: decode as the checkpoint's training features were made ("official" for the released ones).
+    """
     from ..engine import load_checkpoint  # lazy: the engine imports the whole training stack
     from ..vocab import ANSWERS
 
-    decoded = decode_video(video, seconds, frame_transform=clip.preprocess.crop)
-    visual = clip.encode_images(torch.stack(decoded.frames))  # [T, D]
-    audio = vggish.encode(vggish_log_mel(decoded.audio))  # [T, 128]
+    decoded = get_route(route).decode(video, seconds, frame_transform=clip.preprocess)
+    visual = clip.encode(torch.stack(decoded.frames))  # [T, D]
+    audio = vggish.encode(torch.as_tensor(vggish.preprocess(decoded.audio)))  # [T, audio dim]
     sentence, words = clip.encode_text([question_text(question)])  # [1, D], [1, 77, D]
     model, _cfg = load_checkpoint(checkpoint, map_location=device)
     model.eval()
@@ -408,9 +436,9 @@ def ask(video: str | Path, question: str, checkpoint: str | Path, clip: ClipEnco
 
 def _run_ask(args) -> int:
     try:
-        clip, vggish = build_encoders(args)
-        result = ask(args.video, args.question, args.checkpoint, clip, vggish, seconds=_seconds(args.seconds),
-                     top=args.top, device=_device(args.device))
+        visual, audio = build_encoders(args)
+        result = ask(args.video, args.question, args.checkpoint, _text_encoder(visual), audio,
+                     seconds=_seconds(args.seconds), top=args.top, device=_device(args.device), route=args.route)
     except (WeightsNotFoundError, FileNotFoundError, ValueError, VideoDecodeError) as e:
         print(f"avmaster ask: {e}", file=sys.stderr)
         return 1

@@ -1,14 +1,18 @@
 """Decode a video with PyAV into T one-second segments: the frame at each whole second and 16 kHz mono audio.
 
+This is the `clean` extraction route. It is NOT how the released MUSIC-AVQA features were made (frames by
+ffmpeg `-r 1` through JPEG, audio by moviepy's sample-picking resampler); that is the `official` route,
+emulated in `official_route.py`. docs/extraction.md compares the two.
+
 Policy (the paper's features: 60 frames at 1 fps and 60 one-second VGGish chunks per MUSIC-AVQA video):
 - Time axis: t = 0 is the first decoded video frame's presentation time; segment k covers [k, k+1) s.
 - Frame at second k: the frame on screen at time k, i.e. the last frame whose presentation time is
   <= k (+1 ms to absorb timestamp rounding). Timestamps come from the decoder, so variable frame
   rate is handled; a frame without a timestamp gets index / average frame rate.
-- Audio: every channel resampled by libswresample (PyAV AudioResampler) to 16 kHz signed 16-bit,
-  divided by 32768 and averaged over channels, as the official route (moviepy writes a 16-bit 16 kHz
-  wav, VGGish reads int16 / 32768 and averages the channels). It is aligned to the video's t = 0
-  using the two streams' timestamps. Segment k is samples [16000 k, 16000 (k+1)).
+- Audio: every channel resampled by libswresample (PyAV AudioResampler, anti-aliased) to 16 kHz signed
+  16-bit, divided by 32768 and averaged over channels (the same scaling VGGish applies to a 16-bit wav).
+  It is aligned to the video's t = 0 using the two streams' timestamps. Segment k is samples
+  [16000 k, 16000 (k+1)).
 - Length: `seconds=T` keeps the first T seconds of a longer video; a shorter video has its missing
   seconds filled by repeating the last frame and with silence, and the count is reported
   (`padded_seconds`). `seconds=None` uses the video's own length, ceil(duration) segments.
