@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

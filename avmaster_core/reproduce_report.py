@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from .reproduce import (BLOCKED, CONFLICT, FINISHED, NOT_YET, EvalSpec, Plan, RunSpec, read_table)
+from .reproduce import ARTEFACTS, BLOCKED, CONFLICT, FINISHED, NOT_YET, EvalSpec, Plan, RunSpec, read_table
 
 _SEED = re.compile(r" seed \d+")
 
 
 def _hours(h: float) -> str:
-    return "-" if h == 0 else (f"{h:.2f}" if h < 10 else f"{h:.0f}")
+    return "-" if h == 0 else "<0.01" if h < 0.005 else (f"{h:.2f}" if h < 10 else f"{h:.0f}")
 
 
 def _artefact_line(plan: Plan, name: str) -> list[str]:
@@ -47,7 +47,7 @@ def _item_groups(plan: Plan) -> list[list[str]]:
             count = f"up to {items[0].questions:,}" if items[0].status == BLOCKED else f"{items[0].questions:,}"
             need = f"{count} questions without features" + (f"; {need}" if need else "")
         result = "; ".join(dict.fromkeys(i.result for i in items if i.result))
-        arts = items[0].artefacts
+        arts = sorted(items[0].artefacts, key=lambda a: ARTEFACTS.index(a))
         where = " ".join(arts[:2]) + (f" +{len(arts) - 2}" if len(arts) > 2 else "")
         rows.append([status, key, ",".join(seeds) or "-", where, need or result,
                      _hours(sum(i.hours for i in items if i.status != FINISHED))])

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from .reproduce import (CONFLICT, FINISHED, INTERRUPTED, READY, RUNNING, WAITING, Plan, ReproduceSettings,
+from .reproduce import (BLOCKED, CONFLICT, INTERRUPTED, READY, RUNNING, WAITING, Plan, ReproduceSettings,
                         build_plan, refresh)
 
 WAVES = ("questions", "train", "evaluate")
@@ -91,6 +91,9 @@ def run_plan(settings: ReproduceSettings, only=None, launcher=None, *, dry_run: 
 
 def _print_launches(plan: Plan, launcher, echo) -> None:
     echo(f"\nWould launch with {launcher.name} (waves run in this order; later waves wait for earlier ones):")
+    if not plan.todo():
+        blocked = sum(i.status == BLOCKED for i in plan.items.values())
+        echo(f"  nothing can run now: {blocked} item(s) blocked by what they need first (above)")
     for wave in WAVES:
         for item in plan.item_list((wave,)):
             if item.todo:
