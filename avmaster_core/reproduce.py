@@ -92,6 +92,7 @@ NOT_YET = {"table5": "waits for AVQA's multiple-choice answer head (issue 13): t
 OTHER_ENCODER_ROWS = {"table11": "rows with ResNet-18, CLIP-B, CLAP or InternVideo2 features need a store made "
                                  "with those encoders (`avmaster extract` with them)"}
 # Figures computed by their notebook from the full model's checkpoints (no item of their own).
+NOTEBOOK_CELL = "full model, for the notebook"  # the cell that makes a notebook-only figure wait for its runs
 NOTEBOOK_ONLY = {"fig4": "the inference-only curve (first t seconds) is computed by the notebook",
                  "fig6": "accuracy per focus step of the full model, computed by the notebook",
                  "fig8": "word attention of the full model, computed by the notebook"}
@@ -113,7 +114,7 @@ def cells(artefact: str) -> list[tuple[Any, str, dict, str]]:
         else:
             out.append((key, run, {}, run))
     if artefact in NOTEBOOK_ONLY and not any(run == experiments.FULL_MODEL for _, run, _, _ in out):
-        out.append(("full model", experiments.FULL_MODEL, {}, experiments.FULL_MODEL))
+        out.append((NOTEBOOK_CELL, experiments.FULL_MODEL, {}, experiments.FULL_MODEL))
     return out
 
 
@@ -128,7 +129,7 @@ def _cells_before_registry(artefact: str) -> list[tuple[Any, str, dict, str]]:
         inference_only = bool(change) and set(change) <= analysis.INFERENCE_ONLY_FIELDS
         out.append((key, paper.FULL_MODEL_RUN, change, name) if inference_only else (key, name, {}, name))
     if artefact in NOTEBOOK_ONLY and not any(run == paper.FULL_MODEL_RUN for _, run, _, _ in out):
-        out.append(("full model", paper.FULL_MODEL_RUN, {}, paper.FULL_MODEL_RUN))
+        out.append((NOTEBOOK_CELL, paper.FULL_MODEL_RUN, {}, paper.FULL_MODEL_RUN))
     return out
 
 
