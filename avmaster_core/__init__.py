@@ -4,6 +4,8 @@ Public API (imported lazily so that `import avmaster_core` stays light):
     load_annotations, score                         real benchmarks and the paper's table layouts
     ModelConfig, build_model, from_official_state_dict   the model and its two presets
     FeatureStore                                    the HDF5 feature store
+    train, TrainConfig, DataConfig, RunResult       training (engine, run_config)
+    evaluate, predict, load_checkpoint              evaluation and checkpoints (evaluation, checkpoint)
 """
 from __future__ import annotations
 
@@ -19,12 +21,13 @@ _EXPORTS = {
     "from_official_state_dict": "official",
     "FeatureStore": "store",
     "ANSWERS": "vocab",
-    "TrainConfig": "engine",
+    "TrainConfig": "run_config",
+    "DataConfig": "run_config",
+    "RunResult": "run_config",
     "train": "engine",
-    "evaluate": "engine",
-    "DataConfig": "engine",
-    "RunResult": "engine",
-    "load_checkpoint": "engine",
+    "evaluate": "evaluation",
+    "predict": "evaluation",
+    "load_checkpoint": "checkpoint",
     "generate_synthetic": "synthetic",
     "AVQADataset": "dataset",
     "ClipEncoder": "extract.encoders",

@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import paper
+from . import experiments as registry, paper
+from .config import INFERENCE_FIELDS
 
 MODALITY_NAMES = {"a": "Audio", "v": "Visual"}
 
@@ -29,12 +30,12 @@ MODALITY_NAMES = {"a": "Audio", "v": "Visual"}
 def load_split(dataset: str, split: str, root, *, store=None, limit: int | None = None, T: int | None = None,
                pad: str | None = None):
     """The records of one split joined with their features: an AVQADataset (preloaded, no negatives)."""
-    from .engine import DataConfig, _make_dataset, _open_store, load_records
+    from .run_config import DataConfig, load_records, make_dataset, open_store
 
     data_cfg = DataConfig(dataset=dataset, root=str(root), store=str(store) if store else None, limit=limit, T=T,
                           pad=pad)
-    with _open_store(data_cfg) as feature_store:
-        return _make_dataset(load_records(data_cfg, split), feature_store, data_cfg, negatives=False, seed=0)
+    with open_store(data_cfg) as feature_store:
+        return make_dataset(load_records(data_cfg, split), feature_store, data_cfg, negatives=False, seed=0)
 
 
 def _batches(data, batch_size: int, device):
@@ -45,21 +46,23 @@ def _batches(data, batch_size: int, device):
 
 
 def _checkpoint_and_data(checkpoint, dataset, split, root, store, limit, changes=None):
-    from .engine import _read_checkpoint, load_checkpoint
+    from .checkpoint import load_checkpoint, read_checkpoint
 
     model, cfg = load_checkpoint(checkpoint, changes=changes)
-    saved = _read_checkpoint(checkpoint).get("data_config") or {}
+    saved = read_checkpoint(checkpoint).get("data_config") or {}
     data = load_split(dataset, split, root, store=store, limit=limit, T=saved.get("T"), pad=saved.get("pad"))
     return model, cfg, data
 
 
 def _score_model(model, data, device="auto"):
     """The Table II layout table of `model`'s predictions on the AVQADataset `data` (as engine.evaluate)."""
-    from .engine import _Dist, _prediction_series, _resolve_device, _score, predict
+    from .distributed import resolve_device
+    from .evaluation import predict, prediction_series
+    from .scoring import score
 
-    device = _resolve_device(device, _Dist())
+    device = resolve_device(device)
     pred = predict(model.to(device), data, device=device, progress=False)
-    return _score(data.records, _prediction_series(data.records, pred))
+    return score(data.records, prediction_series(data.records, pred))
 
 
 def finished_checkpoints(runs_dir, experiment: str = paper.FULL_MODEL_RUN, seeds=None) -> dict[int, Path]:
@@ -163,8 +166,9 @@ def experiment_changes(name: str) -> dict:
             if getattr(variant, f.name) != getattr(full, f.name)}
 
 
-# Changes that leave the trained weights valid: a variant made of these alone needs no retraining.
-INFERENCE_ONLY_FIELDS = frozenset({"combine", "inference_use_a", "inference_use_v"})
+# Changes that leave the trained weights valid (ModelConfig fields marked as inference-only): a variant made of
+# these alone needs no retraining.
+INFERENCE_ONLY_FIELDS = INFERENCE_FIELDS
 
 
 def inference_variants(table: str, checkpoints: dict, dataset: str, root, split: str = "test", *, store=None,
@@ -173,12 +177,12 @@ def inference_variants(table: str, checkpoints: dict, dataset: str, root, split:
     only inference (see INFERENCE_ONLY_FIELDS) is scored by re-evaluating the same checkpoints with that
     change (engine.evaluate(changes=...)). Summary columns (A-QA, V-QA, AV-QA, Avg), mean over the seeds of
     `checkpoints` ({seed: best.pt}); `.attrs["seeds"]` lists them per row and `.attrs["changes"]` the change."""
-    from .engine import _read_checkpoint, load_checkpoint
+    from .checkpoint import load_checkpoint, read_checkpoint
 
-    key = paper._check_name(table)
+    key = paper.table_key(table)
     if not checkpoints:
         raise ValueError(f"{table}: no checkpoints of the full model given; train `default` first")
-    saved = _read_checkpoint(next(iter(checkpoints.values()))).get("data_config") or {}
+    saved = read_checkpoint(next(iter(checkpoints.values()))).get("data_config") or {}
     data = load_split(dataset, split, root, store=store, limit=limit, T=saved.get("T"), pad=saved.get("pad"))
     rows, used, changes = {}, {}, {}
     for label, name in paper.EXPERIMENT_ROWS[key].items():
@@ -204,7 +208,7 @@ def segment_length_curve(checkpoints: dict, dataset: str, root, lengths, split: 
     question -- how much the answer depends on the amount of audio-visual input -- from one trained model.
     Long table: Segments, seed, and the summary columns A-QA, V-QA, AV-QA, Avg.
     """
-    from .engine import load_checkpoint
+    from .checkpoint import load_checkpoint
 
     models = {seed: load_checkpoint(path)[0] for seed, path in checkpoints.items()}
     parts = []
@@ -249,16 +253,16 @@ def missing_runs(runs_dir, experiments, seeds=None) -> list[str]:
     return [name for name in dict.fromkeys(names) if not paper.finished_runs(runs_dir, name, seeds)]
 
 
-FIG5_EXPERIMENTS = {"A+Q": "fig5/a+q", "V+Q": "fig5/v+q", "A+V+Q": paper.FULL_MODEL_RUN}
-FIG4_EXPERIMENTS = {t: f"fig4/T{t}" for t in (12, 24, 36, 48, 60)}
-FIG7_WEIGHTS = {"lambda_qa": "qa", "lambda_a^p": "a", "lambda_v^p": "v", "lambda_c": "c"}
-FIG7_VALUES = (0.4, 0.7, 1.0, 1.3, 1.6)
+# {figure x value: run} of the figures' points, from the experiments registry (each entry's `fills`).
+FIG5_EXPERIMENTS = registry.filling("fig5")
+FIG4_EXPERIMENTS = registry.filling("fig4")
+FIG7_WEIGHTS = registry.FIG7_WEIGHTS
+FIG7_VALUES = registry.FIG7_VALUES
 
 
 def fig7_experiments() -> dict:
     """{(weight label, value): experiment}: value 1.0 of every weight is the full model's run."""
-    return {(label, value): (paper.FULL_MODEL_RUN if value == 1.0 else f"fig7/{short}={value}")
-            for label, short in FIG7_WEIGHTS.items() for value in FIG7_VALUES}
+    return registry.filling("fig7")
 
 
 def fig7_table(runs_dir, seeds=None) -> pd.DataFrame:

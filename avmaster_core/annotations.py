@@ -5,7 +5,9 @@
 `root` is the folder that holds the official file names, as `avmaster data fetch <dataset>` lays them
 out in `data/<dataset>/`; a parent folder holding `<dataset>/` works too.
 
-Datasets and splits (files are the authors' own names):
+Datasets and splits (files are the authors' own names). The benchmark registry (dataset_registry.SPECS) is
+where they are declared; this module holds the loaders (music_avqa_rows, music_avqa_r_rows, music_avqa_v2_rows,
+avqa_rows) and what they share:
 
 | dataset        | split                     | file(s)                                            |
 |----------------|---------------------------|----------------------------------------------------|
@@ -56,17 +58,20 @@ import pandas as pd
 from .records import QUESTION_TYPES, RECORD_COLUMNS
 from .vocab import answer_index, fill_question, parse_templ_values
 
-DATASETS: tuple[str, ...] = ("music_avqa", "music_avqa_r", "music_avqa_v2", "avqa", "synthetic")
 DERIVED_ID_BASE = 10**12
-V2_SUBSETS = ("balance", "bias")
-_V2_FILES = {
-    ("train", "balance"): "train_balance.json", ("val", "balance"): "balance_valid.json",
-    ("test", "balance"): "test_balance.json",
-    ("train", "bias"): "train_bias.json", ("val", "bias"): "bias_valid.json", ("test", "bias"): "test_bias.json",
-}
-_R_FILES = {"head": "avqa-test-head.json", "tail": "avqa-test-tail.json", "headtail": "avqa-test-headtail.json"}
-_AVQA_FILES = {"train": "train_qa.json", "val": "val_qa.json", "test": "val_qa.json"}
 _AVQA_MODALITY = {"Audio": "Audio", "Visual": "Visual", "Both": "Audio-Visual"}
+V2_EXTRA_FIELDS = ("unmatch_audio", "audio_instrument", "video_instrument", "person")
+
+
+def __getattr__(name: str):
+    """DATASETS and V2_SUBSETS now come from the benchmark registry (dataset_registry); kept for old imports."""
+    from . import dataset_registry
+
+    if name == "DATASETS":
+        return dataset_registry.DATASET_NAMES
+    if name == "V2_SUBSETS":
+        return dataset_registry.get("music_avqa_v2").subsets
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class AnnotationError(ValueError):
@@ -78,51 +83,46 @@ class MissingAnnotationFile(FileNotFoundError):
 
 
 def annotation_files(dataset: str, split: str, subset: str | None = None) -> list[tuple[str, str, str | None]]:
-    """[(file name, split label, subset label)] that `load_annotations(dataset, split, subset=...)` reads."""
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
-    if dataset in ("music_avqa", "synthetic"):
-        _check_choice(dataset, split, ("train", "val", "test"))
-        return [(f"avqa-{split}.json", split, None)]
-    if dataset == "music_avqa_r":
-        _check_choice(dataset, split, ("test", "head", "tail", "headtail"))
-        if split == "test":
-            return [(_R_FILES["head"], "test", "head"), (_R_FILES["tail"], "test", "tail")]
-        return [(_R_FILES[split], "test", split)]
-    if dataset == "music_avqa_v2":
+    """[(file name, split label, subset label)] that `load_annotations(dataset, split, subset=...)` reads
+    (the dataset's DatasetSpec.split_files)."""
+    from .dataset_registry import get
+
+    spec = get(dataset)
+    if spec.subsets:
         base, _, short_subset = split.partition("_")
         if short_subset:  # "test_bias" == ("test", subset="bias")
             if subset is not None and subset != short_subset:
                 raise ValueError(f"split {split!r} names subset {short_subset!r} but subset={subset!r} was given")
             split, subset = base, short_subset
-        subset = subset or "balance"
-        _check_choice(dataset, split, ("train", "val", "test"), hint=" (or a shorthand such as 'test_bias')")
-        if subset not in V2_SUBSETS:
-            raise ValueError(f"unknown music_avqa_v2 subset {subset!r}; choose one of {', '.join(V2_SUBSETS)}")
-        return [(_V2_FILES[split, subset], split, subset)]
-    _check_choice(dataset, split, tuple(_AVQA_FILES))
-    return [(_AVQA_FILES[split], split, None)]
+        subset = subset or spec.default_subset
+        _check_choice(dataset, split, spec.splits, hint=" (or a shorthand such as 'test_bias')")
+        if subset not in spec.subsets:
+            raise ValueError(f"unknown {dataset} subset {subset!r}; choose one of {', '.join(spec.subsets)}")
+        return list(spec.split_files[split, subset])
+    _check_choice(dataset, split, spec.splits)
+    return list(spec.split_files[split, None])
 
 
 def load_annotations(dataset: str, split: str, root: str | Path | None = None, *,
                      subset: str | None = None) -> pd.DataFrame:
     """The records of one split of one benchmark as a DataFrame (see the module docstring for the layout).
 
-    root: folder with the official files (default data/<dataset>). subset: music_avqa_v2 only.
+    root: folder with the official files (default data/<dataset>). subset: datasets with subsets only
+    (music_avqa_v2).
     """
+    from .dataset_registry import SPECS, get
+
     files = annotation_files(dataset, split, subset)
-    if subset is not None and dataset != "music_avqa_v2":
-        raise ValueError(f"subset= applies to music_avqa_v2 only (got dataset {dataset!r})")
+    spec = get(dataset)
+    if subset is not None and not spec.subsets:
+        raise ValueError(f"subset= applies to {', '.join(s.name for s in SPECS if s.subsets)} only "
+                         f"(got dataset {dataset!r})")
     root = Path(root) if root is not None else Path("data") / dataset
     tables = []
     for name, split_label, subset_label in files:
-        path = _find_file(root, dataset, name)
-        raw = _read_json_list(path, dataset)
-        if dataset == "avqa":
-            rows = [_avqa_row(r, i, path, split_label) for i, r in enumerate(raw)]
-        else:
-            rows = _music_rows(raw, path, dataset, split_label, subset_label)
-        tables.append(pd.DataFrame(rows))
+        path = _find_file(root, spec, name)
+        raw = _read_json_list(path, spec)
+        tables.append(pd.DataFrame(spec.rows(raw, path, dataset, split_label, subset_label)))
     records = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
     records = _finish(records, dataset)
     return records
@@ -130,7 +130,24 @@ def load_annotations(dataset: str, split: str, root: str | Path | None = None, *
 
 # --------------------------------------------------------------------------- MUSIC-AVQA family
 
-def _music_rows(raw: list, path: Path, dataset: str, split: str, subset: str | None) -> list[dict]:
+def music_avqa_rows(raw: list, path: Path, dataset: str, split: str, subset: str | None) -> list[dict]:
+    """The loader of the MUSIC-AVQA format (music_avqa, synthetic): raw JSON records -> record rows."""
+    return _music_rows(raw, path, dataset, split, subset)
+
+
+def music_avqa_r_rows(raw: list, path: Path, dataset: str, split: str, subset: str | None) -> list[dict]:
+    """MUSIC-AVQA-R: the MUSIC-AVQA format, but the ~23 rephrasings of a test question share its published id,
+    which is kept as `source_question_id` while every `question_id` is derived."""
+    return _music_rows(raw, path, dataset, split, subset, shared_ids=True)
+
+
+def music_avqa_v2_rows(raw: list, path: Path, dataset: str, split: str, subset: str | None) -> list[dict]:
+    """MUSIC-AVQA-v2.0: the MUSIC-AVQA format plus V2_EXTRA_FIELDS (None where absent)."""
+    return _music_rows(raw, path, dataset, split, subset, extra_fields=V2_EXTRA_FIELDS)
+
+
+def _music_rows(raw: list, path: Path, dataset: str, split: str, subset: str | None, *, shared_ids: bool = False,
+                extra_fields: tuple[str, ...] = ()) -> list[dict]:
     rows, occurrences, type_cache, text_cache = [], {}, {}, {}
     for position, r in enumerate(raw):
         where = f"{path} (record {position}, question_id {r.get('question_id') if isinstance(r, dict) else None})"
@@ -166,13 +183,12 @@ def _music_rows(raw: list, path: Path, dataset: str, split: str, subset: str | N
         }
         if subset is not None:
             row["subset"] = subset
-        if dataset == "music_avqa_r":
+        if shared_ids:
             row["source_question_id"] = source_id
-        if dataset == "music_avqa_v2":
-            for key in ("unmatch_audio", "audio_instrument", "video_instrument", "person"):
-                row[key] = r.get(key) if _present(r.get(key)) else None
+        for key in extra_fields:
+            row[key] = r.get(key) if _present(r.get(key)) else None
         # MUSIC-AVQA-R: rephrasings share the published id, so every id is derived there.
-        if source_id is None or dataset == "music_avqa_r":
+        if source_id is None or shared_ids:
             key = [dataset, "" if source_id is None else str(source_id), row["video_id"], audio_video_id,
                    r["question_content"], values_json, answer]
             occurrence = occurrences.get(tuple(key), 0)
@@ -208,7 +224,12 @@ def _parse_type(value, where: str) -> tuple[str, str]:
 
 # --------------------------------------------------------------------------- AVQA
 
-def _avqa_row(r, position: int, path: Path, split: str) -> dict:
+def avqa_rows(raw: list, path: Path, dataset: str, split: str, subset: str | None) -> list[dict]:
+    """The loader of AVQA's format: raw JSON records -> record rows (see the module docstring)."""
+    return [_avqa_row(r, i, path, dataset, split) for i, r in enumerate(raw)]
+
+
+def _avqa_row(r, position: int, path: Path, dataset: str, split: str) -> dict:
     where = f"{path} (record {position}, id {r.get('id') if isinstance(r, dict) else None})"
     if not isinstance(r, dict):
         raise AnnotationError(f"{where} is not a JSON object")
@@ -227,7 +248,7 @@ def _avqa_row(r, position: int, path: Path, split: str) -> dict:
         "question_id": question_id, "video_id": str(r["video_name"]), "template": r["question_text"],
         "question": r["question_text"], "modality": _AVQA_MODALITY[r["question_relation"]],
         "qtype": str(r.get("question_type", "")), "answer": choices[choice], "answer_idx": choice,
-        "split": split, "dataset": "avqa", "audio_video_id": str(r["video_name"]), "id_derived": False,
+        "split": split, "dataset": dataset, "audio_video_id": str(r["video_name"]), "id_derived": False,
         "source_file": path.name, "choices": choices, "video_index": r.get("video_id"),
     }
 
@@ -252,23 +273,25 @@ def _finish(records: pd.DataFrame, dataset: str) -> pd.DataFrame:
     return records
 
 
-def _find_file(root: Path, dataset: str, name: str) -> Path:
-    for candidate in (root / name, root / dataset / name):
+def _find_file(root: Path, spec, name: str) -> Path:
+    for candidate in (root / name, root / spec.name / name):
         if candidate.is_file():
             return candidate
+    where = f"data/{spec.name}/" if spec.files else root
+    action = "download the official files into" if spec.files else "generate them in"
     raise MissingAnnotationFile(
-        f"annotation file {root / name} not found. Run `avmaster data fetch {dataset}` to download the "
-        f"official files into data/{dataset}/ (or pass the folder that holds {name} as root)."
+        f"annotation file {root / name} not found. Run `{spec.obtain_command(root)}` to {action} {where} "
+        f"(or pass the folder that holds {name} as root)."
     )
 
 
-def _read_json_list(path: Path, dataset: str) -> list:
+def _read_json_list(path: Path, spec) -> list:
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise AnnotationError(f"{path} is not valid JSON ({e}). It may be truncated or corrupt: delete it and run "
-                              f"`avmaster data fetch {dataset}` again.") from None
+                              f"`{spec.obtain_command(path.parent)}` again.") from None
     if not isinstance(data, list):
         raise AnnotationError(f"{path} holds a JSON {type(data).__name__}, not the list of records expected")
     return data

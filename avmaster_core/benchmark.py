@@ -35,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from .atomic import write_text
 from .config import ModelConfig
 from .model import build_model, count_parameters
 
@@ -287,8 +288,7 @@ class _Report:
 
     def flush(self) -> None:
         if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text("\n".join(self.lines) + "\n")
+            write_text(self.path, "\n".join(self.lines) + "\n")
 
 
 def gpu_suite(device: torch.device, *, tiny: bool = False, steps: int = 20, precision: str = "bf16",
@@ -297,7 +297,6 @@ def gpu_suite(device: torch.device, *, tiny: bool = False, steps: int = 20, prec
     """Run the whole issue-7 suite on `device` and return its numbers (also printed/written as markdown)."""
     import datetime
     import platform
-    import tempfile
 
     rep = _Report(report_path)
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
@@ -315,8 +314,18 @@ def gpu_suite(device: torch.device, *, tiny: bool = False, steps: int = 20, prec
             "between two synchronisations", "")
     rep.flush()
     results: dict = {"card": card, "speed": [], "numerics": {}, "tiny": tiny}
+    _suite_speed(rep, results, presets, batch_sizes, segments, device, steps, precision, capture)
+    _suite_numerics(rep, results, presets, big, segments, device, precision, capture)
+    _suite_data_path(rep, results, presets, big, segments, device, tiny)
+    _suite_schedule(rep, results, big, precision, results["data_ms"])
+    _suite_targets(rep, results, big, tiny)
+    if synthetic:
+        _suite_synthetic(rep, results, device, tiny, synthetic_epochs, precision)
+    return results
 
-    # -- speed -------------------------------------------------------------------------------------------------
+
+def _suite_speed(rep, results, presets, batch_sizes, segments, device, steps, precision, capture) -> None:
+    """Train and inference speed and peak memory, eager fp32 against the fast path, per preset and batch."""
     rep.add("| preset | path | batch | train ms/step | train samples/s | train peak GiB | infer ms/batch | "
             "infer samples/s | infer peak GiB | captured (train/infer) |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
@@ -335,7 +344,9 @@ def gpu_suite(device: torch.device, *, tiny: bool = False, steps: int = 20, prec
     rep.add("", "Fallbacks: " + ("; ".join(fallbacks) if fallbacks else "none (everything captured as asked)"), "")
     rep.flush()
 
-    # -- numerics ----------------------------------------------------------------------------------------------
+
+def _suite_numerics(rep, results, presets, big, segments, device, precision, capture) -> None:
+    """The fast path's logits and loss against fp32 eager."""
     rep.add(f"Numerics (batch {big}, eval logits against fp32 eager with full-precision matmuls; "
             "one training step's total loss with dropout 0):", "",
             "| preset | max row rel. error | rel. L2 error | argmax agreement | loss fp32 | loss fast | loss rel. |",
@@ -347,7 +358,9 @@ def gpu_suite(device: torch.device, *, tiny: bool = False, steps: int = 20, prec
                 f"{n['loss_fp32']:.4f} | {n['loss_fast']:.4f} | {n['loss_rel']:.1e} |")
         rep.flush()
 
-    # -- data path ---------------------------------------------------------------------------------------------
+
+def _suite_data_path(rep, results, presets, big, segments, device, tiny) -> None:
+    """Time to build one batch from a MUSIC-AVQA-sized feature bank on the device."""
     from . import fast
 
     sizes = ({"videos": 24, "items": 96, "words": 12} if tiny else
@@ -364,7 +377,9 @@ def gpu_suite(device: torch.device, *, tiny: bool = False, steps: int = 20, prec
                 f"**{data_ms:.2f} ms**.", "")
     rep.flush()
 
-    # -- schedule ----------------------------------------------------------------------------------------------
+
+def _suite_schedule(rep, results, big, precision, data_ms) -> None:
+    """The 30-epoch MUSIC-AVQA schedule estimated from the measured step times."""
     rep.add(f"Estimated 30-epoch MUSIC-AVQA schedule (model time: {MUSIC_AVQA['train']:,} training questions per "
             f"epoch at batch {big}, validation on {MUSIC_AVQA['val']:,} after every epoch, test on "
             f"{MUSIC_AVQA['test']:,} once; data time from the line above):", "",
@@ -381,7 +396,9 @@ def gpu_suite(device: torch.device, *, tiny: bool = False, steps: int = 20, prec
                 f"{est['train_min']:.1f} | {est['eval_min']:.1f} | {data_min:.1f} | **{est['total_min']:.1f}** |")
     rep.flush()
 
-    # -- targets -----------------------------------------------------------------------------------------------
+
+def _suite_targets(rep, results, big, tiny) -> None:
+    """Issue 7's targets, checked."""
     fast_off = next(r for r in results["speed"] if r["preset"] == "official" and r["path"] == "fast" and r["batch"] == big)
     eager_off = next(r for r in results["speed"] if r["preset"] == "official" and r["path"] == "eager" and r["batch"] == big)
     sched = results["schedule"][("official", "fast")]["total_min"]
@@ -401,21 +418,23 @@ def gpu_suite(device: torch.device, *, tiny: bool = False, steps: int = 20, prec
     rep.add(*[f"- [{'x' if ok else ' '}] {text}: {detail}" for text, ok, detail in checks])
     rep.flush()
 
-    # -- synthetic accuracy --------------------------------------------------------------------------------------
-    if synthetic:
-        epochs = synthetic_epochs or (2 if tiny else 8)
-        with tempfile.TemporaryDirectory(prefix="avmaster_suite_") as work:
-            syn = synthetic_check(device, tiny=tiny, epochs=epochs, precision=precision, workdir=work)
-        results["synthetic"] = syn
-        rep.add("", f"Synthetic benchmark ({'30 videos, T = 6, tiny model' if tiny else 'default: 600 videos, T = 10, official preset'}, "
-                    f"{epochs} epochs, same seed; `avmaster train` without and with "
-                    f"`{'--amp ' if precision == 'bf16' else ''}{'--compile' if device.type == 'cuda' else '(no --compile on the CPU)'}`):", "",
-                "| path | test acc. | best val acc. | train samples/s | wall s |", "|---|---:|---:|---:|---:|")
-        for name, r in syn.items():
-            rep.add(f"| {name} | {r['test_acc']:.2f} % | {r['best_val_acc']:.2f} % | {r['samples_per_s']:,.0f} | "
-                    f"{r['seconds']:.0f} |")
-        rep.flush()
-    return results
+
+def _suite_synthetic(rep, results, device, tiny, synthetic_epochs, precision) -> None:
+    """Accuracy on the synthetic benchmark, trained with and without the fast path."""
+    import tempfile
+
+    epochs = synthetic_epochs or (2 if tiny else 8)
+    with tempfile.TemporaryDirectory(prefix="avmaster_suite_") as work:
+        syn = synthetic_check(device, tiny=tiny, epochs=epochs, precision=precision, workdir=work)
+    results["synthetic"] = syn
+    rep.add("", f"Synthetic benchmark ({'30 videos, T = 6, tiny model' if tiny else 'default: 600 videos, T = 10, official preset'}, "
+                f"{epochs} epochs, same seed; `avmaster train` without and with "
+                f"`{'--amp ' if precision == 'bf16' else ''}{'--compile' if device.type == 'cuda' else '(no --compile on the CPU)'}`):", "",
+            "| path | test acc. | best val acc. | train samples/s | wall s |", "|---|---:|---:|---:|---:|")
+    for name, r in syn.items():
+        rep.add(f"| {name} | {r['test_acc']:.2f} % | {r['best_val_acc']:.2f} % | {r['samples_per_s']:,.0f} | "
+                f"{r['seconds']:.0f} |")
+    rep.flush()
 
 
 def run_suite_command(args: argparse.Namespace) -> int:

@@ -2,7 +2,7 @@
 
     avmaster data fetch <dataset>     official annotation files, checksummed    (download.py)
     avmaster synth                    generate the bundled synthetic benchmark  (synthetic.py)
-    avmaster train / evaluate / score train, evaluate, score predictions        (engine.py)
+    avmaster train / evaluate / score train, evaluate, score predictions        (engine_cli.py)
     avmaster sweep                    experiments x seeds, mean ± std tables    (sweep.py)
     avmaster extract / ask            features from raw videos; ask a question  (extract/pipeline.py)
     avmaster benchmark                model speed and memory                    (benchmark.py)
@@ -17,7 +17,7 @@ import sys
 COMMAND_MODULES = (
     "avmaster_core.download",
     "avmaster_core.synthetic",
-    "avmaster_core.engine",
+    "avmaster_core.engine_cli",
     "avmaster_core.sweep",
     "avmaster_core.extract.pipeline",
     "avmaster_core.benchmark",

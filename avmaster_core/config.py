@@ -2,17 +2,26 @@
 
     ModelConfig.official()   behaves like the authors' released code (loads its checkpoints)
     ModelConfig.paper()      follows Section III of the paper as written
-    experiment("table7/wo_tdpp")   a named ablation (Tables VII-XIII, Figs 4/5/7), see EXPERIMENTS
+    experiment("table7/wo_tdpp")   a named ablation (Tables VII-XIII, Figs 4/5/7), see EXPERIMENTS; the
+                                   experiments themselves are declared in avmaster_core.experiments
     experiment("default", "official", size="cpu")   the same, small enough to train on a CPU (see SIZES)
 
 The two presets differ only in the fields set in `paper()`; each field says why it exists.
+Field metadata marks what the rest of the package derives from the fields themselves:
+- {"inference": True}: the field only matters at inference (INFERENCE_FIELDS); a trained checkpoint can be
+  re-scored with it changed (`avmaster evaluate --set`, `apply_inference_changes`).
+- {"identical_templates": values}: the K focus template rows stay identical (eval mode, or no dropout) only
+  while the field holds one of `values`; `templates_stay_identical`, the model's exact one-row shortcut,
+  is derived from these marks.
 The number of segments T is not a model field: the model accepts any T >= 1 (Fig. 4 varies T in the data).
 """
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from . import experiments as _registry
 
 _CHOICES = {
     "template_init": ("first_frame", "learned"),
@@ -103,11 +112,11 @@ class ModelConfig:
     decoder_ln_eps: float = 1e-12
     # TDPP
     use_tdpp: bool = True
-    use_focus: bool = True
+    use_focus: bool = field(default=True, metadata={"identical_templates": (True,)})
     focus_embed: bool = True
-    template_init: str = "first_frame"
+    template_init: str = field(default="first_frame", metadata={"identical_templates": ("first_frame",)})
     focus_first_stage: str = "additive"
-    bias_mode: str = "query_pos"
+    bias_mode: str = field(default="query_pos", metadata={"identical_templates": ("query_pos",)})
     focus_mix: bool = True
     focus_final_norm: bool = True
     focus_heads: int = 8
@@ -133,9 +142,9 @@ class ModelConfig:
     contrastive: str = "official"
     temperature: float = 0.1
     # inference
-    combine: str = "logits_sum"
-    inference_use_a: bool = True
-    inference_use_v: bool = True
+    combine: str = field(default="logits_sum", metadata={"inference": True})
+    inference_use_a: bool = field(default=True, metadata={"inference": True})
+    inference_use_v: bool = field(default=True, metadata={"inference": True})
     inputs: str = "av"
 
     def __post_init__(self):
@@ -190,8 +199,9 @@ class ModelConfig:
 
     @property
     def templates_stay_identical(self) -> bool:
-        """True where the K template rows provably stay identical without dropout (released design)."""
-        return self.use_focus and self.template_init == "first_frame" and self.bias_mode == "query_pos"
+        """True where the K template rows provably stay identical without dropout (released design): every
+        field marked `identical_templates` holds one of its listed values (see the module docstring)."""
+        return all(getattr(self, name) in values for name, values in _IDENTICAL_TEMPLATES.items())
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -205,59 +215,39 @@ class ModelConfig:
         return cls(**d)
 
 
-# -------------------------------------------------------------------- named experiments
-# name -> changes on top of the chosen preset. Table VII "w/o ALL" is our reading: all proposed parts off
-# that can be off together (focus capture, preference path, contrastive loss); the key fusion + decoder stay.
-_EXPERIMENT_CHANGES: dict[str, dict[str, Any]] = {
-    "default": {},
-    # Table VII: components
-    "table7/wo_all": dict(use_focus=False, use_gpap=False, lambda_c=0.0),
-    "table7/wo_avfc": dict(use_focus=False),
-    "table7/wo_dpcl": dict(lambda_c=0.0),
-    "table7/wo_gpap": dict(use_gpap=False, lambda_a=0.0, lambda_v=0.0, lambda_c=0.0),
-    "table7/wo_tdpp": dict(use_tdpp=False, lambda_qa=0.0, lambda_c=0.0),
-    # Table VIII: loss subsets (L_qa always on)
-    "table8/qa": dict(lambda_c=0.0, lambda_a=0.0, lambda_v=0.0),
-    "table8/qa+c": dict(lambda_a=0.0, lambda_v=0.0),
-    "table8/qa+c+a": dict(lambda_v=0.0),
-    "table8/qa+c+v": dict(lambda_a=0.0),
-    "table8/qa+a+v": dict(lambda_c=0.0),
-    "table8/all": {},
-    # Table IX: template length
-    **{f"table9/len{k}": dict(num_templates=k) for k in (2, 4, 8, 12, 16)},
-    # Table X: attention-block sharing (A-S) and bias sharing (B-S)
-    "table10/none": dict(share_focus_block=False, share_bias=False),
-    "table10/as": dict(share_focus_block=True, share_bias=False),
-    "table10/bs": dict(share_focus_block=False, share_bias=True),
-    "table10/as+bs": dict(share_focus_block=True, share_bias=True),
-    # Table XII: preference distributions dropped at inference
-    "table12/wo_ape": dict(inference_use_a=False),
-    "table12/wo_vpe": dict(inference_use_v=False),
-    "table12/wo_avpe": dict(inference_use_a=False, inference_use_v=False),
-    "table12/full": {},
-    # Table XIII: combination (ADD = the preset's own sum; MUL and W-ADD are our reading)
-    "table13/add": {},
-    "table13/mul": dict(combine="mul"),
-    "table13/w_add": dict(combine="w_add"),
-    # Fig. 5: input modalities
-    "fig5/a+q": dict(inputs="a"),
-    "fig5/v+q": dict(inputs="v"),
-    "fig5/a+v+q": {},
-    # Question-only baseline (not in the paper): no audio or visual stream; the key-fusion self-attention
-    # reads the words alone and the answer decoder predicts. It bounds what the question gives away.
-    "baseline/question_only": dict(inputs="q", use_focus=False, use_gpap=False,
-                                   lambda_a=0.0, lambda_v=0.0, lambda_c=0.0),
-    # Fig. 7: one loss weight varied, others 1.0
-    **{f"fig7/{name}={value}": {f"lambda_{name}": value}
-       for name in ("qa", "a", "v", "c") for value in (0.4, 0.7, 1.0, 1.3, 1.6)},
-    # Fig. 4: segment length (the model is unchanged; T is set by the data, see EXPERIMENT_SEGMENTS)
-    **{f"fig4/T{t}": {} for t in (12, 24, 36, 48, 60)},
-}
+# -------------------------------------------------------------------- field metadata
+# {field: the values that keep the K template rows identical}, from the fields' metadata.
+_IDENTICAL_TEMPLATES: dict[str, tuple] = {f.name: tuple(f.metadata["identical_templates"])
+                                          for f in dataclasses.fields(ModelConfig) if "identical_templates" in f.metadata}
+# The fields that only matter at inference: changing them leaves trained weights valid.
+INFERENCE_FIELDS: frozenset[str] = frozenset(f.name for f in dataclasses.fields(ModelConfig)
+                                             if f.metadata.get("inference"))
 
-# Fig. 4 experiments fix the number of segments at the data level. The paper names 48 and 60 in the text;
-# the other points (12, 24, 36) are our assumption about the figure's x axis.
-EXPERIMENT_SEGMENTS: dict[str, int] = {f"fig4/T{t}": t for t in (12, 24, 36, 48, 60)}
-EXPERIMENTS: tuple[str, ...] = tuple(_EXPERIMENT_CHANGES)
+
+def check_inference_changes(changes: dict[str, Any]) -> dict[str, Any]:
+    """`changes` if every key is an inference-only ModelConfig field (INFERENCE_FIELDS); else a ValueError
+    naming the offending field(s) and listing the allowed ones. For re-scoring a trained checkpoint."""
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(changes) - known)
+    if unknown:
+        raise ValueError(f"unknown ModelConfig field(s) {unknown} in changes; see avmaster_core.config.ModelConfig")
+    training = sorted(set(changes) - INFERENCE_FIELDS)
+    if training:
+        raise ValueError(f"ModelConfig field(s) {training} change the trained model and cannot be changed when "
+                         f"evaluating a checkpoint; inference-only fields: {', '.join(sorted(INFERENCE_FIELDS))}")
+    return dict(changes)
+
+
+def apply_inference_changes(cfg: ModelConfig, changes: dict[str, Any] | None) -> ModelConfig:
+    """`cfg` (of a trained checkpoint) with inference-only `changes` applied (checked first, see
+    check_inference_changes)."""
+    return dataclasses.replace(cfg, **check_inference_changes(changes)) if changes else cfg
+
+
+# -------------------------------------------------------------------- named experiments (avmaster_core.experiments)
+EXPERIMENTS: tuple[str, ...] = tuple(_registry.REGISTRY)
+# Fig. 4 experiments fix the number of segments at the data level (see the registry's `segments`).
+EXPERIMENT_SEGMENTS: dict[str, int] = {e.name: e.segments for e in _registry.ENTRIES if e.segments is not None}
 
 
 # -------------------------------------------------------------------- named model sizes
@@ -279,12 +269,11 @@ SIZES: dict[str, dict[str, Any]] = {
 def experiment(name: str, preset: str = "official", size: str = "full") -> ModelConfig:
     """The ModelConfig of a named experiment (see EXPERIMENTS), built on the `official` or `paper` preset,
     at a named size (see SIZES: "full" = the preset's own, "cpu" = small enough for CPU training)."""
-    if name not in _EXPERIMENT_CHANGES:
-        raise KeyError(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
+    entry = _registry.get(name)
     if preset not in ("official", "paper"):
         raise ValueError(f"preset must be 'official' or 'paper', got {preset!r}")
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
     base = ModelConfig.official() if preset == "official" else ModelConfig.paper()
     base = dataclasses.replace(base, **SIZES[size])
-    return dataclasses.replace(base, **_EXPERIMENT_CHANGES[name])
+    return dataclasses.replace(base, **entry.changes)

@@ -21,6 +21,8 @@ API (small and stable; the engine uses exactly these names):
     bank = ds.bank.to(device)
     for batch in iterate_batches(bank, batch_size, shuffle=True, seed=0, epoch=e, with_negatives=True,
                                  rank=0, world_size=1): ...
+    Batches(bank or dataset, order, batch_size, negatives=..., to=device)   the one iterator behind both
+    draw_negatives(n, seed=, epoch=) / epoch_order(n, seed, epoch, rank=, world_size=)   seeded draws
 
 Semantics:
 - Negatives follow the official code: each item takes the audio and visual features of one uniformly
@@ -60,18 +62,46 @@ def _rng(seed: int, epoch: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(epoch), stream])
 
 
-def negative_indices(n: int, seed: int, epoch: int) -> np.ndarray:
-    """[n] int64: for each item a uniformly random other item (never itself); needs n >= 2."""
+def draw_negatives(n: int, *, seed: int | None = None, epoch: int = 0, device=None,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """[n] int64 on `device`: for each item a uniformly random other item (never itself); needs n >= 2.
+
+    The one negative sampler. Seeded (`seed` given): a pure function of (seed, epoch), drawn on the host and
+    the same on every device (training, resume and the tests use this). Unseeded: drawn on `device` with
+    `generator`, no host work per epoch (the GPU data-path benchmark).
+    """
     if n < 2:
         raise ValueError(f"negatives need at least 2 items, got {n}: use with_negatives=False or more records")
-    draw = _rng(seed, epoch, 1).integers(0, n - 1, size=n)  # uniform over n-1 values...
-    own = np.arange(n)
-    return np.where(draw >= own, draw + 1, draw).astype(np.int64)  # ...then skip one's own index
+    if seed is not None:
+        draw = torch.from_numpy(_rng(seed, epoch, 1).integers(0, n - 1, size=n)).to(device or "cpu")
+    else:
+        draw = torch.randint(0, n - 1, (n,), device=device, generator=generator)
+    own = torch.arange(n, device=draw.device)
+    return draw + (draw >= own).long()  # uniform over the n-1 others: skip one's own index
+
+
+def negative_indices(n: int, seed: int, epoch: int) -> np.ndarray:
+    """draw_negatives(n, seed=seed, epoch=epoch) as a numpy array."""
+    return draw_negatives(n, seed=seed, epoch=epoch).numpy()
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
     """[n] int64: the shuffled item order of one epoch."""
     return _rng(seed, epoch, 2).permutation(n).astype(np.int64)
+
+
+def epoch_order(n: int, seed: int, epoch: int, *, shuffle: bool = True, rank: int = 0, world_size: int = 1,
+                even: bool = False) -> np.ndarray:
+    """This rank's item order for `epoch`, a pure function of (seed, epoch, rank, world size).
+
+    The epoch permutation (or 0..n-1 without shuffle), every world_size-th item from `rank`. even=True first
+    pads the order by wrapping to a multiple of world_size, as DistributedSampler does, so that every rank
+    runs the same number of steps (DDP training needs that; the padding repeats a few items).
+    """
+    order = epoch_permutation(n, seed, epoch) if shuffle else np.arange(n, dtype=np.int64)
+    if even and world_size > 1:
+        order = np.resize(order, -(-n // world_size) * world_size)  # np.resize repeats from the start
+    return order[rank::world_size]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -133,26 +163,91 @@ class FeatureBank:
         return batch
 
 
+class Batches:
+    """One epoch of batches of items `order`, in that order: the package's one batch iterator.
+
+    Two sources give the same batches (tests/test_engine.py trains on both and compares):
+    - a FeatureBank: each batch is gathered by tensor indexing. The order and the negatives are index tensors
+      on the bank's device, so a GPU-resident bank builds batches with no per-item Python and no host copy;
+    - an AVQADataset without a bank (lazy, per-item HDF5 reads): a DataLoader with `collate`; the negatives
+      are the dataset's own (set_epoch), and `negatives` must be None.
+    negatives: [N] item indices (draw_negatives) over the whole bank, or None. to: the device batches go to
+    (default: where they are built); host batches bound for a GPU are pinned and copied asynchronously.
+    """
+
+    def __init__(self, source, order, batch_size: int, *, negatives: torch.Tensor | None = None,
+                 drop_last: bool = False, to=None, num_workers: int = 0):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.source, self.batch_size, self.drop_last, self.num_workers = source, batch_size, drop_last, num_workers
+        self.lazy = not isinstance(source, FeatureBank)
+        if self.lazy and negatives is not None:
+            raise ValueError("a lazy dataset draws its own negatives (AVQADataset.set_epoch); pass negatives=None")
+        home = torch.device("cpu") if self.lazy else source.device
+        order = order if torch.is_tensor(order) else torch.from_numpy(np.asarray(order, dtype=np.int64))
+        self.order = order.to(home, torch.long)                                     # [n] long
+        self.negatives = None if negatives is None else negatives.to(home)
+        self.to = torch.device(to) if to is not None else home
+
+    def __len__(self) -> int:
+        n = len(self.order)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[dict]:
+        batches = self._loader() if self.lazy else self._gathered()
+        for batch in batches:
+            yield {k: self._move(v) for k, v in batch.items()}
+
+    def _gathered(self) -> Iterator[dict]:
+        for i in range(len(self)):
+            items = self.order[i * self.batch_size:(i + 1) * self.batch_size]       # a slice, no copy
+            yield self.source.gather(items, None if self.negatives is None else self.negatives[items])
+
+    def _loader(self) -> DataLoader:
+        # An explicit generator keeps the DataLoader from drawing its worker base seed from the global torch
+        # RNG, which would make the dropout stream depend on where an epoch was resumed.
+        return DataLoader(self.source, batch_size=self.batch_size, sampler=self.order.tolist(), collate_fn=collate,
+                          num_workers=self.num_workers, drop_last=self.drop_last,
+                          generator=torch.Generator().manual_seed(0), pin_memory=self.to.type == "cuda")
+
+    def _move(self, value):
+        if not torch.is_tensor(value) or value.device == self.to:
+            return value
+        if self.to.type == "cuda" and value.device.type == "cpu" and not value.is_pinned():
+            value = value.pin_memory()
+        return value.to(self.to, non_blocking=True)
+
+
+def dataset_batches(dataset: "AVQADataset", order, batch_size: int, *, to=None, bank: FeatureBank | None = None,
+                    num_workers: int = 0) -> Batches:
+    """Batches of `dataset`'s items `order` with the negatives of its current epoch: gathered from `bank` (the
+    dataset's FeatureBank, possibly moved to a device) when given, else read per item through a DataLoader."""
+    if bank is None:
+        return Batches(dataset, order, batch_size, to=to, num_workers=num_workers)
+    negatives = dataset.negatives if dataset.with_negatives else None
+    return Batches(bank, order, batch_size, negatives=negatives, to=to)
+
+
+def bank_for(dataset: "AVQADataset", device, *, on_device: bool = True, num_workers: int = 0):
+    """The dataset's preloaded FeatureBank, moved to `device` when `on_device` (None: a lazy dataset, or
+    DataLoader workers asked for, so batches are read per item)."""
+    if getattr(dataset, "bank", None) is None or num_workers > 0:
+        return None
+    return dataset.bank.to(device) if on_device else dataset.bank
+
+
 def iterate_batches(bank: FeatureBank, batch_size: int, *, indices=None, shuffle: bool = False, seed: int = 0,
                     epoch: int = 0, with_negatives: bool = False, drop_last: bool = False,
                     rank: int = 0, world_size: int = 1) -> Iterator[dict]:
-    """Batches built by tensor indexing. `indices`: a subset of bank items (default all).
-
-    With world_size > 1 each rank takes every world_size-th item of the (shared) epoch order, like
-    DistributedSampler without padding. Negatives are drawn over all bank items (same as AVQADataset).
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    """Batches of a bank's items (Batches). `indices`: a subset of bank items (default all), shuffled by the
+    (seed, epoch) permutation of the subset. With world_size > 1 each rank takes every world_size-th item of
+    the shared order, without padding. Negatives are drawn over all bank items (same as AVQADataset)."""
     n = len(bank)
     items = np.arange(n, dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64)
     if shuffle:
         items = items[epoch_permutation(len(items), seed, epoch)]
-    items = items[rank::world_size]
-    negatives = torch.from_numpy(negative_indices(n, seed, epoch)) if with_negatives else None
-    stop = len(items) - (len(items) % batch_size if drop_last else 0)
-    for start in range(0, stop, batch_size):
-        chunk = torch.from_numpy(items[start:start + batch_size])
-        yield bank.gather(chunk, None if negatives is None else negatives[chunk])
+    negatives = draw_negatives(n, seed=seed, epoch=epoch) if with_negatives else None
+    yield from Batches(bank, items[rank::world_size], batch_size, negatives=negatives, drop_last=drop_last)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -298,7 +393,7 @@ class AVQADataset(Dataset):
         """Re-draw the negatives for `epoch` (call before iterating; make_loader's set_loader_epoch does)."""
         self.epoch = int(epoch)
         if self.with_negatives:
-            self.negatives = torch.from_numpy(negative_indices(len(self), self.seed, self.epoch))
+            self.negatives = draw_negatives(len(self), seed=self.seed, epoch=self.epoch)
 
     # -- item access ----------------------------------------------------------------------------
     def __len__(self) -> int:

@@ -1,4 +1,5 @@
 """`avmaster data fetch <dataset>`: the official annotation files, verified against recorded checksums.
+The files of each benchmark (URLs, checksums, licences) are declared in its DatasetSpec (dataset_registry).
 
     avmaster data list                       what is known, and what is on disk
     avmaster data fetch music_avqa           -> data/music_avqa/avqa-{train,val,test}.json ...
@@ -20,82 +21,16 @@ import os
 import sys
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
-GITHUB_RAW = "https://raw.githubusercontent.com"
-MIRROR_ENV = "AVMASTER_DATA_MIRROR"
+from .dataset_registry import GITHUB_RAW, MIRROR_ENV, SPECS, OfficialFile, official_files
+
 CHUNK = 1 << 16
-
-
-@dataclass(frozen=True)
-class OfficialFile:
-    """One official annotation file: where it lives upstream and how to recognise it."""
-    dataset: str
-    name: str                       # file name under <root>/<dataset>/
-    repo: str                       # GitHub owner/name
-    path: str                       # path inside the repository
-    sha256: str | None = None
-    git_blob_prefix: str | None = None  # abbreviated git blob id, where no sha256 is recorded
-    note: str = ""
-    ref: str = "HEAD"               # the repository's default branch
-    url_override: str | None = None  # a full URL (tests, private mirrors)
-
-    def url(self, mirror: str | None = None) -> str:
-        if self.url_override:
-            return self.url_override
-        base = (mirror or os.environ.get(MIRROR_ENV) or GITHUB_RAW).rstrip("/")
-        return f"{base}/{self.repo}/{self.ref}/{self.path}"
-
-
-_GEWU, _TIGER, _V2 = "GeWu-Lab/MUSIC-AVQA", "AIM-SKKU/QA-TIGER", "DragonLiu1995/MUSIC-AVQA-v2.0"
-_R, _AVQA = "reml-group/MUSIC-AVQA-R", "AlyssaYoung/AVQA"
-OFFICIAL_FILES: tuple[OfficialFile, ...] = (
-    OfficialFile("music_avqa", "avqa-train.json", _GEWU, "data/json_update/avqa-train.json",
-                 git_blob_prefix="dfb9233f598b", note="31,927 questions"),
-    OfficialFile("music_avqa", "avqa-val.json", _GEWU, "data/json_update/avqa-val.json",
-                 sha256="650ca7e9e577139f43b7895d5b8207a2e287d8cdad940522b2122a12c0c9b8ef", note="4,568 questions"),
-    OfficialFile("music_avqa", "avqa-test.json", _GEWU, "data/json_update/avqa-test.json",
-                 sha256="76ce24ee02fd85e28038605aedd4f62633e1335ccda96a1fcf7340b5feaf230e", note="9,129 questions"),
-    OfficialFile("music_avqa", "answer2idx.json", _TIGER, "data/annots/music_avqa/answer2idx.json",
-                 sha256="2033680ea2a35da5209fe73624c470c33b064db766f24f3608cf2e24bc0d3e99",
-                 note="the 42 answers in official order (a check; vocab.ANSWERS holds them)"),
-    OfficialFile("music_avqa_r", "avqa-test-head.json", _R, "dataset/MUSIC-AVQA-R/avqa-test-head.json",
-                 git_blob_prefix="387be1197"),
-    OfficialFile("music_avqa_r", "avqa-test-tail.json", _R, "dataset/MUSIC-AVQA-R/avqa-test-tail.json",
-                 git_blob_prefix="19e426a64"),
-    OfficialFile("music_avqa_r", "avqa-test-headtail.json", _R, "dataset/MUSIC-AVQA-R/avqa-test-headtail.json",
-                 git_blob_prefix="35ab0599d", note="211,572 questions"),
-    OfficialFile("music_avqa_r", "music-avqa_vocab.json", _R, "dataset/music-avqa_vocab.json",
-                 sha256="c48d7e80a246445d76284cc3edbc60b04e11795390b900f542e0924fcbd8756e"),
-    OfficialFile("music_avqa_v2", "train_balance.json", _V2, "data/balance_full_set/train_balance.json",
-                 git_blob_prefix="5b5ef1934f4f"),
-    OfficialFile("music_avqa_v2", "balance_valid.json", _TIGER, "data/annots/music_avqa_v2/balance_valid.json",
-                 sha256="2b8ad91e181bc76e23d89bc029f04fa0f6c37c87584ebf60e217d3f7e932efbe", note="5,346 questions"),
-    OfficialFile("music_avqa_v2", "test_balance.json", _V2, "data/balance_full_set/test_balance.json",
-                 sha256="78e854694bc5944f63a49b26a2a95bfe672ed7de6a455a8a097f1731d98a70a0", note="10,819 questions"),
-    OfficialFile("music_avqa_v2", "train_bias.json", _V2, "data/bias_set/train_bias.json",
-                 git_blob_prefix="fd92f964a630"),
-    OfficialFile("music_avqa_v2", "bias_valid.json", _TIGER, "data/annots/music_avqa_v2/bias_valid.json",
-                 note="no checksum recorded: not verified"),
-    OfficialFile("music_avqa_v2", "test_bias.json", _V2, "data/bias_set/test_bias.json",
-                 git_blob_prefix="b53e69bf83"),
-    OfficialFile("music_avqa_v2", "MUSIC-AVQA-v2.0_additional_videos.csv", _V2,
-                 "data/MUSIC-AVQA-v2.0_additional_videos.csv",
-                 sha256="4672f5994308d32c2a2942662be90803176195b96f6176f3d890566f77b9e508",
-                 note="YouTube ids and trims of the 1,040 added videos"),
-    OfficialFile("avqa", "train_qa.json", _AVQA, "data/annotation/train_qa.json", git_blob_prefix="dcf7ee2555bb"),
-    OfficialFile("avqa", "val_qa.json", _AVQA, "data/annotation/val_qa.json", git_blob_prefix="78ef35471495",
-                 note="the paper's AVQA test set"),
-)
-LICENCES = {
-    "music_avqa": "MIT (GeWu-Lab/MUSIC-AVQA); answer2idx.json from AIM-SKKU/QA-TIGER",
-    "music_avqa_r": "see reml-group/MUSIC-AVQA-R (research use; cite Ma et al. 2024)",
-    "music_avqa_v2": "GPL-3.0, research use only (DragonLiu1995/MUSIC-AVQA-v2.0); *_valid.json from AIM-SKKU/QA-TIGER",
-    "avqa": "see AlyssaYoung/AVQA and https://mn.cs.tsinghua.edu.cn/avqa",
-}
+# The official files (URLs, checksums) and licences are declared per benchmark in the registry.
+OFFICIAL_FILES: tuple[OfficialFile, ...] = official_files()
+LICENCES = {spec.name: spec.licence for spec in SPECS if spec.licence}
 
 
 class DownloadError(RuntimeError):
@@ -261,7 +196,7 @@ def register(subparsers) -> None:
     data = subparsers.add_parser("data", help="official annotation files (fetch, list)",
                                  description="Download and check the benchmarks' official annotation files.")
     data_sub = data.add_subparsers(dest="data_command", metavar="<data command>")
-    datasets = sorted({f.dataset for f in OFFICIAL_FILES}) + ["all"]
+    datasets = sorted(spec.name for spec in SPECS if spec.files) + ["all"]
 
     fetch_parser = data_sub.add_parser("fetch", help="download a dataset's annotation files, verified",
                                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

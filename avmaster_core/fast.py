@@ -29,20 +29,18 @@ Precision (`precision=`): "bf16" (autocast; LayerNorm, softmax and the losses st
 decides), "tf32" (fp32 tensors, TF32 matmuls), "fp32" (full fp32 matmuls, the reference).
 
 Data path: `place_bank` puts a dataset's FeatureBank on the GPU when it fits (else pinned host memory);
-`DeviceBatches` iterates an epoch by slicing index tensors that live on the device (the epoch's order and
-negatives are uploaded once per epoch; `negatives="device"` draws them there), so the hot loop does no
-per-item Python work and no host-to-device copy except, for a pinned bank, the batch itself.
+`dataset.Batches` iterates an epoch by slicing index tensors that live on the bank's device (the epoch's order
+and negatives are uploaded once per epoch; `dataset.draw_negatives(n, device=...)` draws them there), so the hot
+loop does no per-item Python work and no host-to-device copy except, for a pinned bank, the batch itself.
 """
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -499,61 +497,17 @@ def place_bank(bank, device, max_fraction: float = 0.5):
     return FeatureBank(**pinned, words_len=bank.words_len)
 
 
-def sample_negatives(n: int, device, generator: torch.Generator | None = None) -> Tensor:
-    """[n] long on `device`: for each item a uniformly random other item (never itself), drawn there."""
-    if n < 2:
-        raise ValueError(f"negatives need at least 2 items, got {n}")
-    draw = torch.randint(0, n - 1, (n,), device=device, generator=generator)
-    own = torch.arange(n, device=device)
-    return draw + (draw >= own).long()  # uniform over the n-1 others
-
-
-class DeviceBatches:
-    """An epoch of batches of a FeatureBank, built by slicing index tensors on the bank's device.
-
-    order: the dataset's (seed, epoch) permutation (dataset.epoch_permutation), uploaded once per epoch.
-    negatives: "seeded" = dataset.negative_indices(n, seed, epoch) (the same negatives as AVQADataset and
-    iterate_batches, uploaded once per epoch), "device" = sample_negatives on the device, None = none.
-    `to` is where batches go (a pinned bank is gathered on the host and copied with non_blocking).
-    """
-
-    def __init__(self, bank, batch_size: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True,
-                 negatives: str | None = "seeded", drop_last: bool = False, to=None,
-                 generator: torch.Generator | None = None):
-        from .dataset import epoch_permutation, negative_indices
-
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if negatives not in (None, "seeded", "device"):
-            raise ValueError(f"negatives must be None, 'seeded' or 'device', got {negatives!r}")
-        self.bank, self.batch_size, self.drop_last = bank, batch_size, drop_last
-        self.to = torch.device(to) if to is not None else bank.device
-        n = len(bank)
-        order = epoch_permutation(n, seed, epoch) if shuffle else np.arange(n, dtype=np.int64)
-        self.order = torch.from_numpy(order).to(bank.device)                          # [N]
-        if negatives == "seeded":
-            self.negatives = torch.from_numpy(negative_indices(n, seed, epoch)).to(bank.device)
-        elif negatives == "device":
-            self.negatives = sample_negatives(n, bank.device, generator)
-        else:
-            self.negatives = None
-
-    def __len__(self) -> int:
-        n = len(self.bank)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
-
-    def __iter__(self) -> Iterator[dict]:
-        for i in range(len(self)):
-            items = self.order[i * self.batch_size:(i + 1) * self.batch_size]       # device slice, no copy
-            batch = self.bank.gather(items, None if self.negatives is None else self.negatives[items])
-            if self.to != self.bank.device:
-                batch = {k: v.pin_memory().to(self.to, non_blocking=True) for k, v in batch.items()}
-            yield batch
-
-
 def time_data_path(bank, batch_size: int, batches: int = 50, negatives: str = "device") -> float:
-    """Mean seconds to build one batch of `bank` with DeviceBatches, over the first `batches` batches."""
-    it = DeviceBatches(bank, batch_size, negatives=negatives)
+    """Mean seconds to build one batch of `bank` (dataset.Batches, the order and negatives as index tensors on the
+    bank's device), over the first `batches` batches. negatives: "device" (drawn there), "seeded" or None."""
+    from .dataset import Batches, draw_negatives, epoch_order
+
+    if negatives not in (None, "seeded", "device"):
+        raise ValueError(f"negatives must be None, 'seeded' or 'device', got {negatives!r}")
+    n = len(bank)
+    drawn = None if negatives is None else draw_negatives(n, seed=0 if negatives == "seeded" else None,
+                                                          device=bank.device)
+    it = Batches(bank, epoch_order(n, 0, 0), batch_size, negatives=drawn)
     device = bank.device
     n = min(batches, len(it))
     if device.type == "cuda":

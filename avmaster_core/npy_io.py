@@ -10,11 +10,11 @@ resumable: items already at the destination are skipped.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write
 from .store import KINDS, WIDTHS, FeatureStore
 
 RELEASED_DIRS = {"audio": "vggish", "visual": "clip_vit_l14_336px", "question": "clip_qst", "words": "clip_word"}
@@ -75,10 +75,8 @@ def export_npy(store_path: str | Path, out_dir: str | Path, kinds: list[str] | N
                 array = store.get(kind, key)
                 if kind in _SINGLETON:
                     array = array[None]
-                tmp = folder / f".{key}.npy.tmp"
-                with open(tmp, "wb") as fh:  # np.save on a handle keeps the exact name; then an atomic rename
-                    np.save(fh, array.astype(np.float32))
-                os.replace(tmp, folder / f"{key}.npy")
+                # np.save on a handle keeps the exact name (given a path it would add ".npy")
+                atomic_write(folder / f"{key}.npy", lambda f: np.save(f, array.astype(np.float32)))
             written[kind] = len(todo)
     return written
 

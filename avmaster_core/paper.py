@@ -39,7 +39,7 @@ from io import StringIO
 import numpy as np
 import pandas as pd
 
-from . import scoring
+from . import experiments, scoring
 from .records import MODALITIES
 
 # --------------------------------------------------------------------------------------------
@@ -54,7 +54,7 @@ SUMMARY_COLUMNS = scoring.TABLE4_COLUMNS  # ("A-QA", "V-QA", "AV-QA", "Avg")
 SUMMARY_FROM_TABLE2 = dict(zip(SUMMARY_COLUMNS, [(scoring.MODALITY_LABELS[m], AVG) for m in MODALITIES]
                                + [scoring.OVERALL]))
 METHOD = "method"  # the index level naming the method (scoring.score's index name)
-OURS = "AV-Master"  # the row name of the paper's own model in every table
+OURS = experiments.OURS  # the row name of the paper's own model in every table
 
 # --------------------------------------------------------------------------------------------
 # The tables as printed (tab-separated; "—" = not reported). Bold/underline marks are dropped.
@@ -396,7 +396,8 @@ _BUILDERS = {
 }
 
 
-def _check_name(name: str) -> str:
+def table_key(name: str) -> str:
+    """The canonical key of a paper table name ("Table II", "table_2" -> "table2"); KeyError for an unknown one."""
     key = str(name).lower().replace(" ", "").replace("_", "")
     key = {"tableii": "table2"}.get(key, key)
     if key not in _BUILDERS:
@@ -409,7 +410,7 @@ def paper_table(name: str) -> pd.DataFrame:
 
     The caption is in `.attrs["caption"]`; values are percentages as printed (NaN = not reported).
     """
-    key = _check_name(name)
+    key = table_key(name)
     frame = _BUILDERS[key]()
     frame.attrs["caption"] = CAPTIONS[key]
     frame.attrs["source"] = f"AV-Master paper, {key}"
@@ -418,12 +419,12 @@ def paper_table(name: str) -> pd.DataFrame:
 
 def paper_caption(name: str) -> str:
     """The caption of a table or figure of the paper."""
-    return CAPTIONS[_check_name(name)]
+    return CAPTIONS[table_key(name)]
 
 
 def paper_claims(name: str) -> tuple[str, ...]:
     """What the paper's text says about a figure, in words (empty for tables)."""
-    return CLAIMS.get(_check_name(name), ())
+    return CLAIMS.get(table_key(name), ())
 
 
 def summary_columns(table: pd.DataFrame) -> pd.DataFrame:
@@ -440,21 +441,22 @@ def summary_columns(table: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 # Paper vs ours: which of our runs fills which row, and the side-by-side tables the notebooks write.
 
-FULL_MODEL_RUN = "default"  # experiments identical to the full model reuse its run instead of a retrain
-# table -> {paper row label: experiment name in avmaster_core.config.EXPERIMENTS (= run folder)}.
-EXPERIMENT_ROWS: dict[str, dict] = {
-    "table2": {OURS: FULL_MODEL_RUN},
-    "table7": {"w/o. ALL": "table7/wo_all", "w/o. AVFC": "table7/wo_avfc", "w/o. DPCL": "table7/wo_dpcl",
-               "w/o. GPAP": "table7/wo_gpap", "w/o. TDPP": "table7/wo_tdpp", OURS: FULL_MODEL_RUN},
-    "table8": {1: "table8/qa", 2: "table8/qa+c", 3: "table8/qa+c+a", 4: "table8/qa+c+v", 5: "table8/qa+a+v",
-               6: FULL_MODEL_RUN},
-    "table9": {16: "table9/len16", 12: "table9/len12", 8: FULL_MODEL_RUN, 4: "table9/len4", 2: "table9/len2"},
-    "table10": {1: "table10/none", 2: FULL_MODEL_RUN, 3: "table10/bs", 4: "table10/as+bs"},
-    "table11": {("CLIP_L", "VGGish", OURS): FULL_MODEL_RUN},
-    "table12": {"w/o. APE": "table12/wo_ape", "w/o. VPE": "table12/wo_vpe", "w/o. AVPE": "table12/wo_avpe",
-                OURS: FULL_MODEL_RUN},
-    "table13": {"W-ADD": "table13/w_add", "MUL": "table13/mul", "ADD": FULL_MODEL_RUN},
-}
+FULL_MODEL_RUN = experiments.FULL_MODEL  # experiments identical to the full model reuse its run
+
+
+def _experiment_rows() -> dict[str, dict]:
+    """{table: {paper row label: run}} from the experiments registry, rows in the paper's order."""
+    rows = {}
+    for source in sorted(experiments.sources(), key=lambda name: NAMES.index(name) if name in NAMES else len(NAMES)):
+        if source.startswith("table"):
+            cells, order = experiments.filling(source), list(paper_table(source).index)
+            rows[source] = dict(sorted(cells.items(), key=lambda item: order.index(item[0])))
+    return rows
+
+
+# table -> {paper row label: experiment name in avmaster_core.config.EXPERIMENTS (= run folder)}, derived from
+# avmaster_core.experiments (each entry's `fills`).
+EXPERIMENT_ROWS: dict[str, dict] = _experiment_rows()
 RUN_TABLE = "test_table.csv"  # what engine.train writes into every run folder (scoring.score's Table II layout)
 
 
@@ -486,7 +488,7 @@ def ours_table(name: str, runs_dir="results/runs", seeds=None, statistic: str = 
 
     `.attrs["seeds"]` maps each row to the seeds averaged; rows without a run are absent.
     """
-    key = _check_name(name)
+    key = table_key(name)
     if key not in EXPERIMENT_ROWS:
         raise KeyError(f"{name}: none of our runs maps onto this table's rows; tables with runs: "
                        f"{', '.join(EXPERIMENT_ROWS)}")
@@ -525,6 +527,6 @@ def side_by_side(name: str, ours: pd.DataFrame | None = None, ours_label: str = 
 
 def missing_rows(name: str, ours: pd.DataFrame) -> dict:
     """{paper row label: experiment} of the rows of table `name` that `ours` (from `ours_table`) lacks."""
-    key = _check_name(name)
+    key = table_key(name)
     return {label: experiment for label, experiment in EXPERIMENT_ROWS.get(key, {}).items()
             if label not in ours.index}

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -179,42 +178,21 @@ def plot_word_attention(words, weights, *, row_labels=None, title: str = "", cma
 
 
 def save_figure(fig: Figure, path: str | Path, *, dpi: int = DPI) -> Path:
-    """Write `fig` to `path` (format from the suffix), creating folders; a temp file then a rename,
-    so a reader never sees half a file."""
+    """Write `fig` to `path` (format from the suffix), creating folders; atomic (avmaster_core.atomic), so a
+    reader never sees half a file."""
+    from .atomic import atomic_write
+
     path = Path(path)
     if not path.suffix:
         raise ValueError(f"save_figure: {path} has no suffix; use .png, .pdf or .svg")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".").lower())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: fig.savefig(f, dpi=dpi, format=path.suffix.lstrip(".").lower()))
 
 
 def save_table(table: pd.DataFrame, path: str | Path) -> Path:
-    """Write a result table as CSV, creating folders; a temp file then a rename (like save_figure)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".csv", dir=path.parent)
-    os.close(fd)
-    try:
-        table.to_csv(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write a result table as CSV, creating folders; atomic (like save_figure)."""
+    from .atomic import atomic_write
+
+    return atomic_write(path, lambda f: table.to_csv(f), mode="w")
 
 
 def plot_bars(table: pd.DataFrame, title: str = "", *, ylabel: str = "Accuracy (%)") -> Figure:

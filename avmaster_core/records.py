@@ -13,7 +13,7 @@ A record table is a pandas DataFrame with (at least) these columns:
 | answer        | str   | the answer string |
 | answer_idx    | int64 | index of `answer` in the answer vocabulary (vocab.ANSWERS for MUSIC-AVQA family) |
 | split         | str   | "train", "val", "test" (or a dataset-specific test subset) |
-| dataset       | str   | "music_avqa", "music_avqa_r", "music_avqa_v2", "avqa", "synthetic" |
+| dataset       | str   | a benchmark of dataset_registry.DATASET_NAMES ("music_avqa", "music_avqa_r", "music_avqa_v2", "avqa", "synthetic") |
 
 Dataset-specific columns may follow (e.g. `subset` = head/tail/headtail or bias/balance, `choices` for AVQA).
 """

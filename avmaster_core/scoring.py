@@ -10,6 +10,8 @@ Protocol (official-code.md §7): every accuracy is correct/total in percent over
 cell; the modality "Avg" columns and the overall "Avg" are *micro* averages (pooled over questions),
 not means of the type columns. A cell with no questions is NaN.
 
+The layout is the records' DatasetSpec's (dataset_registry: `table` and `scorer`):
+
 | records["dataset"]     | layout                                                            |
 |------------------------|-------------------------------------------------------------------|
 | music_avqa, synthetic  | Table II: per type, per modality Avg, overall Avg                 |
@@ -25,13 +27,12 @@ Keys are question ids as strings; values an answer string or an answer index.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from numbers import Integral
 from pathlib import Path
 
 import pandas as pd
 
+from .atomic import atomic_write
 from .records import MODALITIES, QUESTION_TYPES, check_records
 from .vocab import NUM_ANSWERS, answer_index
 
@@ -80,7 +81,10 @@ def correctness(records: pd.DataFrame, predictions, *, missing: str = "error") -
         absent = ids[~known]
         raise ScoringError(f"{len(absent)} of {len(records)} questions have no prediction (e.g. question_id "
                            f"{absent.head(5).tolist()}); predict them all, or pass missing='wrong' to count them wrong")
-    is_avqa = records["dataset"].eq("avqa")
+    from .dataset_registry import SPECS
+
+    # AVQA-style datasets index answers into each record's own `choices`, not vocab.ANSWERS
+    is_avqa = records["dataset"].isin([spec.name for spec in SPECS if not spec.answers_in_vocab])
     correct = []
     for qid, answer, answer_idx, avqa, has in zip(ids, records["answer"], records["answer_idx"], is_avqa, known):
         if not has:
@@ -100,23 +104,26 @@ def correctness(records: pd.DataFrame, predictions, *, missing: str = "error") -
 
 
 def score(records: pd.DataFrame, predictions, *, missing: str = "error", name: str = "ours") -> pd.DataFrame:
-    """Accuracy (%) in the paper's layout for the records' dataset: a one-row DataFrame indexed by `name`."""
+    """Accuracy (%) in the paper's layout for the records' dataset (its DatasetSpec's scorer): a one-row
+    DataFrame indexed by `name`."""
+    from .dataset_registry import REGISTRY
+
     check_records(records)
     datasets = records["dataset"].unique().tolist()
     if len(datasets) != 1:
         raise ScoringError(f"records mix datasets {datasets}; score each dataset on its own")
     dataset = datasets[0]
-    if dataset in ("music_avqa", "synthetic"):
-        return score_table2(records, predictions, missing=missing, name=name)
-    if dataset == "music_avqa_r":
-        if "subset" in records and records["subset"].isin(["head", "tail"]).all():
-            return score_table3(records, predictions, missing=missing, name=name)
-        return score_table2(records, predictions, missing=missing, name=name)
-    if dataset == "music_avqa_v2":
-        return score_table4(records, predictions, missing=missing, name=name)
-    if dataset == "avqa":
-        return score_table5(records, predictions, missing=missing, name=name)
-    raise ScoringError(f"no table layout for dataset {dataset!r}")
+    if dataset not in REGISTRY:
+        raise ScoringError(f"no table layout for dataset {dataset!r}")
+    return REGISTRY[dataset].scorer(records, predictions, missing=missing, name=name)
+
+
+def score_head_tail(records, predictions, *, missing="error", name="ours") -> pd.DataFrame:
+    """MUSIC-AVQA-R: Table III's layout when every record is labelled head or tail (split "test"), else
+    Table II's (split "headtail" carries no head/tail labels)."""
+    if "subset" in records and records["subset"].isin(["head", "tail"]).all():
+        return score_table3(records, predictions, missing=missing, name=name)
+    return score_table2(records, predictions, missing=missing, name=name)
 
 
 def score_table2(records, predictions, *, missing="error", name="ours") -> pd.DataFrame:
@@ -200,23 +207,12 @@ def _as_prediction_dict(predictions) -> dict[int, int | str]:
 
 def write_predictions(path: str | Path, predictions, *, dataset: str | None = None, split: str | None = None,
                       meta: dict | None = None) -> Path:
-    """Write predictions (see the module docstring) atomically: a temp file beside `path`, then rename."""
+    """Write predictions (see the module docstring) atomically (avmaster_core.atomic)."""
     path = Path(path)
     preds = _as_prediction_dict(predictions)
     document = {"format": PREDICTIONS_FORMAT, "dataset": dataset, "split": split, "meta": meta or {},
                 "predictions": {str(k): v for k, v in preds.items()}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(document, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: json.dump(document, f), mode="w")
 
 
 def read_prediction_file(path: str | Path) -> tuple[dict[int, int | str], dict]:

@@ -33,34 +33,17 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from .engine import DataConfig, RunResult, TrainConfig, config_differences, run_dir_for
+from . import experiments as experiment_registry
+from .run_config import (DataConfig, RunResult, TrainConfig, config_differences, free_fields, run_dir_for,
+                         run_name)
 
 SUMMARY_FILE = "summary.json"
-# Row labels of write_markdown for the runs of results/synthetic.md (the run name is kept for traceability).
-RUN_LABELS = {
-    "baseline/question_only": "Question-only baseline `baseline/question_only`",
-    "default": "AV-Master, official preset `default`",
-    "paper/default": "AV-Master, paper preset `paper/default`",
-    "fig5/a+q": "A+Q: no visual stream `fig5/a+q`",
-    "fig5/v+q": "V+Q: no audio stream `fig5/v+q`",
-    "table7/wo_tdpp": "w/o TDPP `table7/wo_tdpp`",
-    "table7/wo_gpap": "w/o GPAP `table7/wo_gpap`",
-    "table7/wo_avfc": "w/o AVFC `table7/wo_avfc`",
-    "table7/wo_dpcl": "w/o DPCL `table7/wo_dpcl`",
-    "table7/wo_all": "w/o ALL `table7/wo_all`",
-}
+# Row labels of write_markdown (e.g. results/synthetic.md) for every run name of either preset, from the
+# experiments registry's labels (the run name is kept for traceability).
+RUN_LABELS = {run: experiment_registry.run_label(run)
+              for name in experiment_registry.REGISTRY for run in (name, f"paper/{name}")}
 LOCK_FILE = ".sweep.lock"  # "<host> <pid>" of the sweep training this run folder
 STATISTICS = ("mean", "std")
-# Run-config fields that may differ between a finished run and a new request for it without changing what
-# the run is: where the data lives, and how the run was executed.
-_FREE_DATA_FIELDS = {"root", "store", "preload"}
-_FREE_TRAIN_FIELDS = {"progress", "num_workers", "device", "features_on_device", "checkpoint_every_steps",
-                      "eval_batch_size", "compile", "find_unused_parameters"}
-
-
-def run_name(experiment: str, preset: str = "official") -> str:
-    """The run folder name of `experiment` (what `avmaster train` uses): paper-preset runs live under paper/."""
-    return experiment if preset == "official" else f"paper/{experiment}"
 
 
 def _grid_configs(experiment: str, seed: int, preset: str, size: str, train_cfg: TrainConfig,
@@ -77,7 +60,9 @@ def _grid_configs(experiment: str, seed: int, preset: str, size: str, train_cfg:
 def _config_differences(saved: dict, model_cfg, train_cfg: TrainConfig, data_cfg: DataConfig) -> list[str]:
     wanted = {"model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(train_cfg),
               "data": dataclasses.asdict(data_cfg)}
-    return config_differences(saved, wanted, {"train": _FREE_TRAIN_FIELDS, "data": _FREE_DATA_FIELDS})
+    # A finished run must be the run asked for: only the fields that never change results may differ
+    # (run_config.free_fields; unlike a resume, a finished run asked for with more epochs is another run).
+    return config_differences(saved, wanted, free_fields(resuming=False))
 
 
 def read_finished_run(run_dir: str | Path) -> RunResult:
@@ -303,19 +288,18 @@ A finished run (summary.json present) is skipped, an interrupted one resumed: re
 
 
 def _sweep_command(args) -> int:
+    from .engine_cli import config_from_args
+
     names = [run_name(e, args.preset) for e in args.experiments]
     if not args.summary_only:
         if not args.dataset or not args.root:
             raise SystemExit("avmaster sweep: --dataset and --root are required to train (or pass --summary-only)")
-        overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "device": args.device,
-                     "checkpoint_every_steps": args.checkpoint_every}
-        train_cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None},
-                                progress=not args.no_progress)
-        data_cfg = DataConfig(dataset=args.dataset, root=args.root, store=args.store)
+        train_cfg = config_from_args(TrainConfig, args)
+        data_cfg = config_from_args(DataConfig, args)
         start = time.perf_counter()
         try:
             run_grid(args.experiments, args.seeds, preset=args.preset, size=args.size, train_cfg=train_cfg,
-                     data_cfg=data_cfg, out_dir=args.out, progress=not args.no_progress)
+                     data_cfg=data_cfg, out_dir=args.out, progress=train_cfg.progress)
         except (KeyError, ValueError) as e:
             raise SystemExit(f"avmaster sweep: {e.args[0] if e.args else e}") from None
         print(f"sweep finished in {(time.perf_counter() - start) / 60:.1f} min")
@@ -335,7 +319,7 @@ def _sweep_command(args) -> int:
 
 def register(subparsers) -> None:
     """Add `sweep` to the `avmaster` command."""
-    from .config import SIZES
+    from .engine_cli import add_config_arguments, add_model_arguments
 
     p = subparsers.add_parser("sweep", help="train a grid of experiments x seeds; print mean ± std tables",
                               formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG,
@@ -345,20 +329,10 @@ def register(subparsers) -> None:
     p.add_argument("--experiments", nargs="+", required=True,
                    help="named experiments (avmaster_core.config.EXPERIMENTS), e.g. default table7/wo_tdpp")
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="seeds (default 1 2 3)")
-    p.add_argument("--preset", default="official", choices=("official", "paper"),
-                   help="build every experiment on this preset (paper-preset runs go to paper/<experiment>)")
-    p.add_argument("--size", default="full", choices=tuple(SIZES),
-                   help="model size (avmaster_core.config.SIZES): full (default) or cpu")
-    p.add_argument("--dataset", help="music_avqa, music_avqa_r, music_avqa_v2, avqa or synthetic")
-    p.add_argument("--root", help="folder with the dataset's annotation files")
-    p.add_argument("--store", help="HDF5 feature store (default: <root>/features.h5)")
-    p.add_argument("--epochs", type=int, help="epochs per run (default 30)")
-    p.add_argument("--batch-size", type=int, help="training batch size (default 64)")
-    p.add_argument("--lr", type=float, help="Adam learning rate (default 1e-4)")
-    p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
-    p.add_argument("--checkpoint-every", type=int, metavar="STEPS",
-                   help="also save last.pt every STEPS steps inside an epoch (default 200; 0 = epoch ends only)")
+    add_model_arguments(p)
+    # The train command's options (run_config field metadata), except --seed: the grid gives the seeds.
+    add_config_arguments(p, DataConfig)
+    add_config_arguments(p, TrainConfig, skip=("seed",))
     p.add_argument("--out", default="results/runs", help="runs folder (default results/runs)")
     p.add_argument("--summary-only", action="store_true", help="train nothing; print the table of finished runs")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_sweep_command)

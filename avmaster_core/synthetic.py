@@ -49,6 +49,7 @@ from typing import Callable
 
 import numpy as np
 
+from .atomic import write_text
 from .store import FeatureStore
 from .vocab import INSTRUMENTS, fill_question
 
@@ -600,9 +601,9 @@ def generate_synthetic(out_dir, num_videos: int = DEFAULTS["num_videos"],
                 question_id += 1
         store.set_attrs(complete=True, num_questions=question_id)
     for split, rows in records.items():
-        paths[split].write_text(json.dumps(rows, indent=0))
-    paths["scenes"].write_text(json.dumps([asdict(s) for s in scenes], indent=0))
-    done.write_text(json.dumps(params))
+        write_text(paths[split], json.dumps(rows, indent=0))
+    write_text(paths["scenes"], json.dumps([asdict(s) for s in scenes], indent=0))
+    write_text(done, json.dumps(params))
     return paths
 
 

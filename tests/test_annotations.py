@@ -211,6 +211,14 @@ def test_malformed_json_names_file(tmp_path):
         load_annotations("music_avqa", "val", tmp_path)
 
 
+def test_malformed_synthetic_json_advises_the_synth_command(tmp_path):
+    (tmp_path / "avqa-test.json").write_text("[")
+    with pytest.raises(AnnotationError, match=rf"avmaster synth --out {tmp_path} --overwrite"):
+        load_annotations("synthetic", "test", tmp_path)
+    with pytest.raises(MissingAnnotationFile, match="avmaster synth --out"):
+        load_annotations("synthetic", "train", tmp_path)
+
+
 def test_unknown_answer_names_record(tmp_path):
     _write(tmp_path / "avqa-test.json", [_music_record(1), _music_record(77, answer="kazoo")])
     with pytest.raises(UnknownAnswerError, match=r"kazoo.*avqa-test.json.*question_id 77"):

@@ -64,3 +64,49 @@ def test_bad_arguments_get_clear_messages(tiny_data):
     with pytest.raises(FileNotFoundError, match="avmaster train"):
         cli.main(["evaluate", "--checkpoint", str(tiny_data / "nope.pt"), "--dataset", "synthetic",
                   "--root", str(tiny_data)])
+
+
+def _option_strings(parser) -> set[str]:
+    return {s for action in parser._actions for s in action.option_strings}
+
+
+def _subparser(name: str):
+    sub = next(a for a in cli.build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    return sub.choices[name]
+
+
+def test_train_and_sweep_share_the_options_declared_on_the_configs():
+    import dataclasses
+
+    from avmaster_core.engine_cli import config_from_args
+    from avmaster_core.run_config import DataConfig, TrainConfig
+
+    flags = {f.metadata["flag"] for cls in (TrainConfig, DataConfig) for f in dataclasses.fields(cls)
+             if "flag" in f.metadata}
+    train, sweep = _subparser("train"), _subparser("sweep")
+    assert flags <= _option_strings(train)
+    assert flags - {"--seed"} <= _option_strings(sweep)   # the grid gives the seeds
+    # Every flag name that existed before they were declared on the configs still works.
+    for old in ("--epochs", "--batch-size", "--lr", "--device", "--checkpoint-every", "--no-progress", "--store",
+                "--dataset", "--root", "--amp", "--compile", "--num-workers", "--T", "--pad", "--limit", "--seed"):
+        assert old in _option_strings(train), old
+    args = train.parse_args(["--dataset", "synthetic", "--root", "r", "--batch-size", "16", "--no-progress",
+                             "--checkpoint-every", "0", "--amp"])
+    assert config_from_args(TrainConfig, args) == TrainConfig(batch_size=16, progress=False, checkpoint_every_steps=0,
+                                                              amp=True)
+    assert config_from_args(DataConfig, args) == DataConfig(dataset="synthetic", root="r")
+    args = sweep.parse_args(["--experiments", "default", "--lr", "0.001", "--limit", "5"])
+    assert config_from_args(TrainConfig, args) == TrainConfig(lr=1e-3)
+    assert config_from_args(DataConfig, args).limit == 5
+
+
+def test_one_list_of_fields_that_may_differ_between_a_run_and_a_request_for_it():
+    from avmaster_core.run_config import free_fields
+
+    finished, resuming = free_fields(resuming=False), free_fields(resuming=True)
+    assert {"device", "progress", "num_workers", "compile"} <= finished["train"]
+    assert {"root", "store", "preload"} <= finished["data"]
+    # A resume may extend a run; a finished run asked for with more epochs is another run.
+    assert resuming["train"] - finished["train"] == {"epochs"} and resuming["data"] == finished["data"]
+    assert not {"lr", "seed", "batch_size", "amp"} & resuming["train"]
+    assert not {"dataset", "T", "pad", "limit"} & resuming["data"]

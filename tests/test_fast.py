@@ -15,7 +15,7 @@ import torch
 from avmaster_core import fast
 from avmaster_core.benchmark import TINY_MODEL, random_batch, schedule_estimate
 from avmaster_core.config import ModelConfig
-from avmaster_core.dataset import FeatureBank, iterate_batches
+from avmaster_core.dataset import Batches, FeatureBank, draw_negatives, epoch_order, iterate_batches
 from avmaster_core.model import build_model
 
 
@@ -153,29 +153,33 @@ def _bank(n_videos=7, n_items=23, T=4):
                        question_ids=torch.arange(100, 100 + n_items))
 
 
-def test_device_batches_equal_the_seeded_bank_batches():
-    """Index tensors on the device give exactly the batches of dataset.iterate_batches (same order, same
-    seeded negatives), with words padded to 77."""
+def test_device_order_batches_equal_the_seeded_bank_batches():
+    """dataset.Batches with the order and the seeded negatives as index tensors on the bank's device gives exactly
+    the batches of iterate_batches (same order, same negatives), with words padded to 77."""
     bank = _bank()
-    ours = list(fast.DeviceBatches(bank, 5, seed=3, epoch=2, negatives="seeded"))
+    order = torch.from_numpy(epoch_order(len(bank), 3, 2)).to(bank.device)
+    ours = list(Batches(bank, order, 5, negatives=draw_negatives(len(bank), seed=3, epoch=2, device=bank.device)))
     theirs = list(iterate_batches(bank, 5, shuffle=True, seed=3, epoch=2, with_negatives=True))
     assert len(ours) == len(theirs) == 5
     for a, b in zip(ours, theirs):
         assert a.keys() == b.keys() and a["words"].shape[1] == 77
         assert all(torch.equal(a[k], b[k]) for k in a)
-    assert len(fast.DeviceBatches(bank, 5, drop_last=True)) == 4
+    assert len(Batches(bank, order, 5, drop_last=True)) == 4
 
 
 def test_negatives_drawn_on_the_device_are_other_items():
     g = torch.Generator().manual_seed(0)
     for n in (2, 3, 500):
-        neg = fast.sample_negatives(n, "cpu", g)
+        neg = draw_negatives(n, device="cpu", generator=g)
         assert neg.dtype == torch.long and (neg != torch.arange(n)).all() and neg.min() >= 0 and neg.max() < n
-    draws = torch.cat([fast.sample_negatives(4, "cpu", g) for _ in range(2000)])
+    draws = torch.cat([draw_negatives(4, device="cpu", generator=g) for _ in range(2000)])
     counts = torch.bincount(draws, minlength=4)
     assert counts.min() > 1600  # each of 4 items is the negative of ~1/4 x 8000 draws
     with pytest.raises(ValueError, match="at least 2"):
-        fast.sample_negatives(1, "cpu")
+        draw_negatives(1, device="cpu")
+    seeded = draw_negatives(50, seed=1, epoch=2)
+    assert torch.equal(seeded, draw_negatives(50, seed=1, epoch=2))  # a pure function of (seed, epoch)
+    assert fast.time_data_path(_bank(), 5, batches=2, negatives="seeded") > 0
     assert fast.place_bank(_bank(), "cpu") is not None and fast.bank_bytes(_bank()) > 0
 
 

@@ -127,6 +127,18 @@ def test_table4_and_table5():
     assert table5.iloc[0, 0] == 50.0 and table5.columns.tolist() == ["Total Accuracy (%)"]
 
 
+def test_table4_avg_pools_questions_not_the_modality_columns():
+    # Audio 1 of 2 right (50 %), Visual 8 of 8 (100 %), Audio-Visual 0 of 10 (0 %): micro 9/20 = 45 %,
+    # while the mean of the three columns would be 50 %.
+    rows = [(1, "Audio", "Counting", "two"), (2, "Audio", "Counting", "two")]
+    rows += [(10 + i, "Visual", "Location", "yes") for i in range(8)]
+    rows += [(30 + i, "Audio-Visual", "Existential", "yes") for i in range(10)]
+    preds = {qid: ("no" if modality == "Audio-Visual" or qid == 2 else answer) for qid, modality, _, answer in rows}
+    row = score(_records(rows, dataset="music_avqa_v2"), preds).iloc[0]
+    assert row[["A-QA", "V-QA", "AV-QA"]].tolist() == [50.0, 100.0, 0.0]
+    assert row["Avg"] == pytest.approx(45.0) and row[["A-QA", "V-QA", "AV-QA"]].mean() == pytest.approx(50.0)
+
+
 def test_prediction_file_roundtrip_and_csv(tmp_path):
     records, preds, _ = _known_accuracy_case()
     path = write_predictions(tmp_path / "run" / "preds.json", preds, dataset="music_avqa", split="test",

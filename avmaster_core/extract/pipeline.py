@@ -28,6 +28,7 @@ from typing import Callable, Iterable
 
 import torch
 
+from ..atomic import write_json
 from ..store import FeatureStore
 from .encoders import (AUDIO_ENCODERS, DEFAULT_AUDIO_ENCODER, DEFAULT_VISUAL_ENCODER, TINY_ENCODERS, VISUAL_ENCODERS,
                        AudioEncoder, ClipEncoder, EncoderOptions, VGGishEncoder, VisualEncoder, WeightsNotFoundError,
@@ -82,9 +83,7 @@ class FailureLog:
             self.warnings.pop(video_id, None)
 
     def save(self) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({"failures": self.failures, "warnings": self.warnings}, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
+        write_json(self.path, {"failures": self.failures, "warnings": self.warnings}, indent=1, sort_keys=True)
 
 
 def _check_provenance(store: FeatureStore, attrs: dict) -> None:
@@ -413,7 +412,7 @@ def ask(video: str | Path, question: str, checkpoint: str | Path, clip: ClipEnco
 
     route: decode as the checkpoint's training features were made ("official" for the released ones).
     """
-    from ..engine import load_checkpoint  # lazy: the engine imports the whole training stack
+    from ..checkpoint import load_checkpoint
     from ..vocab import ANSWERS
 
     decoded = get_route(route).decode(video, seconds, frame_transform=clip.preprocess)

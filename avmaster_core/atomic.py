@@ -1,0 +1,62 @@
+"""Atomic file writes: the one way every module of the package writes a file a reader may see.
+
+    atomic_write(path, lambda f: f.write(b"..."))        # f: the open temp file (binary; mode="w" for text)
+    write_text(path, text); write_json(path, obj); save_torch(obj, path)
+
+The content goes to a temporary file in the same folder (so the rename stays on one file system), is
+flushed and fsync'ed, then renamed over `path` with os.replace: a reader sees the old file or the whole new
+one, never half of it, even if the process is killed or the writer raises midway. On any failure the
+temporary file is removed and the old file is left as it was. Folders are created as needed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Callable
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO], Any], *, mode: str = "wb",
+                 encoding: str | None = None) -> Path:
+    """Call `write(f)` on a temp file beside `path`, then replace `path` with it; returns `path`.
+
+    mode: "wb" (binary, default) or "w" (text, UTF-8 unless `encoding` says otherwise)."""
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_write: mode must be 'wb' or 'w', got {mode!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, encoding=(encoding or "utf-8") if mode == "w" else None) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; give it the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write(path, lambda f: f.write(text), mode="w")
+
+
+def write_json(path: str | os.PathLike, obj, *, indent: int | None = 2, **dumps) -> Path:
+    """`obj` as JSON (plus a final newline when indented)."""
+    text = json.dumps(obj, indent=indent, **dumps)
+    return write_text(path, text + "\n" if indent is not None else text)
+
+
+def save_torch(obj, path: str | os.PathLike) -> Path:
+    import torch
+
+    return atomic_write(path, lambda f: torch.save(obj, f))

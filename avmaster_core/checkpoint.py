@@ -1,0 +1,98 @@
+"""Checkpoints: what best.pt and last.pt hold, how they are written and read back, and the RNG state.
+
+    best.pt   {"format", "model_config", "train_config", "data_config", "experiment", "epoch", "val_acc", "model"}
+    last.pt   the same configs plus "config" (config.json's record), "optimizer", "scheduler", "rng" (one state per
+              rank) and the training loop's state (next_epoch, next_step, best_val_acc, ...): all a resume needs
+
+Both are written atomically (atomic.save_torch) and read with weights_only=True (plain types only).
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .atomic import save_torch
+
+CHECKPOINT_FORMAT = 1
+
+
+# ------------------------------------------------------------------------------------------------- RNG state
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    """This process's torch, CUDA, numpy and Python RNG states, in types torch.load(weights_only=True) reads."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": (kind, keys.tolist(), pos, has_gauss, gauss),
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+
+
+# ------------------------------------------------------------------------------------------------ write, read
+def _configs(config_record: dict) -> dict:
+    return {"format": CHECKPOINT_FORMAT, "model_config": config_record["model"],
+            "train_config": config_record["train"], "data_config": config_record["data"]}
+
+
+def save_best(path: Path, model, config_record: dict, *, epoch: int, val_acc: float | None) -> None:
+    """best.pt: the weights and the configs that rebuild the model (what load_checkpoint reads)."""
+    save_torch({**_configs(config_record), "experiment": config_record["experiment"], "epoch": epoch,
+                "val_acc": val_acc, "model": model.state_dict()}, path)
+
+
+def save_last(path: Path, model, optimizer, scheduler, config_record: dict, rngs: list[dict],
+              loop_state: dict) -> None:
+    """last.pt: everything needed to resume (rngs: one rng_state() per rank; loop_state: the loop's position)."""
+    save_torch({**_configs(config_record), "config": config_record, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rngs,
+                **loop_state}, path)
+
+
+def read_checkpoint(path, map_location="cpu") -> dict:
+    """The dict of an avmaster checkpoint; a clear error for a missing file or another kind of file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; train a model (`avmaster train`) first")
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(ckpt, dict) or "model_config" not in ckpt or "model" not in ckpt:
+        raise ValueError(f"{path} is not an avmaster checkpoint (no model_config/model); an official AV-Master "
+                         "state dict loads with avmaster_core.from_official_state_dict")
+    return ckpt
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu", changes: dict | None = None):
+    """(model, model_config) from a checkpoint written by `train` (best.pt or last.pt); the model is in eval mode.
+
+    changes: ModelConfig fields to override that do not change the weights, e.g. the inference-only variants
+    of Tables XII/XIII ({"inference_use_a": False}, {"combine": "mul"}).
+    """
+    from .config import ModelConfig, apply_inference_changes
+    from .model import build_model
+
+    ckpt = read_checkpoint(path, map_location)
+    cfg = ModelConfig.from_dict(ckpt["model_config"])
+    cfg = apply_inference_changes(cfg, changes)  # refuses fields that change the trained model
+    model = build_model(cfg)
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    return model, cfg
