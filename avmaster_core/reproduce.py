@@ -14,9 +14,11 @@ A plan is made of *artefacts* (Tables II-V, VII-XIII, Figs. 4-8) and the *items*
     evaluate   a finished run's best checkpoint scored on another split or dataset (Table III: MUSIC-AVQA-R;
                Table IV: the other test set) or with an inference-only change (Tables XII, XIII)
 
-Which experiment fills which row or figure point, and which are inference-only, comes from the experiments
-registry (avmaster_core.experiments); which dataset, protocol and cross-evaluation a table needs from
-`TABLE_DATA` below. An item shared by several artefacts (the full model's run) appears once.
+The plan keeps no list of its own. Which experiment fills which row or figure point, and which only re-score
+the full model, comes from the experiments registry (avmaster_core.experiments: `fills`, `inference_only`);
+Tables III-V, whose rows are benchmarks, from the dataset registry (avmaster_core.dataset_registry: each
+benchmark's table, splits and subsets give its training protocols and test sets). An item shared by several
+artefacts (the full model's run) appears once.
 
 Where things live (all under the settings' folders):
     <data>/<dataset>/                      annotation files and features.h5 (MUSIC-AVQA-R: MUSIC-AVQA's store)
@@ -39,104 +41,134 @@ from pathlib import Path
 from typing import Any
 
 LOCK_NAME = ".reproduce.lock"
-ARTEFACTS = ("table2", "table3", "table4", "table5", "table7", "table8", "table9", "table10", "table11",
-             "table12", "table13", "fig4", "fig5", "fig6", "fig7", "fig8")
 # Status words, in the order a person cares about them.
 FINISHED, RUNNING, INTERRUPTED, READY, WAITING, BLOCKED, CONFLICT = (
     "finished", "running", "interrupted", "missing", "waiting", "blocked", "conflict")
-
-
-# -------------------------------------------------------------------------------------------------------------
-# Datasets: training split protocols and what Tables II-V need from them
-# -------------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Protocol:
-    """How one benchmark is trained: its train / model-selection / test splits (load_annotations names)."""
-
-    dataset: str
-    name: str
-    train: str
-    val: str | None
-    test: str
-
-    def folder(self) -> str:
-        """Run folder prefix under the runs directory: none for MUSIC-AVQA (the notebooks read it there)."""
-        return "" if self.dataset == "music_avqa" else f"{self.dataset}/{self.name}"
-
-
-PROTOCOLS = {
-    ("music_avqa", "standard"): Protocol("music_avqa", "standard", "train", "val", "test"),
-    ("music_avqa_v2", "balance"): Protocol("music_avqa_v2", "balance", "train_balance", "val_balance", "test_balance"),
-    ("music_avqa_v2", "bias"): Protocol("music_avqa_v2", "bias", "train_bias", "val_bias", "test_bias"),
-    ("avqa", "standard"): Protocol("avqa", "standard", "train", None, "test"),
-}
-MAIN = PROTOCOLS["music_avqa", "standard"]
-# Datasets whose videos are another dataset's: their features live in that dataset's store.
-SHARED_VIDEOS = {"music_avqa_r": "music_avqa"}
-# Table I's row label of each dataset (question counts for estimates when the annotation files are absent).
-TABLE1_LABELS = {"music_avqa": "MUSIC-AVQA", "music_avqa_r": "MUSIC-AVQA-R", "music_avqa_v2": "MUSIC-AVQA-v2.0",
-                 "avqa": "AVQA"}
-# Tables whose rows are datasets rather than experiments: {table: [(row label, protocol, eval dataset, split)]}.
-# The full model trained with `protocol`, scored on (eval dataset, split); a split equal to the protocol's own
-# test split is the run's own test table (no separate evaluation).
-TABLE_DATA = {
-    "table3": [("AV-Master", MAIN, "music_avqa_r", "test")],
-    "table4": [((test.capitalize(), train.capitalize(), "AV-Master"), PROTOCOLS["music_avqa_v2", train],
-                "music_avqa_v2", f"test_{test}") for test in ("bias", "balance") for train in ("bias", "balance")],
-    "table5": [("AV-Master", PROTOCOLS["avqa", "standard"], "avqa", "test")],
-}
-# Artefacts that cannot be produced yet, whatever is on disk: {artefact: reason}.
-NOT_YET = {"table5": "waits for AVQA's multiple-choice answer head (issue 13): the 42-way head cannot score "
-                     "AVQA's 4 choices"}
+# The paper's main benchmark: the full model and every ablation and figure experiment train on it.
+MAIN_DATASET = "music_avqa"
+# Test-only benchmarks and the benchmark whose trained model and video features they reuse (MUSIC-AVQA-R
+# rephrases MUSIC-AVQA's test questions over the same videos; its question features join MUSIC-AVQA's store).
+REUSES = {"music_avqa_r": "music_avqa"}
 # Paper rows that need features from other encoders than CLIP-L/14@336 + VGGish (Table XI).
 OTHER_ENCODER_ROWS = {"table11": "rows with ResNet-18, CLIP-B, CLAP or InternVideo2 features need a store made "
                                  "with those encoders (`avmaster extract` with them)"}
-# Figures computed by their notebook from the full model's checkpoints (no item of their own).
+# Figures drawn by their notebook from the full model's checkpoints, beyond (or instead of) their runs.
 NOTEBOOK_CELL = "full model, for the notebook"  # the cell that makes a notebook-only figure wait for its runs
 NOTEBOOK_ONLY = {"fig4": "the inference-only curve (first t seconds) is computed by the notebook",
                  "fig6": "accuracy per focus step of the full model, computed by the notebook",
                  "fig8": "word attention of the full model, computed by the notebook"}
 
 
+# -------------------------------------------------------------------------------------------------------------
+# What fills what: the experiments registry (Tables II, VII-XIII, Figs. 4-8) and the dataset registry
+# (Tables III-V: one benchmark each, in the layout its DatasetSpec scores)
+# -------------------------------------------------------------------------------------------------------------
+def artefacts() -> tuple[str, ...]:
+    """Every table and figure a run can fill, in the paper's order."""
+    from . import dataset_registry, experiments, paper
+
+    filled = set(experiments.sources()) | {s.table for s in dataset_registry.SPECS} | set(NOTEBOOK_ONLY)
+    return tuple(name for name in paper.NAMES if name in filled)
+
+
+def dataset_tables() -> dict[str, list[str]]:
+    """{table: [benchmarks scored in its layout]} for the tables no experiment fills (III, IV, V)."""
+    from . import dataset_registry, experiments
+
+    out: dict[str, list[str]] = {}
+    for spec in dataset_registry.SPECS:
+        if spec.table not in experiments.sources() and spec.files:  # files: an official benchmark
+            out.setdefault(spec.table, []).append(spec.name)
+    return out
+
+
+def not_yet(artefact: str) -> str | None:
+    """Why an artefact cannot be produced whatever is on disk (None: it can)."""
+    from . import dataset_registry
+
+    for name in dataset_tables().get(artefact, []):
+        if not dataset_registry.get(name).answers_in_vocab:
+            return (f"waits for {dataset_registry.get(name).title}'s multiple-choice answer head (issue 13): the "
+                    "42-way answer head cannot score its choices")
+    return None
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How one benchmark is trained: its train / model-selection / test splits (load_annotations names)."""
+
+    dataset: str
+    name: str            # the subset trained on ("balance", "bias"), or "standard"
+    train: str
+    val: str | None      # None: no separate validation file (the last epoch is kept)
+    test: str
+
+    def folder(self) -> str:
+        """Run folder prefix under the runs directory: none for the main benchmark (the notebooks read it there)."""
+        return "" if self.dataset == MAIN_DATASET else f"{self.dataset}/{self.name}"
+
+
+def protocols(dataset: str) -> list[Protocol]:
+    """The training protocols of a benchmark, one per subset with a train split (DatasetSpec.split_files)."""
+    from . import dataset_registry
+
+    spec = dataset_registry.get(dataset)
+    out = []
+    for subset in spec.subsets or (None,):
+        if ("train", subset) not in spec.split_files:
+            continue
+        split = (lambda s: s) if subset is None else (lambda s: f"{s}_{subset}")
+        files = {part: [f for f, _, _ in spec.split_files.get((part, subset), ())] for part in ("val", "test")}
+        val = split("val") if files["val"] and files["val"] != files["test"] else None  # AVQA: its val is its test
+        out.append(Protocol(dataset, subset or "standard", split("train"), val, split("test")))
+    return out
+
+
+def protocol(dataset: str, name: str) -> Protocol:
+    found = [p for p in protocols(dataset) if p.name == name]
+    if not found:
+        raise KeyError(f"{dataset} has no training protocol {name!r}; it has {[p.name for p in protocols(dataset)]}")
+    return found[0]
+
+
+def main_protocol() -> Protocol:
+    return protocols(MAIN_DATASET)[0]
+
+
+def dataset_cells(table: str) -> list[tuple[Any, Protocol, str, str]]:
+    """[(row label, training protocol, benchmark scored, its split)] of a table of whole benchmarks: the full
+    model trained with each protocol of the benchmark (or of the one it reuses), scored on each test subset.
+    A table indexed by (Test, Training, method) gets one row per pair (Table IV's 2 x 2 grid)."""
+    from . import dataset_registry, experiments, paper
+
+    out = []
+    grid = list(paper.paper_table(table).index.names) == ["Test", "Training", paper.METHOD]
+    for name in dataset_tables().get(table, []):
+        spec = dataset_registry.get(name)
+        for test in spec.subsets or (None,):
+            split = "test" if test is None else f"test_{test}"
+            for proto in protocols(REUSES.get(name, name)):
+                label = (test.capitalize(), proto.name.capitalize(), experiments.OURS) if grid else experiments.OURS
+                out.append((label, proto, name, split))
+    return out
+
+
 def cells(artefact: str) -> list[tuple[Any, str, dict, str]]:
     """[(row label or x value, experiment whose run gives it, inference-only ModelConfig changes, experiment
     name)] of one table or figure, from the experiments registry (inference-only rows re-score the full
     model's run with their changes)."""
-    try:
-        from . import experiments
-    except ImportError:  # before the experiments registry: the same facts from paper / analysis
-        return _cells_before_registry(artefact)
+    from . import experiments
+
     out = []
     for key, run in experiments.filling(artefact).items():
-        entry = _entry_filling(artefact, key)
-        if entry is not None and entry.inference_only:
+        entry = next(e for e in experiments.ENTRIES if (artefact, key) in e.fills)
+        if entry.inference_only:
             out.append((key, experiments.FULL_MODEL, dict(entry.changes), entry.name))
         else:
             out.append((key, run, {}, run))
     if artefact in NOTEBOOK_ONLY and not any(run == experiments.FULL_MODEL for _, run, _, _ in out):
         out.append((NOTEBOOK_CELL, experiments.FULL_MODEL, {}, experiments.FULL_MODEL))
     return out
-
-
-def _cells_before_registry(artefact: str) -> list[tuple[Any, str, dict, str]]:
-    from . import analysis, paper
-
-    rows = {"fig4": analysis.FIG4_EXPERIMENTS, "fig5": analysis.FIG5_EXPERIMENTS,
-            "fig7": analysis.fig7_experiments()}.get(artefact, paper.EXPERIMENT_ROWS.get(artefact, {}))
-    out = []
-    for key, name in rows.items():
-        change = analysis.experiment_changes(name)
-        inference_only = bool(change) and set(change) <= analysis.INFERENCE_ONLY_FIELDS
-        out.append((key, paper.FULL_MODEL_RUN, change, name) if inference_only else (key, name, {}, name))
-    if artefact in NOTEBOOK_ONLY and not any(run == paper.FULL_MODEL_RUN for _, run, _, _ in out):
-        out.append((NOTEBOOK_CELL, paper.FULL_MODEL_RUN, {}, paper.FULL_MODEL_RUN))
-    return out
-
-
-def _entry_filling(artefact: str, key):
-    from . import experiments
-
-    return next((e for e in experiments.ENTRIES if (artefact, key) in e.fills), None)
 
 
 # -------------------------------------------------------------------------------------------------------------
@@ -175,7 +207,7 @@ class ReproduceSettings:
         given = dict(self.stores)
         if dataset in given:
             return Path(given[dataset])
-        owner = SHARED_VIDEOS.get(dataset, dataset)
+        owner = REUSES.get(dataset, dataset)
         return Path(given.get(owner, self.root(owner) / "features.h5"))
 
     def to_dict(self) -> dict:
@@ -201,7 +233,7 @@ class RunSpec:
 
     @property
     def proto(self) -> Protocol:
-        return PROTOCOLS[self.dataset, self.protocol]
+        return protocol(self.dataset, self.protocol)
 
     @property
     def name(self) -> str:
@@ -216,7 +248,7 @@ class RunSpec:
 
     @property
     def key(self) -> str:
-        where = "" if self.proto == MAIN else f" on {self.dataset}/{self.protocol}"
+        where = "" if self.dataset == MAIN_DATASET else f" on {self.dataset}/{self.protocol}"
         return f"train {self.name}{where} seed {self.seed}"
 
 
@@ -334,6 +366,12 @@ class Inventory:
         return [name for split in splits if self.records(dataset, split) is None
                 for name, _, _ in annotation_files(dataset, split)]
 
+    def annotation_need(self, dataset: str, missing: list[str]) -> str:
+        """What to say about absent annotation files: their names and the command that fetches them."""
+        from .dataset_registry import get
+
+        return f"annotations: {', '.join(missing)} (`{get(dataset).obtain_command(self.settings.root(dataset))}`)"
+
     def keys(self, store: Path, kind: str) -> set[str] | None:
         """The item names of one kind in a store; None when the store is absent or cannot be read now."""
         from .store import FeatureStore
@@ -360,7 +398,9 @@ class Inventory:
         from .paper import paper_table
 
         column = {"train": "# Train QA", "val": "# Valid QA", "test": "# Test QA"}.get(split.split("_")[0], "# Test QA")
-        value = paper_table("table1").loc[TABLE1_LABELS[dataset], column]
+        from .dataset_registry import get
+
+        value = paper_table("table1").loc[get(dataset).title, column]
         n = 0 if pd.isna(value) else int(value)
         return n if self.settings.limit is None else min(n, self.settings.limit)
 
@@ -470,7 +510,7 @@ class Plan:
 
     def complete(self, name: str) -> bool:
         items = self.artefact_items(name)
-        return bool(items) and all(i.status == FINISHED for i in items) and name not in NOT_YET
+        return bool(items) and all(i.status == FINISHED for i in items) and not_yet(name) is None
 
     def render(self, details: bool = True) -> str:
         from .reproduce_report import render_plan
@@ -482,13 +522,14 @@ def select_artefacts(only) -> list[str]:
     """The artefacts named in `only` ("table7", "fig4", "Table VII" spellings of paper._check_name), all if empty."""
     from .paper import _check_name
 
+    known = artefacts()
     if not only:
-        return list(ARTEFACTS)
+        return list(known)
     chosen = []
     for name in only:
         key = _check_name(name)
-        if key not in ARTEFACTS:
-            raise KeyError(f"{name}: not reproduced by runs (paper-only); choose among {', '.join(ARTEFACTS)}")
+        if key not in known:
+            raise KeyError(f"{name}: not reproduced by runs (paper-only); choose among {', '.join(known)}")
         chosen.append(key)
     return list(dict.fromkeys(chosen))
 
@@ -506,8 +547,7 @@ def build_plan(settings: ReproduceSettings, only=None) -> Plan:
             art.cells.append((label, [s.key for s in specs]))
             for spec in specs:
                 items.setdefault(spec.key, Item(spec)).artefacts.append(name)
-        art.notes += [text for table, text in {**NOT_YET, **OTHER_ENCODER_ROWS, **NOTEBOOK_ONLY}.items()
-                      if table == name]
+        art.notes += [text for text in (not_yet(name), OTHER_ENCODER_ROWS.get(name), NOTEBOOK_ONLY.get(name)) if text]
     _add_run_items(items)
     _add_question_items(items, settings)
     plan = Plan(settings, artefacts, items, Speed.of(settings))
@@ -531,24 +571,27 @@ def _notebook_of_artefacts(notebooks) -> dict[str, Path]:
 
 def _artefact_specs(name: str, settings: ReproduceSettings) -> list[tuple[Any, list]]:
     """[(cell label, [spec per seed])]: the run or evaluation whose test table gives each cell."""
+    from . import experiments
     from .sweep import run_name
 
     out = []
-    if name in TABLE_DATA:
-        for label, proto, dataset, split in TABLE_DATA[name]:
-            runs = [RunSpec(proto.dataset, proto.name, "default", settings.preset, s) for s in settings.seeds]
+    if name in dataset_tables():
+        for label, proto, dataset, split in dataset_cells(name):
+            runs = [RunSpec(proto.dataset, proto.name, experiments.FULL_MODEL, settings.preset, s)
+                    for s in settings.seeds]
             if dataset == proto.dataset and split == proto.test:
                 out.append((label, runs))
             else:
-                trained = "" if proto == MAIN else f"{proto.name}-trained-"
+                trained = "" if proto.dataset == MAIN_DATASET else f"{proto.name}-trained-"
                 tag = run_name(f"{name}/{trained}{dataset}-{split}", settings.preset)
                 out.append((label, [EvalSpec(r, dataset, split, tag) for r in runs]))
         return out
+    main = main_protocol()
     for label, experiment, changes, entry in cells(name):
-        runs = [RunSpec(MAIN.dataset, MAIN.name, experiment, settings.preset, s) for s in settings.seeds]
+        runs = [RunSpec(main.dataset, main.name, experiment, settings.preset, s) for s in settings.seeds]
         if changes:
             tag = run_name(entry, settings.preset)
-            out.append((label, [EvalSpec(r, MAIN.dataset, MAIN.test, tag, tuple(sorted(changes.items())))
+            out.append((label, [EvalSpec(r, main.dataset, main.test, tag, tuple(sorted(changes.items())))
                                 for r in runs]))
         else:
             out.append((label, runs))
@@ -583,7 +626,7 @@ def _add_question_items(items: dict[str, Item], settings: ReproduceSettings) -> 
     questions = [Item(QuestionSpec(d, tuple(s))) for d, s in splits.items()]
     for q in questions:
         q.artefacts = sorted({a for i in items.values() if _splits_used(i, settings)[0] == q.spec.dataset
-                              for a in i.artefacts}, key=ARTEFACTS.index)
+                              for a in i.artefacts}, key=artefacts().index)
     items.update({q.key: q for q in questions})
 
 
@@ -609,7 +652,7 @@ def _question_status(item: Item, plan: Plan, inv: Inventory) -> None:
     present = [s for s in spec.splits if inv.records(spec.dataset, s) is not None]
     missing = inv.missing_files(spec.dataset, spec.splits)
     if missing:
-        item.needs = [f"annotations: {', '.join(missing)} (`avmaster data fetch {spec.dataset}`)"]
+        item.needs = [inv.annotation_need(spec.dataset, missing)]
     store = plan.settings.store(spec.dataset)
     if not present or inv.keys(store, "audio") is None:
         item.status = BLOCKED
@@ -627,8 +670,7 @@ def _question_status(item: Item, plan: Plan, inv: Inventory) -> None:
 def _blocked_by_data(item: Item, plan: Plan, inv: Inventory, dataset: str, splits) -> bool:
     """Add to needs / after what annotations and features require; BLOCKED when something the plan cannot
     make is missing, WAITING when only earlier items of the plan are. True when the item cannot run now."""
-    hard = [f"annotations: {', '.join(m)} (`avmaster data fetch {dataset}`)"
-            for m in [inv.missing_files(dataset, splits)] if m]
+    hard = [inv.annotation_need(dataset, m) for m in [inv.missing_files(dataset, splits)] if m]
     if not hard:
         hard, questions = inv.feature_gaps(dataset, splits)
         if questions and not hard:
@@ -684,8 +726,8 @@ def _train_status(item: Item, plan: Plan, inv: Inventory) -> None:
         item.result = f"test {summary['test_acc']:.2f} %" if summary.get("test_acc") is not None else "finished"
         item.needs = [f"another configuration in {folder}: {'; '.join(diffs)}"] if diffs else []
         return
-    if item.artefacts and all(a in NOT_YET for a in item.artefacts):
-        item.status, item.needs = BLOCKED, [NOT_YET[item.artefacts[0]]]
+    if item.artefacts and all(not_yet(a) for a in item.artefacts):
+        item.status, item.needs = BLOCKED, [not_yet(item.artefacts[0])]
         return
     holder = _lock_holder(lock_path(spec, settings))
     if holder:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .reproduce import (ARTEFACTS, BLOCKED, CONFLICT, FINISHED, NOT_YET, NOTEBOOK_CELL, EvalSpec, Plan, RunSpec,
+from .reproduce import (BLOCKED, CONFLICT, FINISHED, NOTEBOOK_CELL, EvalSpec, Plan, RunSpec, artefacts, not_yet,
                         read_table)
 
 _SEED = re.compile(r" seed \d+")
@@ -27,7 +27,7 @@ def _artefact_line(plan: Plan, name: str) -> list[str]:
         counts = pd.Series([i.status for i in items]).value_counts()
         status = ", ".join(f"{n} {s}" for s, n in counts.items())
         blocked = [n for i in items if i.status in (BLOCKED, CONFLICT) for n in i.needs]
-        need = NOT_YET.get(name) or (blocked[0] if blocked else next((n for i in items for n in i.needs), ""))
+        need = not_yet(name) or (blocked[0] if blocked else next((n for i in items for n in i.needs), ""))
     hours = sum(i.hours for i in items if i.status != FINISHED)
     return [name, f"{filled}/{len(art.cells)}", status, need, _hours(hours)]
 
@@ -48,7 +48,7 @@ def _item_groups(plan: Plan) -> list[list[str]]:
             count = f"up to {items[0].questions:,}" if items[0].status == BLOCKED else f"{items[0].questions:,}"
             need = f"{count} questions without features" + (f"; {need}" if need else "")
         result = "; ".join(dict.fromkeys(i.result for i in items if i.result))
-        arts = sorted(items[0].artefacts, key=lambda a: ARTEFACTS.index(a))
+        arts = sorted(items[0].artefacts, key=artefacts().index)
         where = " ".join(arts[:2]) + (f" +{len(arts) - 2}" if len(arts) > 2 else "")
         rows.append([status, key, ",".join(seeds) or "-", where, need or result,
                      _hours(sum(i.hours for i in items if i.status != FINISHED))])
