@@ -373,7 +373,8 @@ class Inventory:
         return f"annotations: {', '.join(missing)} (`{get(dataset).obtain_command(self.settings.root(dataset))}`)"
 
     def keys(self, store: Path, kind: str) -> set[str] | None:
-        """The item names of one kind in a store; None when the store is absent or cannot be read now."""
+        """The item names of one kind in a store; None when the store is absent or cannot be read now (another
+        process writing it holds HDF5's lock)."""
         from .store import FeatureStore
 
         if (store, kind) not in self._keys:
@@ -383,6 +384,12 @@ class Inventory:
             except (FileNotFoundError, OSError):
                 self._keys[store, kind] = None
         return self._keys[store, kind]
+
+    def store_need(self, store: Path) -> str:
+        """Why a store cannot be used: absent, or present but unreadable now."""
+        if store.is_file():
+            return f"features: store {store} cannot be read now (being written by another process?)"
+        return f"features: store {store} absent (`avmaster extract --videos ...` or `avmaster store import`)"
 
     def forget(self) -> None:
         """Re-read everything next time (after items have written features or runs)."""
@@ -409,7 +416,7 @@ class Inventory:
         store = self.settings.store(dataset)
         found = {kind: self.keys(store, kind) for kind in ("audio", "visual", "question", "words")}
         if found["audio"] is None:
-            return [f"features: store {store} absent (`avmaster extract --videos ...` or `avmaster store import`)"], 0
+            return [self.store_need(store)], 0
         videos, questions = set(), 0
         for split in splits:
             records = self.records(dataset, split)
@@ -657,7 +664,7 @@ def _question_status(item: Item, plan: Plan, inv: Inventory) -> None:
     if not present or inv.keys(store, "audio") is None:
         item.status = BLOCKED
         item.questions = sum(inv.questions(spec.dataset, s) for s in spec.splits)  # at most (Table I)
-        item.needs += [] if present else [f"features: store {store} absent"]
+        item.needs += [inv.store_need(store)] if present else []
         return
     _, item.questions = inv.feature_gaps(spec.dataset, present)
     if _lock_holder(lock_path(spec, plan.settings)):
