@@ -463,7 +463,7 @@ class Speed:
         run has finished on the user's GPU, the estimate follows that GPU instead of the released code's."""
         import statistics
 
-        inventory, train, infer = Inventory(plan.settings), [], []
+        inventory, train, infer = plan.inventory or Inventory(plan.settings), [], []
         for item in plan.item_list(("train",)):
             metrics = item.spec.folder(plan.settings) / "metrics.jsonl"
             if item.status != FINISHED or not metrics.is_file():
@@ -500,6 +500,7 @@ class Plan:
     artefacts: dict[str, Artefact]
     items: dict[str, Item]
     speed: Speed
+    inventory: "Inventory | None" = None   # what was read from disk (annotations stay; features are re-read)
 
     def item_list(self, kinds=("questions", "train", "evaluate")) -> list[Item]:
         """Items in the order they must run: question features, trainings, evaluations."""
@@ -557,7 +558,7 @@ def build_plan(settings: ReproduceSettings, only=None) -> Plan:
         art.notes += [text for text in (not_yet(name), OTHER_ENCODER_ROWS.get(name), NOTEBOOK_ONLY.get(name)) if text]
     _add_run_items(items)
     _add_question_items(items, settings)
-    plan = Plan(settings, artefacts, items, Speed.of(settings))
+    plan = Plan(settings, artefacts, items, Speed.of(settings), Inventory(settings))
     refresh(plan)
     return plan
 
@@ -640,9 +641,11 @@ def _add_question_items(items: dict[str, Item], settings: ReproduceSettings) -> 
 # -------------------------------------------------------------------------------------------------------------
 # Status of each item
 # -------------------------------------------------------------------------------------------------------------
-def refresh(plan: Plan, inventory: Inventory | None = None) -> None:
-    """Recompute every item's status, needs and estimate from the disk."""
-    inventory = inventory or Inventory(plan.settings)
+def refresh(plan: Plan) -> None:
+    """Recompute every item's status, needs and estimate from the disk (annotation files are read once per
+    plan; feature stores and run folders every time)."""
+    inventory = plan.inventory = plan.inventory or Inventory(plan.settings)
+    inventory.forget()
     for item in plan.item_list():
         item.status, item.needs, item.after, item.result, item.work = READY, [], [], "", (0.0, 0.0)
         {"questions": _question_status, "train": _train_status, "evaluate": _eval_status}[item.kind](
