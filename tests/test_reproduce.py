@@ -217,3 +217,19 @@ def test_run_skips_items_another_worker_holds(tmp_path):
     text = "\n".join(lines)
     assert f"skipped {spec.key}: held by node7 (another machine)" in text, text
     assert "finished: none" in text
+
+
+def test_protocols_and_dataset_tables_come_from_the_dataset_registry():
+    assert [(p.name, p.train, p.val, p.test) for p in reproduce.protocols("music_avqa_v2")] == [
+        ("balance", "train_balance", "val_balance", "test_balance"), ("bias", "train_bias", "val_bias", "test_bias")]
+    avqa = reproduce.protocol("avqa", "standard")
+    assert avqa.val is None and avqa.test == "test"        # AVQA's val file is its test file: no model selection on it
+    assert reproduce.protocols("music_avqa_r") == []       # test only
+    table4 = {label: (p.name, split) for label, p, _, split in reproduce.dataset_cells("table4")}
+    assert table4 == {("Bias", "Bias", "AV-Master"): ("bias", "test_bias"),
+                      ("Bias", "Balance", "AV-Master"): ("balance", "test_bias"),
+                      ("Balance", "Bias", "AV-Master"): ("bias", "test_balance"),
+                      ("Balance", "Balance", "AV-Master"): ("balance", "test_balance")}
+    [(label, trained, dataset, split)] = reproduce.dataset_cells("table3")
+    assert (label, trained.dataset, dataset, split) == ("AV-Master", "music_avqa", "music_avqa_r", "test")
+    assert "multiple-choice" in reproduce.not_yet("table5") and reproduce.not_yet("table4") is None
