@@ -125,6 +125,17 @@ def ours_table(plan: Plan, name: str) -> pd.DataFrame:
     return out
 
 
+def ours_for(artefact: str, *, data="data", runs="results/runs", results="results", seeds=(1, 2, 3),
+             preset: str = "official") -> pd.DataFrame:
+    """Our finished numbers of one table or figure, for a notebook: `ours_table` of the plan of that artefact
+    alone (runs count when they finished with the default recipe; see `avmaster reproduce plan`)."""
+    from .reproduce import ReproduceSettings, build_plan
+
+    settings = ReproduceSettings(data=str(data), runs=str(runs), results=str(results), seeds=tuple(seeds),
+                                 preset=preset)
+    return ours_table(build_plan(settings, [artefact]), artefact)
+
+
 def _seed_of(spec) -> int:
     return spec.seed if isinstance(spec, RunSpec) else spec.run.seed
 

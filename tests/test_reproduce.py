@@ -166,6 +166,15 @@ def test_finished_run_is_read_back(tmp_path):
     plan = build_plan(settings, only=["table2", "table12"])
     item = plan.items[spec.key]
     assert item.status == FINISHED and item.result == "test 77.50 %" and item.hours == 0
+    import pandas as pd
+
+    from avmaster_core.reproduce_report import ours_for
+    from avmaster_core.scoring import TABLE2_COLUMNS
+
+    pd.DataFrame([[50.0] * (len(TABLE2_COLUMNS) - 1) + [77.5]], index=pd.Index(["ours"], name="method"),
+                 columns=pd.MultiIndex.from_tuples(TABLE2_COLUMNS)).to_csv(folder / "test_table.csv")
+    ours = ours_for("table2", data=tmp_path, runs=tmp_path / "runs", results=tmp_path / "res", seeds=(1,))
+    assert ours.loc["AV-Master", ("Overall", "Avg")] == 77.5 and ours.attrs["seeds"] == {"AV-Master": [1]}
     # the estimate now follows the speed measured on this plan's finished run (MUSIC-AVQA val: 4,568 questions)
     assert plan.speed.train == 1000 and plan.speed.infer == pytest.approx(500) and "measured" in plan.speed.source
     evaluation = plan.items["evaluate table12/wo_ape seed 1"]
