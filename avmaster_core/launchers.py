@@ -46,16 +46,18 @@ def run_item(spec, settings: ReproduceSettings) -> str:
 
 
 def _evaluate(spec: EvalSpec, settings: ReproduceSettings) -> str:
-    from .engine import _atomic_write, _write_predictions, evaluate
+    from .engine import evaluate
+    from .plots import save_table
+    from .scoring import write_predictions
 
     checkpoint = spec.run.folder(settings) / "best.pt"
     table, predictions = evaluate(checkpoint, spec.dataset, spec.split, settings.root(spec.dataset),
                                   store=settings.store(spec.dataset), device=settings.device, amp=settings.amp,
                                   limit=settings.limit, changes=dict(spec.changes), progress=settings.progress)
     folder = spec.folder(settings)
-    _write_predictions(folder / "predictions.json", predictions, dataset=spec.dataset, split=spec.split,
-                       meta={"checkpoint": str(checkpoint), "changes": dict(spec.changes)})
-    _atomic_write(spec.table_path(settings), lambda p: table.to_csv(p))  # written last: it marks "finished"
+    write_predictions(folder / "predictions.json", predictions, dataset=spec.dataset, split=spec.split,
+                      meta={"checkpoint": str(checkpoint), "changes": dict(spec.changes)})
+    save_table(table, spec.table_path(settings))  # written last (atomically): it marks the evaluation finished
     return f"Avg {read_table_avg(spec.table_path(settings), spec.dataset):.2f} %"
 
 
@@ -283,9 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     outcome = execute(json.loads(args.spec), json.loads(args.settings), lock=False)
     if int(os.environ.get("RANK", "0")) == 0:
-        from .engine import _save_text
-
-        _save_text(json.dumps(outcome), Path(args.outcome))
+        tmp = Path(f"{args.outcome}.tmp")
+        tmp.write_text(json.dumps(outcome))
+        os.replace(tmp, args.outcome)  # the launcher never reads half an outcome
     return 0 if outcome["status"] == "done" else 1
 
 
