@@ -55,6 +55,7 @@ def _evaluate(spec: EvalSpec, settings: ReproduceSettings) -> str:
                                   store=settings.store(spec.dataset), device=settings.device, amp=settings.amp,
                                   limit=settings.limit, changes=dict(spec.changes), progress=settings.progress)
     folder = spec.folder(settings)
+    folder.mkdir(parents=True, exist_ok=True)
     write_predictions(folder / "predictions.json", predictions, dataset=spec.dataset, split=spec.split,
                       meta={"checkpoint": str(checkpoint), "changes": dict(spec.changes)})
     save_table(table, spec.table_path(settings))  # written last (atomically): it marks the evaluation finished
