@@ -243,6 +243,9 @@ class Submitit:
             ex = submitit.DebugExecutor(folder=self.folder)
         else:
             ex = submitit.AutoExecutor(folder=self.folder)
+            if ex.cluster != "slurm":  # AutoExecutor falls back to local processes where SLURM is absent
+                raise RuntimeError("--slurm: no SLURM on this machine (no sbatch/srun found); run from a login "
+                                   "node, or use --gpus (local GPUs) or --submitit-executor local")
             ex.update_parameters(**{k: v for k, v in self.parameters.items() if v is not None})
         return ex
 

@@ -208,7 +208,7 @@ def _run_command(args) -> int:
     try:
         plan = run_plan(settings_from_args(args), args.only, _launcher_from_args(args), dry_run=args.dry_run,
                         notebooks=not args.no_notebooks, notebook_out=args.notebook_out)
-    except (KeyError, ValueError) as e:
+    except (KeyError, ValueError, RuntimeError) as e:
         raise SystemExit(f"avmaster reproduce run: {e.args[0] if e.args else e}") from None
     if not args.dry_run:
         print(f"reproduce run took {_duration(time.perf_counter() - start)}")

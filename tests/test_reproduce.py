@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 
 import pytest
@@ -242,3 +243,16 @@ def test_protocols_and_dataset_tables_come_from_the_dataset_registry():
     [(label, trained, dataset, split)] = reproduce.dataset_cells("table3")
     assert (label, trained.dataset, dataset, split) == ("AV-Master", "music_avqa", "music_avqa_r", "test")
     assert "multiple-choice" in reproduce.not_yet("table5") and reproduce.not_yet("table4") is None
+
+
+def test_slurm_parameters_are_submitits_and_slurm_must_be_there():
+    from submitit.slurm.slurm import SlurmExecutor
+
+    from avmaster_core.launchers import Submitit
+
+    launcher = Submitit("unused", partition="gpu", account="lab")
+    slurm = {k.removeprefix("slurm_") for k in launcher.parameters if k.startswith("slurm_")}
+    assert slurm <= SlurmExecutor._valid_parameters()       # submitit would refuse an unknown one
+    if shutil.which("srun") is None:
+        with pytest.raises(RuntimeError, match="no SLURM on this machine"):
+            launcher.executor()
