@@ -245,12 +245,12 @@ def test_protocols_and_dataset_tables_come_from_the_dataset_registry():
     assert "multiple-choice" in reproduce.not_yet("table5") and reproduce.not_yet("table4") is None
 
 
-def test_slurm_parameters_are_submitits_and_slurm_must_be_there():
+def test_slurm_parameters_are_submitits_and_slurm_must_be_there(tmp_path):
     from submitit.slurm.slurm import SlurmExecutor
 
     from avmaster_core.launchers import Submitit
 
-    launcher = Submitit("unused", partition="gpu", account="lab")
+    launcher = Submitit(tmp_path / "submitit", partition="gpu", account="lab")
     slurm = {k.removeprefix("slurm_") for k in launcher.parameters if k.startswith("slurm_")}
     assert slurm <= SlurmExecutor._valid_parameters()       # submitit would refuse an unknown one
     if shutil.which("srun") is None:
