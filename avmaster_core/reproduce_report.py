@@ -121,6 +121,14 @@ def ours_table(plan: Plan, name: str) -> pd.DataFrame:
     index = pd.MultiIndex.from_tuples(labels) if all(isinstance(x, tuple) for x in labels) else \
         pd.Index(labels, dtype=object)
     out = pd.DataFrame([rows[label] for label in labels], index=index)
+    if name.startswith("table"):  # the paper's index names and column order
+        from . import paper
+
+        base = paper.paper_table(name)
+        out.index.names = base.index.names
+        out = out.reindex(columns=[c for c in base.columns if c in out.columns])
+    else:
+        out = out.rename_axis("point")
     out.attrs["seeds"] = seeds
     return out
 
@@ -152,12 +160,6 @@ def write_tables(plan: Plan) -> dict[str, Path]:
         ours = ours_table(plan, name)
         if ours.empty:
             continue
-        if name.startswith("table"):
-            base = paper.paper_table(name)
-            ours.index.names = base.index.names
-            ours = ours.reindex(columns=[c for c in base.columns if c in ours.columns])
-            table = paper.side_by_side(name, ours, "ours")
-        else:
-            table = ours.rename_axis("point")
+        table = paper.side_by_side(name, ours, "ours") if name.startswith("table") else ours
         written[name] = save_table(table, folder / f"{name}.csv")
     return written
