@@ -126,7 +126,7 @@ class InOrder:
             yield execute(spec_to_dict(spec), settings.to_dict())
 
     def describe(self, spec, settings: ReproduceSettings) -> str:
-        return f"in this process: {spec.key}"
+        return f"in this process: {spec.describe()}"
 
     @staticmethod
     def call(fn, *args):
@@ -154,7 +154,7 @@ class LocalGPUs:
 
     def describe(self, spec, settings: ReproduceSettings) -> str:
         where = f"torchrun on GPUs {self.gpus}" if self.ddp and isinstance(spec, RunSpec) else "one GPU"
-        return f"{where}: {spec.key}"
+        return f"{where}: {spec.describe()}"
 
     call = InOrder.call
 
@@ -250,7 +250,7 @@ class Submitit:
         return ex
 
     def describe(self, spec, settings: ReproduceSettings) -> str:
-        return f"array task ({self.kind}): {spec.key}"
+        return f"array task ({self.kind}): {spec.describe()}"
 
     def call(self, fn, *args):
         """Run one more step (the notebooks) as a single job on a GPU node, and wait for its result."""

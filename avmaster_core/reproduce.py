@@ -196,7 +196,7 @@ class ReproduceSettings:
     stores: tuple[tuple[str, str], ...] = ()   # (dataset, store path) overrides
     encoders: str = "real"               # question features: "real" CLIP ViT-L/14@336 or "tiny" (tests)
     clip_weights: str | None = None
-    train_speed: float | None = None     # samples/s; None = the released code's H200 figure
+    train_speed: float | None = None     # samples/s; None: measured on finished runs, else the released code's
     infer_speed: float | None = None
     progress: bool = False
 
@@ -251,6 +251,10 @@ class RunSpec:
         where = "" if self.dataset == MAIN_DATASET else f" on {self.dataset}/{self.protocol}"
         return f"train {self.name}{where} seed {self.seed}"
 
+    def describe(self) -> str:
+        return f"{self.key} (train on {self.proto.train}, select on {self.proto.val or 'the last epoch'}, " \
+               f"test on {self.proto.test})"
+
 
 @dataclass(frozen=True)
 class EvalSpec:
@@ -274,7 +278,8 @@ class EvalSpec:
 
     def describe(self) -> str:
         change = ", ".join(f"{k}={v}" for k, v in self.changes)
-        return f"{self.run.key} scored on {self.dataset} {self.split}" + (f" with {change}" if change else "")
+        return f"{self.key}: {self.run.key} scored on {self.dataset} {self.split}" + \
+            (f" with {change}" if change else "")
 
 
 @dataclass(frozen=True)
@@ -287,6 +292,9 @@ class QuestionSpec:
     @property
     def key(self) -> str:
         return f"question features {self.dataset} ({', '.join(self.splits)})"
+
+    def describe(self) -> str:
+        return f"{self.key}: CLIP text features of the questions that have none"
 
 
 SPEC_KINDS = {"train": RunSpec, "evaluate": EvalSpec, "questions": QuestionSpec}

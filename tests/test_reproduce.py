@@ -203,7 +203,7 @@ def test_launcher_commands():
     command = LocalGPUs([0, 1, 2, 3], ddp=True).command(run, settings, "o.json")
     assert "torch.distributed.run" in command and "--nproc_per_node=4" in command
     assert LocalGPUs([0]).command(run, settings, "o.json")[1:3] == ["-m", "avmaster_core.launchers"]
-    assert InOrder().describe(run, settings).endswith(run.key)
+    assert InOrder().describe(run, settings).startswith(f"in this process: {run.key} (train on train")
 
 
 def test_submitit_task_requeues_itself_on_preemption():
