@@ -289,9 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     outcome = execute(json.loads(args.spec), json.loads(args.settings), lock=False)
     if int(os.environ.get("RANK", "0")) == 0:
-        tmp = Path(f"{args.outcome}.tmp")
-        tmp.write_text(json.dumps(outcome))
-        os.replace(tmp, args.outcome)  # the launcher never reads half an outcome
+        from .atomic import write_json
+
+        write_json(args.outcome, outcome)  # atomic: the launcher never reads half an outcome
     return 0 if outcome["status"] == "done" else 1
 
 

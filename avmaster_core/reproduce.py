@@ -535,15 +535,15 @@ class Plan:
 
 
 def select_artefacts(only) -> list[str]:
-    """The artefacts named in `only` ("table7", "fig4", "Table VII" spellings of paper._check_name), all if empty."""
-    from .paper import _check_name
+    """The artefacts named in `only` ("table7", "table_7", "fig4": paper.table_key spellings), all if empty."""
+    from .paper import table_key
 
     known = artefacts()
     if not only:
         return list(known)
     chosen = []
     for name in only:
-        key = _check_name(name)
+        key = table_key(name)
         if key not in known:
             raise KeyError(f"{name}: not reproduced by runs (paper-only); choose among {', '.join(known)}")
         chosen.append(key)
