@@ -783,7 +783,7 @@ def _eval_status(item: Item, plan: Plan, inv: Inventory) -> None:
 def run_configs(spec: RunSpec, settings: ReproduceSettings):
     """(ModelConfig, TrainConfig, DataConfig) of one run under these settings."""
     from .engine import DataConfig, TrainConfig
-    from .sweep import _grid_configs
+    from .sweep import grid_configs
 
     proto = spec.proto
     recipe = {k: v for k, v in dict(epochs=settings.epochs, lr=settings.lr, batch_size=settings.batch_size).items()
@@ -793,15 +793,15 @@ def run_configs(spec: RunSpec, settings: ReproduceSettings):
     train_split = proto.val if settings.train_on == "val" and proto.val else proto.train
     data_cfg = DataConfig(dataset=spec.dataset, root=str(settings.root(spec.dataset)),
                           store=str(settings.store(spec.dataset)), train_split=train_split, limit=settings.limit)
-    return _grid_configs(spec.experiment, spec.seed, spec.preset, settings.size, train_cfg, data_cfg)
+    return grid_configs(spec.experiment, spec.seed, spec.preset, settings.size, train_cfg, data_cfg)
 
 
 def finished_run_differences(spec: RunSpec, settings: ReproduceSettings) -> list[str]:
     """How the finished run in spec's folder differs from what these settings ask (empty: it is this run)."""
-    from .sweep import _config_differences
+    from .sweep import grid_config_differences
 
     saved = json.loads((spec.folder(settings) / "config.json").read_text())
-    return _config_differences(saved, *run_configs(spec, settings))
+    return grid_config_differences(saved, *run_configs(spec, settings))
 
 
 # Header rows of a saved score table, by the layout scoring.score picks for the dataset.
