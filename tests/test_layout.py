@@ -95,16 +95,12 @@ def test_the_layout_checks_catch_what_they_look_for():
 CITING = ["README.md", "docs/*.md", "data/README.md", "results/*.md", "avmaster_core/**/*.py", "tests/*.py",
           "tools/*.py", "notebooks/*.ipynb"]
 WRITTEN_NOT_CITED = {"gpu_benchmark.md"}   # a report the GPU suite writes (`--report`), not a document
-# A notebook that still cites the old, unshipped reference notes: its owner repoints the citation in its first
-# markdown cell to docs/released-code.md §9; then empty this set.
-NOT_YET_REPOINTED = {"notebooks/30_presets.ipynb"}
 MD_PATH = re.compile(r"[\w./$-]*\w\.md\b")
 SECTION = re.compile(r"released-code\.md`?\s*((?:§[\d.]+(?:\s*[-–,]\s*)?)+)")
 
 
 def _citing_files() -> list[Path]:
-    return sorted({p for pattern in CITING for p in REPO.glob(pattern)
-                   if p.is_file() and str(p.relative_to(REPO)) not in NOT_YET_REPOINTED})
+    return sorted({p for pattern in CITING for p in REPO.glob(pattern) if p.is_file()})
 
 
 def _cited_document_exists(cited: str, citing: Path, shipped_names: set[str]) -> bool:
