@@ -385,7 +385,7 @@ def validate_batch(batch: dict, cfg: ModelConfig, need_label: bool, need_negativ
                                  "audio, visual and negatives must share T >= 1")
         if key == "words" and x.shape[1] < 1:
             raise ValueError("batch['words'] has no tokens")
-        if (x.device.type == "cpu" if check_finite is None else check_finite) and not torch.isfinite(x).all():
+        if (x.device.type == "cpu" if check_finite is None else check_finite) and not all_finite(x):
             raise ValueError(f"batch[{key!r}] contains NaN or inf values; fix or drop the sample")
     if need_label:
         if "label" not in batch:
@@ -396,6 +396,12 @@ def validate_batch(batch: dict, cfg: ModelConfig, need_label: bool, need_negativ
                              f"{getattr(y, 'dtype', type(y))} {tuple(getattr(y, 'shape', ()))}")
         if y.device.type == "cpu" and ((y < 0) | (y >= cfg.num_answers)).any():
             raise ValueError(f"batch['label'] has values outside [0, {cfg.num_answers})")
+
+
+def all_finite(x: Tensor) -> bool:
+    """No NaN or inf in x. A sum is non-finite whenever an element is, and one sum is ~10x cheaper than
+    torch.isfinite(x).all() on CPU; only a non-finite sum (or a finite overflow) needs the elementwise check."""
+    return bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())
 
 
 def build_model(cfg: ModelConfig | None = None, fast: bool = True) -> AVMaster:
