@@ -275,14 +275,14 @@ class AVMaster(nn.Module):
         need_neg = self._needs_negatives(batch)
         validate_batch(batch, cfg, need_label=False, need_negatives=need_neg, check_finite=check_finite)
         feats = {m: self.project(batch, m) for m in mods}  # [B, T, D]
-        words = self.proj_words(batch["words"])  # [B, L, D]
+        words, key_bias = self._words(batch["words"], return_attention)  # [B, L, D]; L shorter if trimmed
         sentence = self.proj_question(batch["question"])  # [B, D]
         out: dict = {}
         logits = {}
         fused = None
         if cfg.use_tdpp:
             focus, steps = self.focus_capture(feats, return_steps) if mods else ({}, None)
-            context = self.context(torch.cat([feats[m] for m in mods] + [words], dim=1))  # [B, M*T+L, D]
+            context = self._context(torch.cat([feats[m] for m in mods] + [words], dim=1), key_bias)  # [B, M*T+L, D]
             fused = self.key_fusion(context, focus)  # [B, D]
             logits["qa"] = self.decoder_qa(fused.unsqueeze(1), sentence)
             if return_focus:
@@ -290,7 +290,7 @@ class AVMaster(nn.Module):
         pref = {}
         if cfg.use_gpap:
             for m in mods:
-                pref[m], weights = self.pref[m](feats[m], words, need_weights=return_attention)  # [B, T, D]
+                pref[m], weights = self._preference(m, feats[m], words, key_bias, return_attention)  # [B, T, D]
                 logits[m] = self.decoder_pref[m](pref[m], sentence)
                 if return_attention:
                     out[f"word_attention_{m}"] = weights  # [B, T, L]
@@ -300,11 +300,33 @@ class AVMaster(nn.Module):
         out["features"] = {"fused": fused, **{f"pref_{m}": p.mean(dim=1) for m, p in pref.items()}}
         if need_neg:  # official L_c: negatives through the same projections and preference blocks, own words
             for m in mods:
-                neg, _ = self.pref[m](self.project(batch, m, negative=True), words)
+                neg, _ = self._preference(m, self.project(batch, m, negative=True), words, key_bias)
                 out["features"][f"neg_{m}"] = neg.mean(dim=1)
         if return_steps and cfg.use_tdpp:
             out["step_logits"] = self._step_logits(context, steps, sentence, logits)
         return out
+
+    # ------------------------------------------------------------------ words padding (rewrites.trim_padding)
+    def _words(self, raw: Tensor, return_attention: bool) -> tuple[Tensor, Tensor | None]:
+        """Projected words [B, L, D] and None; on the fast path without dropout, on CPU, the trailing zero
+        padding shared by the batch runs as one token: (words [B, L', D], log-multiplicities [L'])."""
+        key_bias = None
+        if (self.fast and not return_attention and raw.device.type == "cpu" and raw.shape[1] > 2
+                and not (self.training and self.cfg.dropout > 0) and not rewrites._capturing()):
+            raw, key_bias = rewrites.trim_padding(raw)
+        return self.proj_words(raw), key_bias
+
+    def _context(self, tokens: Tensor, key_bias: Tensor | None) -> Tensor:
+        if key_bias is None:
+            return self.context(tokens)
+        bias = torch.cat([key_bias.new_zeros(tokens.shape[1] - key_bias.shape[0]), key_bias])  # frames: 1 each
+        return rewrites.self_attention_layer_weighted(self.context, tokens, bias)
+
+    def _preference(self, m: str, x: Tensor, words: Tensor, key_bias: Tensor | None,
+                    need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        if key_bias is None:
+            return self.pref[m](x, words, need_weights=need_weights)
+        return rewrites.preference_layer_weighted(self.pref[m], x, words, key_bias), None
 
     def _needs_negatives(self, batch: dict) -> bool:
         cfg = self.cfg
