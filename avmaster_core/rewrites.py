@@ -95,6 +95,9 @@ def absorbed_bert_cross(layer, h: Tensor, memory: Tensor) -> Tensor:
     scores are (q_h W_k,h) . m / sqrt(dh) (q . b_k is constant per query and cancels in the softmax) and the
     values are W_v,h (sum_n a_n m_n) + b_v,h sum_n a_n: no projection of the Lm memory tokens."""
     b, lq, d = h.shape
+    if memory.shape[1] == 1 and not (layer.training and layer.dropout > 0):
+        # one memory token: every softmax is 1, the context is its value whatever the query (decoder_qa)
+        return layer.add_and_feed_forward(h, layer.value(memory).expand(b, lq, d))
     nh, dh = layer.heads, d // layer.heads
     q = layer.query(h).unflatten(-1, (nh, dh))  # [B, Lq, H, dh]
     q_abs = torch.einsum("bqhe,hed->bhqd", q, layer.key.weight.unflatten(0, (nh, dh)))  # [B, H, Lq, D]
