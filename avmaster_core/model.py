@@ -287,10 +287,15 @@ class AVMaster(nn.Module):
             logits["qa"] = self.decoder_qa(fused.unsqueeze(1), sentence)
             if return_focus:
                 out.update({f"focus_{m}": focus[m] for m in mods})
-        pref = {}
+        pref, negs = {}, {}
         if cfg.use_gpap:
             for m in mods:
-                pref[m], weights = self._preference(m, feats[m], words, key_bias, return_attention)  # [B, T, D]
+                if need_neg and self.fast:  # positives and negatives through the preference block as one batch
+                    both, weights = self._preference(m, torch.cat([feats[m], self.project(batch, m, True)]),
+                                                     torch.cat([words, words]), key_bias, return_attention)
+                    (pref[m], negs[m]), weights = both.chunk(2), weights if weights is None else weights.chunk(2)[0]
+                else:
+                    pref[m], weights = self._preference(m, feats[m], words, key_bias, return_attention)  # [B, T, D]
                 logits[m] = self.decoder_pref[m](pref[m], sentence)
                 if return_attention:
                     out[f"word_attention_{m}"] = weights  # [B, T, L]
@@ -300,7 +305,7 @@ class AVMaster(nn.Module):
         out["features"] = {"fused": fused, **{f"pref_{m}": p.mean(dim=1) for m, p in pref.items()}}
         if need_neg:  # official L_c: negatives through the same projections and preference blocks, own words
             for m in mods:
-                neg, _ = self._preference(m, self.project(batch, m, negative=True), words, key_bias)
+                neg = negs[m] if m in negs else self._preference(m, self.project(batch, m, True), words, key_bias)[0]
                 out["features"][f"neg_{m}"] = neg.mean(dim=1)
         if return_steps and cfg.use_tdpp:
             out["step_logits"] = self._step_logits(context, steps, sentence, logits)
