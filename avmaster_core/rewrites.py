@@ -12,7 +12,10 @@ the paper; a module runs these rewrites when its `fast` flag is on (the default,
   query-independent; dropout masks of the loop are drawn once per tensor for all steps;
 - collapsed templates (`focus_collapsed`): in eval mode where the K rows stay identical, one row per
   sample with the affine parts of a step folded into one matrix;
-- split fusion linear (`key_fusion_split`).
+- split fusion linear (`key_fusion_split`);
+- zero-padded words (`trim_padding`): the trailing padding shared by a batch runs as one token whose
+  attention weight counts its copies (CPU, no dropout); a BERT cross layer over one memory token skips
+  its attention (`absorbed_bert_cross`).
 """
 from __future__ import annotations
 
