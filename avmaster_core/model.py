@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .blocks import AnswerDecoder, FocusDecoderLayer, PreferenceLayer, SelfAttentionLayer, folded, token_mix
+from .choices import build_scorers, check_choices, head_logits
 from .config import ModelConfig
 from . import losses as L
 
@@ -255,6 +256,7 @@ class AVMaster(nn.Module):
             self.pref = nn.ModuleDict({m: PreferenceLayer(d, cfg.pref_heads, cfg.pref_ffn or d, cfg.dropout,
                                                           cfg.ln_eps) for m in mods})
             self.decoder_pref = nn.ModuleDict({m: self._decoder() for m in mods})
+        self.choice_scorers = build_scorers(cfg)  # multiple choice (AVQA): heads score batch["choices"]
 
     def _decoder(self) -> AnswerDecoder:
         c = self.cfg
@@ -345,6 +347,7 @@ class AVMaster(nn.Module):
         cfg, mods = self.cfg, self.cfg.modalities
         need_neg = self._needs_negatives(batch)
         validate_batch(batch, cfg, need_label=False, need_negatives=need_neg, check_finite=check_finite)
+        check_choices(batch, cfg)
         feats = {m: self.project(batch, m) for m in mods}  # [B, T, D]
         words = self.proj_words(batch["words"])  # [B, L, D]
         sentence = self.proj_question(batch["question"])  # [B, D]
@@ -355,14 +358,14 @@ class AVMaster(nn.Module):
             focus, steps = self.focus_capture(feats, return_steps) if mods else ({}, None)
             context = self.context(torch.cat([feats[m] for m in mods] + [words], dim=1))  # [B, M*T+L, D]
             fused = self.key_fusion(context, focus)  # [B, D]
-            logits["qa"] = self.decoder_qa(fused.unsqueeze(1), sentence)
+            logits["qa"] = head_logits(self, "qa", self.decoder_qa, fused.unsqueeze(1), sentence, batch)
             if return_focus:
                 out.update({f"focus_{m}": focus[m] for m in mods})
         pref = {}
         if cfg.use_gpap:
             for m in mods:
                 pref[m], weights = self.pref[m](feats[m], words, need_weights=return_attention)  # [B, T, D]
-                logits[m] = self.decoder_pref[m](pref[m], sentence)
+                logits[m] = head_logits(self, m, self.decoder_pref[m], pref[m], sentence, batch)
                 if return_attention:
                     out[f"word_attention_{m}"] = weights  # [B, T, L]
         out["logits"] = combine_logits(logits, cfg)
@@ -403,6 +406,9 @@ def combine_logits(logits: dict[str, Tensor], cfg: ModelConfig) -> Tensor:
     """Inference combination of the available heads (see ModelConfig.combine, Tables XII/XIII)."""
     parts = {k: v for k, v in logits.items()
              if not (k == "a" and not cfg.inference_use_a) and not (k == "v" and not cfg.inference_use_v)}
+    if cfg.answer_heads == "trained":  # leave out heads whose loss weight is 0 (untrained, Table VIII rows 1-4)
+        weight = {"qa": cfg.lambda_qa, "a": cfg.lambda_a, "v": cfg.lambda_v}
+        parts = {k: v for k, v in parts.items() if weight[k] != 0} or parts
     if cfg.combine == "logits_sum":
         return torch.stack(list(parts.values())).sum(0)
     probs = {k: torch.softmax(v.float(), dim=-1) for k, v in parts.items()}
