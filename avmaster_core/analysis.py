@@ -199,6 +199,26 @@ def inference_variants(table: str, checkpoints: dict, dataset: str, root, split:
     return out
 
 
+def answer_heads_comparison(checkpoints: dict, dataset: str, root, split: str = "test", *, store=None,
+                            limit: int | None = None, device: str = "auto") -> pd.DataFrame:
+    """Table VIII's choice named: each checkpoint ({label: best.pt}) scored with answer_heads="all" (the released
+    evaluation: every built head is summed, also one whose loss weight is 0 and which stays at its random
+    initialisation) and "trained" (those heads left out). Overall accuracy (%) per label and setting."""
+    from .checkpoint import load_checkpoint
+
+    data = load_split(dataset, split, root, store=store, limit=limit)
+    rows = {}
+    for label, path in checkpoints.items():
+        row = {}
+        for heads in ("all", "trained"):
+            model, cfg = load_checkpoint(path, changes={"answer_heads": heads})
+            row[heads] = float(paper.summary_columns(_score_model(model, data, device))["Avg"].iloc[0])
+        row["untrained heads"] = ", ".join(h for h in cfg.modalities if getattr(cfg, f"lambda_{h}") == 0
+                                           and cfg.use_gpap) or "-"
+        rows[label] = row
+    return pd.DataFrame(rows).T
+
+
 # ------------------------------------------------------------------------------------------------ Fig. 4 proxy
 def segment_length_curve(checkpoints: dict, dataset: str, root, lengths, split: str = "test", *, store=None,
                          limit: int | None = None, device: str = "auto") -> pd.DataFrame:
