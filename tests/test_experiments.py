@@ -38,7 +38,7 @@ def test_templates_stay_identical_is_derived_from_the_field_metadata():
 
 
 def test_inference_fields_come_from_metadata_and_evaluation_refuses_the_others():
-    assert config.INFERENCE_FIELDS == {"combine", "inference_use_a", "inference_use_v"}
+    assert config.INFERENCE_FIELDS == {"combine", "inference_use_a", "inference_use_v", "answer_heads"}
     cfg = config.ModelConfig.official()
     assert config.apply_inference_changes(cfg, {"combine": "mul"}).combine == "mul"
     assert config.apply_inference_changes(cfg, None) is cfg
