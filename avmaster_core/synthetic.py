@@ -674,6 +674,24 @@ def question_only_ceiling(root, train_split: str = "train", test_split: str = "t
             "by_template": {k: mean(v) for k, v in per_template.items()}}
 
 
+def question_only_choice_ceiling(root, train_split: str = "train", test_split: str = "test") -> float:
+    """Multiple-choice variant (`choices=C`): accuracy on `test_split` of a question-only rule that picks, among
+    each question's candidates, the one most often the answer of the same filled question in `train_split`,
+    then of the same template, then overall (ties: the earlier candidate)."""
+    train, test = _load_split(root, train_split), _load_split(root, test_split)
+    by_text, by_template, overall = defaultdict(Counter), defaultdict(Counter), Counter()
+    for r in train:
+        by_text[(r["question_content"], r["templ_values"])][r["anser"]] += 1
+        by_template[r["question_content"]][r["anser"]] += 1
+        overall[r["anser"]] += 1
+    if test and "multi_choice" not in test[0]:
+        raise ValueError(f"{root} has no candidate answers: generate it with choices=C (`avmaster synth --choices 4`)")
+    hits = [max(r["multi_choice"], key=lambda a: (by_text[(r["question_content"], r["templ_values"])][a],
+                                                  by_template[r["question_content"]][a], overall[a])) == r["anser"]
+            for r in test]
+    return float(np.mean(hits)) if hits else float("nan")
+
+
 def chance_by_template(root, split: str = "test") -> dict[str, float]:
     """1 / #distinct answers of each template in `split` (what guessing within the template gives)."""
     answers = defaultdict(set)

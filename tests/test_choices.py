@@ -151,3 +151,13 @@ def test_synthetic_mc_records_and_batches(mc_bench):
     # the plain benchmark has no choices: no key
     assert "choices" not in collate([AVQADataset(load_annotations("synthetic", "train", mc_bench[1]),
                                                  mc_bench[1] / "features.h5")[0]])
+
+
+def test_question_only_choice_ceiling(mc_bench):
+    from avmaster_core.synthetic import question_only_choice_ceiling
+
+    root, plain = mc_bench
+    assert 0.0 <= question_only_choice_ceiling(root) <= 1.0
+    assert question_only_choice_ceiling(root, "train", "train") > 0.5  # seen questions: their own answers win
+    with pytest.raises(ValueError, match="choices"):
+        question_only_choice_ceiling(plain)
