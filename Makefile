@@ -1,4 +1,4 @@
-# The two commands of the README: `make demo` (the main job) and `make test`.
+# The two commands of the README: `make demo` (the main job) and `make test` (`make test-fast`: its quick tier).
 # Each creates .venv if it is missing and installs the project into it.
 PY      := .venv/bin/python
 STAMP   := .venv/.installed
@@ -7,7 +7,7 @@ NB_OUT  ?= build/notebooks
 # make reproduce ARGS="--gpus 0 1 2 3"  (options of `avmaster reproduce run`; --dry-run shows what would run)
 ARGS    ?=
 
-.PHONY: demo reproduce test lab venv clean
+.PHONY: demo reproduce test test-fast lab venv clean
 
 venv: $(STAMP)
 
@@ -27,6 +27,10 @@ reproduce: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The quick tier: tests/ only (no nbval on the notebooks) and nothing marked `slow`.
+test-fast: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" tests $(PYTEST_ARGS)
 
 lab: $(STAMP)
 	.venv/bin/jupyter lab --ip 127.0.0.1 --notebook-dir notebooks

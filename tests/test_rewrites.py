@@ -15,15 +15,13 @@ from avmaster_core import build_model
 from avmaster_core.benchmark import random_batch
 from avmaster_core.config import EXPERIMENTS, experiment
 from avmaster_core.rewrites import dropout_masks
+from conftest import tiered
 
 LOGIT_TOL, GRAD_TOL = 1e-5, 1e-4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The cpu-size models here run fastest on one thread (threads.py); on shared cores 2 threads stall."""
-    torch.set_num_threads(1)
-    yield
+# The cpu-size models here run fastest on one thread (threads.py); on shared cores 2 threads stall.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def pair(cfg, seed=0):
@@ -54,7 +52,7 @@ def assert_same(fast, plain, batch):
 
 
 @pytest.mark.parametrize("preset", ["official", "paper"])
-@pytest.mark.parametrize("name", EXPERIMENTS)
+@pytest.mark.parametrize("name", tiered(EXPERIMENTS))
 def test_fast_equals_plain(name, preset):
     cfg = experiment(name, preset, "cpu")
     fast, plain = pair(cfg)
