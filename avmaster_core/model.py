@@ -331,7 +331,7 @@ class AVMaster(nn.Module):
         padding shared by the batch runs as one token: (words [B, L', D], log-multiplicities [L'])."""
         key_bias = None
         if (self.fast and may_trim and raw.device.type == "cpu" and raw.shape[1] > 2
-                and not (self.training and self.cfg.dropout > 0) and not rewrites._capturing()):
+                and not (self.training and self.cfg.dropout > 0) and not rewrites.capturing()):
             raw, key_bias = rewrites.trim_padding(raw)
         return self.proj_words(raw), key_bias
 

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 
 # ============================================================================ cached weight products
-def _capturing() -> bool:
+def capturing() -> bool:
     """True while torch.compile traces or the current CUDA stream records a graph."""
     if torch.compiler.is_compiling():
         return True
@@ -42,7 +42,7 @@ def folded(module: nn.Module, name: str, compute, *params: Tensor) -> Tensor:
     captured or torch.compile traces, it is recomputed too: the product must be part of the captured work,
     or replays after an optimizer step would use stale weights (fast.py).
     """
-    if torch.is_grad_enabled() or _capturing():
+    if torch.is_grad_enabled() or capturing():
         return compute()
     key = (name, tuple(p._version for p in params), torch.is_autocast_enabled(params[0].device.type),
            params[0].device)

@@ -140,6 +140,6 @@ def test_zero_padded_words_with_dropout_take_the_plain_path():
     cfg = dataclasses.replace(experiment("default", "official", "cpu"), dropout=0.1)
     fast, _ = pair(cfg)
     fast.train()
-    assert fast._words(padded_words_batch(cfg, 5)["words"], False)[1] is None
+    assert fast._words(padded_words_batch(cfg, 5)["words"], may_trim=True)[1] is None
     fast.eval()
-    assert fast._words(padded_words_batch(cfg, 5)["words"], False)[1] is not None
+    assert fast._words(padded_words_batch(cfg, 5)["words"], may_trim=True)[1] is not None
