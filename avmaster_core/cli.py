@@ -13,6 +13,8 @@ import argparse
 import importlib
 import sys
 
+from .threads import add_threads_argument, apply_threads
+
 # module -> it defines `register(subparsers)`; each registered parser sets `func=` (called with args).
 COMMAND_MODULES = (
     "avmaster_core.download",
@@ -23,6 +25,8 @@ COMMAND_MODULES = (
     "avmaster_core.benchmark",
     "avmaster_core.store_cli",
 )
+# commands that compute: each gets `--threads` (threads.py), applied before the command runs
+COMPUTING_COMMANDS = ("train", "sweep", "evaluate", "benchmark", "extract", "ask")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
+    for name in COMPUTING_COMMANDS:
+        if name in sub.choices:
+            add_threads_argument(sub.choices[name])
     return parser
 
 
@@ -49,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    apply_threads(args)
     return int(args.func(args) or 0)
 
 
