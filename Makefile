@@ -5,7 +5,7 @@ STAMP   := .venv/.installed
 PARAMS  ?=
 NB_OUT  ?= build/notebooks
 
-.PHONY: demo reproduce test lab venv clean
+.PHONY: demo reproduce test mutate lab venv clean
 
 venv: $(STAMP)
 
@@ -24,6 +24,10 @@ reproduce: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Mutation testing of the modules the paper's numbers depend on (docs/mutation.md; ~1 h on one CPU core).
+mutate: $(STAMP)
+	$(PY) tools/mutate.py $(MUTATE_ARGS)
 
 lab: $(STAMP)
 	.venv/bin/jupyter lab --ip 127.0.0.1 --notebook-dir notebooks

@@ -114,3 +114,39 @@ def test_prediction_file_errors_name_the_file(tmp_path):
     (tmp_path / "utf8.json").write_text(json.dumps({"format": scoring.PREDICTIONS_FORMAT, "meta": {"n": "é"},
                                                     "predictions": {}}, ensure_ascii=False), encoding="utf-8")
     assert read_prediction_file(tmp_path / "utf8.json")[1]["meta"] == {"n": "é"}
+
+
+def test_derived_ids_beyond_float_precision_are_matched_exactly():
+    # derived ids (10**12 + 56 bits) exceed 2**53: a float conversion would merge neighbours
+    big = 70333257272251838
+    records = _records([(big, "Audio", "Counting", "two"), (big + 1, "Audio", "Counting", "one")], "music_avqa")
+    assert correctness(records, {big: "two", big + 1: "one"}).tolist() == [True, True]
+    assert correctness(records, {big: "one", big + 1: "two"}).tolist() == [False, False]
+
+
+def test_correctness_keeps_the_records_index_and_dtype_even_when_empty():
+    records = _records(ROWS, "music_avqa").iloc[1:]
+    result = correctness(records, {2: "left", 3: "no"})
+    assert result.index.tolist() == [1, 2] and result.tolist() == [True, False]
+    empty = correctness(records.iloc[:0], {})
+    assert empty.dtype == bool and empty.empty
+
+
+def test_error_messages_say_what_to_do(tmp_path):
+    records = _records(ROWS, "music_avqa")
+    with pytest.raises(ScoringError, match="were they made for another dataset or split"):
+        correctness(records, {99: "yes"})
+    with pytest.raises(ScoringError, match=r"question_id \[3\]\); predict them all, or pass missing='wrong'"):
+        correctness(records, {1: "two", 2: "left"})
+    with pytest.raises(ScoringError, match="Table III needs the head/tail `subset` column"):
+        score_table3(records, {1: 1, 2: 1, 3: 1})
+    with pytest.raises(ScoringError, match="records mix datasets"):
+        scoring.score(pd.concat([records, _records([(9, "Audio", "Counting", "two")], "avqa")]), {1: 1})
+    with pytest.raises(ScoringError, match="no table layout for dataset 'elsewhere'"):
+        scoring.score(_records(ROWS, "music_avqa").assign(dataset="elsewhere"), {1: 1})
+    assert scoring.score(records, {1: "two", 2: "left", 3: "yes"}, name="mine").index.tolist() == ["mine"]
+    (tmp_path / "other.json").write_text(json.dumps({"format": "other/1", "predictions": {}}))
+    with pytest.raises(ScoringError, match="format 'other/1', expected 'avmaster-predictions/1'"):
+        read_prediction_file(tmp_path / "other.json")
+    with pytest.raises(TypeError, match="not list"):
+        correctness(records, [1, 2])
