@@ -4,6 +4,8 @@
     python tools/mutate.py --module scoring      # one module
     python tools/mutate.py --report              # the score table of what has been run (mutants/*.meta)
     python tools/mutate.py --survivors           # list the surviving mutants (then: mutmut show NAME)
+    python tools/mutate.py --save a.json         # keep this run's verdicts (mutmut resets them when the
+    python tools/mutate.py --report --merge a.json b.json   # config changes); report several runs together
 
 Each mutant runs only the tests (of pyproject's [tool.mutmut] selection) that call the mutated function,
 with one worker (--max-children 1) and a per-mutant timeout (timeout_multiplier x the clean run's time +
@@ -48,8 +50,17 @@ def of_module(codes: dict, patterns: list[str]) -> dict[str, int | None]:
     return {k: v for k, v in codes.items() if any(fnmatch.fnmatchcase(k, p) for p in patterns)}
 
 
-def report() -> str:
-    codes = exit_codes()
+def merged(paths: list[str]) -> dict[str, int | None]:
+    """Verdicts of saved runs, later files winning where they decided a mutant (same sources assumed)."""
+    codes: dict = {}
+    for path in paths:
+        for key, code in json.loads(Path(path).read_text()).items():
+            if code is not None or key not in codes:
+                codes[key] = code
+    return codes
+
+
+def report(codes: dict) -> str:
     lines = ["| module | mutants | killed | survived | not run | score |", "|---|---|---|---|---|---|"]
     for name, patterns in MODULES.items():
         mine = of_module(codes, patterns)
@@ -61,8 +72,7 @@ def report() -> str:
     return "\n".join(lines)
 
 
-def survivors() -> list[str]:
-    codes = exit_codes()
+def survivors(codes: dict) -> list[str]:
     return sorted(k for name, patterns in MODULES.items() for k, v in of_module(codes, patterns).items()
                   if v in SURVIVED)
 
@@ -79,16 +89,23 @@ def main(argv=None) -> int:
     parser.add_argument("--module", action="append", choices=list(MODULES), help="only this module (repeatable)")
     parser.add_argument("--report", action="store_true", help="print the score table and stop")
     parser.add_argument("--survivors", action="store_true", help="list the surviving mutants and stop")
+    parser.add_argument("--save", metavar="JSON", help="write the current verdicts to JSON and stop")
+    parser.add_argument("--merge", nargs="+", metavar="JSON", help="report/list from saved verdicts instead")
     args = parser.parse_args(argv)
+    codes = merged(args.merge) if args.merge else exit_codes()
+    if args.save:
+        Path(args.save).write_text(json.dumps(codes, indent=0, sort_keys=True))
+        return 0
     if args.survivors:
-        print("\n".join(survivors()))
+        print("\n".join(survivors(codes)))
         return 0
     if not args.report:
         for name in args.module or list(MODULES):
             print(f"[mutate] {name}", file=sys.stderr)
             if run(MODULES[name]) not in (0, 1):
                 return 1
-    print(report())
+        codes = exit_codes()
+    print(report(codes))
     return 0
 
 
