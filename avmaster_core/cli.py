@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "avmaster_core.extract.pipeline",
     "avmaster_core.benchmark",
     "avmaster_core.store_cli",
+    "avmaster_core.reproduce_run",
 )
 # commands that compute: each gets `--threads` (threads.py), applied before the command runs
 COMPUTING_COMMANDS = ("train", "sweep", "evaluate", "benchmark", "extract", "ask")
