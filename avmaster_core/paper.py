@@ -484,7 +484,8 @@ def finished_runs(runs_dir, experiment: str, seeds=None) -> dict[int, pd.DataFra
 
 def ours_table(name: str, runs_dir="results/runs", seeds=None, statistic: str = "mean") -> pd.DataFrame:
     """Our finished runs in the layout of the paper's table `name`: one row per paper row that has at
-    least one run (the mean, or "std": the sample std over seeds, ddof=1, NaN for one seed), the paper's row labels, the paper's numeric columns.
+    least one run (the mean, or "std": the sample std over seeds, ddof=1, NaN for one seed), the paper's row
+    labels, the paper's numeric columns.
 
     `.attrs["seeds"]` maps each row to the seeds averaged; rows without a run are absent.
     """
