@@ -108,3 +108,16 @@ def test_read_checkpoint_names_the_problem(tmp_path):
     for name in ("list.pt", "no_config.pt", "no_model.pt"):
         with pytest.raises(ValueError, match="is not an avmaster checkpoint"):
             checkpoint.read_checkpoint(tmp_path / name)
+
+
+def test_load_checkpoint_passes_map_location_to_torch_load(tmp_path):
+    cfg = ModelConfig.official(**SIZES["cpu"])
+    checkpoint.save_best(tmp_path / "best.pt", build_model(cfg), _record(cfg), epoch=1, val_acc=None)
+    seen = []
+
+    def on_cpu(storage, location):
+        seen.append(location)
+        return storage
+
+    checkpoint.load_checkpoint(tmp_path / "best.pt", map_location=on_cpu)
+    assert seen and set(seen) == {"cpu"}

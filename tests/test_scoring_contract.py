@@ -150,3 +150,21 @@ def test_error_messages_say_what_to_do(tmp_path):
         read_prediction_file(tmp_path / "other.json")
     with pytest.raises(TypeError, match="not list"):
         correctness(records, [1, 2])
+
+
+def test_table3_cells_hold_only_their_own_type():
+    # Audio Count questions only: every other type's cell is empty (NaN), not filled by modality or qtype alone
+    rows = [(1, "Audio", "Counting", "two"), (2, "Audio", "Counting", "two"), (3, "Visual", "Counting", "one")]
+    records = _records(rows, "music_avqa_r", subset=["head", "head", "head"])
+    row = score_table3(records, {1: "two", 2: "one", 3: "one"}).iloc[0]
+    assert row["Audio QA", "Count", "H"] == 50.0 and row["Visual QA", "Count", "H"] == 100.0
+    assert math.isnan(row["Audio QA", "Comp", "H"])
+
+
+def test_head_tail_without_labels_passes_name_and_missing_to_table2():
+    records = _records(ROWS, "music_avqa_r", subset="headtail")
+    table = score_head_tail(records, {1: "two", 2: "left"}, missing="wrong", name="mine")
+    assert table.index.tolist() == ["mine"] and table.iloc[0, -1] == pytest.approx(200 / 3)
+    assert score_head_tail(records, {1: "two", 2: "left", 3: "yes"}).index.tolist() == ["ours"]
+    with pytest.raises(ScoringError, match="no prediction"):
+        score_head_tail(records, {1: "two", 2: "left"})
