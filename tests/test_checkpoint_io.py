@@ -121,3 +121,17 @@ def test_load_checkpoint_passes_map_location_to_torch_load(tmp_path):
 
     checkpoint.load_checkpoint(tmp_path / "best.pt", map_location=on_cpu)
     assert seen and set(seen) == {"cpu"}
+
+
+class _NotPlain:
+    pass
+
+
+def test_read_checkpoint_refuses_pickled_code_and_honours_map_location(tmp_path):
+    torch.save({"model_config": {}, "model": {}, "extra": _NotPlain()}, tmp_path / "code.pt")
+    with pytest.raises(Exception, match="[Ww]eights only load failed"):
+        checkpoint.read_checkpoint(tmp_path / "code.pt")  # weights_only=True: no arbitrary objects
+    torch.save({"model_config": {}, "model": {"w": torch.zeros(2)}}, tmp_path / "plain.pt")
+    seen = []
+    checkpoint.read_checkpoint(tmp_path / "plain.pt", map_location=lambda s, loc: seen.append(loc) or s)
+    assert seen == ["cpu"]
