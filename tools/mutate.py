@@ -36,7 +36,9 @@ MODULES = {
                                    "avmaster_core.extract.video.x__decode_audio*"],
     "scoring": ["avmaster_core.scoring.*"],
 }
-KILLED, SURVIVED = {1, 3, 36, 24, -24, 152, 255}, {0}  # timeouts count as killed (mutmut's convention)
+# mutmut's exit codes: timeouts count as killed (mutmut's convention); "no tests" (no test reaches the
+# mutated function) counts as survived
+KILLED, SURVIVED = {1, 3, 36, 24, -24, 152, 255}, {0, 5, 33}
 
 
 def exit_codes() -> dict[str, int | None]:
