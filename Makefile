@@ -1,4 +1,4 @@
-# The two commands of the README: `make demo` (the main job) and `make test`.
+# The two commands of the README: `make demo` (the main job) and `make test` (`make test-fast`: its quick tier).
 # Each creates .venv if it is missing and installs the project into it.
 PY      := .venv/bin/python
 STAMP   := .venv/.installed
@@ -7,7 +7,7 @@ NB_OUT  ?= build/notebooks
 # make reproduce ARGS="--gpus 0 1 2 3"  (options of `avmaster reproduce run`; --dry-run shows what would run)
 ARGS    ?=
 
-.PHONY: demo reproduce test mutate lab venv clean
+.PHONY: demo reproduce test test-fast mutate lab venv clean
 
 venv: $(STAMP)
 
@@ -28,7 +28,11 @@ reproduce: $(STAMP)
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 
-# Mutation testing of the modules the paper's numbers depend on (docs/mutation.md; ~1 h on one CPU core).
+# The quick tier: tests/ only (no nbval on the notebooks) and nothing marked `slow`.
+test-fast: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" tests $(PYTEST_ARGS)
+
+# Mutation testing of the modules the paper's numbers depend on (docs/mutation.md; 1-2 h on one CPU core).
 mutate: $(STAMP)
 	$(PY) tools/mutate.py $(MUTATE_ARGS)
 

@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
 
 # ===================================================================================== GPU suite (issue 7)
 # MUSIC-AVQA's official schedule: 30 epochs over the 31,927 training questions at batch 64, validation on
-# 4,568 questions after every epoch, the test split (9,129) once at the end (official-code.md §7).
+# 4,568 questions after every epoch, the test split (9,129) once at the end (docs/released-code.md §7).
 MUSIC_AVQA = {"train": 31_927, "val": 4_568, "test": 9_129, "videos": 9_288, "epochs": 30}
 RELEASED_H200 = {"train_ms_b64": 424.0, "train_samples_per_s_b64": 151.0, "infer_samples_per_s_b64": 631.0}
 TARGETS = {"train_samples_per_s": 1500.0, "max_row_rel": 1e-2, "schedule_minutes": 15.0}

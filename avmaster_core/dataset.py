@@ -12,7 +12,7 @@ API (small and stable; the engine uses exactly these names):
         ds.negatives              [N] int64: the other item each item takes its negatives from
         ds.records                the kept records, in item order (item i = ds.records.iloc[i])
         ds.bank                   the FeatureBank behind a preloaded dataset (None when lazy)
-    collate(items) -> batch dict (the DESIGN batch keys + "question_id" [B] and "index" [B])
+    collate(items) -> batch dict (the model's batch keys, docs/design.md, + "question_id" [B] and "index" [B])
     loader = make_loader(ds, batch_size, shuffle=False, seed=0, num_workers=0, drop_last=False,
                          distributed=None)
     set_loader_epoch(loader, epoch)   call once per epoch: reshuffles (seed, epoch) and re-draws negatives

@@ -64,9 +64,9 @@ def _evaluate(spec: EvalSpec, settings: ReproduceSettings) -> str:
 
 def _question_features(spec: QuestionSpec, settings: ReproduceSettings) -> str:
     """CLIP features of every question of the spec's splits that has none (extract_questions skips the rest)."""
-    from .extract.pipeline import _device, extract_questions
+    from .extract.pipeline import extract_device, extract_questions
 
-    device = _device(settings.device)
+    device = extract_device(settings.device)
     inventory = Inventory(settings)
     texts = {}
     for split in spec.splits:

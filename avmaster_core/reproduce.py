@@ -30,7 +30,7 @@ Where things live (all under the settings' folders):
 GPU time: each missing item's questions divided by a training / inference speed: given with
 `--train-speed/--infer-speed` (e.g. from `avmaster benchmark --gpu-suite`); else measured on this plan's own
 finished runs (metrics.jsonl); else the only GPU figure measured so far, the released code on one H200
-(DESIGN.md: 151 train / 631 inference samples/s, fp32, batch 64; `benchmark.RELEASED_H200`).
+(docs/released-code.md §11: 151 train / 631 inference samples/s, fp32, batch 64; `benchmark.RELEASED_H200`).
 """
 from __future__ import annotations
 
@@ -454,8 +454,8 @@ class Speed:
         from .benchmark import RELEASED_H200
 
         train, infer = RELEASED_H200["train_samples_per_s_b64"], RELEASED_H200["infer_samples_per_s_b64"]
-        source = (f"the released code on one H200 (fp32, batch 64, DESIGN.md): {train:.0f} train / {infer:.0f} "
-                  "inference samples/s; our fast path has no GPU figure yet (--train-speed/--infer-speed)")
+        source = (f"the released code on one H200 (fp32, batch 64, docs/released-code.md §11): {train:.0f} train / "
+                  f"{infer:.0f} inference samples/s; our fast path has no GPU figure yet (--train-speed/--infer-speed)")
         if settings.train_speed or settings.infer_speed:
             train, infer = settings.train_speed or train, settings.infer_speed or infer
             source = f"given: {train:.0f} train / {infer:.0f} inference samples/s"
@@ -783,7 +783,7 @@ def _eval_status(item: Item, plan: Plan, inv: Inventory) -> None:
 def run_configs(spec: RunSpec, settings: ReproduceSettings):
     """(ModelConfig, TrainConfig, DataConfig) of one run under these settings."""
     from .engine import DataConfig, TrainConfig
-    from .sweep import _grid_configs
+    from .sweep import grid_configs
 
     proto = spec.proto
     recipe = {k: v for k, v in dict(epochs=settings.epochs, lr=settings.lr, batch_size=settings.batch_size).items()
@@ -793,15 +793,15 @@ def run_configs(spec: RunSpec, settings: ReproduceSettings):
     train_split = proto.val if settings.train_on == "val" and proto.val else proto.train
     data_cfg = DataConfig(dataset=spec.dataset, root=str(settings.root(spec.dataset)),
                           store=str(settings.store(spec.dataset)), train_split=train_split, limit=settings.limit)
-    return _grid_configs(spec.experiment, spec.seed, spec.preset, settings.size, train_cfg, data_cfg)
+    return grid_configs(spec.experiment, spec.seed, spec.preset, settings.size, train_cfg, data_cfg)
 
 
 def finished_run_differences(spec: RunSpec, settings: ReproduceSettings) -> list[str]:
     """How the finished run in spec's folder differs from what these settings ask (empty: it is this run)."""
-    from .sweep import _config_differences
+    from .sweep import grid_config_differences
 
     saved = json.loads((spec.folder(settings) / "config.json").read_text())
-    return _config_differences(saved, *run_configs(spec, settings))
+    return grid_config_differences(saved, *run_configs(spec, settings))
 
 
 # Header rows of a saved score table, by the layout scoring.score picks for the dataset.

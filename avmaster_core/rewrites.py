@@ -12,7 +12,10 @@ the paper; a module runs these rewrites when its `fast` flag is on (the default,
   query-independent; dropout masks of the loop are drawn once per tensor for all steps;
 - collapsed templates (`focus_collapsed`): in eval mode where the K rows stay identical, one row per
   sample with the affine parts of a step folded into one matrix;
-- split fusion linear (`key_fusion_split`).
+- split fusion linear (`key_fusion_split`);
+- zero-padded words (`trim_padding`): the trailing padding shared by a batch runs as one token whose
+  attention weight counts its copies (CPU, no dropout); a BERT cross layer over one memory token skips
+  its attention (`absorbed_bert_cross`).
 """
 from __future__ import annotations
 
@@ -59,7 +62,8 @@ def dropout_masks(shape: tuple[int, ...], p: float, like: Tensor) -> Tensor:
 
 
 # ============================================================================ absorbed attention
-def absorbed_single_head(att, query: Tensor, key: Tensor, value: Tensor, p: float) -> Tensor:
+def absorbed_single_head(att, query: Tensor, key: Tensor, value: Tensor, p: float,
+                         key_bias: Tensor | None = None) -> Tensor:
     """blocks.MultiheadAttention with one head, both projection pairs absorbed (fewer matmuls over many rows):
     scores = (W_k^T (W_q x + b_q)) . y  (the q . b_k term is constant per query, cancels in the softmax)
     out    = (A Y_v)(W_o W_v)^T + (sum A) W_o b_v + b_o,  A the (dropped-out) attention probabilities."""
@@ -71,17 +75,21 @@ def absorbed_single_head(att, query: Tensor, key: Tensor, value: Tensor, p: floa
     w_qk, b_qk = folded(att, "qk", lambda: (w_k.T @ w_q, w_k.T @ b[:d]), *ps)
     w_ov, b_ov = folded(att, "ov", lambda: (w_o @ w_v, w_o @ b[2 * d:]), *ps)
     q_abs = F.linear(query, w_qk, b_qk)  # [..., Lq, D]
-    probs = torch.softmax(q_abs @ key.transpose(-1, -2) / math.sqrt(d), dim=-1)  # [..., Lq, Lk]
+    scores = q_abs @ key.transpose(-1, -2) / math.sqrt(d)  # [..., Lq, Lk]
+    probs = torch.softmax(scores if key_bias is None else scores + key_bias, dim=-1)
     probs = F.dropout(probs, p, p > 0)
     out = F.linear(probs @ value, w_ov, att.out_proj.bias)
     mass = probs.sum(-1, keepdim=True)  # 1 unless dropout
     return out + mass * b_ov
 
 
-def fused_attention(att, query: Tensor, key: Tensor, value: Tensor, p: float) -> Tensor:
-    """blocks.MultiheadAttention through F.scaled_dot_product_attention, projections fused where inputs coincide."""
+def fused_attention(att, query: Tensor, key: Tensor, value: Tensor, p: float,
+                    key_bias: Tensor | None = None) -> Tensor:
+    """blocks.MultiheadAttention through F.scaled_dot_product_attention, projections fused where inputs coincide.
+    key_bias [Lk]: added to the scores (see `attend_weighted`)."""
     q, k, v = (att.split_heads(t) for t in att.project(query, key, value))  # [..., H, L, dh]
-    out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+    mask = None if key_bias is None else key_bias.unsqueeze(0)  # [1, Lk]: the same for every query
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
     return att.out_proj(out.transpose(-3, -2).flatten(-2))
 
 
@@ -90,6 +98,9 @@ def absorbed_bert_cross(layer, h: Tensor, memory: Tensor) -> Tensor:
     scores are (q_h W_k,h) . m / sqrt(dh) (q . b_k is constant per query and cancels in the softmax) and the
     values are W_v,h (sum_n a_n m_n) + b_v,h sum_n a_n: no projection of the Lm memory tokens."""
     b, lq, d = h.shape
+    if memory.shape[1] == 1 and not (layer.training and layer.dropout > 0):
+        # one memory token: every softmax is 1, the context is its value whatever the query (decoder_qa)
+        return layer.add_and_feed_forward(h, layer.value(memory).expand(b, lq, d))
     nh, dh = layer.heads, d // layer.heads
     q = layer.query(h).unflatten(-1, (nh, dh))  # [B, Lq, H, dh]
     q_abs = torch.einsum("bqhe,hed->bhqd", q, layer.key.weight.unflatten(0, (nh, dh)))  # [B, H, Lq, D]
@@ -101,6 +112,49 @@ def absorbed_bert_cross(layer, h: Tensor, memory: Tensor) -> Tensor:
     ctx = torch.einsum("bhqd,hed->bqhe", mixed.unflatten(1, (nh, lq)), w_v)  # [B, Lq, H, dh]
     ctx = (ctx + mass.unflatten(1, (nh, lq)).transpose(1, 2) * layer.value.bias.view(nh, dh)).flatten(-2)
     return layer.add_and_feed_forward(h, ctx)
+
+
+# ============================================================================ zero-padded words
+def trim_padding(words: Tensor) -> tuple[Tensor, Tensor | None]:
+    """Words [B, L, E] whose trailing positions are zero in every sample -> the same words with that padding
+    as ONE position, and the log-multiplicity of every position [L'] (0, and log m for the padding row).
+
+    CLIP-like word features of short questions (the synthetic benchmark's: 16 of 77 used) are mostly zero
+    padding. Every padded position projects to the same token (the projection's bias), so as attention keys
+    they act as one key counted m times: softmax over s_n + log m_n (`attend_weighted`); as queries or rows
+    they give identical rows, which the max over tokens of the key fusion reads once. Only exact without
+    dropout (the plain form drops each copy independently) and where shapes may depend on data (CPU).
+    Returns (words, None) when fewer than 2 positions are padding.
+    """
+    used = (words.amax(dim=(0, 2)) != 0) | (words.amin(dim=(0, 2)) != 0)  # [L]; 6x cheaper than ne().any()
+    length = words.shape[1]
+    last = int(used.nonzero().max()) + 1 if bool(used.any()) else 0  # positions [0, last) hold words
+    pad = length - last
+    if pad < 2:
+        return words, None
+    key_bias = words.new_zeros(last + 1)
+    key_bias[-1] = math.log(pad)
+    return words[:, :last + 1], key_bias
+
+
+def attend_weighted(att, query: Tensor, key: Tensor, value: Tensor, key_bias: Tensor) -> Tensor:
+    """blocks.MultiheadAttention (no dropout) whose key n stands for exp(key_bias[n]) identical keys."""
+    if att.heads == 1 and value[..., 0].numel() > 2 * att.dim:
+        return absorbed_single_head(att, query, key, value, 0.0, key_bias)
+    return fused_attention(att, query, key, value, 0.0, key_bias)
+
+
+def self_attention_layer_weighted(layer, x: Tensor, key_bias: Tensor) -> Tensor:
+    """blocks.SelfAttentionLayer (no dropout) over tokens with multiplicities exp(key_bias) [L]."""
+    x = layer.norm1(x + attend_weighted(layer.self_attn, x, x, x, key_bias))
+    return layer.norm2(x + layer.ffn(x))
+
+
+def preference_layer_weighted(layer, x: Tensor, words: Tensor, key_bias: Tensor) -> Tensor:
+    """blocks.PreferenceLayer (no dropout, no weights returned) over words with multiplicities exp(key_bias)."""
+    cross = attend_weighted(layer.cm_attn, x, words, words, key_bias)
+    x = layer.norm1(x + cross + layer.self_attn(x, x, x)[0])
+    return layer.norm2(x + layer.ffn(x))
 
 
 # ============================================================================ the focus recurrence

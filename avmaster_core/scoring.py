@@ -6,7 +6,7 @@
 `predictions` maps question_id -> predicted answer, given as an index into vocab.ANSWERS (for AVQA: into
 the record's `choices`) or as the answer string; a dict or a pandas Series indexed by question_id.
 
-Protocol (official-code.md §7): every accuracy is correct/total in percent over the questions of its
+Protocol (docs/released-code.md §7): every accuracy is correct/total in percent over the questions of its
 cell; the modality "Avg" columns and the overall "Avg" are *micro* averages (pooled over questions),
 not means of the type columns. A cell with no questions is NaN.
 

@@ -46,7 +46,7 @@ LOCK_FILE = ".sweep.lock"  # "<host> <pid>" of the sweep training this run folde
 STATISTICS = ("mean", "std")
 
 
-def _grid_configs(experiment: str, seed: int, preset: str, size: str, train_cfg: TrainConfig,
+def grid_configs(experiment: str, seed: int, preset: str, size: str, train_cfg: TrainConfig,
                   data_cfg: DataConfig):
     from .config import EXPERIMENT_SEGMENTS, experiment as experiment_config
 
@@ -57,7 +57,7 @@ def _grid_configs(experiment: str, seed: int, preset: str, size: str, train_cfg:
     return model_cfg, seeded, data_cfg
 
 
-def _config_differences(saved: dict, model_cfg, train_cfg: TrainConfig, data_cfg: DataConfig) -> list[str]:
+def grid_config_differences(saved: dict, model_cfg, train_cfg: TrainConfig, data_cfg: DataConfig) -> list[str]:
     wanted = {"model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(train_cfg),
               "data": dataclasses.asdict(data_cfg)}
     # A finished run must be the run asked for: only the fields that never change results may differ
@@ -102,7 +102,7 @@ def run_grid(experiments: Sequence[str], seeds: Sequence[int], *, preset: str = 
     if not experiments or not seeds:
         raise ValueError("run_grid needs at least one experiment and one seed")
     # Build every config first: a typo in the last experiment fails before hours of training.
-    cells = [(e, s, *_grid_configs(e, s, preset, size, train_cfg, data_cfg)) for e in experiments for s in seeds]
+    cells = [(e, s, *grid_configs(e, s, preset, size, train_cfg, data_cfg)) for e in experiments for s in seeds]
     results: list[RunResult] = []
     bar = tqdm(cells, desc="sweep", disable=not progress, dynamic_ncols=True)
     for experiment, seed, model_cfg, seeded_train, run_data in bar:
@@ -112,7 +112,7 @@ def run_grid(experiments: Sequence[str], seeds: Sequence[int], *, preset: str = 
         if (run_dir / SUMMARY_FILE).is_file():
             # A finished run must be the run asked for (an unfinished one is checked by train's resume).
             saved = json.loads((run_dir / "config.json").read_text())
-            diffs = _config_differences(saved, model_cfg, seeded_train, run_data)
+            diffs = grid_config_differences(saved, model_cfg, seeded_train, run_data)
             if diffs:
                 raise ValueError(f"{run_dir} holds a run of another configuration ({'; '.join(diffs)}); "
                                  "use another out_dir, or delete that run folder to retrain it")
@@ -143,7 +143,7 @@ def _claim(run_dir: Path) -> Path | None:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             host, _, pid = lock.read_text().partition(" ") if lock.exists() else ("", "", "")
-            if host == socket.gethostname() and pid.strip().isdigit() and _alive(int(pid)):
+            if host == socket.gethostname() and pid.strip().isdigit() and process_alive(int(pid)):
                 return None
             lock.unlink(missing_ok=True)  # left by a killed sweep (or another host's: runs are not shared)
             continue
@@ -153,7 +153,7 @@ def _claim(run_dir: Path) -> Path | None:
     return None
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

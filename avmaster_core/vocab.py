@@ -69,7 +69,7 @@ def parse_templ_values(templ_values, where: str = "") -> list[str]:
 
 
 def fill_question(template: str, templ_values, where: str = "") -> str:
-    """The question text fed to the text encoder, by the official protocol (official-code.md §10).
+    """The question text fed to the text encoder, by the official protocol (docs/released-code.md §10).
 
     1. rstrip and split the template on single spaces;
     2. drop the last character of the last word (the "?" or full-width "？");

@@ -60,10 +60,10 @@ class WorkLock:
             return True
         if info["age_s"] > self.stale_after_s:
             return True
-        from .sweep import _alive  # sweep's host-local liveness check (its lock files are host + pid only)
+        from .sweep import process_alive  # sweep's host-local liveness check (its lock files are host + pid only)
 
         pid = info.get("pid")
-        return info.get("host") == socket.gethostname() and isinstance(pid, int) and pid > 0 and not _alive(pid)
+        return info.get("host") == socket.gethostname() and isinstance(pid, int) and pid > 0 and not process_alive(pid)
 
     def held_by_me(self) -> bool:
         info = self.holder()

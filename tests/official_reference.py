@@ -1,4 +1,4 @@
-"""Test-only: a slow, literal eval-mode reference of the released AV-Master forward (official-code.md §1-§6).
+"""Test-only: a slow, literal eval-mode reference of the released AV-Master forward (docs/released-code.md §1-§6).
 
 Written straight from the notes, per time step and per modality, with nn.MultiheadAttention's math spelled
 out, reading the released key names from a state dict. No fused projections, no collapsed templates, no

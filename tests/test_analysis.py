@@ -13,6 +13,8 @@ from avmaster_core.engine import DataConfig, TrainConfig, evaluate, train
 from avmaster_core.model import build_model
 from avmaster_core.synthetic import generate_synthetic
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # width-32 models
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
@@ -55,6 +57,7 @@ def test_word_attention_has_one_column_per_token(run):
         analysis.question_word_attention(ckpt, "synthetic", root, 10**9)
 
 
+@pytest.mark.slow
 def test_inference_variants_rescore_the_same_weights(run):
     root, _, ckpt = run
     t12 = analysis.inference_variants("table12", {1: ckpt}, "synthetic", root, device="cpu")

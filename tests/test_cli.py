@@ -1,22 +1,19 @@
 """`avmaster train | evaluate | score`: help a newcomer can follow, and one smoke pass through all three."""
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pandas as pd
 import pytest
 
 from avmaster_core import cli
 from avmaster_core.scoring import read_predictions
-from test_engine import TINY_MODEL, _one_thread, tiny_data  # noqa: F401 (fixtures)
+from conftest import TINY_MODEL, set_args
 
-SETS = [arg for key, value in TINY_MODEL.items() for arg in ("--set", f"{key}={value}")]
+pytestmark = pytest.mark.usefixtures("one_thread")
+SETS = set_args(TINY_MODEL)
 
 
-def test_help_lists_the_commands_with_examples(capsys):
-    top = subprocess.run([sys.executable, "-m", "avmaster_core.cli", "--help"], capture_output=True, text=True,
-                         check=True).stdout
+def test_help_lists_the_commands_with_examples(capsys, run_cli):
+    top = run_cli("--help")
     for command in ("train", "evaluate", "score"):
         assert command in top
     for command, must in (("train", ("--resume", "--experiment", "--amp", "--compile", "torchrun", "examples:",

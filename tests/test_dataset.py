@@ -95,6 +95,7 @@ def test_dataset_negatives_follow_the_epoch(synth, train_records):
     assert torch.equal(first, ds.negatives)
 
 
+@pytest.mark.slow
 def test_loader_is_seeded_and_resumable(synth, train_records):
     ds = AVQADataset(train_records, synth[1], with_negatives=True, seed=5)
 

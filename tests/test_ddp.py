@@ -10,17 +10,16 @@ import pytest
 
 from avmaster_core.annotations import load_annotations
 from avmaster_core.scoring import read_predictions
-from test_engine import TINY_MODEL, tiny_data  # noqa: F401 (fixture)
+from conftest import TINY_MODEL, set_args
 
 
 @pytest.mark.slow
 def test_torchrun_two_processes_on_cpu(tiny_data, tmp_path):
     out = tmp_path / "runs"
-    sets = [arg for key, value in TINY_MODEL.items() for arg in ("--set", f"{key}={value}")]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "avmaster_core.engine", "train", "--dataset", "synthetic", "--root", str(tiny_data),
                "--device", "cpu", "--epochs", "1", "--batch-size", "8", "--lr", "1e-3", "--checkpoint-every", "3",
-               "--no-progress", "--out", str(out), "--name", "ddp", *sets]
+               "--no-progress", "--out", str(out), "--name", "ddp", *set_args(TINY_MODEL)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]

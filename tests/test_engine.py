@@ -1,7 +1,6 @@
 """The training engine: run folders, the official recipe, determinism, model selection, evaluation.
 
-The fixtures here (a tiny synthetic benchmark and a narrow AV-Master) are reused by test_resume.py,
-test_ddp.py and test_cli.py.
+The tiny synthetic benchmark and the narrow AV-Master are shared fixtures (conftest.py).
 """
 from __future__ import annotations
 
@@ -19,46 +18,9 @@ from avmaster_core.engine import DataConfig, TrainConfig
 from avmaster_core.scoring import read_predictions, score
 from avmaster_core.store import MissingFeatureError
 from avmaster_core.synthetic import generate_synthetic
+from conftest import metrics_without_timing, read_metrics, state_dicts_equal, tiny_model, tiny_train
 
-# A narrow official-preset model: same code paths as the real one, ~0.1 s per step on one CPU thread.
-TINY_MODEL = dict(dim=32, focus_heads=2, focus_ffn=64, decoder_heads=2, decoder_layers=1)
-TIMING_FIELDS = {"samples_per_s", "train_seconds", "eval_seconds"}
-
-
-def tiny_model() -> ModelConfig:
-    return ModelConfig.official(**TINY_MODEL)
-
-
-def tiny_train(**changes) -> TrainConfig:
-    base = dict(epochs=2, batch_size=16, lr=1e-3, progress=False, checkpoint_every_steps=2)
-    return TrainConfig(**{**base, **changes})
-
-
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory):
-    """A 30-video synthetic benchmark (84 train / 12 val / 24 test questions, T = 6)."""
-    root = tmp_path_factory.mktemp("synthetic_tiny")
-    generate_synthetic(root, num_videos=30, questions_per_video=4, T=6)
-    return root
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # One thread: faster than two on a shared 2-core box and the same numbers in every process.
-    torch.set_num_threads(1)
-    yield
-
-
-def metrics_without_timing(history: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in history]
-
-
-def read_metrics(run_dir) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
-def state_dicts_equal(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +107,7 @@ def test_checkpoint_reloads_and_reproduces_the_test_predictions(finished_run, ti
         engine.load_checkpoint(finished_run.best_checkpoint, changes={"no_such_field": 1})
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_runs_and_another_seed_does_not(tiny_data, tmp_path):
     data = DataConfig(dataset="synthetic", root=str(tiny_data))
     runs = [engine.train(tiny_model(), tiny_train(seed=seed, epochs=1, test_split=None), data,
@@ -187,6 +150,7 @@ def test_bf16_autocast_trains_on_cpu(tiny_data, tmp_path):
     assert torch.isfinite(torch.tensor(result.history[0]["train_loss_total"]))
 
 
+@pytest.mark.slow
 def test_dataloader_path_equals_preloaded_bank_path(tiny_data, tmp_path):
     """Lazy HDF5 reads through a DataLoader give the same run as batches cut from the preloaded bank."""
     runs = [engine.train(tiny_model(), tiny_train(epochs=1, test_split=None),

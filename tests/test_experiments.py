@@ -9,10 +9,13 @@ import torch
 from avmaster_core import config, experiments, paper
 from avmaster_core.benchmark import random_batch
 from avmaster_core.model import build_model
+from conftest import tiered
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # cpu-size models
 
 
 @pytest.mark.parametrize("preset", ["official", "paper"])
-@pytest.mark.parametrize("name", config.EXPERIMENTS)
+@pytest.mark.parametrize("name", tiered(config.EXPERIMENTS))
 def test_eval_fast_path_gives_the_plain_path_logits(name, preset):
     """The exact one-row template shortcut (taken where config.templates_stay_identical) changes no logit."""
     cfg = config.experiment(name, preset, size="cpu")

@@ -65,6 +65,7 @@ def test_extract_writes_store_failures_and_warnings(clips, encoders, tmp_path):
     assert "silent" in report["warnings"]["quiet"]["reasons"][0]
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_store(clips, encoders, tmp_path):
     clip, vggish = encoders
     whole = tmp_path / "whole.h5"
@@ -177,6 +178,7 @@ def test_questions_sentence_and_words(encoders, tmp_path):
         assert store.get("words", 9).shape == (77, 768)
 
 
+@pytest.mark.slow
 def test_cli_extract_videos_and_records(clips, tmp_path, capsys):
     records = tmp_path / "records.csv"
     records.write_text("question_id,question\n1,What is on the left?\n2,Where is the sound?\n")
@@ -213,6 +215,7 @@ def test_which_path_verdicts():
     assert which_path(out(2.0, 1.5), 2)[0] == "both"
 
 
+@pytest.mark.slow
 def test_ask_answers_with_a_checkpoint(clips, tmp_path, capsys):
     model_mod = pytest.importorskip("avmaster_core.model")
     pytest.importorskip("avmaster_core.engine")

@@ -19,10 +19,7 @@ from avmaster_core.dataset import Batches, FeatureBank, draw_negatives, epoch_or
 from avmaster_core.model import build_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-    yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(preset: str = "official", **changes) -> ModelConfig:
@@ -91,6 +88,7 @@ def test_graph_capture_without_cuda_falls_back_to_eager_and_says_why():
     assert torch.isfinite(out.losses["total"])
 
 
+@pytest.mark.slow
 def test_failed_compilation_falls_back_to_eager_with_the_same_result():
     cfg = tiny(dropout=0.0)
     data = batches(cfg, sizes=(4, 4))

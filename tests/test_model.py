@@ -34,7 +34,7 @@ def paper():
 
 
 # ------------------------------------------------------------------ shapes, any B and T
-@pytest.mark.parametrize("b,t", [(1, 1), (2, 3), (3, 7)])
+@pytest.mark.parametrize("b,t", [(1, 1), (2, 3), pytest.param(3, 7, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("preset", ["official", "paper"])
 def test_output_shapes_any_batch_and_segments(preset, b, t, official, paper):
     model = official if preset == "official" else paper
@@ -59,6 +59,7 @@ def test_parameter_counts(official, paper):
 
 
 # ------------------------------------------------------------------ templates and the bias (Sec. III-B)
+@pytest.mark.slow
 def test_official_eval_templates_identical_and_bias_inert(official):
     cfg = official.cfg
     batch = batch_for(cfg, 2, 5, negatives=False)
@@ -132,13 +133,14 @@ def _count(cfg):
 def test_sharing_switches_change_parameter_count():
     base = ModelConfig.official()
     n = OFFICIAL_USED
-    focus_recurrent = 1_182_465 + 5_517_056 + 1_536  # ENC + DEC + final norm (official-code.md §8)
+    focus_recurrent = 1_182_465 + 5_517_056 + 1_536  # ENC + DEC + final norm (docs/released-code.md §8)
     embed = 590_592
     assert _count(dataclasses.replace(base, share_focus_block=False)) == n + focus_recurrent + embed
     assert _count(dataclasses.replace(base, share_bias=True)) == n - 8 * 768
     assert _count(dataclasses.replace(base, num_templates=16)) == n + 2 * 8 * 768
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["table10/none", "table10/bs", "table9/len2"])
 def test_sharing_variants_run_and_match_collapsed(name):
     model = make(experiment(name)).eval()
@@ -248,6 +250,7 @@ def test_loss_weights_and_table8(official):
 
 
 # ------------------------------------------------------------------ Fig. 6 and Fig. 8 read-outs
+@pytest.mark.slow
 def test_step_logits_and_word_attention(official, paper):
     for model in (official, paper):
         model.eval()
@@ -263,6 +266,7 @@ def test_step_logits_and_word_attention(official, paper):
 
 
 # ------------------------------------------------------------------ learning
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["official", "paper"])
 def test_gradients_reach_every_learning_parameter(preset):
     cfg = ModelConfig.official() if preset == "official" else ModelConfig.paper()
@@ -282,6 +286,7 @@ def test_gradients_reach_every_learning_parameter(preset):
         assert p.grad.abs().sum() > 0, f"{name} has an all-zero gradient"
 
 
+@pytest.mark.slow
 def test_same_seed_same_logits():
     cfg = ModelConfig.official()
     batch = batch_for(cfg, 2, 3, negatives=False)
@@ -324,6 +329,7 @@ def test_bad_batches_name_the_key(official, key):
         official(nan)
 
 
+@pytest.mark.slow
 def test_bad_labels_and_mismatched_segments(official):
     batch = batch_for(official.cfg, 2, 3)
     official.eval()
@@ -343,6 +349,7 @@ def test_bad_labels_and_mismatched_segments(official):
     official.eval()
 
 
+@pytest.mark.slow
 def test_inference_weight_cache_follows_in_place_updates():
     cfg = ModelConfig.official()
     model = make(cfg).eval()

@@ -135,7 +135,8 @@ def test_notebook_settings_smoke_never_writes_real_results(tmp_path):
     ("00_quick_start", dict(EXPERIMENT="table8/qa"), r"EXPERIMENT = 'table8/qa'.*no finished run.*avmaster sweep"),
     ("00_quick_start", dict(EXPERIMENT="table7/wo_tdp"), r"did you mean 'table7/wo_tdpp'"),
     ("24_fig8_word_attention", dict(SEEDS="7"), r"SEEDS = '7'.*'default' has finished seeds"),
-    ("24_fig8_word_attention", dict(QUESTION="Is this a question?"), r"QUESTION = .*no test question of synthetic"),
+    pytest.param("24_fig8_word_attention", dict(QUESTION="Is this a question?"),
+                 r"QUESTION = .*no test question of synthetic", marks=pytest.mark.slow),  # ~10 CPU-seconds
     ("", dict(SEEDS="1;2"), r"SEEDS = '1;2': give comma-separated whole numbers"),
     ("", dict(EPOCHS=-1), r"EPOCHS = -1"),
     ("", dict(DEVICE="gpu"), r"DEVICE = 'gpu'"),

@@ -59,7 +59,7 @@ def test_missing_misshaped_unknown_keys(state_dict):
         from_official_state_dict(state_dict, ModelConfig.official(num_templates=4))
 
 
-@pytest.mark.parametrize("b,t", [(8, 3), (2, 12)])  # B = 8 also exercises the absorbed single-head attention
+@pytest.mark.parametrize("b,t", [pytest.param(8, 3, marks=pytest.mark.slow), (2, 12)])  # B = 8 also exercises the absorbed single-head attention
 def test_matches_released_forward(state_dict, loaded, b, t):
     cfg = ModelConfig.official()
     batch = random_batch(b, t, cfg, "cpu", generator=torch.Generator().manual_seed(t))

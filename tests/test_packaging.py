@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import tomllib
 
 from conftest import REPO
@@ -53,7 +51,6 @@ def test_ci_calls_the_readme_test_command():
     assert "make test" in (REPO / ".ci" / "run").read_text()
 
 
-def test_cli_help_lists_commands():
-    out = subprocess.run([sys.executable, "-m", "avmaster_core.cli", "--help"], capture_output=True, text=True,
-                         check=True).stdout
+def test_cli_help_lists_commands(run_cli):
+    out = run_cli("--help")
     assert "avmaster" in out and "<command>" in out

@@ -8,7 +8,7 @@ import pytest
 from avmaster_core import paper, scoring
 from avmaster_core.records import QUESTION_TYPES
 
-# MUSIC-AVQA test questions per (modality, qtype), in Table II order (shared/data/README.md).
+# MUSIC-AVQA test questions per (modality, qtype), in Table II order (docs/released-code.md §7).
 TEST_COUNTS = np.array([1017, 594, 1197, 1225, 988, 1265, 920, 1101, 822])
 MODALITY_COUNTS = np.array([1017 + 594, 1197 + 1225, 988 + 1265 + 920 + 1101 + 822])  # A, V, AV
 

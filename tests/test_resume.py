@@ -7,13 +7,15 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
 from avmaster_core import engine
 from avmaster_core.engine import DataConfig
 from avmaster_core.scoring import read_predictions
-from test_engine import (TINY_MODEL, _one_thread, metrics_without_timing, read_metrics,  # noqa: F401 (fixtures)
-                         state_dicts_equal, tiny_data, tiny_model, tiny_train)
+from conftest import TINY_MODEL, metrics_without_timing, read_metrics, state_dicts_equal, tiny_model, tiny_train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TRAIN = dict(epochs=3, checkpoint_every_steps=2)
 KILL_AT = 9  # 84 questions / batch 16 = 6 steps per epoch: step 3 of epoch 2, one step after a checkpoint
@@ -44,6 +46,7 @@ def _run_script(tmp_path, root, run_dir, kill_at, mode):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(tiny_data, tmp_path):
     data = DataConfig(dataset="synthetic", root=str(tiny_data))
     reference = engine.train(tiny_model(), tiny_train(**TRAIN), data, run_dir=tmp_path / "reference")

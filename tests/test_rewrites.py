@@ -7,6 +7,7 @@ literal reference of the released code.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -14,16 +15,14 @@ import torch
 from avmaster_core import build_model
 from avmaster_core.benchmark import random_batch
 from avmaster_core.config import EXPERIMENTS, experiment
-from avmaster_core.rewrites import dropout_masks
+from avmaster_core.rewrites import dropout_masks, trim_padding
+from conftest import tiered
 
 LOGIT_TOL, GRAD_TOL = 1e-5, 1e-4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The cpu-size models here run fastest on one thread (threads.py); on shared cores 2 threads stall."""
-    torch.set_num_threads(1)
-    yield
+# The cpu-size models here run fastest on one thread (threads.py); on shared cores 2 threads stall.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def pair(cfg, seed=0):
@@ -54,7 +53,7 @@ def assert_same(fast, plain, batch):
 
 
 @pytest.mark.parametrize("preset", ["official", "paper"])
-@pytest.mark.parametrize("name", EXPERIMENTS)
+@pytest.mark.parametrize("name", tiered(EXPERIMENTS))
 def test_fast_equals_plain(name, preset):
     cfg = experiment(name, preset, "cpu")
     fast, plain = pair(cfg)
@@ -101,3 +100,46 @@ def test_training_with_dropout_runs_and_draws_new_masks():
     batch = random_batch(2, 3, cfg, "cpu", generator=torch.Generator().manual_seed(3))
     a, b = fast(batch)["logits"], fast(batch)["logits"]
     assert torch.isfinite(a).all() and not torch.equal(a, b)
+
+
+def padded_words_batch(cfg, seed):
+    """Words zero-padded at the end like CLIP-like features of short questions (the synthetic benchmark's),
+    one sample shorter than the others: trim_padding's case."""
+    batch = random_batch(3, 4, cfg, "cpu", generator=torch.Generator().manual_seed(seed))
+    batch["words"][:, 9:] = 0
+    batch["words"][0, 5:] = 0
+    return batch
+
+
+@pytest.mark.parametrize("preset", ["official", "paper"])
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_fast_equals_plain_with_zero_padded_words(preset, mode):
+    """The shared padding run as one weighted token (rewrites.trim_padding), in eval and in training without
+    dropout, against the plain form over all 77 positions."""
+    cfg = dataclasses.replace(experiment("default", preset, "cpu"), dropout=0.0)
+    fast, plain = pair(cfg)
+    getattr(fast, mode)(), getattr(plain, mode)()
+    assert_same(fast, plain, padded_words_batch(cfg, 4))
+
+
+def test_trim_padding_keeps_the_used_positions_and_counts_the_rest():
+    words = torch.randn(2, 77, 8)
+    words[:, 9:] = 0
+    words[1, 5:] = 0
+    trimmed, key_bias = trim_padding(words)
+    assert torch.equal(trimmed, words[:, :10])
+    assert torch.equal(key_bias[:9], torch.zeros(9)) and key_bias[9].item() == pytest.approx(math.log(68))
+    assert trim_padding(torch.randn(2, 77, 8))[1] is None  # nothing to trim: the words as they are
+    nan_tail = words.clone()
+    nan_tail[0, 70] = float("nan")  # a NaN is not padding
+    assert trim_padding(nan_tail)[0].shape[1] == 72
+
+
+def test_zero_padded_words_with_dropout_take_the_plain_path():
+    """With dropout every padded copy draws its own masks, so the padding is not merged."""
+    cfg = dataclasses.replace(experiment("default", "official", "cpu"), dropout=0.1)
+    fast, _ = pair(cfg)
+    fast.train()
+    assert fast._words(padded_words_batch(cfg, 5)["words"], False)[1] is None
+    fast.eval()
+    assert fast._words(padded_words_batch(cfg, 5)["words"], False)[1] is not None

@@ -14,20 +14,13 @@ import pytest
 from avmaster_core import config, engine, sweep
 from avmaster_core.engine import DataConfig, TrainConfig
 from avmaster_core.paper import read_run_table
-from avmaster_core.synthetic import generate_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED_RUNS = REPO / "results" / "runs" / "synthetic"
 SEEDS = (1, 2, 3)
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models
 TINY = dict(dim=16, focus_heads=2, focus_ffn=16, decoder_heads=2, decoder_layers=1, num_templates=2)
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic_tiny")
-    generate_synthetic(root, num_videos=30, questions_per_video=4, T=4)
-    return root
 
 
 @pytest.fixture
@@ -53,6 +46,7 @@ def test_sizes_keep_every_experiment_valid_and_only_change_their_fields():
         config.experiment("default", size="huge")
 
 
+@pytest.mark.slow
 def test_run_grid_trains_each_run_once_then_skips_and_summarize_matches(tiny_data, tiny_sizes, tmp_path,
                                                                          monkeypatch):
     data = DataConfig(dataset="synthetic", root=str(tiny_data))
@@ -97,6 +91,7 @@ def test_run_grid_trains_each_run_once_then_skips_and_summarize_matches(tiny_dat
     assert "| AV-Master |" in text and " ± " in text
 
 
+@pytest.mark.slow
 def test_run_grid_resumes_an_interrupted_run_and_refuses_a_changed_config(tiny_data, tiny_sizes, tmp_path):
     data = DataConfig(dataset="synthetic", root=str(tiny_data))
     cfg = config.experiment("default", size="tiny")

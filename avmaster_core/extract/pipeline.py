@@ -295,7 +295,7 @@ def load_question_table(records: str | Path | None = None, dataset: str | None =
 
 
 # -- encoders from command-line options ---------------------------------------------------------------------
-def _device(name: str) -> str:
+def extract_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -305,7 +305,7 @@ def _device(name: str) -> str:
 
 def build_encoders(args, need_audio: bool = True) -> tuple[VisualEncoder, AudioEncoder | None]:
     """(visual, audio) encoders named by --visual-encoder / --audio-encoder (`--encoders tiny`: the test pair)."""
-    device = _device(args.device)
+    device = extract_device(args.device)
     precision = args.precision if args.precision != "auto" else ("fp16" if device.startswith("cuda") else "fp32")
     options = EncoderOptions(device=device, precision=precision, clip_model=args.clip_model,
                              pretrained=args.pretrained, clip_weights=args.clip_weights,
@@ -437,7 +437,7 @@ def _run_ask(args) -> int:
     try:
         visual, audio = build_encoders(args)
         result = ask(args.video, args.question, args.checkpoint, _text_encoder(visual), audio,
-                     seconds=_seconds(args.seconds), top=args.top, device=_device(args.device), route=args.route)
+                     seconds=_seconds(args.seconds), top=args.top, device=extract_device(args.device), route=args.route)
     except (WeightsNotFoundError, FileNotFoundError, ValueError, VideoDecodeError) as e:
         print(f"avmaster ask: {e}", file=sys.stderr)
         return 1

@@ -1,0 +1,140 @@
+"""The package's shape: short functions, no reaching into another module's private names, no dangling citations."""
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "avmaster_core"
+MAX_FUNCTION_LINES = 80   # from `def` to the last line of the body, nested functions included
+
+
+def _modules() -> dict[str, ast.Module]:
+    """Dotted module name -> parsed source, for every module of the package."""
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        found[name] = ast.parse(path.read_text(), filename=str(path))
+    return found
+
+
+MODULES = _modules()
+
+
+def _absolute(module: str, node: ast.ImportFrom) -> str:
+    """The dotted name an ImportFrom refers to, relative imports resolved against `module`."""
+    if not node.level:
+        return node.module or ""
+    package = module.split(".")
+    is_package = (PACKAGE / Path(*package[1:]) / "__init__.py").is_file() if len(package) > 1 else True
+    base = package if is_package else package[:-1]
+    base = base[:len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _private_imports(module: str, tree: ast.Module) -> list[str]:
+    """`from avmaster_core.x import _y` and `x._y` on an imported package module, from another module."""
+    found, module_aliases = [], {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            source = _absolute(module, node)
+            if not source.startswith("avmaster_core"):
+                continue
+            for alias in node.names:
+                target = f"{source}.{alias.name}"
+                if target in MODULES:
+                    module_aliases[alias.asname or alias.name] = target
+                elif _private(alias.name) and source != module:
+                    found.append(f"{module}:{node.lineno} imports {source}.{alias.name}")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("avmaster_core") and alias.asname:
+                    module_aliases[alias.asname] = alias.name
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and _private(node.attr)
+                and module_aliases.get(node.value.id, module) != module):
+            found.append(f"{module}:{node.lineno} uses {module_aliases[node.value.id]}.{node.attr}")
+    return found
+
+
+def test_no_function_in_the_package_is_over_80_lines():
+    too_long = [f"{module}.{node.name} (line {node.lineno}): {node.end_lineno - node.lineno + 1} lines"
+                for module, tree in MODULES.items() for node in ast.walk(tree)
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
+    assert not too_long, "split these into named steps:\n" + "\n".join(too_long)
+
+
+def test_no_module_imports_another_modules_private_names():
+    found = [line for module, tree in MODULES.items() for line in _private_imports(module, tree)]
+    assert not found, "make these public (drop the underscore) or move them:\n" + "\n".join(found)
+
+
+def test_the_layout_checks_catch_what_they_look_for():
+    tree = ast.parse("from avmaster_core.engine import _hidden\nfrom . import scoring\nscoring._secret()\n"
+                     "from .losses import total_loss\n")
+    assert _private_imports("avmaster_core.analysis", tree) == [
+        "avmaster_core.analysis:1 imports avmaster_core.engine._hidden",
+        "avmaster_core.analysis:3 uses avmaster_core.scoring._secret"]
+    assert _absolute("avmaster_core.extract.pipeline", ast.parse("from ..store import x").body[0]) == \
+        "avmaster_core.store"
+    assert _absolute("avmaster_core.extract", ast.parse("from .video import x").body[0]) == \
+        "avmaster_core.extract.video"
+
+
+# -------------------------------------------------------------------------------------- cited documents
+# Where a markdown document is cited: the package, the tests, the tools, the notebooks and every markdown file we ship.
+CITING = ["README.md", "docs/*.md", "data/README.md", "results/*.md", "avmaster_core/**/*.py", "tests/*.py",
+          "tools/*.py", "notebooks/*.ipynb"]
+WRITTEN_NOT_CITED = {"gpu_benchmark.md"}   # a report the GPU suite writes (`--report`), not a document
+MD_PATH = re.compile(r"[\w./$-]*\w\.md\b")
+SECTION = re.compile(r"released-code\.md`?\s*((?:§[\d.]+(?:\s*[-–,]\s*)?)+)")
+
+
+def _citing_files() -> list[Path]:
+    return sorted({p for pattern in CITING for p in REPO.glob(pattern) if p.is_file()})
+
+
+def _cited_document_exists(cited: str, citing: Path, shipped_names: set[str]) -> bool:
+    """A bare name (`synthetic.md`) may be any shipped document; a path must resolve from the repository root or
+    from the citing file's folder."""
+    name = cited.rsplit("/", 1)[-1]
+    if name in WRITTEN_NOT_CITED:
+        return True
+    if "/" not in cited:
+        return name in shipped_names
+    return any((base / cited).resolve().is_file() and REPO in (base / cited).resolve().parents
+               for base in (REPO, citing.parent))
+
+
+def test_every_cited_document_is_in_the_repository():
+    shipped = {p.name for p in REPO.glob("**/*.md") if ".venv" not in p.parts and "build" not in p.parts}
+    missing = sorted({f"{path.relative_to(REPO)}: {cited}" for path in _citing_files()
+                      for cited in MD_PATH.findall(path.read_text())
+                      if not _cited_document_exists(cited, path, shipped)})
+    assert not missing, "cite a document of the repository (docs/) instead:\n" + "\n".join(missing)
+
+
+def test_cited_sections_of_the_released_code_notes_exist():
+    headings = {m for m in re.findall(r"^#{2,3} ([\d.]+?)\.? ", (REPO / "docs" / "released-code.md").read_text(),
+                                      re.M)}
+    cited = {(path.relative_to(REPO), number) for path in _citing_files()
+             for group in SECTION.findall(path.read_text()) for number in re.findall(r"§([\d.]*\d)", group)}
+    assert cited, "expected citations of docs/released-code.md sections"
+    wrong = sorted(f"{path}: §{number}" for path, number in cited if number not in headings)
+    assert not wrong, f"no such heading in docs/released-code.md (it has {sorted(headings)}):\n" + "\n".join(wrong)
+
+
+def test_the_readme_module_map_lists_every_module():
+    readme = (REPO / "README.md").read_text()
+    mapped = set(re.findall(r"^\| [^|]* \| `([\w/]+\.py)` \|", readme[readme.index("## Module map"):], re.M))
+    modules = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
+    assert mapped == modules, f"README module map: add {sorted(modules - mapped)}, drop {sorted(mapped - modules)}"
