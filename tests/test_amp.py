@@ -14,6 +14,8 @@ from avmaster_core.engine import DataConfig, TrainConfig
 from avmaster_core.synthetic import generate_synthetic
 from test_engine import tiny_model
 
+pytestmark = pytest.mark.slow  # trains, executes notebooks or builds a model: ~30-60 s
+
 
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory):

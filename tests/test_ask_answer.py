@@ -16,6 +16,8 @@ from avmaster_core.extract.synthclip import write_clip
 from avmaster_core.model import build_model
 from avmaster_core.vocab import ANSWERS
 
+pytestmark = pytest.mark.slow  # trains, executes notebooks or builds a model: ~30-60 s
+
 ANSWER, RUNNER_UP = ANSWERS.index("three"), ANSWERS.index("yes")
 
 

@@ -12,6 +12,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+pytestmark = pytest.mark.slow  # trains, executes notebooks or builds a model: ~30-60 s
+
 REPO = Path(__file__).resolve().parents[1]
 RUNS = REPO / "results" / "runs" / "synthetic"
 ROUNDING = 0.006  # records are rounded to 2 decimals
