@@ -199,6 +199,26 @@ def inference_variants(table: str, checkpoints: dict, dataset: str, root, split:
     return out
 
 
+def answer_heads_comparison(checkpoints: dict, dataset: str, root, split: str = "test", *, store=None,
+                            limit: int | None = None, device: str = "auto") -> pd.DataFrame:
+    """Table VIII's choice named: each checkpoint ({label: best.pt}) scored with answer_heads="all" (the released
+    evaluation: every built head is summed, also one whose loss weight is 0 and which stays at its random
+    initialisation) and "trained" (those heads left out). Overall accuracy (%) per label and setting."""
+    from .checkpoint import load_checkpoint
+
+    data = load_split(dataset, split, root, store=store, limit=limit)
+    rows = {}
+    for label, path in checkpoints.items():
+        row = {}
+        for heads in ("all", "trained"):
+            model, cfg = load_checkpoint(path, changes={"answer_heads": heads})
+            row[heads] = float(paper.summary_columns(_score_model(model, data, device))["Avg"].iloc[0])
+        row["untrained heads"] = ", ".join(h for h in cfg.modalities if getattr(cfg, f"lambda_{h}") == 0
+                                           and cfg.use_gpap) or "-"
+        rows[label] = row
+    return pd.DataFrame(rows).T
+
+
 # ------------------------------------------------------------------------------------------------ Fig. 4 proxy
 def segment_length_curve(checkpoints: dict, dataset: str, root, lengths, split: str = "test", *, store=None,
                          limit: int | None = None, device: str = "auto") -> pd.DataFrame:
@@ -275,13 +295,19 @@ def fig7_table(runs_dir, seeds=None) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------------------------ presets
 def preset_differences() -> pd.DataFrame:
-    """The ModelConfig fields on which the `official` and `paper` presets differ: field, official, paper."""
-    from .config import ModelConfig
+    """Every difference between the paper's text and what the presets compute, in one table: each ModelConfig
+    field on which `official` and `paper` differ (config.PAPER_PRESET), then the settings outside ModelConfig
+    and the places where the paper preset rests on our reading (experiments.PRESET_READINGS). Columns: official,
+    paper preset, the paper's words, status ("as written", "our reading", "not as written")."""
+    from .config import PAPER_PRESET, ModelConfig
 
     official, paper_cfg = ModelConfig.official(), ModelConfig.paper()
-    rows = [(f.name, getattr(official, f.name), getattr(paper_cfg, f.name)) for f in dataclasses.fields(official)
-            if getattr(official, f.name) != getattr(paper_cfg, f.name)]
-    return pd.DataFrame(rows, columns=["field", "official", "paper"]).set_index("field")
+    rows = [(f.name, getattr(official, f.name), getattr(paper_cfg, f.name), PAPER_PRESET[f.name][1],
+             "our reading" if "not given" in PAPER_PRESET[f.name][1] else "as written")
+            for f in dataclasses.fields(official) if getattr(official, f.name) != getattr(paper_cfg, f.name)]
+    rows += [(r.setting, r.official, r.paper_preset, r.words, r.status) for r in registry.PRESET_READINGS]
+    columns = ["official", "paper preset", "paper's words", "status"]
+    return pd.DataFrame(rows, columns=["setting"] + columns).set_index("setting")
 
 
 def parameter_counts(size: str = "full") -> pd.DataFrame:

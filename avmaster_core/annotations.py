@@ -19,8 +19,10 @@ avqa_rows) and what they share:
 | music_avqa_v2  | train / val / test, with `subset="balance"` (default) or `"bias"`; or the shorthands "test_bias", "train_balance", "val_bias", ... |
 |                | balance: train_balance.json, balance_valid.json, test_balance.json |
 |                | bias:    train_bias.json,    bias_valid.json,    test_bias.json    |
-| avqa           | train                     | train_qa.json                                      |
-|                | test (alias val)          | val_qa.json (AVQA publishes no test answers; the paper's "test" is this file) |
+| avqa           | train                     | train_qa.json without the held-out videos (AVQA_HOLDOUT) |
+|                | val                       | train_qa.json, the held-out videos only: model selection |
+|                | test                      | val_qa.json (AVQA publishes no test answers; the paper's "test" is this file) |
+| synthetic_mc   | train / val / test        | avqa-{split}.json of `avmaster synth --choices C` (with `multi_choice`) |
 
 MUSIC-AVQA-R is a test-only benchmark: train and validate on MUSIC-AVQA (its train/val are unchanged).
 
@@ -32,6 +34,9 @@ Columns: records.RECORD_COLUMNS, then
 - music_avqa_r: `subset`, `source_question_id` (the published id, shared by the rephrasings of one question);
 - music_avqa_v2: `subset`, `unmatch_audio`, `audio_instrument`, `video_instrument`, `person` (None where absent);
 - avqa: `choices` (the `multi_choice` list), `video_index` (AVQA's numeric `video_id`).
+  AVQA's validation split is a fixed held-out part of train_qa.json, chosen by video (AVQA_HOLDOUT: a
+  salted sha256 of the clip name), so no checkpoint is ever selected on val_qa.json, the scored file.
+- synthetic_mc: `choices` (the record's `multi_choice`); `answer_idx` is the answer's position in it.
   For AVQA, `video_id` is the clip name (`video_name`, e.g. "06GyG4-wONQ_000006"), `question` = `template` =
   `question_text`, `qtype` = `question_type`, `answer` = the chosen string and `answer_idx` = its position
   in `choices` (0-3), not an index into vocab.ANSWERS.
@@ -224,9 +229,37 @@ def _parse_type(value, where: str) -> tuple[str, str]:
 
 # --------------------------------------------------------------------------- AVQA
 
+# AVQA's model-selection split: the questions of 10% of train_qa.json's videos, picked by a salted hash of the
+# clip name (fixed on every machine; changing the salt or the percent changes the split and must be recorded).
+AVQA_HOLDOUT = {"file": "train_qa.json", "percent": 10, "salt": "avmaster/avqa-holdout/v1"}
+
+
+def avqa_held_out(video_name: str) -> bool:
+    """True when the AVQA clip `video_name` belongs to the held-out (validation) part of train_qa.json."""
+    digest = hashlib.sha256(f"{AVQA_HOLDOUT['salt']}|{video_name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % 100 < AVQA_HOLDOUT["percent"]
+
+
 def avqa_rows(raw: list, path: Path, dataset: str, split: str, subset: str | None) -> list[dict]:
-    """The loader of AVQA's format: raw JSON records -> record rows (see the module docstring)."""
-    return [_avqa_row(r, i, path, dataset, split) for i, r in enumerate(raw)]
+    """The loader of AVQA's format: raw JSON records -> record rows (see the module docstring). From
+    train_qa.json, split "val" keeps the held-out videos (AVQA_HOLDOUT) and split "train" the others."""
+    rows = [_avqa_row(r, i, path, dataset, split) for i, r in enumerate(raw)]
+    if path.name == AVQA_HOLDOUT["file"] and split in ("train", "val"):
+        rows = [row for row in rows if avqa_held_out(row["video_id"]) == (split == "val")]
+    return rows
+
+
+def synthetic_mc_rows(raw: list, path: Path, dataset: str, split: str, subset: str | None) -> list[dict]:
+    """The synthetic benchmark's multiple-choice variant (`avmaster synth --choices C`): MUSIC-AVQA's format plus
+    `multi_choice`; `choices` is that list and `answer_idx` the answer's position in it (as for AVQA)."""
+    rows = _music_rows(raw, path, dataset, split, subset)
+    for position, (r, row) in enumerate(zip(raw, rows)):
+        choices = [str(c) for c in r.get("multi_choice") or ()]
+        if row["answer"] not in choices:
+            raise AnnotationError(f"{path} (record {position}): answer {row['answer']!r} is not among its "
+                                  f"multi_choice {choices}; regenerate with `avmaster synth --choices 4`")
+        row["choices"], row["answer_idx"] = choices, choices.index(row["answer"])
+    return rows
 
 
 def _avqa_row(r, position: int, path: Path, dataset: str, split: str) -> dict:

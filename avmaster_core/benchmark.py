@@ -47,6 +47,8 @@ def random_batch(batch_size: int, segments: int, cfg: ModelConfig, device, gener
     b = {"audio": r(batch_size, segments, cfg.audio_dim), "visual": r(batch_size, segments, cfg.visual_dim),
          "question": r(batch_size, cfg.text_dim), "words": r(batch_size, 77, cfg.text_dim),
          "label": torch.randint(0, cfg.num_answers, (batch_size,), generator=generator).to(device)}
+    if cfg.choice_scorer is not None:  # multiple choice (AVQA): num_answers candidates per question
+        b["choices"] = r(batch_size, cfg.num_answers, cfg.text_dim)
     if negatives:
         b["neg_audio"] = r(batch_size, segments, cfg.audio_dim)
         b["neg_visual"] = r(batch_size, segments, cfg.visual_dim)

@@ -57,16 +57,20 @@ class MultiheadAttention(nn.Module):
     def split_heads(self, x: Tensor) -> Tensor:  # [..., L, D] -> [..., H, L, D/H]
         return x.unflatten(-1, (self.heads, self.dim // self.heads)).transpose(-3, -2)
 
-    def forward(self, query: Tensor, key: Tensor, value: Tensor, need_weights: bool = False
-                ) -> tuple[Tensor, Tensor | None]:
-        """-> (output [..., Lq, D], head-averaged probabilities [..., Lq, Lk] if need_weights else None)."""
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, need_weights: bool = False,
+                key_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """-> (output [..., Lq, D], head-averaged probabilities [..., Lq, Lk] if need_weights else None).
+        key_mask [B, Lk] bool (True = attend; ModelConfig.mask_padding) takes the plain path."""
         p = self.dropout if self.training else 0.0
-        if self.fast and not need_weights:
+        if self.fast and not need_weights and key_mask is None:
             if self.heads == 1 and value[..., 0].numel() > 2 * self.dim:
                 return rewrites.absorbed_single_head(self, query, key, value, p), None
             return rewrites.fused_attention(self, query, key, value, p), None
         q, k, v = (self.split_heads(t) for t in self.project(query, key, value))  # [..., H, L, dh]
-        probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)  # [..., H, Lq, Lk]
+        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # [..., H, Lq, Lk]
+        if key_mask is not None:
+            scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
+        probs = torch.softmax(scores, dim=-1)
         out = (F.dropout(probs, p, self.training) @ v).transpose(-3, -2).flatten(-2)  # heads concatenated
         return self.out_proj(out), (probs.mean(dim=-3) if need_weights else None)
 
@@ -99,8 +103,8 @@ class SelfAttentionLayer(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.drop1, self.drop2 = nn.Dropout(dropout), nn.Dropout(dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.norm1(x + self.drop1(self.self_attn(x, x, x)[0]))
+    def forward(self, x: Tensor, key_mask: Tensor | None = None) -> Tensor:
+        x = self.norm1(x + self.drop1(self.self_attn(x, x, x, key_mask=key_mask)[0]))
         return self.norm2(x + self.drop2(self.ffn(x)))
 
 
@@ -119,8 +123,9 @@ class PreferenceLayer(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.drop_cross, self.drop_self, self.drop2 = nn.Dropout(dropout), nn.Dropout(dropout), nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, words: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
-        cross, weights = self.cm_attn(x, words, words, need_weights=need_weights)  # weights [B, T, L]
+    def forward(self, x: Tensor, words: Tensor, need_weights: bool = False, word_mask: Tensor | None = None
+                ) -> tuple[Tensor, Tensor | None]:
+        cross, weights = self.cm_attn(x, words, words, need_weights=need_weights, key_mask=word_mask)  # [B, T, L]
         x = self.norm1(x + self.drop_cross(cross) + self.drop_self(self.self_attn(x, x, x)[0]))
         return self.norm2(x + self.drop2(self.ffn(x))), weights
 

@@ -31,6 +31,8 @@ _CHOICES = {
     "contrastive": ("official", "in_batch"),
     "combine": ("logits_sum", "prob_sum", "mul", "w_add"),
     "inputs": ("av", "a", "v", "q"),
+    "choice_scorer": (None, "match", "dot"),
+    "answer_heads": ("all", "trained"),
 }
 
 
@@ -97,6 +99,21 @@ class ModelConfig:
       (w_a, w_v) = softmax of each head's max probability). Prob-based scores are returned as log(score).
     - inference_use_a / inference_use_v: Table XII: drop the audio / visual preference distribution from the
       combination (training is unchanged).
+    - answer_heads: which heads `combine` adds. "all" (released evaluation: every built head, also one whose
+      loss weight is 0 and which therefore stays at its random initialisation, Table VIII rows 1-4) or
+      "trained" (only heads with a non-zero loss weight; the qa head always counts).
+
+    Question words
+    - mask_padding: False (released: every attention over the words sees all 77 CLIP positions) or True
+      (paper Sec. III-A(c): tokens 2..L only; the start token and the padding are masked out of the key-fusion
+      self-attention and the preference cross-attention, shapes stay 77). The mask is batch["word_mask"]
+      [B, L] (True = a word) where given, else position 0 off and all-zero rows off (the synthetic
+      benchmark's and a zero-padded store's padding).
+
+    Multiple choice (AVQA; avmaster_core.choices)
+    - choice_scorer: None (heads classify over num_answers) or how each head scores the candidate answers of
+      batch["choices"] [B, C, text_dim]: "match" (MLP over [h, a, h*a], as AVQA's own baselines score
+      candidates; our reading) or "dot" (<h, W a>: the LM head with candidate rows). Logits are then [B, C].
     - inputs: Fig. 5: "av" (both), "a" (audio + question; the visual stream is not built), "v"; "q" builds
       neither stream (the question-only baseline; needs use_tdpp and use_focus=False, use_gpap=False).
     """
@@ -146,6 +163,9 @@ class ModelConfig:
     inference_use_a: bool = field(default=True, metadata={"inference": True})
     inference_use_v: bool = field(default=True, metadata={"inference": True})
     inputs: str = "av"
+    answer_heads: str = field(default="all", metadata={"inference": True})
+    mask_padding: bool = False
+    choice_scorer: str | None = None
 
     def __post_init__(self):
         for name, allowed in _CHOICES.items():
@@ -176,20 +196,9 @@ class ModelConfig:
 
     @classmethod
     def paper(cls, **changes: Any) -> "ModelConfig":
-        """Section III as written. Only fields the paper states differently from the code change."""
-        return dataclasses.replace(
-            cls(),
-            dim=512,                      # Sec. IV-A: "projected into a 512-dimensional space"
-            focus_embed=False,            # the paper has one projection per input
-            template_init="learned",      # "learnable embeddings ... randomly initialized"
-            focus_first_stage="sab",      # eq. (2): SAB(F + V_cls)
-            bias_mode="add",              # eq. (2): SAB(. + bias) + bias
-            focus_mix=False,              # "we take the templates from the n-th time step as the output"
-            fusion_pool="sab_sum",        # eq. (3): Pooling(SAB(Linear(F~) + Fc))
-            contrastive="in_batch",       # eq. (6)
-            combine="prob_sum",           # "we sum all the predicted distributions"
-            **changes,
-        )
+        """Section III as written. Only fields the paper states differently from the code change (PAPER_PRESET
+        holds each with the paper's words; experiments.PRESET_READINGS the settings outside ModelConfig)."""
+        return dataclasses.replace(cls(), **{**{k: v for k, (v, _) in PAPER_PRESET.items()}, **changes})
 
     # ---------------------------------------------------------------- helpers
     @property
@@ -213,6 +222,25 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown ModelConfig fields {unknown}; known fields: {sorted(known)}")
         return cls(**d)
+
+
+# -------------------------------------------------------------------- the paper preset
+# field -> (the paper preset's value, the paper's words it rests on). analysis.preset_differences() prints them.
+PAPER_PRESET: dict[str, tuple[Any, str]] = {
+    "dim": (512, "Sec. IV-A: 'projected into a 512-dimensional space'"),
+    "focus_embed": (False, "Sec. III-B: one linear projection per input feature; no second embedding"),
+    "template_init": ("learned", "Sec. III-B(a): 'learnable embeddings ... randomly initialized' (scale not given: "
+                                 "std 0.02)"),
+    "focus_first_stage": ("sab", "eq. (2): 'V_tp2 = SAB(SAB(F_v^k + V_cls^{k-1}) + bias) + bias'"),
+    "bias_mode": ("add", "eq. (2): 'SAB(SAB(V_tp1) + bias) + bias'"),
+    "focus_mix": (False, "Sec. III-B(a): 'we take the templates from the n-th time step as the output'"),
+    "fusion_pool": ("sab_sum", "eq. (3): 'Pooling(SAB(Linear(F~) + F_c))'"),
+    "contrastive": ("in_batch", "eq. (6): a sum of exponentials over the negatives, the positive pair in the "
+                                "numerator"),
+    "combine": ("prob_sum", "Sec. III-D: 'we sum all the predicted distributions from the model'"),
+    "mask_padding": (True, "Sec. III-A(c): 'word-level features F_t^w = {F_t^2, ..., F_t^L} ... L denotes the "
+                           "number of question tokens' (no start token, no padding)"),
+}
 
 
 # -------------------------------------------------------------------- field metadata
@@ -242,6 +270,13 @@ def apply_inference_changes(cfg: ModelConfig, changes: dict[str, Any] | None) ->
     """`cfg` (of a trained checkpoint) with inference-only `changes` applied (checked first, see
     check_inference_changes)."""
     return dataclasses.replace(cfg, **check_inference_changes(changes)) if changes else cfg
+
+
+# -------------------------------------------------------------------- training recipe of each preset
+# TrainConfig fields a preset changes when the command line does not set them (run_config.TrainConfig's defaults
+# are the released recipe). Sec. IV-A: "The batch size is set to 32, and the model is trained for 30 epochs."
+# The batch size also sets eq. (6)'s number of in-batch negatives (B - 1).
+PRESET_TRAINING: dict[str, dict[str, Any]] = {"official": {}, "paper": {"batch_size": 32}}
 
 
 # -------------------------------------------------------------------- named experiments (avmaster_core.experiments)

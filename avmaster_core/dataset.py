@@ -7,7 +7,8 @@ API (small and stable; the engine uses exactly these names):
         records: a record table (avmaster_core.records schema); split: keep only that split.
         store:   a FeatureStore or a path to one.
         ds[i] -> {"audio" [T,128], "visual" [T,768], "question" [768], "words" [77,768], "label" long [],
-                  "question_id" long [], "index" long []  (+ "neg_audio" [T,128], "neg_visual" [T,768])}
+                  "question_id" long [], "index" long []  (+ "neg_audio" [T,128], "neg_visual" [T,768])
+                  (+ "choices" [C,768] for multiple-choice records, AVQA: "label" is then the position)}
         ds.set_epoch(epoch)       re-draws the negatives (deterministic given (seed, epoch))
         ds.negatives              [N] int64: the other item each item takes its negatives from
         ds.records                the kept records, in item order (item i = ds.records.iloc[i])
@@ -125,6 +126,7 @@ class FeatureBank:
     question_ids: torch.Tensor    # [N] long
     audio_index: torch.Tensor | None = None  # [N] long, row of audio when it differs (v2.0 unmatched audio)
     words_len: int = WORDS_LEN
+    choices: torch.Tensor | None = None      # [N, C, 768] candidate answers (multiple-choice datasets, AVQA)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -138,7 +140,8 @@ class FeatureBank:
                  ("audio", "visual", "question", "words", "video_index", "question_index", "labels",
                   "question_ids")}
         audio_index = None if self.audio_index is None else self.audio_index.to(device)
-        return FeatureBank(**moved, audio_index=audio_index, words_len=self.words_len)
+        choices = None if self.choices is None else self.choices.to(device)
+        return FeatureBank(**moved, audio_index=audio_index, words_len=self.words_len, choices=choices)
 
     def _audio_rows(self, items: torch.Tensor) -> torch.Tensor:
         return (self.video_index if self.audio_index is None else self.audio_index)[items]
@@ -156,6 +159,8 @@ class FeatureBank:
             "question": self.question[q], "words": words,                 # [B,768], [B,77,768]
             "label": self.labels[items], "question_id": self.question_ids[items], "index": items,
         }
+        if self.choices is not None:
+            batch["choices"] = self.choices[items]                        # [B, C, 768]
         if negatives is not None:
             negatives = negatives.to(self.device)
             batch["neg_audio"] = self.audio[self._audio_rows(negatives)]
@@ -284,6 +289,8 @@ class AVQADataset(Dataset):
             if len(records) == 0:
                 raise ValueError(f"no records of split {split!r}")
         self.records = records.reset_index(drop=True)
+        # multiple-choice records (AVQA) carry their candidate answers: batches gain "choices" [B, C, 768]
+        self.has_choices = "choices" in self.records.columns
         self.with_negatives, self.seed, self.pad = with_negatives, seed, pad
         self.store_path = Path(store.path if isinstance(store, FeatureStore) else store)
         self._handle: tuple[int, FeatureStore] | None = None
@@ -313,8 +320,10 @@ class AVQADataset(Dataset):
         questions = self.records["question_id"].astype(str)
         lacking = np.zeros(len(self.records), dtype=bool)
         what = []
-        for kind, keys in (("audio", self._audio_videos()), ("visual", videos), ("question", questions),
-                           ("words", questions)):
+        kinds = [("audio", self._audio_videos()), ("visual", videos), ("question", questions), ("words", questions)]
+        if self.has_choices:
+            kinds.append(("choices", questions))
+        for kind, keys in kinds:
             missing = set(store.missing(kind, keys.unique()))
             if missing:
                 rows = keys.isin(missing).to_numpy()
@@ -386,7 +395,17 @@ class AVQADataset(Dataset):
             question_ids=torch.as_tensor(self.records["question_id"].to_numpy(np.int64)),
             audio_index=(None if (audio_videos == self.records["video_id"].astype(str)).all()
                          else torch.as_tensor([audio_row[a] for a in audio_videos])),
+            choices=self._load_choices(store) if self.has_choices else None,
         )
+
+    def _load_choices(self, store: FeatureStore) -> torch.Tensor:
+        """[N, C, 768] the candidate answers' features of every record (one C for the whole dataset)."""
+        rows = [store.get("choices", str(q)) for q in self.records["question_id"]]
+        counts = sorted({r.shape[0] for r in rows})
+        if len(counts) != 1:
+            raise ValueError(f"questions have different numbers of candidate answers {counts} in {store.path}; "
+                             "a batch needs one C")
+        return torch.from_numpy(np.stack(rows))
 
     # -- per-epoch state ------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
@@ -425,6 +444,8 @@ class AVQADataset(Dataset):
             words[: bank.words.shape[1]] = bank.words[q]
             item = {"audio": audio, "visual": visual, "question": bank.question[q], "words": words,
                     "label": bank.labels[i], "question_id": bank.question_ids[i], "index": torch.tensor(i)}
+            if bank.choices is not None:
+                item["choices"] = bank.choices[i]
         else:
             qid = str(int(self.question_ids[i]))
             store = self._store()
@@ -433,6 +454,8 @@ class AVQADataset(Dataset):
                     "question": torch.from_numpy(store.get("question", qid)),
                     "words": torch.from_numpy(store.get("words", qid)),
                     "label": self.labels[i], "question_id": self.question_ids[i], "index": torch.tensor(i)}
+            if self.has_choices:
+                item["choices"] = torch.from_numpy(store.get("choices", qid))
         if self.with_negatives:
             item["neg_audio"], item["neg_visual"] = self._video(int(self.negatives[i]))
         return item

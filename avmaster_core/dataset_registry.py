@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-from .annotations import avqa_rows, music_avqa_r_rows, music_avqa_rows, music_avqa_v2_rows
+from .annotations import avqa_rows, music_avqa_r_rows, music_avqa_rows, music_avqa_v2_rows, synthetic_mc_rows
 from .scoring import score_head_tail, score_table2, score_table4, score_table5
 
 GITHUB_RAW = "https://raw.githubusercontent.com"
@@ -169,10 +169,11 @@ SPECS: tuple[DatasetSpec, ...] = (
                          note="YouTube ids and trims of the 1,040 added videos"),
         ),
         licence="GPL-3.0, research use only (DragonLiu1995/MUSIC-AVQA-v2.0); *_valid.json from AIM-SKKU/QA-TIGER"),
-    # AVQA publishes no test answers: the paper's "test" is val_qa.json
+    # AVQA publishes no test answers: the paper's "test" is val_qa.json. Checkpoints are selected on "val", a
+    # fixed held-out part of train_qa.json by video (annotations.AVQA_HOLDOUT), never on the scored file.
     DatasetSpec(
         "avqa", "AVQA",
-        {("train", None): (("train_qa.json", "train", None),), ("val", None): (("val_qa.json", "val", None),),
+        {("train", None): (("train_qa.json", "train", None),), ("val", None): (("train_qa.json", "val", None),),
          ("test", None): (("val_qa.json", "test", None),)},
         avqa_rows, "table5", score_table5, answers_in_vocab=False,
         files=(
@@ -185,6 +186,10 @@ SPECS: tuple[DatasetSpec, ...] = (
     # The bundled synthetic benchmark: MUSIC-AVQA's format, generated locally
     DatasetSpec("synthetic", "synthetic benchmark", _music_split_files(), music_avqa_rows, "table2",
                 score_table2, obtain="avmaster synth --out {root} --overwrite"),
+    # Its multiple-choice variant (AVQA's task on the synthetic scenes): answers index each record's choices
+    DatasetSpec("synthetic_mc", "synthetic benchmark, multiple choice", _music_split_files(), synthetic_mc_rows,
+                "table2", score_table2, answers_in_vocab=False,
+                obtain="avmaster synth --choices 4 --out {root} --overwrite"),
 )
 REGISTRY: Mapping[str, DatasetSpec] = {spec.name: spec for spec in SPECS}
 DATASET_NAMES: tuple[str, ...] = tuple(REGISTRY)

@@ -60,6 +60,14 @@ def config_from_args(cls, args: argparse.Namespace, **fixed):
     return cls(**{**config_values(cls, args), **fixed})
 
 
+def train_config_for(preset: str, args: argparse.Namespace) -> TrainConfig:
+    """TrainConfig from parsed options; options not given take the preset's recipe (config.PRESET_TRAINING:
+    the paper preset trains with batch 32), then TrainConfig's defaults (the released recipe)."""
+    from .config import PRESET_TRAINING
+
+    return TrainConfig(**{**PRESET_TRAINING[preset], **config_values(TrainConfig, args)})
+
+
 # ------------------------------------------------------------------------------------------- model options
 def parse_overrides(items: list[str] | None) -> dict:
     """["dim=64", "contrastive=in_batch"] -> {"dim": 64, "contrastive": "in_batch"} (values read as JSON if they can be)."""
@@ -165,7 +173,7 @@ def _train_command(args) -> int:
     from .engine import train
 
     model_cfg = model_config_for(args.experiment, args.preset, args.set, args.size)
-    train_cfg = config_from_args(TrainConfig, args)
+    train_cfg = train_config_for(args.preset, args)
     data_cfg = config_from_args(DataConfig, args)
     if data_cfg.T is None and args.experiment in EXPERIMENT_SEGMENTS:  # Fig. 4 fixes T at the data level
         data_cfg = dataclasses.replace(data_cfg, T=EXPERIMENT_SEGMENTS[args.experiment])

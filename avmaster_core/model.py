@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from . import rewrites
 from .blocks import AnswerDecoder, FocusDecoderLayer, PreferenceLayer, SelfAttentionLayer, token_mix
+from .choices import build_scorers, check_choices, head_logits
 from .config import ModelConfig
 from . import losses as L
 
@@ -189,6 +190,7 @@ class AVMaster(nn.Module):
             self.pref = nn.ModuleDict({m: PreferenceLayer(d, cfg.pref_heads, cfg.pref_ffn or d, cfg.dropout,
                                                           cfg.ln_eps) for m in mods})
             self.decoder_pref = nn.ModuleDict({m: self._decoder() for m in mods})
+        self.choice_scorers = build_scorers(cfg)  # multiple choice (AVQA): heads score batch["choices"]
         self.use_fast(fast)
 
     def use_fast(self, fast: bool = True) -> "AVMaster":
@@ -274,29 +276,40 @@ class AVMaster(nn.Module):
         cfg, mods = self.cfg, self.cfg.modalities
         need_neg = self._needs_negatives(batch)
         validate_batch(batch, cfg, need_label=False, need_negatives=need_neg, check_finite=check_finite)
+        check_choices(batch, cfg)
         feats = {m: self.project(batch, m) for m in mods}  # [B, T, D]
-        words, key_bias = self._words(batch["words"], return_attention)  # [B, L, D]; L shorter if trimmed
+        word_mask = words_mask(batch) if cfg.mask_padding else None  # [B, L] bool, paper Sec. III-A(c)
+        # [B, L, D]; L shorter where the shared zero padding is trimmed (never when a mask is used)
+        words, key_bias = self._words(batch["words"], may_trim=not return_attention and word_mask is None)
         sentence = self.proj_question(batch["question"])  # [B, D]
         out: dict = {}
         logits = {}
         fused = None
         if cfg.use_tdpp:
             focus, steps = self.focus_capture(feats, return_steps) if mods else ({}, None)
-            context = self._context(torch.cat([feats[m] for m in mods] + [words], dim=1), key_bias)  # [B, M*T+L, D]
+            tokens = torch.cat([feats[m] for m in mods] + [words], dim=1)  # [B, M*T+L, D]
+            keep = context_mask(feats, mods, word_mask)
+            if keep is None:
+                context = self._context(tokens, key_bias)
+            else:
+                context = without_masked_tokens(self.context(tokens, key_mask=keep), keep)  # [B, Lc, D]
             fused = self.key_fusion(context, focus)  # [B, D]
-            logits["qa"] = self.decoder_qa(fused.unsqueeze(1), sentence)
+            logits["qa"] = head_logits(self, "qa", self.decoder_qa, fused.unsqueeze(1), sentence, batch)
             if return_focus:
                 out.update({f"focus_{m}": focus[m] for m in mods})
         pref, negs = {}, {}
         if cfg.use_gpap:
             for m in mods:
                 if need_neg and self.fast:  # positives and negatives through the preference block as one batch
+                    both_mask = None if word_mask is None else torch.cat([word_mask, word_mask])
                     both, weights = self._preference(m, torch.cat([feats[m], self.project(batch, m, True)]),
-                                                     torch.cat([words, words]), key_bias, return_attention)
+                                                     torch.cat([words, words]), key_bias, return_attention,
+                                                     both_mask)
                     (pref[m], negs[m]), weights = both.chunk(2), weights if weights is None else weights.chunk(2)[0]
                 else:
-                    pref[m], weights = self._preference(m, feats[m], words, key_bias, return_attention)  # [B, T, D]
-                logits[m] = self.decoder_pref[m](pref[m], sentence)
+                    pref[m], weights = self._preference(m, feats[m], words, key_bias, return_attention,
+                                                        word_mask)  # [B, T, D]
+                logits[m] = head_logits(self, m, self.decoder_pref[m], pref[m], sentence, batch)
                 if return_attention:
                     out[f"word_attention_{m}"] = weights  # [B, T, L]
         out["logits"] = combine_logits(logits, cfg)
@@ -305,18 +318,19 @@ class AVMaster(nn.Module):
         out["features"] = {"fused": fused, **{f"pref_{m}": p.mean(dim=1) for m, p in pref.items()}}
         if need_neg:  # official L_c: negatives through the same projections and preference blocks, own words
             for m in mods:
-                neg = negs[m] if m in negs else self._preference(m, self.project(batch, m, True), words, key_bias)[0]
+                neg = negs[m] if m in negs else self._preference(m, self.project(batch, m, True), words, key_bias,
+                                                                 word_mask=word_mask)[0]
                 out["features"][f"neg_{m}"] = neg.mean(dim=1)
         if return_steps and cfg.use_tdpp:
-            out["step_logits"] = self._step_logits(context, steps, sentence, logits)
+            out["step_logits"] = self._step_logits(context, steps, sentence, logits, batch)
         return out
 
     # ------------------------------------------------------------------ words padding (rewrites.trim_padding)
-    def _words(self, raw: Tensor, return_attention: bool) -> tuple[Tensor, Tensor | None]:
+    def _words(self, raw: Tensor, may_trim: bool) -> tuple[Tensor, Tensor | None]:
         """Projected words [B, L, D] and None; on the fast path without dropout, on CPU, the trailing zero
         padding shared by the batch runs as one token: (words [B, L', D], log-multiplicities [L'])."""
         key_bias = None
-        if (self.fast and not return_attention and raw.device.type == "cpu" and raw.shape[1] > 2
+        if (self.fast and may_trim and raw.device.type == "cpu" and raw.shape[1] > 2
                 and not (self.training and self.cfg.dropout > 0) and not rewrites._capturing()):
             raw, key_bias = rewrites.trim_padding(raw)
         return self.proj_words(raw), key_bias
@@ -328,9 +342,9 @@ class AVMaster(nn.Module):
         return rewrites.self_attention_layer_weighted(self.context, tokens, bias)
 
     def _preference(self, m: str, x: Tensor, words: Tensor, key_bias: Tensor | None,
-                    need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+                    need_weights: bool = False, word_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         if key_bias is None:
-            return self.pref[m](x, words, need_weights=need_weights)
+            return self.pref[m](x, words, need_weights=need_weights, word_mask=word_mask)
         return rewrites.preference_layer_weighted(self.pref[m], x, words, key_bias), None
 
     def _needs_negatives(self, batch: dict) -> bool:
@@ -338,14 +352,15 @@ class AVMaster(nn.Module):
         return (cfg.contrastive == "official" and cfg.lambda_c != 0 and cfg.use_tdpp and cfg.use_gpap
                 and bool(cfg.modalities) and all(MODALITY_KEYS[m][1] in batch for m in cfg.modalities))
 
-    def _step_logits(self, context, steps, sentence, logits) -> Tensor:
+    def _step_logits(self, context, steps, sentence, logits, batch) -> Tensor:
         if steps is None or any(s is None for s in steps.values()):
             raise ValueError("return_steps needs the focus recurrence (use_focus=True)")
         mult = self.cfg.num_templates if self._collapse() else 1
         per_step = []
         for t in range(len(next(iter(steps.values())))):
             focus_t = {m: self._mix(s[t], mult) for m, s in steps.items()}
-            qa_t = self.decoder_qa(self.key_fusion(context, focus_t).unsqueeze(1), sentence)
+            qa_t = head_logits(self, "qa", self.decoder_qa, self.key_fusion(context, focus_t).unsqueeze(1), sentence,
+                               batch)
             per_step.append(combine_logits({**logits, "qa": qa_t}, self.cfg))
         return torch.stack(per_step, dim=1)  # [B, T, C]
 
@@ -355,10 +370,41 @@ class AVMaster(nn.Module):
         return L.total_loss(out, batch["label"], self.cfg, training=self.training)
 
 
+def words_mask(batch: dict) -> Tensor:
+    """[B, L] True at the question's word positions (ModelConfig.mask_padding): batch["word_mask"] where given,
+    else every non-zero row but the start token (position 0). Zero rows are the padding of the synthetic
+    benchmark and of zero-padded stores; a row of words is never all zero."""
+    if "word_mask" in batch:
+        return batch["word_mask"].bool()
+    mask = batch["words"].abs().amax(dim=-1) > 0
+    mask[:, 0] = False
+    return mask | ~mask.any(dim=1, keepdim=True)  # a question with no word left keeps every position
+
+
+def context_mask(feats: dict, mods: tuple, word_mask: Tensor | None) -> Tensor | None:
+    """Key mask of the key-fusion context [audio; visual; words]: every segment, and `word_mask`'s words."""
+    if word_mask is None:
+        return None
+    segments = [torch.ones(f.shape[:2], dtype=torch.bool, device=f.device) for f in (feats[m] for m in mods)]
+    return torch.cat(segments + [word_mask], dim=1)
+
+
+def without_masked_tokens(context: Tensor, keep: Tensor) -> Tensor:
+    """Masked context rows replaced by a copy of the sample's first kept row. Key fusion (eq. 3) works per
+    token and then takes the max over tokens, so a copy of a kept row changes no maximum: this removes the
+    masked tokens from F_fu exactly while the shapes stay."""
+    first = keep.float().argmax(dim=1)  # [B]
+    kept_row = context[torch.arange(context.shape[0], device=context.device), first].unsqueeze(1)  # [B, 1, D]
+    return torch.where(keep.unsqueeze(-1), context, kept_row)
+
+
 def combine_logits(logits: dict[str, Tensor], cfg: ModelConfig) -> Tensor:
     """Inference combination of the available heads (see ModelConfig.combine, Tables XII/XIII)."""
     parts = {k: v for k, v in logits.items()
              if not (k == "a" and not cfg.inference_use_a) and not (k == "v" and not cfg.inference_use_v)}
+    if cfg.answer_heads == "trained":  # leave out heads whose loss weight is 0 (untrained, Table VIII rows 1-4)
+        weight = {"qa": cfg.lambda_qa, "a": cfg.lambda_a, "v": cfg.lambda_v}
+        parts = {k: v for k, v in parts.items() if weight[k] != 0} or parts
     if cfg.combine == "logits_sum":
         return torch.stack(list(parts.values())).sum(0)
     probs = {k: torch.softmax(v.float(), dim=-1) for k, v in parts.items()}

@@ -65,10 +65,10 @@ def export_npy(store_path: str | Path, out_dir: str | Path, kinds: list[str] | N
     out_dir = Path(out_dir)
     written = {}
     with FeatureStore(store_path, "r") as store:
-        for kind in kinds or list(KINDS):
+        for kind in kinds or list(RELEASED_DIRS):  # the released layout; "choices" (AVQA) only when asked
             if kind not in KINDS:
                 raise ValueError(f"unknown feature kind {kind!r}; expected one of {sorted(KINDS)}")
-            folder = out_dir / RELEASED_DIRS[kind]
+            folder = out_dir / RELEASED_DIRS.get(kind, kind)
             folder.mkdir(parents=True, exist_ok=True)
             todo = [k for k in store.keys(kind) if not (folder / f"{k}.npy").is_file()]
             for key in tqdm(todo, desc=f"export {kind}", unit="item", disable=not progress):

@@ -5,6 +5,8 @@ Layout (all float32; the widths are the encoders', e.g. VGGish 128 and CLIP ViT-
     /visual/<video_id>     [T, visual_dim]   visual encoder, one row per frame (one frame per second)
     /question/<question_id> [text_dim]       CLIP sentence feature (EOT state @ text_projection)
     /words/<question_id>   [77, text_dim]    CLIP states at all 77 context positions @ text_projection
+    /choices/<question_id> [C, text_dim]     multiple-choice datasets only (AVQA): each candidate answer's
+                                             sentence feature, same text path, in the record's `choices` order
 No width is fixed here: a store learns `audio_dim`, `visual_dim` and `text_dim` from the encoders that write
 it (`widths=`) or from its first item of each kind, records them as root attributes and refuses items of
 another width. Root attributes also describe how the features were made (encoders, weights, route, ...).
@@ -28,6 +30,7 @@ KINDS: dict[str, tuple[int | str | None, ...]] = {
     "visual": (None, "visual_dim"),
     "question": ("text_dim",),
     "words": (77, "text_dim"),
+    "choices": (None, "text_dim"),  # multiple choice (AVQA): the candidate answers' sentence features [C, D]
 }
 WIDTHS = ("audio_dim", "visual_dim", "text_dim")
 _TMP = "_partial"

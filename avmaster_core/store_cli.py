@@ -9,7 +9,7 @@ from .store import KINDS, FeatureStore
 
 
 def _run_import(args) -> int:
-    folders = {kind: getattr(args, kind) for kind in KINDS if getattr(args, kind)}
+    folders = {kind: getattr(args, kind) for kind in KINDS if getattr(args, kind, None)}  # no --choices option
     if args.root:
         from pathlib import Path
         for kind, name in RELEASED_DIRS.items():

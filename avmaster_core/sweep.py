@@ -288,13 +288,13 @@ A finished run (summary.json present) is skipped, an interrupted one resumed: re
 
 
 def _sweep_command(args) -> int:
-    from .engine_cli import config_from_args
+    from .engine_cli import config_from_args, train_config_for
 
     names = [run_name(e, args.preset) for e in args.experiments]
     if not args.summary_only:
         if not args.dataset or not args.root:
             raise SystemExit("avmaster sweep: --dataset and --root are required to train (or pass --summary-only)")
-        train_cfg = config_from_args(TrainConfig, args)
+        train_cfg = train_config_for(args.preset, args)
         data_cfg = config_from_args(DataConfig, args)
         start = time.perf_counter()
         try:

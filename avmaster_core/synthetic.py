@@ -32,6 +32,14 @@ and picks questions greedily so that each template's answers stay balanced withi
 question-only model cannot beat ~1/#answers per template (measured by `question_only_ceiling`).
 Splits are by video (70/10/20), so no test video is seen in training.
 
+Multiple-choice variant (`choices=C`, `avmaster synth --choices 4`): AVQA's task on the same scenes. Every
+question also gets C candidate answers (`multi_choice` in its record): the right one and C-1 distractors,
+drawn first from its template's own answers (so the candidates do not give the question type away), then from
+the other official answers, in a random order (the right one's position is uniform). The store gains
+`choices/<question_id>` [C, 768], each candidate's sentence feature made like a question's. The candidates
+come from their own random stream, so the scenes, questions and features are those of `choices=0`. Load it as
+dataset "synthetic_mc" (`load_annotations("synthetic_mc", ...)`).
+
 Output (all deterministic given the arguments): avqa-{train,val,test}.json in MUSIC-AVQA's format,
 features.h5 (a FeatureStore; identical question texts share one HDF5 object via hard links) and
 scenes.json (ground truth). An existing output with the same parameters is reused (overwrite=False).
@@ -51,7 +59,7 @@ import numpy as np
 
 from .atomic import write_text
 from .store import FeatureStore
-from .vocab import INSTRUMENTS, fill_question
+from .vocab import ANSWERS, INSTRUMENTS, fill_question
 
 GENERATOR = "avmaster_core.synthetic"
 VERSION = 2
@@ -66,7 +74,8 @@ BALANCE_SLACK = 2     # per split, no answer of a template is asked more than 2 
 MARGIN = 0.25         # loudness / rhythm differences smaller than this are never asked about
 # visible_prob: chance an instrument is on screen; silent_prob: chance a visible one stays silent. Lower
 # visible_prob / higher silent_prob decorrelate "visible" from "sounding", so audio questions need audio.
-DEFAULTS = dict(num_videos=600, questions_per_video=10, T=10, seed=0, noise=0.5, visible_prob=0.75, silent_prob=0.3)
+DEFAULTS = dict(num_videos=600, questions_per_video=10, T=10, seed=0, noise=0.5, visible_prob=0.75, silent_prob=0.3,
+                choices=0)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -531,18 +540,40 @@ def _split_of_videos(n: int, rng) -> list[str]:
     return splits
 
 
-def _parameters(num_videos, questions_per_video, T, seed, noise, visible_prob, silent_prob) -> dict:
-    return dict(generator=GENERATOR, version=VERSION, num_videos=int(num_videos),
-                questions_per_video=int(questions_per_video), T=int(T), seed=int(seed), noise=float(noise),
-                visible_prob=float(visible_prob), silent_prob=float(silent_prob), world_seed=WORLD_SEED)
+def _parameters(num_videos, questions_per_video, T, seed, noise, visible_prob, silent_prob, choices=0) -> dict:
+    params = dict(generator=GENERATOR, version=VERSION, num_videos=int(num_videos),
+                  questions_per_video=int(questions_per_video), T=int(T), seed=int(seed), noise=float(noise),
+                  visible_prob=float(visible_prob), silent_prob=float(silent_prob), world_seed=WORLD_SEED)
+    if choices:  # only the multiple-choice variant records it: outputs of choices=0 stay valid
+        params["choices"] = int(choices)
+    return params
+
+
+def candidate_answers(answer: str, template_answers, k: int, rng: np.random.Generator) -> list[str]:
+    """`k` candidates in random order: `answer`, distractors from `template_answers`, then other official answers."""
+    own = [a for a in template_answers if a != answer]
+    rest = [a for a in ANSWERS if a != answer and a not in own]
+    picked = list(rng.permutation(own))[: k - 1]
+    if len(picked) < k - 1:
+        picked += list(rng.permutation(rest))[: k - 1 - len(picked)]
+    candidates = [answer] + [str(a) for a in picked]
+    return [candidates[i] for i in rng.permutation(len(candidates))]
+
+
+@lru_cache(maxsize=256)
+def answer_features(answer: str) -> np.ndarray:
+    """[768] the sentence feature of a candidate answer, made like a question's."""
+    return question_features(answer)[0]
 
 
 def generate_synthetic(out_dir, num_videos: int = DEFAULTS["num_videos"],
                        questions_per_video: int = DEFAULTS["questions_per_video"], T: int = DEFAULTS["T"],
                        seed: int = DEFAULTS["seed"], noise: float = DEFAULTS["noise"], overwrite: bool = False,
                        progress: bool = False, visible_prob: float = DEFAULTS["visible_prob"],
-                       silent_prob: float = DEFAULTS["silent_prob"]) -> dict[str, Path]:
+                       silent_prob: float = DEFAULTS["silent_prob"], choices: int = DEFAULTS["choices"]
+                       ) -> dict[str, Path]:
     """Write the synthetic benchmark into out_dir; returns {"train","val","test","features","scenes": path}.
+    choices=C >= 2 writes the multiple-choice variant (see the module docstring); 0 = none.
 
     Reuses an existing complete output made with the same parameters unless overwrite=True."""
     if num_videos < 3:
@@ -554,7 +585,9 @@ def generate_synthetic(out_dir, num_videos: int = DEFAULTS["num_videos"],
     paths.update(features=out / "features.h5", scenes=out / "scenes.json")
     if not (0 < visible_prob <= 1 and 0 <= silent_prob <= 1):
         raise ValueError(f"need 0 < visible_prob <= 1 and 0 <= silent_prob <= 1; got {visible_prob}, {silent_prob}")
-    params = _parameters(num_videos, questions_per_video, T, seed, noise, visible_prob, silent_prob)
+    if choices and not 2 <= choices <= len(ANSWERS):
+        raise ValueError(f"choices must be 0 (none) or between 2 and {len(ANSWERS)}, got {choices}")
+    params = _parameters(num_videos, questions_per_video, T, seed, noise, visible_prob, silent_prob, choices)
     done = out / "synthetic.json"                                       # written last: marks a complete output
     if not overwrite and done.exists() and json.loads(done.read_text()) == params and all(p.exists() for p in paths.values()):
         return paths
@@ -563,6 +596,7 @@ def generate_synthetic(out_dir, num_videos: int = DEFAULTS["num_videos"],
     paths["features"].unlink(missing_ok=True)
 
     rng = np.random.default_rng([int(seed), 0])
+    choice_rng = np.random.default_rng([int(seed), 1])                  # own stream: scenes stay those of choices=0
     splits = _split_of_videos(num_videos, rng)
     counts = {s: defaultdict(Counter) for s, _ in SPLITS}
     scenes, records = [], {s: [] for s, _ in SPLITS}
@@ -593,11 +627,15 @@ def generate_synthetic(out_dir, num_videos: int = DEFAULTS["num_videos"],
                     store.put("question", question_id, sentence)
                     store.put("words", question_id, words)
                     text_owner[question] = question_id
-                records[split].append({
+                record = {
                     "video_id": video_id, "question_id": question_id,
                     "type": json.dumps([tpl.modality, tpl.qtype]), "question_content": tpl.text,
                     "templ_values": json.dumps(list(values)), "question_deleted": 0, "anser": answer,
-                })
+                }
+                if choices:
+                    record["multi_choice"] = candidate_answers(answer, tpl.answers, choices, choice_rng)
+                    store.put("choices", question_id, np.stack([answer_features(a) for a in record["multi_choice"]]))
+                records[split].append(record)
                 question_id += 1
         store.set_attrs(complete=True, num_questions=question_id)
     for split, rows in records.items():
@@ -634,6 +672,24 @@ def question_only_ceiling(root, train_split: str = "train", test_split: str = "t
     mean = lambda xs: float(np.mean(xs)) if xs else float("nan")
     return {"overall": mean(hits), "n": len(hits), "by_type": {k: mean(v) for k, v in per_type.items()},
             "by_template": {k: mean(v) for k, v in per_template.items()}}
+
+
+def question_only_choice_ceiling(root, train_split: str = "train", test_split: str = "test") -> float:
+    """Multiple-choice variant (`choices=C`): accuracy on `test_split` of a question-only rule that picks, among
+    each question's candidates, the one most often the answer of the same filled question in `train_split`,
+    then of the same template, then overall (ties: the earlier candidate)."""
+    train, test = _load_split(root, train_split), _load_split(root, test_split)
+    by_text, by_template, overall = defaultdict(Counter), defaultdict(Counter), Counter()
+    for r in train:
+        by_text[(r["question_content"], r["templ_values"])][r["anser"]] += 1
+        by_template[r["question_content"]][r["anser"]] += 1
+        overall[r["anser"]] += 1
+    if test and "multi_choice" not in test[0]:
+        raise ValueError(f"{root} has no candidate answers: generate it with choices=C (`avmaster synth --choices 4`)")
+    hits = [max(r["multi_choice"], key=lambda a: (by_text[(r["question_content"], r["templ_values"])][a],
+                                                  by_template[r["question_content"]][a], overall[a])) == r["anser"]
+            for r in test]
+    return float(np.mean(hits)) if hits else float("nan")
 
 
 def chance_by_template(root, split: str = "test") -> dict[str, float]:
@@ -725,7 +781,7 @@ def _run(args) -> int:
     t0 = time.perf_counter()
     paths = generate_synthetic(args.out, num_videos=args.videos, questions_per_video=args.questions,
                                T=args.T, seed=args.seed, noise=args.noise, overwrite=args.overwrite, progress=True,
-                               visible_prob=args.visible_prob, silent_prob=args.silent_prob)
+                               visible_prob=args.visible_prob, silent_prob=args.silent_prob, choices=args.choices)
     seconds = time.perf_counter() - t0
     for name in ("train", "val", "test"):
         n = len(_load_split(args.out, name))
@@ -759,6 +815,9 @@ def register(subparsers) -> None:
                    help="chance an instrument is on screen (default %(default)s)")
     p.add_argument("--silent-prob", type=float, default=DEFAULTS["silent_prob"],
                    help="chance a visible instrument stays silent (default %(default)s)")
+    p.add_argument("--choices", type=int, default=DEFAULTS["choices"], metavar="C",
+                   help="multiple-choice variant (AVQA's task): C candidate answers per question; load it as "
+                        "--dataset synthetic_mc (default 0: none)")
     p.add_argument("--overwrite", action="store_true", help="regenerate even if the output exists")
     p.add_argument("--ceilings", action="store_true", help="also print the question-only and decoded-scene ceilings")
     p.set_defaults(func=_run)

@@ -114,8 +114,12 @@ def test_official_templates_stay_identical_and_ignore_the_bias_the_paper_ones_do
 
 def test_preset_differences_and_parameter_counts():
     diff = analysis.preset_differences()
-    assert diff.loc["dim"].tolist() == [768, 512] and diff.loc["contrastive"].tolist() == ["official", "in_batch"]
+    values = diff[["official", "paper preset"]]
+    assert values.loc["dim"].tolist() == [768, 512] and values.loc["contrastive"].tolist() == ["official", "in_batch"]
     assert "num_templates" not in diff.index
+    assert diff["paper's words"].str.len().gt(10).all()  # every difference quotes the paper
+    assert {"batch size", "sentence feature", "eq. (6) negatives", "mask_padding"} <= set(diff.index)
+    assert set(diff["status"]) <= {"as written", "our reading", "not as written"}
     counts = analysis.parameter_counts("cpu")
     assert list(counts.index) == ["official", "paper"] and (counts["dim"] == 64).all()
     assert (counts["paper Table VI (millions)"] == 61.0).all() and (counts["ours (millions)"] < 5).all()

@@ -12,7 +12,8 @@ from avmaster_core.cli import build_parser
 
 
 def test_every_reader_takes_the_registry():
-    assert dataset_registry.DATASET_NAMES == ("music_avqa", "music_avqa_r", "music_avqa_v2", "avqa", "synthetic")
+    assert dataset_registry.DATASET_NAMES == ("music_avqa", "music_avqa_r", "music_avqa_v2", "avqa", "synthetic",
+                                              "synthetic_mc")
     assert annotations.DATASETS == dataset_registry.DATASET_NAMES
     assert annotations.V2_SUBSETS == ("balance", "bias")
     assert download.OFFICIAL_FILES == dataset_registry.official_files()

@@ -41,11 +41,11 @@ def test_templates_stay_identical_is_derived_from_the_field_metadata():
 
 
 def test_inference_fields_come_from_metadata_and_evaluation_refuses_the_others():
-    assert config.INFERENCE_FIELDS == {"combine", "inference_use_a", "inference_use_v"}
+    assert config.INFERENCE_FIELDS == {"combine", "inference_use_a", "inference_use_v", "answer_heads"}
     cfg = config.ModelConfig.official()
     assert config.apply_inference_changes(cfg, {"combine": "mul"}).combine == "mul"
     assert config.apply_inference_changes(cfg, None) is cfg
-    with pytest.raises(ValueError, match=r"\['lambda_c'\].*inference-only fields: combine, inference_use_a"):
+    with pytest.raises(ValueError, match=r"\['lambda_c'\].*inference-only fields: answer_heads, combine, inference_use_a"):
         config.apply_inference_changes(cfg, {"lambda_c": 0.0, "combine": "mul"})
     with pytest.raises(ValueError, match="unknown ModelConfig field"):
         config.check_inference_changes({"no_such_field": 1})
@@ -72,7 +72,7 @@ def test_every_filled_cell_exists_in_the_paper_and_every_run_is_named():
 
 def test_readings_name_the_papers_words():
     assert all("0.4" in experiments.get(f"fig7/qa={v}").reading for v in experiments.FIG7_VALUES)
-    assert experiments.get("fig4/T48").reading is None and "48" in experiments.get("fig4/T12").reading
+    assert "retrain" in experiments.get("fig4/T48").reading and "48" in experiments.get("fig4/T12").reading
     assert experiments.get("table7/wo_tdpp").reading is None
     with pytest.raises(KeyError, match="unknown experiment 'nope'"):
         experiments.get("nope")
@@ -83,6 +83,6 @@ def test_evaluate_set_refuses_a_training_field_before_building_the_model(tmp_pat
 
     checkpoint = tmp_path / "best.pt"  # no weights needed: the change is refused first
     torch.save({"model_config": config.ModelConfig.official().to_dict(), "model": {}}, checkpoint)
-    with pytest.raises(ValueError, match=r"\['dim'\] change the trained model.*inference-only fields: combine"):
+    with pytest.raises(ValueError, match=r"\['dim'\] change the trained model.*inference-only fields: answer_heads, combine"):
         cli.main(["evaluate", "--checkpoint", str(checkpoint), "--dataset", "synthetic", "--root", str(tmp_path),
                   "--device", "cpu", "--set", "dim=64"])

@@ -233,7 +233,7 @@ def test_protocols_and_dataset_tables_come_from_the_dataset_registry():
     assert [(p.name, p.train, p.val, p.test) for p in reproduce.protocols("music_avqa_v2")] == [
         ("balance", "train_balance", "val_balance", "test_balance"), ("bias", "train_bias", "val_bias", "test_bias")]
     avqa = reproduce.protocol("avqa", "standard")
-    assert avqa.val is None and avqa.test == "test"        # AVQA's val file is its test file: no model selection on it
+    assert avqa.val == "val" and avqa.test == "test"       # AVQA selects on a held-out part of train_qa.json
     assert reproduce.protocols("music_avqa_r") == []       # test only
     table4 = {label: (p.name, split) for label, p, _, split in reproduce.dataset_cells("table4")}
     assert table4 == {("Bias", "Bias", "AV-Master"): ("bias", "test_bias"),

@@ -375,6 +375,13 @@ def _run_extract(args) -> int:
             n = extract_questions({q: table[q] for q in ids}, shard_store_path(args.out, shard), _text_encoder(visual),
                                   batch_size=args.batch_questions)
             print(f"{n} question(s) extracted into {shard_store_path(args.out, shard)}")
+            if args.questions:  # multiple-choice datasets (AVQA): the candidate answers, same text path
+                from ..choices import extract_dataset_choices
+
+                n = extract_dataset_choices(args.questions, args.split, args.root, shard_store_path(args.out, shard),
+                                            _text_encoder(visual), shard, args.batch_questions)
+                if n:
+                    print(f"candidate answers of {n} question(s) extracted")
     except (WeightsNotFoundError, FileNotFoundError, ValueError, NotImplementedError) as e:
         print(f"avmaster extract: {e}", file=sys.stderr)
         return 1
