@@ -11,17 +11,9 @@ from torch import nn
 
 from avmaster_core import engine
 from avmaster_core.engine import DataConfig, TrainConfig
-from avmaster_core.synthetic import generate_synthetic
 from test_engine import tiny_model
 
 pytestmark = pytest.mark.slow  # trains, executes notebooks or builds a model: ~30-60 s
-
-
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic_amp")
-    generate_synthetic(root, num_videos=12, questions_per_video=3, T=4)
-    return root
 
 
 @contextlib.contextmanager
@@ -41,11 +33,11 @@ def linear_output_dtypes():
 
 
 @pytest.mark.parametrize("amp", [True, False])
-def test_amp_sets_the_dtype_of_training_and_evaluation(small_data, tmp_path, amp):
+def test_amp_sets_the_dtype_of_training_and_evaluation(tiny_data, tmp_path, amp):
     torch.set_num_threads(1)
     cfg = TrainConfig(epochs=1, batch_size=8, lr=1e-3, progress=False, checkpoint_every_steps=0, amp=amp)
     with linear_output_dtypes() as seen:
-        engine.train(tiny_model(), cfg, DataConfig(dataset="synthetic", root=str(small_data)),
+        engine.train(tiny_model(), cfg, DataConfig(dataset="synthetic", root=str(tiny_data)),
                      out_dir=tmp_path, experiment="amp")
     expected = torch.bfloat16 if amp else torch.float32
     for phase in ("train", "eval"):
