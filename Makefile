@@ -7,7 +7,7 @@ NB_OUT  ?= build/notebooks
 # make reproduce ARGS="--gpus 0 1 2 3"  (options of `avmaster reproduce run`; --dry-run shows what would run)
 ARGS    ?=
 
-.PHONY: demo reproduce test test-fast lab venv clean
+.PHONY: demo reproduce test test-fast mutate lab venv clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,10 @@ test: $(STAMP)
 # The quick tier: tests/ only (no nbval on the notebooks) and nothing marked `slow`.
 test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" tests $(PYTEST_ARGS)
+
+# Mutation testing of the modules the paper's numbers depend on (docs/mutation.md; 1-2 h on one CPU core).
+mutate: $(STAMP)
+	$(PY) tools/mutate.py $(MUTATE_ARGS)
 
 lab: $(STAMP)
 	.venv/bin/jupyter lab --ip 127.0.0.1 --notebook-dir notebooks

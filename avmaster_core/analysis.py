@@ -385,9 +385,10 @@ def presets_table(runs_dir, seeds=None) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------------------------ display helpers
 def mean_and_std(long: pd.DataFrame, by, columns=paper.SUMMARY_COLUMNS) -> pd.DataFrame:
-    """Mean and standard deviation (ddof 0) of `columns` per group of a long table with a `seed` column."""
+    """Mean and sample standard deviation over seeds (ddof=1, the package's one convention; NaN for a single
+    seed) of `columns` per group of a long table with a `seed` column."""
     grouped = long.groupby(by, sort=False)[list(columns)]
-    return pd.concat({"mean": grouped.mean(), "std": grouped.std(ddof=0)}, axis=1)
+    return pd.concat({"mean": grouped.mean(), "std": grouped.std(ddof=1)}, axis=1)
 
 
 def run_histories(runs_dir, experiment: str = paper.FULL_MODEL_RUN, seeds=None) -> pd.DataFrame:

@@ -484,7 +484,8 @@ def finished_runs(runs_dir, experiment: str, seeds=None) -> dict[int, pd.DataFra
 
 def ours_table(name: str, runs_dir="results/runs", seeds=None, statistic: str = "mean") -> pd.DataFrame:
     """Our finished runs in the layout of the paper's table `name`: one row per paper row that has at
-    least one run (the mean, or "std", over seeds), the paper's row labels, the paper's numeric columns.
+    least one run (the mean, or "std": the sample std over seeds, ddof=1, NaN for one seed), the paper's row
+    labels, the paper's numeric columns.
 
     `.attrs["seeds"]` maps each row to the seeds averaged; rows without a run are absent.
     """
@@ -503,7 +504,7 @@ def ours_table(name: str, runs_dir="results/runs", seeds=None, statistic: str = 
         tables = pd.concat(list(runs.values()))
         if key != "table2":
             tables = summary_columns(tables)
-        rows[label] = getattr(tables, statistic)(ddof=0) if statistic == "std" else tables.mean()
+        rows[label] = tables.std(ddof=1) if statistic == "std" else tables.mean()
         used[label] = sorted(runs)
     columns = list(TABLE2_COLUMNS) if key == "table2" else list(SUMMARY_COLUMNS)
     index = pd.Index(list(rows), name=paper.index.name) if paper.index.nlevels == 1 else \

@@ -1,0 +1,137 @@
+"""avmaster_core.checkpoint without training: RNG state round trips, what best.pt / last.pt hold, and the
+errors of read_checkpoint. (Resuming a killed run end to end: tests/test_resume.py.)"""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from avmaster_core import checkpoint
+from avmaster_core.config import SIZES, ModelConfig
+from avmaster_core.model import build_model
+
+
+def _draws() -> tuple:
+    return (torch.rand(3).tolist(), np.random.rand(3).tolist(), float(np.random.standard_normal()),
+            random.random(), random.gauss(0, 1))
+
+
+def test_seed_everything_seeds_torch_numpy_and_python():
+    checkpoint.seed_everything(7)
+    first = _draws()
+    checkpoint.seed_everything(7)
+    assert _draws() == first
+    checkpoint.seed_everything(8)
+    other = _draws()
+    assert all(a != b for a, b in zip(first, other))  # every generator follows the seed
+
+
+def test_seed_everything_reduces_large_seeds_for_numpy():
+    checkpoint.seed_everything(2**32 + 5)
+    numpy_draw = np.random.rand()
+    np.random.seed(5)
+    assert numpy_draw == np.random.rand()
+
+
+def test_rng_state_restores_every_generator_mid_stream(tmp_path):
+    checkpoint.seed_everything(3)
+    np.random.standard_normal()  # leaves a cached gaussian in numpy's legacy state
+    random.gauss(0, 1)           # and in Python's
+    state = checkpoint.rng_state()
+    expected = _draws()
+    torch.save(state, tmp_path / "rng.pt")  # the state survives a weights_only round trip
+    _draws()
+    checkpoint.set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
+    assert _draws() == expected
+    assert state["cuda"] == [] or torch.cuda.is_available()
+
+
+def _tiny():
+    return build_model(ModelConfig.official(**SIZES["cpu"]))
+
+
+def _record(cfg: ModelConfig) -> dict:
+    return {"model": cfg.to_dict(), "train": {"lr": 1e-3}, "data": {"dataset": "synthetic"}, "experiment": "default"}
+
+
+def test_best_checkpoint_holds_configs_epoch_accuracy_and_weights(tmp_path):
+    model = _tiny()
+    record = _record(ModelConfig.official(**SIZES["cpu"]))
+    checkpoint.save_best(tmp_path / "best.pt", model, record, epoch=3, val_acc=61.5)
+    saved = checkpoint.read_checkpoint(tmp_path / "best.pt")
+    assert {k: saved[k] for k in ("format", "experiment", "epoch", "val_acc")} == {
+        "format": checkpoint.CHECKPOINT_FORMAT, "experiment": "default", "epoch": 3, "val_acc": 61.5}
+    assert (saved["model_config"], saved["train_config"], saved["data_config"]) == (
+        record["model"], record["train"], record["data"])
+    assert saved["model"].keys() == model.state_dict().keys()
+    assert all(torch.equal(saved["model"][k], v) for k, v in model.state_dict().items())
+
+
+def test_last_checkpoint_holds_everything_a_resume_needs(tmp_path):
+    model = _tiny()
+    record = _record(ModelConfig.official(**SIZES["cpu"]))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=8, gamma=0.1)
+    rngs = [checkpoint.rng_state()]
+    checkpoint.save_last(tmp_path / "last.pt", model, optimizer, scheduler, record, rngs,
+                         {"next_epoch": 2, "next_step": 5, "best_val_acc": 50.0})
+    saved = checkpoint.read_checkpoint(tmp_path / "last.pt")
+    assert saved["config"] == record and saved["model_config"] == record["model"]
+    assert saved["format"] == checkpoint.CHECKPOINT_FORMAT
+    assert (saved["next_epoch"], saved["next_step"], saved["best_val_acc"]) == (2, 5, 50.0)
+    assert saved["optimizer"]["param_groups"][0]["lr"] == 1e-3
+    assert saved["scheduler"]["step_size"] == 8
+    assert torch.equal(saved["rng"][0]["torch"], rngs[0]["torch"])
+    assert saved["model"].keys() == model.state_dict().keys()
+
+
+def test_load_checkpoint_rebuilds_the_model_in_eval_mode_with_inference_changes(tmp_path):
+    cfg = ModelConfig.official(**SIZES["cpu"])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    checkpoint.save_best(tmp_path / "best.pt", model, _record(cfg), epoch=1, val_acc=None)
+    loaded, loaded_cfg = checkpoint.load_checkpoint(tmp_path / "best.pt")
+    assert loaded_cfg == cfg and not loaded.training
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
+    _, changed = checkpoint.load_checkpoint(tmp_path / "best.pt", changes={"inference_use_a": False})
+    assert changed.inference_use_a is False and cfg.inference_use_a is True
+
+
+def test_read_checkpoint_names_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"does not exist; train a model"):
+        checkpoint.read_checkpoint(tmp_path / "missing.pt")
+    torch.save([1, 2], tmp_path / "list.pt")
+    torch.save({"model": {}}, tmp_path / "no_config.pt")
+    torch.save({"model_config": {}}, tmp_path / "no_model.pt")
+    for name in ("list.pt", "no_config.pt", "no_model.pt"):
+        with pytest.raises(ValueError, match="is not an avmaster checkpoint"):
+            checkpoint.read_checkpoint(tmp_path / name)
+
+
+def test_load_checkpoint_passes_map_location_to_torch_load(tmp_path):
+    cfg = ModelConfig.official(**SIZES["cpu"])
+    checkpoint.save_best(tmp_path / "best.pt", build_model(cfg), _record(cfg), epoch=1, val_acc=None)
+    seen = []
+
+    def on_cpu(storage, location):
+        seen.append(location)
+        return storage
+
+    checkpoint.load_checkpoint(tmp_path / "best.pt", map_location=on_cpu)
+    assert seen and set(seen) == {"cpu"}
+
+
+class _NotPlain:
+    pass
+
+
+def test_read_checkpoint_refuses_pickled_code_and_honours_map_location(tmp_path):
+    torch.save({"model_config": {}, "model": {}, "extra": _NotPlain()}, tmp_path / "code.pt")
+    with pytest.raises(Exception, match="[Ww]eights only load failed"):
+        checkpoint.read_checkpoint(tmp_path / "code.pt")  # weights_only=True: no arbitrary objects
+    torch.save({"model_config": {}, "model": {"w": torch.zeros(2)}}, tmp_path / "plain.pt")
+    seen = []
+    checkpoint.read_checkpoint(tmp_path / "plain.pt", map_location=lambda s, loc: seen.append(loc) or s)
+    assert seen == ["cpu"]
