@@ -90,7 +90,9 @@ def run_command(func, args: argparse.Namespace, argv: list[str], command: str) -
     debug = debug_enabled(argv)
     try:
         check_device_option(args)
-        return int(func(args) or 0)
+        code = int(func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
+        return code
     except KeyboardInterrupt:
         hint = RESUME_HINTS.get(command, "rerun the same command to continue")
         print(f"\navmaster {command}: interrupted (Ctrl-C); {hint}", file=sys.stderr)

@@ -49,28 +49,42 @@ def lock_path(store_path: Path) -> Path:
 
 
 class WriterLock:
-    """One writer per store: an exclusive flock on `<store>.lock`, which records "PID on HOST" of the holder.
+    """One writer per store: an exclusive flock on `<store>.lock`, which records "PID N on HOST" of the holder.
 
-    The kernel drops the lock when the holder dies, so a leftover .lock file never blocks anyone."""
+    The kernel drops the lock when the holder dies, so a stale .lock file never blocks anyone. The file is
+    removed on release; a process that locked a file just removed that way notices (another inode now at the
+    path, or none) and locks again."""
 
     def __init__(self, store_path: Path):
         import fcntl
         import socket
 
         self.path = lock_path(store_path)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(self.fd, 200, 0).decode(errors="replace").strip() or "another process"
-            os.close(self.fd)
-            raise StoreInUseError(f"feature store {store_path} is in use by {holder} (writing it): wait for that "
-                                  "run to finish, or write to another --out") from None
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f"PID {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        for _ in range(10):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+                os.close(fd)
+                raise StoreInUseError(f"feature store {store_path} is in use by {holder} (writing it): wait for "
+                                      "that run to finish, or write to another --out") from None
+            try:
+                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)  # the previous holder removed this file while we waited: lock the new one
+        self.fd = fd
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"PID {os.getpid()} on {socket.gethostname()}".encode(), 0)
 
     def release(self) -> None:
         if self.fd is not None:
+            try:
+                os.unlink(self.path)  # while still holding it (see the class docstring)
+            except FileNotFoundError:
+                pass
             os.close(self.fd)  # closing the descriptor releases the flock
             self.fd = None
 
@@ -109,10 +123,11 @@ class FeatureStore:
     """Read and write features; use as a context manager or call `close()`.
 
     mode: "r" (read), "a" (create or append). `widths`: {"audio_dim": 128, ...} from the encoders that write;
-    a store that already holds another width refuses them (ValueError).
+    a store that already holds another width refuses them (ValueError). A writer holds `<store>.lock`
+    (WriterLock): a second writer is refused with StoreInUseError naming the first one's PID and host.
     """
 
-    def __init__(self, path: str | os.PathLike, mode: str = "r", widths: dict | None = None):
+    def __init__(self, path: str | os.PathLike, mode: str = "r", widths: dict | None = None, lock: bool = True):
         self.path = Path(path)
         if mode == "r" and not self.path.exists():
             raise FileNotFoundError(
@@ -122,7 +137,8 @@ class FeatureStore:
         self._lock = None
         if mode != "r":
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock = WriterLock(self.path)  # StoreInUseError if another process writes this store
+            if lock:  # lock=False: the caller holds the lock of the store this file becomes (npy_io staging)
+                self._lock = WriterLock(self.path)  # StoreInUseError if another process writes this store
         try:
             self.file = h5py.File(self.path, mode)
         except OSError as e:

@@ -150,15 +150,29 @@ def _warnings(info: dict, seconds: int | None = None) -> list[str]:
     padded, used, stated = info.get("padded_seconds") or 0, info.get("seconds"), info.get("stated_duration_s")
     if padded:
         out.append(f"shorter than {used} s: last {padded} s padded (last frame repeated, silence)")
-    if stated is not None and used is not None:
-        decodable = used - padded
-        if (padded or seconds is None) and abs(stated - decodable) > LENGTH_TOLERANCE_S:
-            out.append(f"decodable length {decodable} s differs from the {stated:.1f} s the file's header states "
-                       "(truncated download?): check the file")
-        elif seconds is not None and not padded and stated > seconds + LENGTH_TOLERANCE_S:
-            out.append(f"cut to its first {seconds} s of {stated:.1f} s (--seconds {seconds}; "
-                       "--seconds all keeps each video's own length)")
+    if stated is None or used is None:
+        return out
+    short = _decodable_end(info, seconds)
+    if short is not None and stated - short[1] > LENGTH_TOLERANCE_S:
+        out.append(f"decodable length {short[1]:.1f} s ({short[0]}) differs from the {stated:.1f} s the file's "
+                   "header states (truncated download?): check the file")
+    elif seconds is not None and stated > seconds + LENGTH_TOLERANCE_S:
+        out.append(f"cut to its first {seconds} s of {stated:.1f} s (--seconds {seconds}; "
+                   "--seconds all keeps each video's own length)")
     return out
+
+
+def _decodable_end(info: dict, seconds: int | None) -> tuple[str, float] | None:
+    """("video" | "audio", where decoding ended) when a stream ended before the seconds asked for; else None.
+
+    Decoders stop reading once they have `seconds`, so only an end before that is known to be the file's."""
+    ends = []
+    if info.get("padded_seconds"):
+        ends.append(("video", float(info["seconds"] - info["padded_seconds"])))
+    audio = info.get("audio_duration_s")
+    if not info.get("audio_missing") and audio is not None and (seconds is None or audio < seconds):
+        ends.append(("audio", float(audio)))
+    return min(ends, key=lambda e: e[1]) if ends else None
 
 
 @dataclass
@@ -390,9 +404,12 @@ def _weights_named(flag: str, path: str | None):
     except Exception as e:  # noqa: BLE001 - torch/pickle/zip errors of a damaged file take many forms
         if path is None:
             raise
-        detail = str(e).splitlines()[0] if str(e) else "no detail"
-        raise ValueError(f"{flag} {path}: the file cannot be loaded as weights ({type(e).__name__}: "
-                         f"{detail[:200]}); it may be truncated or another kind of file: download it again") from None
+        detail = str(e).splitlines()[0] if str(e) else ""
+        if "weights_only" in detail or not detail:  # torch's advice to unpickle anything: not for a damaged file
+            detail = "not a weights file torch can read"
+        raise ValueError(f"{flag} {path} ({Path(path).stat().st_size} bytes): the file cannot be loaded as weights "
+                         f"({type(e).__name__}: {detail[:200]}); it may be truncated or another kind of file: "
+                         "download it again") from None
 
 
 def _text_encoder(visual: VisualEncoder):
