@@ -110,10 +110,10 @@ def run_command(func, args: argparse.Namespace, argv: list[str], command: str) -
 
 
 def error_text(e: BaseException) -> str:
-    """The message of `e` on one line (KeyError-style quoting removed), with its type when it says nothing."""
+    """The message of `e` (KeyError-style quoting removed), with its type when it says nothing. A message is
+    one line, except the lists of preflight.PreflightError."""
     text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
-    text = " ".join(text.split())
-    return text if text else type(e).__name__
+    return text.strip() or type(e).__name__
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,13 +15,12 @@ store as it was and the .partial file, from which a rerun of the same command co
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write
+from .atomic import atomic_write, publish
 from .store import KINDS, WIDTHS, FeatureStore, WriterLock
 
 RELEASED_DIRS = {"audio": "vggish", "visual": "clip_vit_l14_336px", "question": "clip_qst", "words": "clip_word"}
@@ -104,16 +103,16 @@ def staged_store(store_path: str | Path):
         if not partial.exists() and final.exists():
             copy = partial.with_name(partial.name + ".copying")
             shutil.copy2(final, copy)
-            os.replace(copy, partial)
+            publish(copy, partial)
         try:
             with FeatureStore(partial, "a", lock=False) as store:
                 yield store
         except BaseException as e:
             if isinstance(e, Exception) and e.args:
-                e.args = (f"{e.args[0]} ({final} was not changed; {partial} keeps the items done so far and a "
-                          "rerun continues from it)", *e.args[1:])
+                e.args = (f"{e.args[0]} ({final} was not changed; {partial} keeps the items done so far: a "
+                          "rerun continues from it, delete it to start over)", *e.args[1:])
             raise
-        os.replace(partial, final)
+        publish(partial, final)
     finally:
         lock.release()
 

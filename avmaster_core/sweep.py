@@ -103,6 +103,7 @@ def run_grid(experiments: Sequence[str], seeds: Sequence[int], *, preset: str = 
         raise ValueError("run_grid needs at least one experiment and one seed")
     # Build every config first: a typo in the last experiment fails before hours of training.
     cells = [(e, s, *_grid_configs(e, s, preset, size, train_cfg, data_cfg)) for e in experiments for s in seeds]
+    _check_inputs(cells, preset, out_dir)  # and every input of the runs still to train, before the first one
     results: list[RunResult] = []
     bar = tqdm(cells, desc="sweep", disable=not progress, dynamic_ncols=True)
     for experiment, seed, model_cfg, seeded_train, run_data in bar:
@@ -130,6 +131,18 @@ def run_grid(experiments: Sequence[str], seeds: Sequence[int], *, preset: str = 
             lock.unlink(missing_ok=True)
     bar.close()
     return results
+
+
+def _check_inputs(cells, preset: str, out_dir) -> None:
+    """preflight.check_run_inputs once per distinct data config among the unfinished runs of the grid."""
+    from .preflight import check_run_inputs, splits_of
+
+    checked = set()
+    for experiment, seed, model_cfg, seeded_train, run_data in cells:
+        if run_data in checked or (run_dir_for(out_dir, run_name(experiment, preset), seed) / SUMMARY_FILE).is_file():
+            continue
+        check_run_inputs(run_data, model_cfg, splits_of(seeded_train, run_data))
+        checked.add(run_data)
 
 
 def _claim(run_dir: Path) -> Path | None:
