@@ -75,7 +75,7 @@ def _summary(items: list[str], data_cfg, max_listed: int) -> str:
     shown = items[:max_listed]
     more = len(items) - len(shown)
     lines = [f"{len(items)} problem(s) with the inputs of this run (dataset {data_cfg.dataset}, root "
-             f"{data_cfg.root}, store {data_cfg.store_path()}); nothing was trained:"]
+             f"{data_cfg.root}, store {data_cfg.store_path()}); stopped before the first step:"]
     lines += [f"  - {p}" for p in shown]
     if more:
         lines.append(f"  ... and {more} more")
