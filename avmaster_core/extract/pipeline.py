@@ -348,23 +348,27 @@ def load_question_table(records: str | Path | None = None, dataset: str | None =
 
 
 def _checked_question_table(table, where: str) -> dict[int, str]:
-    """question_id -> text, refusing ids that are not integers and ids given twice with different texts."""
+    """question_id -> text; one ValueError for ids that are not integers and ids given with different texts."""
     import pandas as pd
 
     ids = pd.to_numeric(table["question_id"], errors="coerce")
-    bad = table.loc[ids.isna() | (ids != ids.round()), "question_id"]
-    if len(bad):
-        raise ValueError(f"{where}: {len(bad)} question_id(s) are not integers (e.g. {bad.head(5).tolist()} at "
-                         f"row(s) {[int(i) + 1 for i in bad.index[:5]]}): fix them and rerun")
-    table = pd.DataFrame({"question_id": ids.astype("int64"), "question": table["question"].astype(str)})
+    bad = ids.isna() | (ids != ids.round())
+    problems = []
+    if bad.any():
+        problems.append(f"{int(bad.sum())} question_id(s) are not integers (e.g. "
+                        f"{table.loc[bad, 'question_id'].head(5).tolist()} at row(s) "
+                        f"{[int(i) + 1 for i in table.index[bad][:5]]})")
+    table = pd.DataFrame({"question_id": ids[~bad].astype("int64"), "question": table["question"][~bad].astype(str)})
     table["seen_as"] = table["question"].map(question_text)  # what CLIP sees: "Is it?" and "Is it" agree
     unique = table.drop_duplicates(["question_id", "seen_as"])
     clashes = unique["question_id"][unique["question_id"].duplicated()].unique()
     if len(clashes):
         q = int(clashes[0])
         variants = unique.loc[unique["question_id"] == q, "question"].tolist()[:2]
-        raise ValueError(f"{where}: {len(clashes)} question_id(s) appear with different texts (e.g. {q}: "
-                         f"{variants[0]!r} and {variants[1]!r}): give each question its own id")
+        problems.append(f"{len(clashes)} question_id(s) appear with different texts (e.g. {q}: {variants[0]!r} "
+                        f"and {variants[1]!r})")
+    if problems:
+        raise ValueError(f"{where}: {'; '.join(problems)}: give each question its own integer id and rerun")
     return dict(zip(unique["question_id"], unique["question"]))
 
 
