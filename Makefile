@@ -4,6 +4,8 @@ PY      := .venv/bin/python
 STAMP   := .venv/.installed
 PARAMS  ?=
 NB_OUT  ?= build/notebooks
+# make reproduce ARGS="--gpus 0 1 2 3"  (options of `avmaster reproduce run`; --dry-run shows what would run)
+ARGS    ?=
 
 .PHONY: demo reproduce test lab venv clean
 
@@ -19,8 +21,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m avmaster_core.notebooks run --mode smoke --out $(NB_OUT) $(PARAMS)
 
+# The whole paper from features: trains and evaluates what is missing, then runs the notebooks in full mode.
 reproduce: $(STAMP)
-	$(PY) -m avmaster_core.notebooks run --mode full --out $(NB_OUT) $(PARAMS)
+	$(PY) -m avmaster_core.cli reproduce run --notebook-out $(NB_OUT) $(ARGS)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)

@@ -38,6 +38,7 @@ import torch
 from .atomic import write_text
 from .config import ModelConfig
 from .model import build_model, count_parameters
+from .threads import add_threads_argument, apply_threads
 
 
 def random_batch(batch_size: int, segments: int, cfg: ModelConfig, device, generator=None, negatives=True) -> dict:
@@ -69,12 +70,18 @@ def _peak_read(device, start_kib) -> float:
     return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start_kib) / 2**20
 
 
+def cpu_fused_adam(device) -> bool | None:
+    """Adam's `fused` flag: True on CPU (one vectorised kernel per parameter, the same update rule; measured
+    3.6-5.5x faster than the per-op loop on the 50.6M-parameter official preset), torch's default elsewhere."""
+    return True if torch.device(device).type == "cpu" else None
+
+
 def benchmark_preset(cfg: ModelConfig, batch_size: int, segments: int, device: torch.device, steps: int = 3,
                      warmup: int = 1, amp: bool = False) -> dict:
     """Median seconds per training step and per inference batch, samples/s and peak memory (GiB)."""
     torch.manual_seed(0)
     model = build_model(cfg).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=cpu_fused_adam(device))  # as engine.train
     batch = random_batch(batch_size, segments, cfg, device)
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext())
 
@@ -111,8 +118,7 @@ def benchmark_preset(cfg: ModelConfig, batch_size: int, segments: int, device: t
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     if args.gpu_suite:
         return run_suite_command(args)
     device = torch.device(args.device)
@@ -459,8 +465,9 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--T", type=int, default=60, help="segments per video (default 60)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
-    p.add_argument("--steps", type=int, default=3, help="measured repetitions (median reported)")
+    add_threads_argument(p)
+    p.add_argument("--steps", type=int, default=3, help="measured repetitions per path; the median is reported "
+                   "(e.g. --steps 5 for the median of 5 steps)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--presets", nargs="+", default=["official", "paper"], choices=["official", "paper"])
     p.add_argument("--amp", action="store_true", help="bf16 autocast")

@@ -18,6 +18,8 @@ import importlib
 import os
 import sys
 
+from .threads import add_threads_argument, apply_threads
+
 # module -> it defines `register(subparsers)`; each registered parser sets `func=` (called with args).
 COMMAND_MODULES = (
     "avmaster_core.download",
@@ -27,7 +29,10 @@ COMMAND_MODULES = (
     "avmaster_core.extract.pipeline",
     "avmaster_core.benchmark",
     "avmaster_core.store_cli",
+    "avmaster_core.reproduce_run",
 )
+# commands that compute: each gets `--threads` (threads.py), applied before the command runs
+COMPUTING_COMMANDS = ("train", "sweep", "evaluate", "benchmark", "extract", "ask")
 
 # How to continue after Ctrl-C, per command (default: rerun it; every long command resumes).
 RESUME_HINTS = {
@@ -36,6 +41,7 @@ RESUME_HINTS = {
     "extract": "rerun the same command: finished videos and questions are kept and skipped",
     "store": "rerun the same command: it continues from <store>.partial and renames it when done",
     "data": "rerun the same command: downloads resume",
+    "reproduce": "rerun the same command: finished items are never redone and interrupted runs resume",
 }
 
 
@@ -71,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
+    for name in COMPUTING_COMMANDS:
+        if name in sub.choices:
+            add_threads_argument(sub.choices[name])
     return parser
 
 
@@ -89,6 +98,7 @@ def run_command(func, args: argparse.Namespace, argv: list[str], command: str) -
     """Run a parsed command with the CLI's error policy (module docstring); returns the exit code."""
     debug = debug_enabled(argv)
     try:
+        apply_threads(args)
         check_device_option(args)
         code = int(func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit

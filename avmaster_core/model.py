@@ -1,6 +1,6 @@
 """AV-Master, read bottom-up: focus sampling -> key fusion -> preference path -> decoders -> answer.
 
-    model = build_model(ModelConfig.official())
+    model = build_model(ModelConfig.official())   # fast=True: the exact speed-ups of rewrites.py
     out = model(batch)            # "logits", "logits_qa", "logits_a", "logits_v": [B, num_answers]
     losses = model.loss(out, batch)
 
@@ -8,18 +8,12 @@ Batch keys: audio [B,T,128], visual [B,T,768], question [B,768], words [B,L,768]
 label [B] (for the loss); training with the official contrastive loss also neg_audio [B,T,128] and
 neg_visual [B,T,768]. Any B >= 1 and T >= 1.
 
-Speed (same math as the released code):
-- audio and visual run through the shared focus block together, stacked on the batch axis;
-- everything that depends on a frame but not on the recurrent state (the frame half of the additive layer,
-  the query-independent cross-attention over K copies of the frame) is computed for all T steps at once,
-  outside the Python loop over time;
-- in eval mode, where the released design keeps the K template rows identical (first-frame init, bias used
-  only as a query position, no dropout), the recurrence runs on one row per sample and the affine parts of
-  a step are folded into one matrix (`_focus_collapsed`). This is exact, not an approximation;
-- attention with few queries or one head uses absorbed projections (blocks.BertCrossLayer,
-  MultiheadAttention._single_head_absorbed) and the fusion linear is split per input (key_fusion).
-All of these are algebraic rewrites of the released math; tests/test_official.py checks the logits
-against a literal loop-based reference of the released forward.
+The classes here and in blocks.py are the plain form: the paper's equations (numbers in the comments) as
+the released code computes them, step by step and row by row. `build_model(cfg, fast=False)` runs exactly
+that. With fast=True (default) the same modules run the algebraic rewrites of rewrites.py (time-batched and
+collapsed recurrence, absorbed attention, split fusion linear): same parameters and state-dict keys, same
+math; tests/test_rewrites.py compares both for every experiment and tests/test_official.py compares the
+logits with a literal loop-based reference of the released forward.
 """
 from __future__ import annotations
 
@@ -27,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .blocks import AnswerDecoder, FocusDecoderLayer, PreferenceLayer, SelfAttentionLayer, folded, token_mix
+from . import rewrites
+from .blocks import AnswerDecoder, FocusDecoderLayer, PreferenceLayer, SelfAttentionLayer, token_mix
 from .config import ModelConfig
 from . import losses as L
 
@@ -36,12 +31,12 @@ MODALITY_KEYS = {"a": ("audio", "neg_audio"), "v": ("visual", "neg_visual")}
 
 # ============================================================================ focus capture (eq. 1-2)
 class AdditiveFirstStage(nn.Module):
-    """Released first stage of a focus step (names as released: linear1, linear2, b, w, linear3).
+    """Released first stage of a focus step (names as released: linear1, linear2, b, w, linear3), eq. (2).
 
-    score[i,j] = w^T tanh(W1 z_i + W2 f_j + b1 + b2 + beta); z_i <- W3 sum_j softmax_j(score) (...) + b3.
+    s[i,j] = W1 z_i + b1 + W2 f_j + b2 + beta;  z_i <- W3 sum_j softmax_j(w^T tanh(s[i,j])) s[i,j] + b3.
     The keys f_j are K copies of one frame, so the softmax is uniform and the layer is exactly
-    z <- W3 (W1 z + W2 f + b1 + b2 + beta) + b3. `w` therefore has no effect (its gradient is exactly 0;
-    the released code measures ~7e-5 of float noise); it is kept so checkpoints load and counts match.
+    z <- W3 (W1 z + W2 f + b1 + b2 + beta) + b3 (rewrites.focus_recurrence). `w` therefore has no effect (its
+    gradient is exactly 0; the released code measures ~7e-5 of float noise); it is kept so checkpoints load.
     """
 
     def __init__(self, dim: int, hidden: int):
@@ -52,20 +47,22 @@ class AdditiveFirstStage(nn.Module):
         self.w = nn.Linear(hidden, 1)
         self.linear3 = nn.Linear(hidden, dim)
 
-    def frame_term(self, frames: Tensor) -> Tensor:
-        """frames [N, T, D] -> W3 (W2 f + b1 + b2 + beta) + b3 for all steps: [N, T, D]."""
-        return self.linear3(self.linear2(frames) + self.linear1.bias + self.b)
-
-    def state_matrix(self) -> Tensor:
-        """W3 W1 [D, D]: the state half of the affine map."""
-        return self.linear3.weight @ self.linear1.weight
+    def forward(self, z: Tensor, frames: Tensor) -> Tensor:
+        """z [N, K, D] templates (queries i), frames [N, K, D] keys j -> [N, K, D]."""
+        s = self.linear1(z).unsqueeze(2) + self.linear2(frames).unsqueeze(1) + self.b  # [N, K_i, K_j, h]
+        alpha = torch.softmax(self.w(torch.tanh(s)), dim=2)  # over the keys j
+        return self.linear3((alpha * s).sum(dim=2))
 
 
 class FocusBlock(nn.Module):
-    """One focus encoder E (eq. 1-2): the recurrent templates read one frame per step.
+    """One focus encoder E (eq. 1-2): the K recurrent templates read one frame per step.
 
+    V^0 = K copies of the first frame (or learned templates); for t = 1..T:
+    V^t = Norm(Decoder(FirstStage(V^{t-1}, F^t), P, F^t)), F^t the K copies of frame t, P the bias.
     Shared by audio and visual when `share_focus_block` (Table X A-S), then both run in one batch.
     """
+
+    fast = True  # run rewrites.focus_recurrence (see AVMaster.use_fast)
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -84,104 +81,41 @@ class FocusBlock(nn.Module):
                 if p.dim() > 1:
                     nn.init.xavier_uniform_(p)
 
-    # ---- one generic step, R rows per sample (R = K, or 1 for collapsed identical rows)
-    def step(self, z: Tensor, frame: Tensor, frame_term: Tensor | None, bias: Tensor, cross: Tensor) -> Tensor:
-        """z [N, R, D]; frame [N, D]; frame_term [N, D] (additive only); bias [N|1, R|K, D]; cross [N, R, D]."""
-        cfg = self.cfg
-        if cfg.focus_first_stage == "additive":
-            z = z @ self._state_matrix.T + frame_term.unsqueeze(1)
+    def step(self, z: Tensor, frames: Tensor, bias: Tensor) -> Tensor:
+        """One focus step, eq. (2). z [N, K, D]; frames [N, K, D] copies of the frame; bias [N|1, K, D]."""
+        if self.cfg.focus_first_stage == "additive":
+            z = self.first(z, frames)
         else:
-            z = self.first(z + frame.unsqueeze(1))  # eq. (2): SAB(F^k + V_cls^{k-1})
-        z = self.layer(z, bias[:, : z.shape[1]], cross, cfg.bias_mode)
-        return self.final_norm(z)
+            z = self.first(z + frames)  # SAB(F^k + V_cls^{k-1})
+        return self.final_norm(self.layer(z, bias, frames, self.cfg.bias_mode))
 
     def forward(self, x: Tensor, bias: Tensor, init: Tensor | None, collapse: bool, return_steps: bool = False
                 ) -> tuple[Tensor, int, list[Tensor] | None]:
         """x [N, T, D] projected features; bias [N|1, K, D]; init [N|1, K, D] learned templates or None.
 
         Returns (templates [N, R, D] before mixing, multiplicity of each row, per-step states or None).
+        The plain form always runs the K rows (R = K, multiplicity 1); `collapse` is for the fast path.
         """
+        if self.fast:
+            return rewrites.focus_recurrence(self, x, bias, init, collapse, return_steps)
         cfg = self.cfg
-        if cfg.use_focus and collapse and cfg.focus_first_stage == "additive" and not return_steps:
-            return self._focus_collapsed(x), cfg.num_templates, None
         x = self.embed(x)
         if not cfg.use_focus:  # Table VII w/o AVFC: the embedded frames themselves are the "templates"
             return x, 1, None
         n, t_len, d = x.shape
         k = cfg.num_templates
-        rows = 1 if collapse else k
-        if cfg.focus_first_stage == "additive":
-            self._state_matrix = self.first.state_matrix()
-            frame_terms = self.first.frame_term(x)  # [N, T, D]
-        per_head = self.training and self.layer.cross_attn.dropout > 0
-        values = self.layer.frame_values(x, per_head)  # [N, T, H, D] or [N, T, D]
-        z = x[:, :1].expand(n, rows, d) if init is None else init.expand(n, rows, d)
-        steps = [] if return_steps else None
-        # unbind once: indexing [:, t] inside the loop would make autograd scatter T full-size gradients
-        frames, values = x.unbind(1), values.unbind(1)
-        terms = frame_terms.unbind(1) if cfg.focus_first_stage == "additive" else [None] * t_len
-        if per_head:  # attention dropout on K uniform probabilities (see FocusDecoderLayer), all steps at once
-            scales = self.layer.cross_scale((t_len, n, rows), k, x.device, x.dtype).unbind(0)  # T x [N, R, H]
+        z = x[:, :1].expand(n, k, d) if init is None else init.expand(n, k, d)  # eq. (1): V^0
+        steps = []
         for t in range(t_len):
-            if per_head:
-                cross = torch.einsum("nrh,nho->nro", scales[t], values[t]) + self.layer.cross_attn.out_proj.bias
-            else:
-                cross = values[t].unsqueeze(1).expand(n, rows, d)
-            z = self.step(z, frames[t], terms[t], bias, cross)
-            if return_steps:
-                steps.append(z)
-        return z, (k if collapse else 1), steps
-
-    def _collapsed_weights(self, feats: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """B = (I + Wo Wv) W3 W1 and the folded frame -> (d_t, e_t) map of `_focus_collapsed`."""
-        layer, first = self.layer, self.first
-        d = feats.shape[-1]
-        eye = torch.eye(d, device=feats.device, dtype=feats.dtype)
-        sa, ca = layer.self_attn, layer.cross_attn
-        m = eye + sa.out_proj.weight @ sa.in_proj_weight[2 * d:]  # I + Wo Wv
-        m_bias = sa.out_proj.weight @ sa.in_proj_bias[2 * d:] + sa.out_proj.bias
-        w3 = first.linear3.weight
-        b_mat = m @ (w3 @ first.linear1.weight)  # [D, D]
-        w_d = m @ (w3 @ first.linear2.weight)  # frame -> d_t
-        c_d = m @ (w3 @ (first.linear2.bias + first.linear1.bias + first.b) + first.linear3.bias) + m_bias
-        w_e = ca.out_proj.weight @ ca.in_proj_weight[2 * d:]  # frame -> e_t
-        c_e = ca.out_proj.weight @ ca.in_proj_bias[2 * d:] + ca.out_proj.bias
-        w_de, c_de = torch.cat([w_d, w_e]), torch.cat([c_d, c_e])
-        if isinstance(self.embed, nn.Linear):  # fold the embedding too: frames = E feats + e
-            c_de = c_de + w_de @ self.embed.bias
-            w_de = w_de @ self.embed.weight
-        return b_mat, w_de, c_de
-
-    def _focus_collapsed(self, feats: Tensor) -> Tensor:
-        """Released focus recurrence with K identical rows and no dropout, on one row per sample. [N, 1, D].
-
-        feats [N, T, D] are the features before `embed`. Per step: additive stage z' = A z + c_t;
-        self-attention over identical rows returns its value, so LN1(z' + Wo Wv z' + (Wo bv + bo)) =
-        LN1(B z + d_t) with B = (I + Wo Wv) A; the cross-attention output e_t does not depend on z. d_t and e_t
-        are affine in the frame, so both come from one matmul of the (un-embedded) features with folded weights.
-        Only B z, the LayerNorms and the FFN stay in the loop over time.
-        """
-        layer, d = self.layer, feats.shape[-1]
-        b_mat, w_de, c_de = folded(self, "collapsed", lambda: self._collapsed_weights(feats),
-                                   *[p for p in self.parameters()])
-        de = F.linear(feats, w_de, c_de)  # [N, T, 2D]
-        d_all, e_all = de[..., :d], de[..., d:]
-        n1, n2, n3 = layer.norm1, layer.norm2, layer.norm3
-        ffn, final = layer.ffn, self.final_norm
-        z = self.embed(feats[:, 0])  # [N, D] the first frame
-        for d_t, e_t in zip(d_all.unbind(1), e_all.unbind(1)):
-            z = n1(torch.addmm(d_t, z, b_mat.T))
-            z = n2(z + e_t)
-            z = final(n3(z + ffn(z)))
-        return z.unsqueeze(1)
+            z = self.step(z, x[:, t:t + 1].expand(n, k, d), bias)
+            steps.append(z)
+        return z, 1, (steps if return_steps else None)
 
 
 # ============================================================================ key fusion (eq. 3)
 class SlotPooling(nn.Module):
-    """Released eq. (3) pooling: O[n] = sum_k softmax_k(w^T tanh(Fc[n] + U z_k + beta)) (Fc[n] + U z_k + beta).
-
-    The weights sum to 1, so O[n] = Fc[n] + beta + sum_k g[n,k] U z_k; with one (collapsed) row g = 1.
-    """
+    """Released eq. (3) pooling: O[n] = sum_k g[n,k] Q[n,k], Q[n,k] = Fc[n] + U z_k + beta,
+    g[n,k] = softmax_k(w^T tanh(Q[n,k])).  (rewrites.key_fusion_split uses that g sums to 1.)"""
 
     def __init__(self, dim: int):
         super().__init__()
@@ -189,18 +123,16 @@ class SlotPooling(nn.Module):
         self.score = nn.Linear(dim, 1)
         self.beta = nn.Parameter(torch.ones(dim))
 
-    def weights(self, context: Tensor, slots: Tensor) -> tuple[Tensor | None, Tensor]:
-        """(g [B, Lc, R] or None for one slot (g = 1), u = U z [B, R, D]); O = context + beta + g @ u."""
-        u = self.proj(slots)  # [B, R, D]
-        if u.shape[1] == 1:
-            return None, u
-        feat = context.unsqueeze(2) + (u + self.beta).unsqueeze(1)  # [B, Lc, R, D]
-        return torch.softmax(self.score(torch.tanh(feat)).squeeze(-1), dim=-1), u
+    def slot_weights(self, context: Tensor, u: Tensor) -> Tensor:
+        """g [B, Lc, R] from context [B, Lc, D] and the projected slots u = U z [B, R, D]."""
+        q = context.unsqueeze(2) + (u + self.beta).unsqueeze(1)  # [B, Lc, R, D]
+        return torch.softmax(self.score(torch.tanh(q)).squeeze(-1), dim=-1)
 
     def forward(self, context: Tensor, slots: Tensor) -> Tensor:
         """context [B, Lc, D]; slots [B, R, D] -> O [B, Lc, D]."""
-        g, u = self.weights(context, slots)
-        return context + self.beta + (u if g is None else g @ u)
+        u = self.proj(slots)
+        q = context.unsqueeze(2) + (u + self.beta).unsqueeze(1)  # [B, Lc, R, D]
+        return (self.slot_weights(context, u).unsqueeze(-1) * q).sum(dim=2)
 
 
 class SlotSAB(nn.Module):
@@ -220,9 +152,11 @@ class SlotSAB(nn.Module):
 
 # ============================================================================ the model
 class AVMaster(nn.Module):
-    """AV-Master with both presets; see ModelConfig for every switch."""
+    """AV-Master with both presets; see ModelConfig for every switch. fast: see `use_fast`."""
 
-    def __init__(self, cfg: ModelConfig):
+    fast = True
+
+    def __init__(self, cfg: ModelConfig, fast: bool = True):
         super().__init__()
         self.cfg = cfg
         d, mods = cfg.dim, cfg.modalities
@@ -255,6 +189,14 @@ class AVMaster(nn.Module):
             self.pref = nn.ModuleDict({m: PreferenceLayer(d, cfg.pref_heads, cfg.pref_ffn or d, cfg.dropout,
                                                           cfg.ln_eps) for m in mods})
             self.decoder_pref = nn.ModuleDict({m: self._decoder() for m in mods})
+        self.use_fast(fast)
+
+    def use_fast(self, fast: bool = True) -> "AVMaster":
+        """Switch every block between its plain form (False) and the exact rewrites of rewrites.py (True)."""
+        for module in self.modules():
+            if hasattr(module, "fast"):
+                module.fast = bool(fast)
+        return self
 
     def _decoder(self) -> AnswerDecoder:
         c = self.cfg
@@ -268,6 +210,8 @@ class AVMaster(nn.Module):
         return proj(batch[key])
 
     def _collapse(self) -> bool:
+        if not self.fast:
+            return False
         exact = self.cfg.templates_stay_identical and (not self.training or self.cfg.dropout == 0)
         return exact if self.collapse_templates is None else (exact and self.collapse_templates)
 
@@ -308,27 +252,12 @@ class AVMaster(nn.Module):
         return token_mix(z, mult) if self.cfg.focus_mix else z
 
     def key_fusion(self, context: Tensor, focus: dict[str, Tensor]) -> Tensor:
-        """eq. (3): context [B, Lc, D] and focus templates -> F_fu [B, D] (max over tokens).
-
-        fuse(concat(Fc, O_v, O_a)) with O_m = Fc + beta_m + g_m @ u_m is computed as
-        Fc (W_c + W_v + W_a)^T + sum_m g_m @ (u_m W_m^T) + (b + sum_m W_m beta_m): one D x D matmul over the
-        tokens instead of a 3D x D one (same math).
-        """
+        """eq. (3): F_fu = max_n Linear(concat(Fc, O_v, O_a))[n]; context [B, Lc, D] -> [B, D]."""
+        if self.fast and self.cfg.fusion_pool == "additive":
+            return rewrites.key_fusion_split(self, context, focus)
         mods = tuple(reversed(self.cfg.modalities))  # released order: Fc, O_v, O_a
-        if self.cfg.fusion_pool != "additive":
-            parts = [context] + [self.pool[m](context, focus[m]) for m in mods]
-            return self.fuse(torch.cat(parts, dim=-1)).amax(dim=1)
-        d = context.shape[-1]
-        w = self.fuse.weight.split(d, dim=1)  # W_c, then one [D, D] block per modality
-        w_sum, bias = w[0], self.fuse.bias
-        h_slots = 0
-        for i, m in enumerate(mods):
-            g, u = self.pool[m].weights(context, focus[m])
-            w_sum = w_sum + w[i + 1]
-            bias = bias + w[i + 1] @ self.pool[m].beta
-            uw = u @ w[i + 1].T  # [B, R, D]
-            h_slots = h_slots + (uw if g is None else g @ uw)
-        return (F.linear(context, w_sum, bias) + h_slots).amax(dim=1)
+        parts = [context] + [self.pool[m](context, focus[m]) for m in mods]
+        return self.fuse(torch.cat(parts, dim=-1)).amax(dim=1)
 
     # ------------------------------------------------------------------ forward
     def forward(self, batch: dict, return_steps: bool = False, return_attention: bool = False,
@@ -469,9 +398,9 @@ def validate_batch(batch: dict, cfg: ModelConfig, need_label: bool, need_negativ
             raise ValueError(f"batch['label'] has values outside [0, {cfg.num_answers})")
 
 
-def build_model(cfg: ModelConfig | None = None) -> AVMaster:
-    """AV-Master for `cfg` (default: the official preset)."""
-    return AVMaster(cfg or ModelConfig.official())
+def build_model(cfg: ModelConfig | None = None, fast: bool = True) -> AVMaster:
+    """AV-Master for `cfg` (default: the official preset); fast=False runs the plain form of every block."""
+    return AVMaster(cfg or ModelConfig.official(), fast=fast)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -19,9 +19,9 @@ from __future__ import annotations
 import argparse
 import ast
 import fnmatch
+import re
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import warnings
@@ -37,135 +37,46 @@ NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 DEFAULT_NOTEBOOKS = Path("notebooks")
 
 
-# Where a notebook writes when RESULTS is left empty: the smoke tier (SMOKE=True: run by hand, in
-# JupyterLab or under nbval) writes under build/smoke/ so that it never overwrites results/; the full tier
-# writes results/. `make demo` (run_notebooks with smoke=True) passes RESULTS=../results explicitly, so the
-# demo fills results/ with tables whose `ours` part is labelled as synthetic. Paths are relative to the
-# notebooks folder, the working directory of every notebook.
-SMOKE_RESULTS = Path("../build/smoke/results")
-FULL_RESULTS = Path("../results")
-DEMO_RESULTS = "../results"
-# The finished synthetic runs shipped with the repository (CPU-sized models, several seeds), read by the
-# smoke tier's table and figure notebooks; the synthetic benchmark they were trained on is regenerated
-# (deterministically, in seconds) under SMOKE_DATA.
-SMOKE_RUNS = Path("../results/runs/synthetic")
-SMOKE_DATA = Path("../data/synthetic")
-
-
-@dataclass(frozen=True)
-class NotebookSettings:
-    """What a notebook works on, resolved from its flat `parameters` cell (see `notebook_settings`)."""
-
-    dataset: str
-    root: Path                 # annotation files (and features.h5 unless `store` is set)
-    store: Path | None         # HDF5 feature store; None = <root>/features.h5
-    experiment: str            # a name of avmaster_core.config.EXPERIMENTS (= run folder)
-    preset: str                # "official" (the released code) or "paper" (Section III as written)
-    size: str                  # model size (config.SIZES): "cpu" in the smoke tier, "full" otherwise
-    seeds: tuple[int, ...] | None   # None = every seed found
-    epochs: int
-    device: str
-    smoke: bool
-    results: Path              # tables and figures are written here (figures under figures/)
-    runs: Path                 # finished runs are read from here (<runs>/<experiment>/<seed>/)
-
-    @property
-    def figures(self) -> Path:
-        return self.results / "figures"
-
-    @property
-    def ours_label(self) -> str:
-        """The `source` label of our numbers in the side-by-side tables: says when they are synthetic."""
-        return "ours (synthetic)" if self.dataset == "synthetic" else "ours"
-
-    @property
-    def new_runs(self) -> Path:
-        """Where a notebook that trains writes its runs: `<results>/runs/smoke` in the smoke tier, never the
-        shipped synthetic runs (whose recipe differs); `<results>/runs` otherwise."""
-        return self.results / "runs" / "smoke" if self.smoke else self.results / "runs"
-
-    def train_config(self, seed: int | None = None, **changes):
-        """The training recipe of this tier: the authors' (engine.TrainConfig defaults) with this notebook's
-        epochs and device; the smoke tier uses the recipe of the shipped synthetic runs (lr 1e-3, batch 32;
-        see avmaster_core.sweep) without progress bars."""
-        from .engine import TrainConfig
-
-        seed = seed if seed is not None else (self.seeds[0] if self.seeds else 1)
-        smoke = dict(lr=1e-3, batch_size=32, progress=False, checkpoint_every_steps=0) if self.smoke else {}
-        return TrainConfig(**{"epochs": self.epochs, "seed": seed, "device": self.device, **smoke, **changes})
-
-    def data_config(self, **changes):
-        """engine.DataConfig of this notebook's dataset, annotation root and feature store."""
-        from .engine import DataConfig
-
-        return DataConfig(**{"dataset": self.dataset, "root": str(self.root),
-                             "store": str(self.store) if self.store else None, **changes})
-
-    def ensure_data(self) -> Path:
-        """The feature store, after generating the synthetic benchmark if this is a smoke run (seconds; an
-        existing copy made with the same parameters is reused). Real data must already be there."""
-        if self.dataset == "synthetic":
-            from .synthetic import generate_synthetic
-
-            generate_synthetic(self.root)
-        store = self.store or self.root / "features.h5"
-        if not store.is_file():
-            raise FileNotFoundError(f"feature store {store} not found: extract features first "
-                                    f"(notebooks/01_features.ipynb, `avmaster extract`) or set STORE")
-        return store
-
-    def __str__(self) -> str:
-        fields = {"dataset": self.dataset, "root": self.root, "store": self.store or self.root / "features.h5",
-                  "experiment": self.experiment, "preset": self.preset, "size": self.size,
-                  "seeds": "all found" if self.seeds is None else ",".join(map(str, self.seeds)),
-                  "epochs": self.epochs, "device": self.device, "smoke": self.smoke, "runs (read)": self.runs,
-                  "results (written)": self.results}
-        return "\n".join(f"{k:>18}: {v}" for k, v in fields.items())
-
-
-def notebook_settings(DATASET: str = "music_avqa", ROOT: str = "../data/music_avqa", STORE: str = "",
-                      EXPERIMENT: str = "default", PRESET: str = "official", SEEDS: str = "", EPOCHS: int = 30,
-                      DEVICE: str = "auto", SMOKE: bool = True, RESULTS: str = "", RUNS: str = "") -> NotebookSettings:
-    """The notebooks' one-line configuration. SEEDS: comma-separated ("1,2,3"; "" = all found).
-
-    SMOKE=True switches to the bundled synthetic benchmark, CPU-sized models, at most 1 epoch of new
-    training on CPU; it reads the shipped synthetic runs (results/runs/synthetic) and writes under
-    build/smoke/results unless RESULTS is given. SMOKE=False reads and writes results/ (RESULTS, RUNS)."""
-    if PRESET not in ("official", "paper"):
-        raise ValueError(f"PRESET must be 'official' or 'paper', not {PRESET!r}")
-    seeds = tuple(int(s) for s in str(SEEDS).replace(" ", "").split(",") if s) or None
-    if SMOKE:
-        results = Path(RESULTS) if RESULTS else SMOKE_RESULTS
-        return NotebookSettings("synthetic", SMOKE_DATA, None, EXPERIMENT, PRESET, "cpu", seeds, min(int(EPOCHS), 1),
-                                "cpu", True, results, Path(RUNS) if RUNS else SMOKE_RUNS)
-    results = Path(RESULTS) if RESULTS else FULL_RESULTS
-    return NotebookSettings(DATASET, Path(ROOT), Path(STORE) if STORE else None, EXPERIMENT, PRESET, "full", seeds,
-                            int(EPOCHS), DEVICE, False, results, Path(RUNS) if RUNS else results / "runs")
+# The settings of a notebook's parameters cell live in notebook_params; re-exported here (public names).
+from .notebook_params import (DEMO_RESULTS, FULL_RESULTS, SMOKE_DATA, SMOKE_RESULTS, SMOKE_RUNS,  # noqa: E402,F401
+                              NotebookSettings, ParameterError, notebook_settings)
 
 
 class NotebookRunError(RuntimeError):
     """A notebook failed; the message names it, the cell and the error."""
 
 
+def matches(notebook: Path, pattern: str) -> bool:
+    """`--only` matching: a notebook number ("14" or "14_"), a whole name (with or without .ipynb) or a glob
+    ("1*"); never a substring, so "10_" does not select 17_table10_weight_sharing."""
+    if any(ch in pattern for ch in "*?["):
+        return fnmatch.fnmatch(notebook.name, pattern) or fnmatch.fnmatch(notebook.stem, pattern)
+    if re.fullmatch(r"\d\d_?", pattern):
+        return notebook.name[:2] == pattern[:2]
+    return pattern in (notebook.name, notebook.stem)
+
+
 def find_notebooks(folder: Path = DEFAULT_NOTEBOOKS, only: str | None = None) -> list[Path]:
-    """notebooks/NN_*.ipynb in name order; `only` keeps those whose name matches a glob or contains it
-    (comma-separated for several, e.g. "00_*,12")."""
+    """notebooks/NN_*.ipynb in name order; `only` keeps those matching a number, a whole name or a glob
+    (comma-separated for several, e.g. "00,12_,2*"); see `matches`."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"notebook folder {folder} not found; run from the repository root or pass --notebooks")
     found = sorted(p for p in folder.glob(NOTEBOOK_GLOB) if p.is_file())
     if only:
         patterns = [p.strip() for p in only.split(",") if p.strip()]
-        found = [p for p in found if any(fnmatch.fnmatch(p.name, pat) or pat in p.stem for pat in patterns)]
+        found = [p for p in found if any(matches(p, pat) for pat in patterns)]
     return found
 
 
 def parse_value(text: str):
-    """A command-line parameter value: a Python literal where it is one, else the text itself."""
+    """A command-line parameter value: a Python scalar literal where it is one, else the text itself."""
     try:
-        return ast.literal_eval(text)
+        value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text
+    # "2,3" reads as a tuple, which papermill would inject as the text "(2, 3)": keep lists as written
+    return text if isinstance(value, (tuple, list, set, dict)) else value
 
 
 def declared_parameters(notebook: Path) -> set[str]:
@@ -237,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="execute the notebooks in order")
     for p in (listing, run):
         p.add_argument("--notebooks", type=Path, default=DEFAULT_NOTEBOOKS, help="folder of NN_*.ipynb (default: notebooks)")
-        p.add_argument("--only", help="keep notebooks matching this glob or substring (comma-separated)")
+        p.add_argument("--only", help="keep notebooks by number (14 or 14_), whole name or glob (comma-separated)")
     run.add_argument("--mode", choices=("smoke", "full"), required=True,
                      help="smoke: SMOKE=True (CPU, synthetic data); full: SMOKE=False (real features)")
     run.add_argument("--out", type=Path, required=True, help="folder for the executed copies, e.g. build/notebooks")

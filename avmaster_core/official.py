@@ -112,15 +112,15 @@ def _strip_prefix(sd: dict) -> dict:
     return sd
 
 
-def from_official_state_dict(state_dict: dict, config: ModelConfig | None = None) -> AVMaster:
-    """An official-preset AVMaster holding the released code's weights (eval mode).
+def from_official_state_dict(state_dict: dict, config: ModelConfig | None = None, fast: bool = True) -> AVMaster:
+    """An official-preset AVMaster holding the released code's weights (eval mode); fast: see build_model.
 
     `config` may change inference-only fields of the official preset (combine, inference_use_a/v, ...);
     fields that change parameters must stay as in ModelConfig.official(). Raises ValueError naming the key
     for a missing, mis-shaped or unknown key.
     """
     cfg = config or ModelConfig.official()
-    model = AVMaster(cfg)
+    model = AVMaster(cfg, fast=fast)
     ours = model.state_dict()
     sd = _strip_prefix(dict(state_dict))
     table = {k.name: k for k in official_keys()}

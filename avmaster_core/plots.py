@@ -6,8 +6,16 @@
     save_figure(fig, "results/figures/table7.png")
 
 Every function returns a `matplotlib.figure.Figure` built without pyplot, so nothing depends on the
-active backend, nothing leaks into pyplot's figure list, and a notebook shows the figure exactly once
-(as the cell's value). Outside a notebook the Agg backend is selected, so no display is needed.
+active backend and nothing leaks into pyplot's figure list. Such a figure is shown by IPython only if an
+`image/png` formatter is registered for it, which pyplot's inline backend would do and which never
+happens without pyplot: importing this module inside a kernel registers it (`show_figures_inline`), so a
+figure returned as a cell's value shows exactly once, in JupyterLab and in papermill's executed copies.
+Outside a notebook the Agg backend is selected, so no display is needed.
+
+Conventions of every figure: accuracy axes start at zero (0-100 %), paper and ours are drawn in separate
+panels (never as bars to compare on one axis), one colour per source (`SOURCE_COLOURS`), error bars are
+±1 sample standard deviation over seeds (ddof=1) and say so, and a row or point without a run says
+"no run" in place instead of disappearing.
 """
 from __future__ import annotations
 
@@ -27,6 +35,31 @@ from matplotlib.figure import Figure
 
 SOURCE_PAPER, SOURCE_OURS = "paper", "ours"
 DPI = 150
+# One colour per source across all figures: the published numbers, ours, and reference levels.
+PAPER_COLOUR, OURS_COLOUR, REFERENCE_COLOUR = "#1F4E9C", "#D1570B", "#4D4D4D"
+SOURCE_COLOURS = {SOURCE_PAPER: PAPER_COLOUR, SOURCE_OURS: OURS_COLOUR}
+ERRORBAR_NOTE = "error bars: ±1 s.d. over seeds (ddof=1)"
+
+
+def show_figures_inline() -> bool:
+    """Register IPython's PNG formatter for matplotlib Figures when running inside a kernel (what pyplot's
+    inline backend does on its first import); returns whether a kernel was found."""
+    try:
+        from IPython import get_ipython
+        from IPython.core.pylabtools import select_figure_formats
+    except ImportError:
+        return False
+    shell = get_ipython()
+    if shell is None or not hasattr(shell, "display_formatter"):
+        return False
+    select_figure_formats(shell, {"png"}, bbox_inches="tight", dpi=100)
+    return True
+
+
+def colour_of(source: str) -> str:
+    """The colour of a source label: "paper" is the published numbers, any "ours ..." label is ours."""
+    return PAPER_COLOUR if source == SOURCE_PAPER else OURS_COLOUR if source.startswith(SOURCE_OURS) else \
+        REFERENCE_COLOUR
 
 
 def _flat_label(column) -> str:
@@ -72,7 +105,7 @@ def plot_table_comparison(paper_df, ours_df, title: str = "", *, columns=None, y
     long = pd.concat(parts, ignore_index=True).dropna(subset=["value"])
     if long.empty:
         raise ValueError(f"nothing to plot for {title or 'this table'}: no numeric values in the chosen columns")
-    palette = {SOURCE_PAPER: "#4C72B0", SOURCE_OURS: "#DD8452"}
+    palette = SOURCE_COLOURS
     many_rows = long.groupby("source")["row"].nunique().max() > 1
     metrics = list(dict.fromkeys(long["metric"]))
     if not many_rows:
@@ -113,10 +146,9 @@ def plot_table_comparison(paper_df, ours_df, title: str = "", *, columns=None, y
 
 
 def _tight_ylim(ax, values: pd.Series) -> None:
-    """Accuracies of close methods differ by a few points: start the axis a little below the lowest bar."""
-    low, high = float(values.min()), float(values.max())
-    span = max(high - low, 1.0)
-    ax.set_ylim(max(0.0, low - 0.5 * span), min(100.0, high + 0.25 * span) if high <= 100 else high * 1.05)
+    """Zero-based accuracy axis (a truncated axis makes a spread of one point look large)."""
+    high = float(values.max())
+    ax.set_ylim(0.0, 100.0 if high <= 100 else high * 1.05)
 
 
 def plot_curve(df: pd.DataFrame, x: str, y: str, hue: str | None = None, *, title: str = "",
@@ -192,7 +224,8 @@ def save_table(table: pd.DataFrame, path: str | Path) -> Path:
     """Write a result table as CSV, creating folders; atomic (like save_figure)."""
     from .atomic import atomic_write
 
-    return atomic_write(path, lambda f: table.to_csv(f), mode="w")
+    # fixed decimals: a rerun rewrites the same bytes (no float noise, so `make demo` leaves git clean)
+    return atomic_write(path, lambda f: table.round(4).to_csv(f), mode="w")
 
 
 def plot_bars(table: pd.DataFrame, title: str = "", *, ylabel: str = "Accuracy (%)") -> Figure:
@@ -200,14 +233,163 @@ def plot_bars(table: pd.DataFrame, title: str = "", *, ylabel: str = "Accuracy (
     long = _long_form(table, "", None).dropna(subset=["value"])
     if long.empty:
         raise ValueError(f"nothing to plot for {title or 'this table'}: no numeric values")
-    fig = Figure(figsize=(max(5.0, 0.9 * long["metric"].nunique() + 2), 4.0), layout="constrained")
+    fig = Figure(figsize=(max(6.8, 0.9 * long["metric"].nunique() + 2), 4.0), layout="constrained")
     ax = fig.subplots()
-    sns.barplot(data=long, x="metric", y="value", hue="row", ax=ax)
+    rows = list(dict.fromkeys(long["row"]))  # all ours: shades of our colour, not the paper's blue
+    shades = sns.light_palette(OURS_COLOUR, n_colors=len(rows) + 1, reverse=True)[: len(rows)]
+    sns.barplot(data=long, x="metric", y="value", hue="row", palette=dict(zip(rows, shades)), ax=ax)
     ax.set_xlabel("")
     ax.set_ylabel(ylabel)
     _tight_ylim(ax, long["value"])
     if ax.get_legend() is not None:
         ax.get_legend().set_title("")
+        sns.move_legend(ax, "lower right")
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize=10)
     return fig
+
+
+# ------------------------------------------------------------------------------------------------ paper | ours panels
+def _panel_rows(table: pd.DataFrame | None, rows: list, metrics: list) -> pd.DataFrame:
+    """`table` reindexed to `rows` x `metrics` as floats (NaN where absent)."""
+    if table is None or not len(table):
+        return pd.DataFrame(np.nan, index=rows, columns=metrics)
+    flat = table.copy()
+    flat.columns = [_flat_label(c) for c in flat.columns]
+    flat.index = [_flat_label(i) for i in flat.index]
+    return flat.reindex(index=rows, columns=metrics).apply(pd.to_numeric, errors="coerce")
+
+
+def _draw_bars(ax, values: pd.Series, errors: pd.Series | None, colour: str, missing_text: str) -> None:
+    """Horizontal bars, zero-based, the first row on top; a NaN row says `missing_text` in place."""
+    y = np.arange(len(values))[::-1]
+    heights = values.to_numpy(dtype=float)
+    err = None if errors is None else errors.reindex(values.index).to_numpy(dtype=float)
+    ax.barh(y, np.nan_to_num(heights), color=colour, height=0.65,
+            xerr=None if err is None else np.where(np.isnan(err), 0.0, err),
+            error_kw={"ecolor": "black", "capsize": 3, "linewidth": 1})
+    for yi, h in zip(y, heights):
+        if np.isnan(h):
+            ax.text(1.5, yi, missing_text, va="center", ha="left", fontsize=8, color=REFERENCE_COLOUR,
+                    style="italic")
+        else:
+            ax.text(1.5, yi, f"{h:.1f}", va="center", ha="left", fontsize=7, color="white", fontweight="bold")
+    ax.set_yticks(y, [str(i) for i in values.index])
+    ax.set_xlim(0, 100)
+
+
+def plot_paper_and_ours(paper_df: pd.DataFrame | None, ours: pd.DataFrame | None, title: str = "", *,
+                        ours_std: pd.DataFrame | None = None, metrics=None, row_labels: dict | None = None,
+                        ours_label: str = SOURCE_OURS, references: dict | None = None,
+                        missing_text: str = "no run") -> Figure:
+    """The paper's table and ours in separate panels (one panel row per source, one column per metric),
+    horizontal zero-based bars, one row per setting; ours with seed error bars (ddof=1) and, where a row has
+    no run, `missing_text` in place. A one-row table (Table II) is drawn with its metrics as the rows.
+
+    row_labels: {table row: label saying the setting}; references: {label: accuracy} drawn as dashed
+    vertical lines in our panels (e.g. the question-only level and the scene reader of the synthetic data).
+    """
+    tables = {SOURCE_PAPER: paper_df, ours_label: ours}
+    index = next((t.index for t in (paper_df, ours) if t is not None and len(t)), None)
+    if index is None:
+        raise ValueError(f"nothing to plot for {title or 'this table'}: neither the paper nor ours has rows")
+    source = paper_df if paper_df is not None and len(paper_df) else ours
+    numeric = [c for c in source.columns if not pd.api.types.is_bool_dtype(source[c])]
+    metrics = [_flat_label(c) for c in (metrics or numeric)]
+    rows = [_flat_label(i) for i in index]
+    one_row = len(rows) == 1
+    if one_row:  # a single method: its metrics become the rows of one panel per source
+        tables = {k: None if t is None or not len(t) else _panel_rows(t, rows, metrics).T.set_axis([rows[0]], axis=1)
+                  for k, t in tables.items()}
+        ours_std = None if ours_std is None else _panel_rows(ours_std, rows, metrics).T.set_axis([rows[0]], axis=1)
+        rows, metrics = metrics, [rows[0]]
+    if one_row:  # the two sources side by side
+        fig = Figure(figsize=(8.5, 0.32 * len(rows) + 1.8), layout="constrained")
+        axes = fig.subplots(1, 2, squeeze=False, sharey=True).T
+    else:
+        fig = Figure(figsize=(2.6 * len(metrics) + 1.8, 0.8 + 2 * (0.32 * len(rows) + 0.6)), layout="constrained")
+        axes = fig.subplots(2, len(metrics), squeeze=False, sharey=True)
+    given = {_flat_label(k): v for k, v in (row_labels or {}).items()}
+    labels = {r: given.get(r, r) for r in rows}
+    for i, (name, table) in enumerate(tables.items()):
+        frame = table if one_row and table is not None else _panel_rows(table, rows, metrics)
+        frame = frame.reindex(index=rows) if frame is not None else pd.DataFrame(np.nan, index=rows, columns=metrics)
+        std = None
+        if i == 1 and ours_std is not None:
+            std = ours_std.reindex(index=rows) if one_row else _panel_rows(ours_std, rows, metrics)
+        for j, metric in enumerate(metrics):
+            ax = axes[i, j]
+            values = frame[metric].rename(index=labels)
+            _draw_bars(ax, values, None if std is None else std[metric].rename(index=labels), colour_of(name),
+                       "not published" if i == 0 else missing_text)
+            if i == 1:
+                for k, (label, level) in enumerate((references or {}).items()):
+                    only = f" ({metric} {level[metric]:.1f})" if isinstance(level, dict) and len(level) == 1 \
+                        and metric in level else ""
+                    level = level.get(metric) if isinstance(level, dict) else level
+                    if level is not None and not one_row:
+                        ax.axvline(level, color=REFERENCE_COLOUR, linestyle=("--", ":", "-.")[k % 3],
+                                   linewidth=1.2, label=label + only)
+            ax.set_title(f"{name}: {metric}" if not one_row else name, fontsize=9, color=colour_of(name))
+            ax.set_xlabel("accuracy (%)" if i == 1 else "")
+    found = {}
+    for ax in axes[1]:
+        found.update(zip(*reversed(ax.get_legend_handles_labels())))
+    names, handles = list(found), list(found.values())
+    notes = [ERRORBAR_NOTE] if ours_std is not None else []
+    if handles or notes:
+        fig.legend(handles, names, loc="outside lower center", ncols=max(1, len(handles)), fontsize=8,
+                   title="; ".join(notes) or None, title_fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_points(df: pd.DataFrame, x: str, y: str, hue: str | None = None, *, title: str = "",
+                expected: dict | None = None, references: dict | None = None, xlabel: str | None = None,
+                ylabel: str = "accuracy (%)", ylim=(0, 100)) -> Figure:
+    """Mean ± s.d. over seeds (ddof=1) of `y` per `x` (one line per `hue` group), zero-based; raw seeds as
+    dots. expected: {group: [x values]} that should have a point: those without one say "no run" in place.
+    references: {label: level} as dashed horizontal lines."""
+    missing = [c for c in (x, y, hue) if c is not None and c not in df.columns]
+    if missing:
+        raise KeyError(f"plot_points: columns {missing} not in the table (it has {list(df.columns)})")
+    groups = list(dict.fromkeys(df[hue])) if hue else [None]
+    groups += [g for g in (expected or {}) if g not in groups]
+    fig = Figure(figsize=(8.6, 4.2), layout="constrained")
+    ax = fig.subplots()
+    palette = sns.color_palette("colorblind", max(len(groups), 1))
+    absent: dict = {}
+    for colour, group in zip(palette, groups):
+        part = df[df[hue] == group] if hue else df
+        stats = part.groupby(x)[y].agg(["mean", "std", "count"]).sort_index()
+        label = "ours" if group is None else str(group)
+        if len(stats):
+            low, high = int(stats["count"].min()), int(stats["count"].max())
+            ax.errorbar(stats.index, stats["mean"], yerr=stats["std"].fillna(0.0), color=colour, marker="o",
+                        capsize=3, label=f"{label} ({low if low == high else f'{low}-{high}'} seed(s) per point)")
+            ax.scatter(part[x], part[y], color=colour, s=10, alpha=0.5)
+        for v in (expected or {}).get(group, []):
+            if v not in set(stats.index):
+                absent.setdefault(v, []).append(label)
+    for v, labels in absent.items():  # one note per x: which groups have no run there
+        ax.annotate("no run: " + ", ".join(labels), (v, ylim[0] + 2), color=REFERENCE_COLOUR, fontsize=7,
+                    rotation=90, ha="center", va="bottom")
+    for k, (label, level) in enumerate((references or {}).items()):
+        if isinstance(level, dict):  # {metric: level}: one metric is drawn (the curve's own)
+            if len(level) != 1:
+                continue
+            level = next(iter(level.values()))
+        ax.axhline(level, color=REFERENCE_COLOUR, linestyle=("--", ":", "-.")[k % 3], linewidth=1,
+                   label=f"{label} ({level:.1f})")
+    ax.set_ylim(*ylim)
+    ax.set_xlabel(xlabel or x)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7, title=ERRORBAR_NOTE, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig
+
+
+if "ipykernel" in sys.modules:
+    show_figures_inline()

@@ -35,7 +35,9 @@ def folder(tmp_path):
 def test_find_and_filter(folder):
     assert [p.name for p in runner.find_notebooks(folder)] == ["00_first.ipynb", "10_second.ipynb"]
     assert [p.name for p in runner.find_notebooks(folder, "1*")] == ["10_second.ipynb"]
-    assert [p.name for p in runner.find_notebooks(folder, "first,nothing")] == ["00_first.ipynb"]
+    assert [p.name for p in runner.find_notebooks(folder, "00_first,nothing")] == ["00_first.ipynb"]
+    assert [p.name for p in runner.find_notebooks(folder, "10")] == ["10_second.ipynb"]
+    assert runner.find_notebooks(folder, "first") == []  # no substring surprises
     with pytest.raises(FileNotFoundError, match="run from the repository root"):
         runner.find_notebooks(folder / "missing")
 
@@ -44,6 +46,7 @@ def test_parse_value():
     assert runner.parse_value("2") == 2 and runner.parse_value("0.5") == 0.5
     assert runner.parse_value("False") is False and runner.parse_value("cuda") == "cuda"
     assert runner.parse_value("'x'") == "x"
+    assert runner.parse_value("2,3") == "2,3"  # SEEDS: a list stays text (papermill would inject "(2, 3)")
 
 
 def test_list_shows_parameters(folder, capsys):
@@ -93,22 +96,77 @@ def test_bad_requests_fail_before_running(folder, tmp_path, capsys):
     assert not (folder / "seen_00.json").exists()
 
 
-def test_notebook_settings_smoke_never_writes_real_results():
-    full = runner.notebook_settings(DATASET="music_avqa_r", ROOT="../data/r", SEEDS="1, 2,3", EPOCHS=30,
+def test_only_matches_numbers_and_whole_names_not_substrings():
+    real = runner.find_notebooks(runner.DEFAULT_NOTEBOOKS if runner.DEFAULT_NOTEBOOKS.is_dir() else
+                                 __import__("pathlib").Path(__file__).parents[1] / "notebooks", "10_")
+    assert [p.name for p in real] == ["10_table2_music_avqa.ipynb"]  # not 17_table10_weight_sharing
+    nb = __import__("pathlib").Path("17_table10_weight_sharing.ipynb")
+    assert runner.matches(nb, "17") and runner.matches(nb, "17_table10_weight_sharing") and runner.matches(nb, "1*")
+    assert not runner.matches(nb, "10_") and not runner.matches(nb, "table10")
+
+
+def test_notebook_settings_smoke_never_writes_real_results(tmp_path):
+    (tmp_path / "r").mkdir()
+    full = runner.notebook_settings(DATASET="music_avqa_r", ROOT=str(tmp_path / "r"), SEEDS="1, 2,3", EPOCHS=30,
                                     DEVICE="cuda", SMOKE=False)
     assert (full.dataset, full.seeds, full.epochs, full.device, full.smoke) == ("music_avqa_r", (1, 2, 3), 30, "cuda", False)
     assert str(full.runs) == "../results/runs" and str(full.figures) == "../results/figures" and full.store is None
     assert full.size == "full" and full.ours_label == "ours" and full.train_config().lr == 1e-4
-    smoke = runner.notebook_settings(DATASET="music_avqa", SEEDS="", EPOCHS=30, SMOKE=True)
+    smoke = runner.notebook_settings(DATASET="music_avqa", SEEDS="", EPOCHS=0, DEVICE="auto", SMOKE=True)
     assert smoke.dataset == "synthetic" and smoke.epochs == 1 and smoke.device == "cpu" and smoke.seeds is None
+    assert "SMOKE changes DATASET 'music_avqa' -> 'synthetic'" in str(smoke) and "DEVICE 'auto' -> 'cpu'" in str(smoke)
+    assert runner.notebook_settings(EPOCHS=3, SMOKE=True).train_config().epochs == 3  # -p EPOCHS 3 is honoured
     assert smoke.results.parts[:3] == ("..", "build", "smoke") and smoke.runs == runner.SMOKE_RUNS
     assert smoke.size == "cpu" and smoke.ours_label == "ours (synthetic)" and smoke.new_runs.parts[1:] == ("build", "smoke", "results", "runs", "smoke")
     assert smoke.train_config().epochs == 1 and smoke.data_config().dataset == "synthetic"
     demo = runner.notebook_settings(SMOKE=True, RESULTS=runner.DEMO_RESULTS)
     assert str(demo.results) == "../results" and demo.runs == runner.SMOKE_RUNS
     assert "results (written): ../build/smoke/results" in str(smoke)
-    with pytest.raises(ValueError, match="PRESET"):
+    with pytest.raises(ValueError, match="PRESET = 'Paper'.*did you mean 'paper'"):
         runner.notebook_settings(PRESET="Paper")
+    paper_runs = runner.notebook_settings(PRESET="paper", SMOKE=True)
+    assert paper_runs.runs == runner.SMOKE_RUNS / "paper" and paper_runs.run_name == "paper/default"
+
+
+@pytest.mark.parametrize("notebook,params,message", [
+    ("03_evaluation", dict(EXPERIMENT="table7/wo_tdpp", SEEDS="9"), r"SEEDS = '9'.*finished seeds \[1, 2, 3\]"),
+    ("03_evaluation", dict(EXPERIMENT="table7/wo_tdpp", SEEDS="1"), r"EXPERIMENT = 'table7/wo_tdpp'.*keep no checkpoint"),
+    ("00_quick_start", dict(PRESET="paper"), r"EXPERIMENT = 'default'.*keep no checkpoint"),
+    ("00_quick_start", dict(EXPERIMENT="table8/qa"), r"EXPERIMENT = 'table8/qa'.*no finished run.*avmaster sweep"),
+    ("00_quick_start", dict(EXPERIMENT="table7/wo_tdp"), r"did you mean 'table7/wo_tdpp'"),
+    ("24_fig8_word_attention", dict(SEEDS="7"), r"SEEDS = '7'.*'default' has finished seeds"),
+    ("24_fig8_word_attention", dict(QUESTION="Is this a question?"), r"QUESTION = .*no test question of synthetic"),
+    ("", dict(SEEDS="1;2"), r"SEEDS = '1;2': give comma-separated whole numbers"),
+    ("", dict(EPOCHS=-1), r"EPOCHS = -1"),
+    ("", dict(DEVICE="gpu"), r"DEVICE = 'gpu'"),
+    ("", dict(SMOKE=False, DATASET="music_avq"), r"DATASET = 'music_avq'.*did you mean 'music_avqa'"),
+    ("", dict(SMOKE=False, DATASET="music_avqa", ROOT="/nowhere"), None),
+])
+def test_parameters_are_refused_with_a_message_naming_them(notebook, params, message, monkeypatch):
+    monkeypatch.chdir(__import__("pathlib").Path(__file__).parents[1] / "notebooks")  # as a notebook runs
+    if message is None:  # a missing data folder only matters to notebooks that read data
+        with pytest.raises(runner.ParameterError, match=r"ROOT = '/nowhere': no such folder.*avmaster data fetch"):
+            runner.notebook_settings("00_quick_start", **params)
+        return
+    with pytest.raises(runner.ParameterError, match=message):
+        runner.notebook_settings(notebook, **params)
+
+
+def test_table_notebooks_train_their_rows_only_when_epochs_is_given(monkeypatch):
+    monkeypatch.chdir(__import__("pathlib").Path(__file__).parents[1] / "notebooks")
+    read = runner.notebook_settings("14_table7_components", EPOCHS=0, SMOKE=True)
+    assert not read.train_first and read.runs == runner.SMOKE_RUNS and "the finished runs are read" in str(read)
+    train = runner.notebook_settings("14_table7_components", EPOCHS=3, SMOKE=True)
+    assert train.train_first and train.epochs == 3 and train.runs.name == "epochs3"
+    assert runner.notebook_settings("21_fig5_input_modalities").runs.name == "synthetic_decorrelated"
+
+
+def test_save_never_replaces_a_table_by_empty_columns(tmp_path, capsys):
+    settings = runner.notebook_settings(SMOKE=True, RESULTS=str(tmp_path))
+    assert settings.save(None, "table8.csv", complete=False, missing=["table8/qa"]) is None
+    assert not (tmp_path / "table8.csv").exists()
+    out = capsys.readouterr().out
+    assert "table8.csv not written: no run of table8/qa" in out and "avmaster sweep --experiments table8/qa" in out
 
 
 def test_missing_real_store_is_named(tmp_path):

@@ -117,3 +117,57 @@ def test_bars_draw_one_bar_per_row_and_metric():
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["official", "paper"]
     with pytest.raises(ValueError, match="nothing to plot"):
         plots.plot_bars(pd.DataFrame({"x": [np.nan]}))
+
+
+def test_accuracy_axes_start_at_zero():
+    fig = plots.plot_table_comparison(paper_table("table9"), None, "Table IX", columns=["Avg"])
+    assert fig.axes[0].get_ylim()[0] == 0.0
+
+
+def test_paper_and_ours_are_separate_panels_with_no_run_in_place_and_seed_error_bars():
+    ours = paper_table("table7").iloc[[0, 5]][["A-QA", "V-QA", "AV-QA", "Avg"]] - 10.0
+    std = ours * 0 + 1.5
+    fig = plots.plot_paper_and_ours(paper_table("table7"), ours, "Table VII", ours_std=std,
+                                    ours_label="ours (synthetic)", references={"question-only model": {"Avg": 40.0}})
+    paper_axes, ours_axes = fig.axes[:4], fig.axes[4:8]
+    assert [ax.get_title() for ax in paper_axes][0] == "paper: A-QA"
+    assert all(ax.get_xlim() == (0.0, 100.0) for ax in fig.axes[:8])
+    texts = [t.get_text() for t in ours_axes[3].texts]
+    assert texts.count("no run") == 4  # the four rows without a run say so in place
+    bars = [c for c in ours_axes[3].containers if hasattr(c, "errorbar")][0]
+    half_widths = sorted({round((s[1][0] - s[0][0]) / 2, 4) for s in bars.errorbar.lines[2][0].get_segments()})
+    assert half_widths == [0.0, 1.5]  # the given std (rows without a run: none)
+    dashed = lambda ax: [l.get_xdata()[0] for l in ax.get_lines() if l.get_linestyle() in ("--", ":", "-.")]  # noqa
+    assert dashed(ours_axes[3]) == [40.0] and dashed(ours_axes[0]) == []  # the reference: Avg panel only
+    legend_title = fig.legends[0].get_title().get_text()
+    assert "ddof=1" in legend_title
+    bars = {p.get_facecolor()[:3] for ax in paper_axes for p in ax.patches}
+    assert len(bars) == 1  # one colour per source
+
+
+def test_points_mark_missing_runs_and_use_sample_std():
+    df = pd.DataFrame({"Value": [1.0, 1.0, 1.0, 0.4], "Avg": [60.0, 62.0, 64.0, 55.0], "Weight": ["qa"] * 4})
+    fig = plots.plot_points(df, "Value", "Avg", "Weight", expected={"qa": [0.4, 0.7, 1.0], "c": [0.4]})
+    ax = fig.axes[0]
+    assert sorted(t.get_text() for t in ax.texts) == ["no run: c", "no run: qa"]  # c=0.4 and qa=0.7
+    segments = ax.containers[0].lines[2][0].get_segments()
+    spans = sorted(round(s[1][1] - s[0][1], 4) for s in segments)
+    assert spans == [0.0, 4.0]  # 2 x std(ddof=1) of 60, 62, 64; one seed: no bar
+    assert ax.get_ylim() == (0.0, 100.0)
+
+
+def test_figures_show_inline_in_a_kernel():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    try:
+        import IPython
+        original = IPython.get_ipython
+        IPython.get_ipython = lambda: shell
+        assert plots.show_figures_inline()
+        fig = plots.plot_word_attention(["a", "b"], [0.3, 0.7])
+        data, _ = shell.display_formatter.format(fig)
+        assert "image/png" in data
+    finally:
+        IPython.get_ipython = original
+        InteractiveShell.clear_instance()

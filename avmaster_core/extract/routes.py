@@ -128,10 +128,11 @@ def compare_routes(video_path: str | Path, seconds: int | None = None) -> dict:
 
 def plot_route_comparison(comparison: dict, second: int = 1):
     """Both routes' log-mel patch of `second`, their difference, and the frame times: a matplotlib Figure."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the notebook shows the returned figure once
 
     mel = comparison["log_mel"]
-    fig, axes = plt.subplots(1, 4, figsize=(15, 3.4))
+    fig = Figure(figsize=(15, 3.4))
+    axes = fig.subplots(1, 4)
     for ax, name in zip(axes[:2], ("clean", "official")):
         im = ax.imshow(mel[name][second].T, origin="lower", aspect="auto", cmap="magma")
         ax.set(title=f"{name}: log-mel, second {second}", xlabel="frame (10 ms)", ylabel="mel band")

@@ -1,0 +1,151 @@
+""""What ours shows": the closing text of each table and figure notebook, computed from the numbers it shows.
+
+    findings.table_findings("table7", paper_df, ours, ours_std, smoke=True)   # -> IPython Markdown
+
+Each text compares our ranking of the rows with the paper's, says which of our differences from the
+reference row exceed the seed spread (the two rows' sample standard deviations, ddof=1, added), and why
+ours may differ from the paper. Nothing here is written by hand per notebook: change the runs and the
+text changes with them.
+"""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from . import paper
+
+WHY_SYNTHETIC = ("Why ours may differ from the paper: our numbers come from the bundled synthetic benchmark "
+                 "(generated scenes, 5,543 questions, 10 one-second segments) with CPU-sized models (width 64, "
+                 "10 epochs for the shipped runs), not MUSIC-AVQA with the full model; a ranking there says how the variants behave "
+                 "on a task where audio, visual and the question are each needed, not whether the paper's "
+                 "numbers reproduce.")
+WHY_REAL = ("Why ours may differ from the paper: seeds (the paper reports one run per row), the features "
+            "extracted here, and our reading of rows the paper describes in one line.")
+
+
+class Findings(str):
+    """Markdown text that IPython shows rendered (and tests read as a plain string)."""
+
+    def _repr_markdown_(self) -> str:
+        return str(self)
+
+
+def _label(row) -> str:
+    return " / ".join(map(str, row)) if isinstance(row, tuple) else str(row)
+
+
+def _ranking(values: pd.Series) -> list:
+    return list(values.dropna().sort_values(ascending=False).index)
+
+
+def _concordance(paper_values: pd.Series, ours_values: pd.Series) -> tuple[int, int]:
+    """(pairs ordered the same way, pairs compared) over rows both have."""
+    rows = [r for r in ours_values.dropna().index if r in paper_values.dropna().index]
+    same = total = 0
+    for i, a in enumerate(rows):
+        for b in rows[i + 1:]:
+            p, o = paper_values[a] - paper_values[b], ours_values[a] - ours_values[b]
+            if p != 0 and o != 0:
+                total += 1
+                same += (p > 0) == (o > 0)
+    return same, total
+
+
+def compare_rows(paper_values: pd.Series | None, mean: pd.Series, std: pd.Series | None, reference,
+                 names: dict | None = None, seeds: dict | None = None) -> list[str]:
+    """One line per row with a run: our difference from `reference` (points), whether it exceeds the seed
+    spread (std of both rows, ddof=1, added; a row with one seed has no spread) and the paper's difference."""
+    names = names or {}
+    name = lambda r: names.get(r, _label(r))  # noqa: E731
+    if reference not in mean.dropna().index:
+        return [f"The reference row {name(reference)} has no run, so no difference can be read."]
+    lines = []
+    for row, value in mean.dropna().items():
+        if row == reference:
+            continue
+        diff = value - mean[reference]
+        spread = (std.get(row, math.nan) + std.get(reference, math.nan)) if std is not None else math.nan
+        verdict = ("within the seed spread" if abs(diff) <= spread else "exceeds the seed spread") \
+            if not math.isnan(spread) else "no seed spread (one seed)"
+        stated = "" if paper_values is None or pd.isna(paper_values.get(row, math.nan)) else \
+            f"; paper {paper_values[row] - paper_values[reference]:+.2f}"
+        n = f", {len(seeds[row])} seed(s)" if seeds and row in seeds else ""
+        width = "" if math.isnan(spread) else f", ±{spread:.2f}"
+        lines.append(f"- {name(row)}: ours {diff:+.2f} points vs {name(reference)} ({verdict}{width}{n}){stated}")
+    return lines
+
+
+def ranking_lines(paper_values: pd.Series | None, mean: pd.Series, names: dict | None = None) -> list[str]:
+    """Our ranking of the rows beside the paper's, and how many pairs of rows keep the paper's order."""
+    names = names or {}
+    show = lambda rows: " > ".join(names.get(r, _label(r)) for r in rows)  # noqa: E731
+    lines = [f"- Ours, best first: {show(_ranking(mean))}."]
+    if paper_values is not None and paper_values.notna().any():
+        lines.append(f"- Paper, best first: {show(_ranking(paper_values.reindex(mean.dropna().index)))} "
+                     f"(rows we have runs for).")
+        same, total = _concordance(paper_values, mean)
+        if total:
+            lines.append(f"- {same} of {total} pairs of rows are ordered as in the paper.")
+    return lines
+
+
+def table_findings(name: str, paper_df: pd.DataFrame | None, ours: pd.DataFrame, ours_std: pd.DataFrame | None,
+                   *, smoke: bool, reference=paper.OURS, column: str = paper.AVG, names: dict | None = None,
+                   missing: dict | None = None) -> Findings:
+    """The closing paragraph of a table notebook from the table it showed (`column`: the one compared)."""
+    title = f"**What ours shows ({name}, column {column}).**"
+    pick = lambda t: None if t is None or not len(t) else t[[c for c in t.columns  # noqa: E731
+                                                          if _label(c).endswith(column)][0]]
+    mean, std, stated = pick(ours), pick(ours_std), pick(paper_df)
+    if mean is None or mean.dropna().empty:
+        return Findings(f"{title} No row has a run yet, so there is nothing of ours to compare"
+                        f"{'; missing: ' + ', '.join(map(str, missing.values())) if missing else ''}.")
+    seeds = ours.attrs.get("seeds")
+    lines = ranking_lines(stated, mean, names)
+    lines += compare_rows(stated, mean, std, reference, names, seeds)
+    if missing:
+        lines.append(f"- Rows without a run (not compared): {', '.join(names.get(r, _label(r)) if names else _label(r) for r in missing)}.")
+    return Findings("\n".join([title, "", *lines, "", WHY_SYNTHETIC if smoke else WHY_REAL]))
+
+
+def curve_findings(name: str, long: pd.DataFrame, x: str, y: str, hue: str | None, *, smoke: bool,
+                   reference_x=None) -> Findings:
+    """The closing paragraph of a curve figure: per group, the best and worst x and whether their gap
+    exceeds the seed spread there (ddof=1), and the difference from `reference_x` where given."""
+    title = f"**What ours shows ({name}).**"
+    if long.empty:
+        return Findings(f"{title} No point has a run yet.")
+    lines = []
+    seed_sd = long.groupby([c for c in (hue, x) if c])[y].std(ddof=1).max()  # where several seeds exist
+    for group, part in (long.groupby(hue, sort=False) if hue else [(None, long)]):
+        stats = part.groupby(x)[y].agg(["mean", "std"])
+        if len(stats) < 2:
+            lines.append(f"- {group}: one point only ({x} = {stats.index[0]}), no trend to read.")
+            continue
+        best, worst = stats["mean"].idxmax(), stats["mean"].idxmin()
+        gap = stats.loc[best, "mean"] - stats.loc[worst, "mean"]
+        spread = stats.loc[best, "std"] + stats.loc[worst, "std"]
+        verdict = (f"one seed at one end, so compare with the largest seed s.d. measured, {seed_sd:.2f}"
+                   if not math.isnan(seed_sd) else "no seed spread (one seed per point)") if math.isnan(spread) else \
+            ("exceeds the seed spread" if gap > spread else "within the seed spread")
+        label = f"{group}: " if group is not None else ""
+        lines.append(f"- {label}best at {x} = {best} ({stats.loc[best, 'mean']:.1f}), worst at {worst} "
+                     f"({stats.loc[worst, 'mean']:.1f}): a gap of {gap:.2f} points, {verdict}.")
+    return Findings("\n".join([title, "", *lines, "", WHY_SYNTHETIC if smoke else WHY_REAL]))
+
+
+def attention_findings(attention: pd.DataFrame, *, smoke: bool) -> Findings:
+    """Fig. 8's closing paragraph: per row (modality) the most attended word and the share on padding."""
+    lines = []
+    for row, weights in attention.iterrows():
+        words = weights.drop("<padding>", errors="ignore")
+        padding = float(weights.get("<padding>", 0.0))
+        lines.append(f"- {row}: most attention on {words.idxmax()!r} ({words.max():.2f}); "
+                     f"{padding:.2f} of it on padding positions"
+                     + (" (the released code does not mask them: most of the attention lands there)"
+                        if padding > 0.5 else "") + ".")
+    lines.append("- The paper shows the attention mass on the question's key words (instrument, location); ours is "
+                 "one question of one checkpoint, so it illustrates, it does not measure.")
+    return Findings("\n".join(["**What ours shows (Fig. 8).**", "", *lines, "",
+                               WHY_SYNTHETIC if smoke else WHY_REAL]))

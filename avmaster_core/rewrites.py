@@ -1,0 +1,293 @@
+"""The exact speed-ups of AV-Master: algebraic rewrites of the plain blocks in blocks.py and model.py.
+
+Every function here computes what the plain `forward` of its module computes (same parameters, same math,
+same dropout statistics) with fewer or larger operations. The plain forms are the reference to read beside
+the paper; a module runs these rewrites when its `fast` flag is on (the default, see
+`model.build_model(cfg, fast=...)`). tests/test_rewrites.py compares both paths for every experiment x preset.
+
+- absorbed attention: with one head or few queries, the projection pairs W_k^T W_q and W_o W_v are folded
+  (`absorbed_single_head`, `absorbed_bert_cross`);
+- the focus recurrence (`focus_recurrence`): everything that depends on a frame but not on the recurrent
+  state is computed for all T steps at once; the cross-attention over K copies of one frame is
+  query-independent; dropout masks of the loop are drawn once per tensor for all steps;
+- collapsed templates (`focus_collapsed`): in eval mode where the K rows stay identical, one row per
+  sample with the affine parts of a step folded into one matrix;
+- split fusion linear (`key_fusion_split`).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+# ============================================================================ cached weight products
+def _capturing() -> bool:
+    """True while torch.compile traces or the current CUDA stream records a graph."""
+    if torch.compiler.is_compiling():
+        return True
+    return torch.cuda.is_initialized() and torch.cuda.is_current_stream_capturing()
+
+
+def folded(module: nn.Module, name: str, compute, *params: Tensor) -> Tensor:
+    """compute() -- a product of weights, e.g. W_o W_v -- cached on `module` while no gradient is recorded.
+
+    Inference calls reuse it until one of `params` changes in place (an optimizer step bumps its version);
+    with autograd on, it is recomputed every call so gradients flow through it. While a CUDA graph is being
+    captured or torch.compile traces, it is recomputed too: the product must be part of the captured work,
+    or replays after an optimizer step would use stale weights (fast.py).
+    """
+    if torch.is_grad_enabled() or _capturing():
+        return compute()
+    key = (name, tuple(p._version for p in params), torch.is_autocast_enabled(params[0].device.type),
+           params[0].device)
+    cache = module.__dict__.setdefault("_folded_cache", {})
+    hit = cache.get(name)
+    if hit is None or hit[0] != key:
+        hit = cache[name] = (key, compute())
+    return hit[1]
+
+
+def dropout_masks(shape: tuple[int, ...], p: float, like: Tensor) -> Tensor:
+    """Inverted-dropout multipliers for many dropout calls at once: 0 or 1/(1-p), each kept with prob. 1-p.
+
+    One random draw replaces one `bernoulli_` per call (same statistics as F.dropout, other random stream).
+    """
+    return (torch.rand(shape, device=like.device) >= p).to(like.dtype) / (1.0 - p)
+
+
+# ============================================================================ absorbed attention
+def absorbed_single_head(att, query: Tensor, key: Tensor, value: Tensor, p: float) -> Tensor:
+    """blocks.MultiheadAttention with one head, both projection pairs absorbed (fewer matmuls over many rows):
+    scores = (W_k^T (W_q x + b_q)) . y  (the q . b_k term is constant per query, cancels in the softmax)
+    out    = (A Y_v)(W_o W_v)^T + (sum A) W_o b_v + b_o,  A the (dropped-out) attention probabilities."""
+    d = att.dim
+    w, b = att.in_proj_weight, att.in_proj_bias
+    w_q, w_k, w_v = w[:d], w[d:2 * d], w[2 * d:]
+    w_o = att.out_proj.weight
+    ps = (att.in_proj_weight, att.in_proj_bias, w_o)
+    w_qk, b_qk = folded(att, "qk", lambda: (w_k.T @ w_q, w_k.T @ b[:d]), *ps)
+    w_ov, b_ov = folded(att, "ov", lambda: (w_o @ w_v, w_o @ b[2 * d:]), *ps)
+    q_abs = F.linear(query, w_qk, b_qk)  # [..., Lq, D]
+    probs = torch.softmax(q_abs @ key.transpose(-1, -2) / math.sqrt(d), dim=-1)  # [..., Lq, Lk]
+    probs = F.dropout(probs, p, p > 0)
+    out = F.linear(probs @ value, w_ov, att.out_proj.bias)
+    mass = probs.sum(-1, keepdim=True)  # 1 unless dropout
+    return out + mass * b_ov
+
+
+def fused_attention(att, query: Tensor, key: Tensor, value: Tensor, p: float) -> Tensor:
+    """blocks.MultiheadAttention through F.scaled_dot_product_attention, projections fused where inputs coincide."""
+    q, k, v = (att.split_heads(t) for t in att.project(query, key, value))  # [..., H, L, dh]
+    out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+    return att.out_proj(out.transpose(-3, -2).flatten(-2))
+
+
+def absorbed_bert_cross(layer, h: Tensor, memory: Tensor) -> Tensor:
+    """blocks.BertCrossLayer with absorbed projections: with Lq << Lm queries (the decoders have Lq = 1),
+    scores are (q_h W_k,h) . m / sqrt(dh) (q . b_k is constant per query and cancels in the softmax) and the
+    values are W_v,h (sum_n a_n m_n) + b_v,h sum_n a_n: no projection of the Lm memory tokens."""
+    b, lq, d = h.shape
+    nh, dh = layer.heads, d // layer.heads
+    q = layer.query(h).unflatten(-1, (nh, dh))  # [B, Lq, H, dh]
+    q_abs = torch.einsum("bqhe,hed->bhqd", q, layer.key.weight.unflatten(0, (nh, dh)))  # [B, H, Lq, D]
+    scores = q_abs.flatten(1, 2) @ memory.transpose(1, 2) / math.sqrt(dh)  # [B, H*Lq, Lm]
+    probs = F.dropout(torch.softmax(scores, dim=-1), layer.dropout, layer.training)
+    mixed = probs @ memory  # [B, H*Lq, D]  sum_n a_n m_n
+    mass = probs.sum(-1, keepdim=True)  # [B, H*Lq, 1]  sum_n a_n (1 unless dropout)
+    w_v = layer.value.weight.unflatten(0, (nh, dh))  # [H, dh, D]
+    ctx = torch.einsum("bhqd,hed->bqhe", mixed.unflatten(1, (nh, lq)), w_v)  # [B, Lq, H, dh]
+    ctx = (ctx + mass.unflatten(1, (nh, lq)).transpose(1, 2) * layer.value.bias.view(nh, dh)).flatten(-2)
+    return layer.add_and_feed_forward(h, ctx)
+
+
+# ============================================================================ the focus recurrence
+def frame_values(layer, frames: Tensor, per_head: bool) -> Tensor:
+    """The focus cross-attention's output for K copies of each frame, all steps at once.
+
+    Keys and values are K copies of one frame, so the softmax is uniform and the output does not depend on
+    the query: out = out_proj(concat_h c_h * (W_v,h f + b_v,h)) with c_h = 1 in eval and
+    c_h = (# copies kept by dropout) / (K (1 - p)) in training (`cross_scale`).
+    frames [N, T, D] -> out_proj-mapped values: [N, T, H, D] per head (no out bias), or [N, T, D] summed.
+    """
+    att = layer.cross_attn
+    d, h = att.dim, att.heads
+    v = F.linear(frames, att.in_proj_weight[2 * d:], att.in_proj_bias[2 * d:])  # [N, T, D]
+    if not per_head:
+        return att.out_proj(v)
+    w_o = att.out_proj.weight.unflatten(1, (h, d // h))  # [D_out, H, dh]
+    return torch.einsum("nthe,ohe->ntho", v.unflatten(-1, (h, d // h)), w_o)
+
+
+def cross_scale(layer, shape: tuple[int, ...], copies: int, device, dtype) -> Tensor:
+    """Dropout on K uniform attention probabilities summed: Binomial(K, 1-p) / (K (1-p)), shape [..., H]."""
+    p = layer.cross_attn.dropout
+    kept = (torch.rand(*shape, layer.cross_attn.heads, copies, device=device) >= p).sum(-1)
+    return kept.to(dtype) / (copies * (1.0 - p))
+
+
+def _step_masks(layer, t_len: int, n: int, rows: int, like: Tensor) -> list[dict[str, Tensor]]:
+    """Per-step dropout multipliers of one focus decoder step, drawn for all T steps in one call per site."""
+    d, heads, hidden = like.shape[-1], layer.self_attn.heads, layer.ffn.linear1.out_features
+    sites = {"attn": ((t_len, n, heads, rows, rows), layer.self_attn.dropout),
+             "drop1": ((t_len, n, rows, d), layer.drop1.p), "drop2": ((t_len, n, rows, d), layer.drop2.p),
+             "ffn": ((t_len, n, rows, hidden), layer.ffn.dropout.p), "drop3": ((t_len, n, rows, d), layer.drop3.p)}
+    drawn = {name: dropout_masks(shape, p, like).unbind(0) for name, (shape, p) in sites.items()}
+    return [{name: masks[t] for name, masks in drawn.items()} for t in range(t_len)]
+
+
+def _self_attention_offset(att, bias: Tensor, mode: str) -> Tensor | float:
+    """What the bias adds to the packed q,k,v projections of the focus self-attention, once for all steps.
+
+    query_pos: q,k = W_qk (z + P) + b_qk, v = W_v z + b_v, so qkv = W z + b + [W_qk P, 0]. The per-step work
+    is then one matmul with the whole packed weight: no slice of it per step, whose backward would write a
+    zero-filled [3D, D] gradient every step.
+    """
+    if mode != "query_pos":
+        return 0.0
+    d = att.dim
+    qk = F.linear(bias, att.in_proj_weight[: 2 * d])  # [N|1, R, 2D]
+    return torch.cat([qk, qk.new_zeros(*qk.shape[:-1], d)], dim=-1)
+
+
+def _self_attention_step(att, z: Tensor, offset: Tensor | float, mask: Tensor | None) -> Tensor:
+    """blocks.MultiheadAttention(z + .., z + .., z) of a focus step; `mask` pre-drawn probability dropout."""
+    qkv = F.linear(z, att.in_proj_weight, att.in_proj_bias) + offset
+    q, k, v = (att.split_heads(t) for t in qkv.chunk(3, dim=-1))  # [N, H, R, dh]
+    if mask is None:
+        out = F.scaled_dot_product_attention(q, k, v)
+    else:
+        probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
+        out = (probs * mask) @ v
+    return att.out_proj(out.transpose(-3, -2).flatten(-2))
+
+
+def _decoder_step(layer, z: Tensor, bias: Tensor, offset: Tensor | float, cross: Tensor, mode: str,
+                  m: dict | None) -> Tensor:
+    """blocks.FocusDecoderLayer given its query-independent cross output; `m` the step's dropout masks
+    (None in eval or without dropout)."""
+    def drop(x, site):
+        return x if m is None else x * m[site]
+
+    if mode != "query_pos":  # "add": SAB(z + bias) + bias
+        z = z + bias
+    z = layer.norm1(z + drop(_self_attention_step(layer.self_attn, z, offset, m and m["attn"]), "drop1"))
+    if mode != "query_pos":
+        z = z + bias
+    z = layer.norm2(z + drop(cross, "drop2"))
+    ffn = layer.ffn
+    return layer.norm3(z + drop(ffn.linear2(drop(ffn.act(ffn.linear1(z)), "ffn")), "drop3"))
+
+
+def focus_recurrence(block, x: Tensor, bias: Tensor, init: Tensor | None, collapse: bool,
+                     return_steps: bool = False) -> tuple[Tensor, int, list[Tensor] | None]:
+    """model.FocusBlock.forward, with the frame-only work of all T steps done before the loop over time.
+
+    The additive first stage is z <- W3 W1 z + (W3 (W2 f + b1 + b2 + beta) + b3) (uniform softmax over K
+    copies of the frame); its frame half and the cross-attention output are computed for all steps at once.
+    With `collapse` the K identical rows run as one (their multiplicity is returned).
+    """
+    cfg = block.cfg
+    if cfg.use_focus and collapse and cfg.focus_first_stage == "additive" and not return_steps:
+        return focus_collapsed(block, x), cfg.num_templates, None
+    x = block.embed(x)
+    if not cfg.use_focus:  # Table VII w/o AVFC: the embedded frames themselves are the "templates"
+        return x, 1, None
+    n, t_len, d = x.shape
+    k, layer, first = cfg.num_templates, block.layer, block.first
+    rows = 1 if collapse else k
+    additive = cfg.focus_first_stage == "additive"
+    if additive:
+        state_matrix = first.linear3.weight @ first.linear1.weight  # W3 W1
+        terms = first.linear3(first.linear2(x) + first.linear1.bias + first.b).unbind(1)  # T x [N, D]
+    per_head = layer.training and layer.cross_attn.dropout > 0
+    values = frame_values(layer, x, per_head).unbind(1)  # T x ([N, H, D] or [N, D])
+    frames = x.unbind(1)  # unbind once: indexing [:, t] in the loop would scatter T full-size gradients
+    if per_head:  # attention dropout on K uniform probabilities, all steps at once
+        scales = cross_scale(layer, (t_len, n, rows), k, x.device, x.dtype).unbind(0)  # T x [N, R, H]
+    masks = _step_masks(layer, t_len, n, rows, x) if layer.training and cfg.dropout > 0 else [None] * t_len
+    z = x[:, :1].expand(n, rows, d) if init is None else init.expand(n, rows, d)
+    bias = bias[:, :rows]
+    offset = _self_attention_offset(layer.self_attn, bias, cfg.bias_mode)
+    steps = [] if return_steps else None
+    for t in range(t_len):
+        if per_head:
+            cross = torch.einsum("nrh,nho->nro", scales[t], values[t]) + layer.cross_attn.out_proj.bias
+        else:
+            cross = values[t].unsqueeze(1).expand(n, rows, d)
+        z = z @ state_matrix.T + terms[t].unsqueeze(1) if additive else first(z + frames[t].unsqueeze(1))
+        z = block.final_norm(_decoder_step(layer, z, bias, offset, cross, cfg.bias_mode, masks[t]))
+        if return_steps:
+            steps.append(z)
+    return z, (k if collapse else 1), steps
+
+
+def _collapsed_weights(block, feats: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """B = (I + Wo Wv) W3 W1 and the folded frame -> (d_t, e_t) map of `focus_collapsed`."""
+    layer, first = block.layer, block.first
+    d = feats.shape[-1]
+    eye = torch.eye(d, device=feats.device, dtype=feats.dtype)
+    sa, ca = layer.self_attn, layer.cross_attn
+    m = eye + sa.out_proj.weight @ sa.in_proj_weight[2 * d:]  # I + Wo Wv
+    m_bias = sa.out_proj.weight @ sa.in_proj_bias[2 * d:] + sa.out_proj.bias
+    w3 = first.linear3.weight
+    b_mat = m @ (w3 @ first.linear1.weight)  # [D, D]
+    w_d = m @ (w3 @ first.linear2.weight)  # frame -> d_t
+    c_d = m @ (w3 @ (first.linear2.bias + first.linear1.bias + first.b) + first.linear3.bias) + m_bias
+    w_e = ca.out_proj.weight @ ca.in_proj_weight[2 * d:]  # frame -> e_t
+    c_e = ca.out_proj.weight @ ca.in_proj_bias[2 * d:] + ca.out_proj.bias
+    w_de, c_de = torch.cat([w_d, w_e]), torch.cat([c_d, c_e])
+    if isinstance(block.embed, nn.Linear):  # fold the embedding too: frames = E feats + e
+        c_de = c_de + w_de @ block.embed.bias
+        w_de = w_de @ block.embed.weight
+    return b_mat, w_de, c_de
+
+
+def focus_collapsed(block, feats: Tensor) -> Tensor:
+    """Released focus recurrence with K identical rows and no dropout, on one row per sample. [N, 1, D].
+
+    feats [N, T, D] are the features before `embed`. Per step: additive stage z' = A z + c_t;
+    self-attention over identical rows returns its value, so LN1(z' + Wo Wv z' + (Wo bv + bo)) =
+    LN1(B z + d_t) with B = (I + Wo Wv) A; the cross-attention output e_t does not depend on z. d_t and e_t
+    are affine in the frame, so both come from one matmul of the (un-embedded) features with folded weights.
+    Only B z, the LayerNorms and the FFN stay in the loop over time.
+    """
+    layer, d = block.layer, feats.shape[-1]
+    b_mat, w_de, c_de = folded(block, "collapsed", lambda: _collapsed_weights(block, feats),
+                               *[p for p in block.parameters()])
+    de = F.linear(feats, w_de, c_de)  # [N, T, 2D]
+    d_all, e_all = de[..., :d], de[..., d:]
+    n1, n2, n3 = layer.norm1, layer.norm2, layer.norm3
+    ffn, final = layer.ffn, block.final_norm
+    z = block.embed(feats[:, 0])  # [N, D] the first frame
+    for d_t, e_t in zip(d_all.unbind(1), e_all.unbind(1)):
+        z = n1(torch.addmm(d_t, z, b_mat.T))
+        z = n2(z + e_t)
+        z = final(n3(z + ffn(z)))
+    return z.unsqueeze(1)
+
+
+# ============================================================================ key fusion
+def key_fusion_split(model, context: Tensor, focus: dict[str, Tensor]) -> Tensor:
+    """model.AVMaster.key_fusion with additive pooling, the fusion linear split per input.
+
+    O_m = Fc + beta_m + g_m @ u_m (the pooling weights g sum to 1 over the slots; g = 1 for one collapsed
+    slot), so fuse(concat(Fc, O_v, O_a)) = Fc (W_c + W_v + W_a)^T + sum_m g_m @ (u_m W_m^T) +
+    (b + sum_m W_m beta_m): one D x D matmul over the tokens instead of a 3D x D one.
+    """
+    mods = tuple(reversed(model.cfg.modalities))  # released order: Fc, O_v, O_a
+    d = context.shape[-1]
+    w = model.fuse.weight.split(d, dim=1)  # W_c, then one [D, D] block per modality
+    w_sum, bias = w[0], model.fuse.bias
+    h_slots = 0
+    for i, m in enumerate(mods):
+        pool = model.pool[m]
+        u = pool.proj(focus[m])  # [B, R, D]
+        g = None if u.shape[1] == 1 else pool.slot_weights(context, u)  # [B, Lc, R]
+        w_sum = w_sum + w[i + 1]
+        bias = bias + w[i + 1] @ pool.beta
+        uw = u @ w[i + 1].T  # [B, R, D]
+        h_slots = h_slots + (uw if g is None else g @ uw)
+    return (F.linear(context, w_sum, bias) + h_slots).amax(dim=1)

@@ -1,0 +1,258 @@
+"""The reproduction plan (avmaster_core.reproduce) and the shared-filesystem work lock (worklock.py)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+import pytest
+
+from avmaster_core import reproduce
+from avmaster_core.launchers import InOrder, LocalGPUs, _SubmititTask, execute
+from avmaster_core.reproduce import (BLOCKED, FINISHED, RUNNING, EvalSpec, QuestionSpec, ReproduceSettings, RunSpec,
+                                     build_plan, lock_path, spec_from_dict, spec_to_dict)
+from avmaster_core.reproduce_run import run_plan
+from avmaster_core.worklock import WorkLock
+
+
+# ------------------------------------------------------------------------------------------------ work lock
+def test_lock_is_exclusive_and_released(tmp_path):
+    first, second = WorkLock(tmp_path / "x.lock"), WorkLock(tmp_path / "x.lock")
+    assert first.acquire()
+    assert not second.acquire()
+    assert second.holder()["token"] == first.token
+    first.release()
+    assert not (tmp_path / "x.lock").exists()
+    assert second.acquire()
+    second.release()
+
+
+def test_a_silent_holder_on_another_machine_goes_stale(tmp_path):
+    path = tmp_path / "x.lock"
+    path.write_text(json.dumps({"owner": "node7:123", "host": "node7", "pid": 123, "token": "t", "since": 0}))
+    fresh = WorkLock(path, heartbeat_s=1, stale_after_s=60)
+    assert not fresh.acquire()                       # its heartbeat is recent: still alive
+    old = time.time() - 120
+    os.utime(path, (old, old))                       # no heartbeat for two minutes: dead
+    assert fresh.acquire() and fresh.held_by_me()
+    fresh.release()
+
+
+def test_a_dead_pid_on_this_host_frees_the_lock_at_once(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    path = tmp_path / "x.lock"
+    path.write_text(json.dumps({"owner": "x", "host": socket.gethostname(), "pid": int(dead), "token": "t",
+                                "since": time.time()}))
+    assert WorkLock(path).acquire()
+
+
+def test_a_requeued_task_takes_back_its_own_lock(tmp_path):
+    before = WorkLock(tmp_path / "x.lock", owner="submitit:42_3")
+    assert before.acquire()
+    before._stop.set()                                # the preempted process died without releasing
+    after = WorkLock(tmp_path / "x.lock", owner="submitit:42_3")
+    assert after.acquire()
+    assert not WorkLock(tmp_path / "x.lock", owner="submitit:42_4").acquire()
+    after.release()
+
+
+def test_heartbeat_keeps_the_lock_fresh(tmp_path):
+    lock = WorkLock(tmp_path / "x.lock", heartbeat_s=0.1, stale_after_s=0.5)
+    assert lock.acquire()
+    old = time.time() - 100
+    os.utime(lock.path, (old, old))
+    time.sleep(0.4)
+    assert lock.holder()["age_s"] < 0.5
+    assert not WorkLock(tmp_path / "x.lock", heartbeat_s=0.1, stale_after_s=0.5).acquire()
+    lock.release()
+
+
+# ------------------------------------------------------------------------------------------------ the plan
+@pytest.fixture(scope="module")
+def empty_plan(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("plan")
+    return build_plan(ReproduceSettings(data=str(tmp / "data"), runs=str(tmp / "runs"), results=str(tmp / "res")))
+
+
+def test_full_plan_covers_every_artefact_and_blocks_on_missing_annotations(empty_plan):
+    assert list(empty_plan.artefacts) == ["table2", "table3", "table4", "table5", "table7", "table8", "table9",
+                                          "table10", "table11", "table12", "table13", "fig4", "fig5", "fig6",
+                                          "fig7", "fig8"]
+    assert list(empty_plan.artefacts) == list(reproduce.artefacts())
+    assert all(i.status == BLOCKED for i in empty_plan.items.values())
+    default = empty_plan.items["train default seed 1"]
+    assert "avqa-train.json" in default.needs[0] and "avmaster data fetch music_avqa" in default.needs[0]
+    assert set(default.artefacts) >= {"table2", "table7", "table12", "fig4", "fig6", "fig8"}
+    assert "multiple-choice" in empty_plan.items["train default on avqa/standard seed 1"].needs[0]
+
+
+def test_full_plan_items(empty_plan):
+    kinds = [i.kind for i in empty_plan.items.values()]
+    trains = {i.spec.experiment for i in empty_plan.items.values() if i.kind == "train"}
+    # experiments identical to the full model reuse its run: no table8/all, table9/len8, fig7/*=1.0 run
+    assert "table8/all" not in trains and "table9/len8" not in trains and "fig7/qa=1.0" not in trains
+    assert {"table7/wo_tdpp", "fig4/T12", "fig5/a+q", "fig7/c=1.6"} <= trains
+    # inference-only rows re-score the full model instead of training
+    assert not any(e.startswith(("table12", "table13")) for e in trains)
+    evaluations = [i.spec for i in empty_plan.items.values() if i.kind == "evaluate"]
+    assert {e.label for e in evaluations} >= {"table12/wo_ape", "table13/mul", "table3/music_avqa_r-test",
+                                              "table4/balance-trained-music_avqa_v2-test_bias"}
+    assert all(e.run.experiment == "default" for e in evaluations)
+    assert kinds.count("questions") == 4
+
+
+def test_estimate_uses_the_question_counts_and_the_stated_speed(empty_plan):
+    item = empty_plan.items["train default seed 1"]
+    speed = empty_plan.speed
+    assert "H200" in speed.source and speed.train == 151
+    # without annotation files the counts are the paper's Table I: 31,904 / 4,568 / 9,129
+    expected = (30 * (31904 / 151 + 4568 / 631) + 9129 / 631) / 3600
+    assert item.hours == pytest.approx(expected)
+    assert "Time estimates from the released code on one H200" in empty_plan.render(details=False)
+
+
+def test_only_and_given_speed(tmp_path):
+    plan = build_plan(ReproduceSettings(data=str(tmp_path), runs=str(tmp_path / "r"), seeds=(1,), train_speed=1510),
+                      only=["table_7"])
+    assert list(plan.artefacts) == ["table7"] and plan.speed.source.startswith("given")
+    assert len([i for i in plan.items.values() if i.kind == "train"]) == 6
+    with pytest.raises(KeyError, match="paper-only"):
+        build_plan(ReproduceSettings(), only=["table6"])
+
+
+def test_specs_survive_json(tmp_path):
+    run = RunSpec("music_avqa_v2", "bias", "default", "official", 2)
+    for spec in (run, EvalSpec(run, "music_avqa_v2", "test_balance", "x", (("combine", "mul"),)),
+                 QuestionSpec("music_avqa_r", ("test",))):
+        assert spec_from_dict(json.loads(json.dumps(spec_to_dict(spec)))) == spec
+    settings = ReproduceSettings(data=str(tmp_path), stores=(("music_avqa", "/x.h5"),))
+    assert ReproduceSettings.from_dict(json.loads(json.dumps(settings.to_dict()))) == settings
+    assert settings.store("music_avqa_r") == settings.store("music_avqa")   # same videos, same store
+    assert run.folder(settings).parts[-4:] == ("music_avqa_v2", "bias", "default", "2")
+
+
+def test_a_held_item_is_running_and_skipped(tmp_path):
+    settings = ReproduceSettings(data=str(tmp_path), runs=str(tmp_path / "runs"), seeds=(1,))
+    spec = RunSpec("music_avqa", "standard", "default", "official", 1)
+    other = WorkLock(lock_path(spec, settings), owner="another machine")
+    assert other.acquire()
+    try:
+        plan = build_plan(settings, only=["table2"])
+        assert plan.items[spec.key].status == RUNNING and "another machine" in plan.items[spec.key].result
+        outcome = execute(spec_to_dict(spec), settings.to_dict())
+        assert outcome["status"] == "skipped" and "another machine" in outcome["message"]
+    finally:
+        other.release()
+
+
+def test_finished_run_is_read_back(tmp_path):
+    settings = ReproduceSettings(data=str(tmp_path), runs=str(tmp_path / "runs"), seeds=(1,))
+    spec = RunSpec("music_avqa", "standard", "default", "official", 1)
+    folder = spec.folder(settings)
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps({"test_acc": 77.5}))
+    model_cfg, train_cfg, data_cfg = reproduce.run_configs(spec, settings)
+    import dataclasses
+
+    config = {"model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(train_cfg),
+              "data": dataclasses.asdict(data_cfg)}
+    (folder / "config.json").write_text(json.dumps(config, default=list))
+    (folder / "metrics.jsonl").write_text(json.dumps({"samples_per_s": 1000.0, "eval_seconds": 4568 / 500}) + "\n")
+    plan = build_plan(settings, only=["table2", "table12"])
+    item = plan.items[spec.key]
+    assert item.status == FINISHED and item.result == "test 77.50 %" and item.hours == 0
+    import pandas as pd
+
+    from avmaster_core.reproduce_report import ours_for
+    from avmaster_core.scoring import TABLE2_COLUMNS
+
+    pd.DataFrame([[50.0] * (len(TABLE2_COLUMNS) - 1) + [77.5]], index=pd.Index(["ours"], name="method"),
+                 columns=pd.MultiIndex.from_tuples(TABLE2_COLUMNS)).to_csv(folder / "test_table.csv")
+    ours = ours_for("table2", data=tmp_path, runs=tmp_path / "runs", results=tmp_path / "res", seeds=(1,))
+    assert ours.loc["AV-Master", ("Overall", "Avg")] == 77.5 and ours.attrs["seeds"] == {"AV-Master": [1]}
+    # the estimate now follows the speed measured on this plan's finished run (MUSIC-AVQA val: 4,568 questions)
+    assert plan.speed.train == 1000 and plan.speed.infer == pytest.approx(500) and "measured" in plan.speed.source
+    evaluation = plan.items["evaluate table12/wo_ape seed 1"]
+    assert evaluation.hours == pytest.approx(9129 / 500 / 3600)
+    config["model"]["dim"] = 64
+    (folder / "config.json").write_text(json.dumps(config, default=list))
+    item = build_plan(settings, only=["table2"]).items[spec.key]
+    assert item.status == reproduce.CONFLICT and "model.dim" in item.needs[0]
+    with pytest.raises(ValueError, match="another configuration"):
+        run_plan(settings, ["table2"], echo=lambda *a, **k: None)
+
+
+def test_dry_run_prints_what_would_be_launched(tmp_path):
+    lines = []
+    settings = ReproduceSettings(data=str(tmp_path), runs=str(tmp_path / "runs"), seeds=(1,))
+    run_plan(settings, ["table12"], LocalGPUs([0, 1]), dry_run=True, echo=lambda *a, **k: lines.append(a[0]))
+    text = "\n".join(lines)
+    assert "Would launch with one item per GPU on GPUs 0,1" in text and "19_table12_13" not in text
+    assert not (tmp_path / "runs").exists()
+
+
+def test_launcher_commands():
+    settings = ReproduceSettings()
+    run = RunSpec("music_avqa", "standard", "default", "official", 1)
+    command = LocalGPUs([0, 1, 2, 3], ddp=True).command(run, settings, "o.json")
+    assert "torch.distributed.run" in command and "--nproc_per_node=4" in command
+    assert LocalGPUs([0]).command(run, settings, "o.json")[1:3] == ["-m", "avmaster_core.launchers"]
+    assert InOrder().describe(run, settings).startswith(f"in this process: {run.key} (train on train")
+
+
+def test_submitit_task_requeues_itself_on_preemption():
+    task = _SubmititTask({"seeds": [1]})
+    spec = spec_to_dict(RunSpec("music_avqa", "standard", "default", "official", 1))
+    again = task.checkpoint(spec)
+    assert isinstance(again.function, _SubmititTask) and again.args == (spec,)
+
+
+def test_run_skips_items_another_worker_holds(tmp_path):
+    settings = ReproduceSettings(data=str(tmp_path), runs=str(tmp_path / "runs"), results=str(tmp_path / "res"),
+                                 seeds=(1,))
+    spec = RunSpec("music_avqa", "standard", "default", "official", 1)
+    other = WorkLock(lock_path(spec, settings), owner="node7 (another machine)")
+    assert other.acquire()
+    lines = []
+    try:
+        run_plan(settings, ["table2"], echo=lambda *a, **k: lines.append(a[0]))
+    finally:
+        other.release()
+    text = "\n".join(lines)
+    assert f"skipped {spec.key}: held by node7 (another machine)" in text, text
+    assert "finished: none" in text
+
+
+def test_protocols_and_dataset_tables_come_from_the_dataset_registry():
+    assert [(p.name, p.train, p.val, p.test) for p in reproduce.protocols("music_avqa_v2")] == [
+        ("balance", "train_balance", "val_balance", "test_balance"), ("bias", "train_bias", "val_bias", "test_bias")]
+    avqa = reproduce.protocol("avqa", "standard")
+    assert avqa.val is None and avqa.test == "test"        # AVQA's val file is its test file: no model selection on it
+    assert reproduce.protocols("music_avqa_r") == []       # test only
+    table4 = {label: (p.name, split) for label, p, _, split in reproduce.dataset_cells("table4")}
+    assert table4 == {("Bias", "Bias", "AV-Master"): ("bias", "test_bias"),
+                      ("Bias", "Balance", "AV-Master"): ("balance", "test_bias"),
+                      ("Balance", "Bias", "AV-Master"): ("bias", "test_balance"),
+                      ("Balance", "Balance", "AV-Master"): ("balance", "test_balance")}
+    [(label, trained, dataset, split)] = reproduce.dataset_cells("table3")
+    assert (label, trained.dataset, dataset, split) == ("AV-Master", "music_avqa", "music_avqa_r", "test")
+    assert "multiple-choice" in reproduce.not_yet("table5") and reproduce.not_yet("table4") is None
+
+
+def test_slurm_parameters_are_submitits_and_slurm_must_be_there(tmp_path):
+    from submitit.slurm.slurm import SlurmExecutor
+
+    from avmaster_core.launchers import Submitit
+
+    launcher = Submitit(tmp_path / "submitit", partition="gpu", account="lab")
+    slurm = {k.removeprefix("slurm_") for k in launcher.parameters if k.startswith("slurm_")}
+    assert slurm <= SlurmExecutor._valid_parameters()       # submitit would refuse an unknown one
+    if shutil.which("srun") is None:
+        with pytest.raises(RuntimeError, match="no SLURM on this machine"):
+            launcher.executor()
