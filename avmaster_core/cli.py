@@ -104,6 +104,7 @@ def run_command(func, args: argparse.Namespace, argv: list[str], command: str) -
         sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
         return code
     except KeyboardInterrupt:
+        sys.unraisablehook = lambda unraisable: None  # objects cut off mid-construction complain when collected
         hint = RESUME_HINTS.get(command, "rerun the same command to continue")
         print(f"\navmaster {command}: interrupted (Ctrl-C); {hint}", file=sys.stderr)
         return 130

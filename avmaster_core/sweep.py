@@ -103,7 +103,6 @@ def run_grid(experiments: Sequence[str], seeds: Sequence[int], *, preset: str = 
         raise ValueError("run_grid needs at least one experiment and one seed")
     # Build every config first: a typo in the last experiment fails before hours of training.
     cells = [(e, s, *_grid_configs(e, s, preset, size, train_cfg, data_cfg)) for e in experiments for s in seeds]
-    _check_inputs(cells, preset, out_dir)  # and every input of the runs still to train, before the first one
     results: list[RunResult] = []
     bar = tqdm(cells, desc="sweep", disable=not progress, dynamic_ncols=True)
     for experiment, seed, model_cfg, seeded_train, run_data in bar:
@@ -133,12 +132,15 @@ def run_grid(experiments: Sequence[str], seeds: Sequence[int], *, preset: str = 
     return results
 
 
-def _check_inputs(cells, preset: str, out_dir) -> None:
-    """preflight.check_run_inputs once per distinct data config among the unfinished runs of the grid."""
+def check_grid_inputs(experiments, seeds, *, preset: str, size: str, train_cfg: TrainConfig, data_cfg: DataConfig,
+                      out_dir) -> None:
+    """preflight.check_run_inputs once per distinct data config among the unfinished runs of a grid (the
+    `sweep` command calls it before the first run)."""
     from .preflight import check_run_inputs, splits_of
 
     checked = set()
-    for experiment, seed, model_cfg, seeded_train, run_data in cells:
+    for experiment, seed in ((e, s) for e in experiments for s in seeds):
+        model_cfg, seeded_train, run_data = _grid_configs(experiment, seed, preset, size, train_cfg, data_cfg)
         if run_data in checked or (run_dir_for(out_dir, run_name(experiment, preset), seed) / SUMMARY_FILE).is_file():
             continue
         check_run_inputs(run_data, model_cfg, splits_of(seeded_train, run_data))
@@ -311,6 +313,8 @@ def _sweep_command(args) -> int:
         data_cfg = config_from_args(DataConfig, args)
         start = time.perf_counter()
         try:
+            check_grid_inputs(args.experiments, args.seeds, preset=args.preset, size=args.size, train_cfg=train_cfg,
+                              data_cfg=data_cfg, out_dir=args.out)  # every input, before the first run
             run_grid(args.experiments, args.seeds, preset=args.preset, size=args.size, train_cfg=train_cfg,
                      data_cfg=data_cfg, out_dir=args.out, progress=train_cfg.progress)
         except (KeyError, ValueError) as e:

@@ -103,6 +103,9 @@ def test_train_checks_every_split_before_epoch_one(synth, tmp_path):
                   f"no visual feature for video {val_video!r}")
     assert "data fetch synthetic" not in err  # not a command: the synthetic data is remade with `avmaster synth`
     assert "avmaster synth" in err
+    sweep = avmaster("sweep", "--experiments", "default", "--seeds", "1", *TRAIN_FAST, "--root", root,
+                     "--out", tmp_path / "runs")
+    assert sweep.returncode == 1 and "stopped before the first step" in sweep.stderr, sweep.stderr[-2000:]
     assert not (tmp_path / "runs").exists()
 
 
