@@ -2,6 +2,7 @@
 
     atomic_write(path, lambda f: f.write(b"..."))        # f: the open temp file (binary; mode="w" for text)
     write_text(path, text); write_json(path, obj); save_torch(obj, path)
+    publish(finished, path)          # a file completed elsewhere (e.g. a store built as <store>.partial)
 
 The content goes to a temporary file in the same folder (so the rename stays on one file system), is
 flushed and fsync'ed, then renamed over `path` with os.replace: a reader sees the old file or the whole new
@@ -60,3 +61,14 @@ def save_torch(obj, path: str | os.PathLike) -> Path:
     import torch
 
     return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def publish(finished: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Replace `path` by the complete file `finished` (same folder): flushed to disk, then renamed in one step."""
+    fd = os.open(finished, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(finished, path)
+    return Path(path)

@@ -73,7 +73,12 @@ def read_checkpoint(path, map_location="cpu") -> dict:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist; train a model (`avmaster train`) first")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - empty, truncated, random bytes, arbitrary pickles: all "not readable"
+        raise ValueError(f"checkpoint {path} ({path.stat().st_size} bytes) cannot be read "
+                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'}); it may be "
+                         "truncated or not a checkpoint: use a best.pt/last.pt written by `avmaster train`") from None
     if not isinstance(ckpt, dict) or "model_config" not in ckpt or "model" not in ckpt:
         raise ValueError(f"{path} is not an avmaster checkpoint (no model_config/model); an official AV-Master "
                          "state dict loads with avmaster_core.from_official_state_dict")

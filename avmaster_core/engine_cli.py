@@ -14,6 +14,7 @@ import sys
 import typing
 from pathlib import Path
 
+from .preflight import check_run_inputs, splits_of
 from .run_config import DataConfig, TrainConfig, load_records, run_name
 
 
@@ -177,6 +178,7 @@ def _train_command(args) -> int:
     data_cfg = config_from_args(DataConfig, args)
     if data_cfg.T is None and args.experiment in EXPERIMENT_SEGMENTS:  # Fig. 4 fixes T at the data level
         data_cfg = dataclasses.replace(data_cfg, T=EXPERIMENT_SEGMENTS[args.experiment])
+    check_run_inputs(data_cfg, model_cfg, splits_of(train_cfg, data_cfg))  # every split, before epoch 1
     result = train(model_cfg, train_cfg, data_cfg, out_dir=args.out, resume=args.resume,
                    experiment=args.name or run_name_with_overrides(args.experiment, args.preset, args.set))
     if int(os.environ.get("RANK", "0")) == 0:
@@ -191,12 +193,22 @@ def _train_command(args) -> int:
 
 def _evaluate_command(args) -> int:
     from .atomic import atomic_write
+    from .checkpoint import read_checkpoint
+    from .config import ModelConfig, check_inference_changes
     from .evaluation import evaluate
     from .scoring import write_predictions
 
+    changes = check_inference_changes(parse_overrides(args.set))
+    saved = read_checkpoint(args.checkpoint)  # a clear error for a missing, empty or foreign file, before any data
+    saved_data = saved.get("data_config") or {}
+    data_cfg = DataConfig(dataset=args.dataset, root=args.root, store=args.store, limit=args.limit,
+                          T=args.T if args.T is not None else saved_data.get("T"),
+                          pad=args.pad if args.pad is not None else saved_data.get("pad"))
+    check_run_inputs(data_cfg, ModelConfig.from_dict(saved["model_config"]), [args.split])
+    del saved
     table, predictions = evaluate(args.checkpoint, args.dataset, args.split, args.root, store=args.store,
                                   batch_size=args.batch_size, device=args.device, amp=args.amp, limit=args.limit,
-                                  T=args.T, pad=args.pad, changes=parse_overrides(args.set),
+                                  T=args.T, pad=args.pad, changes=changes,
                                   progress=not args.no_progress)
     print(table.to_string())
     if args.out:
@@ -210,10 +222,12 @@ def _evaluate_command(args) -> int:
 
 def _score_command(args) -> int:
     from .atomic import atomic_write
-    from .scoring import read_predictions, score
+    from .scoring import check_prediction_target, read_prediction_file, score
 
-    table = score(load_records(DataConfig(dataset=args.dataset, root=args.root), args.split),
-                  read_predictions(args.predictions))
+    predictions, header = read_prediction_file(args.predictions)
+    check_prediction_target(header, args.dataset, args.split, path=args.predictions, force=args.force)
+    table = score(load_records(DataConfig(dataset=args.dataset, root=args.root), args.split), predictions,
+                  missing=args.missing)
     print(table.to_string())
     if args.out:
         atomic_write(args.out, lambda f: table.to_csv(f), mode="w")
@@ -278,6 +292,10 @@ def _add_score_parser(subparsers) -> None:
     add_config_arguments(p, DataConfig, required=("dataset", "root"), skip=("store", "T", "pad", "limit"))
     _add_split(p)
     p.add_argument("--predictions", required=True, help="predictions.json written by train or evaluate")
+    p.add_argument("--force", action="store_true",
+                   help="score even if the file records another dataset or split than --dataset/--split")
+    p.add_argument("--missing", choices=("error", "wrong"), default="error",
+                   help="questions without a prediction: error (default) or count them wrong")
     p.add_argument("--out", help="also write the table to this CSV file")
     p.set_defaults(func=_score_command)
 
@@ -294,8 +312,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="avmaster_core.engine",
                                      description="train, evaluate and score (same as `avmaster ...`)")
     register(parser.add_subparsers(dest="command", metavar="<command>", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    from .cli import run_command
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args([a for a in argv if a != "--debug"])
+    return run_command(args.func, args, argv, args.command)
 
 
 if __name__ == "__main__":

@@ -7,15 +7,21 @@ Released layout (docs/extraction.md), one file per video or question:
     <root>/clip_word/<question_id>.npy         [1, 77, 768]
 The store keeps questions without the leading singleton axis ([768], [77, 768]). Both directions are
 resumable: items already at the destination are skipped.
+
+Import and merge never leave a half-filled store: they write `<store>.partial` (a copy of the store when it
+exists) and rename it over the store only when every item is in. An interrupted or failed run leaves the
+store as it was and the .partial file, from which a rerun of the same command continues.
 """
 from __future__ import annotations
 
+import contextlib
+import shutil
 from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write
-from .store import KINDS, WIDTHS, FeatureStore
+from .atomic import atomic_write, publish
+from .store import KINDS, WIDTHS, FeatureStore, WriterLock
 
 RELEASED_DIRS = {"audio": "vggish", "visual": "clip_vit_l14_336px", "question": "clip_qst", "words": "clip_word"}
 _SINGLETON = {"question", "words"}  # stored on disk with a leading [1, ...] axis
@@ -38,15 +44,16 @@ def import_npy(store_path: str | Path, folders: dict[str, str | Path], progress:
         if not files:
             raise FileNotFoundError(f"{kind} folder {folder} holds no .npy files")
         plan[kind] = files
+    check_npy_files([f for files in plan.values() for f in files])
     written = {}  # the store learns each width (ViT-B/32: 512, ...) from the first item and enforces it
-    with FeatureStore(store_path, "a") as store:
+    with staged_store(store_path) as store:
         if attrs:
             store.set_attrs(**attrs)
         for kind, files in plan.items():
             present = set(store.keys(kind))
             todo = [f for f in files if f.stem not in present]
             for f in tqdm(todo, desc=f"import {kind}", unit="item", disable=not progress):
-                array = np.load(f)
+                array = load_npy(f)
                 if kind in _SINGLETON and array.ndim == len(KINDS[kind]) + 1 and array.shape[0] == 1:
                     array = array[0]
                 try:
@@ -55,6 +62,59 @@ def import_npy(store_path: str | Path, folders: dict[str, str | Path], progress:
                     raise ValueError(f"{f}: {e}") from None
             written[kind] = len(todo)
     return written
+
+
+def load_npy(path: Path, mmap_mode: str | None = None) -> np.ndarray:
+    """A numeric array from a .npy file; ValueError naming the file for an empty, damaged or pickled one."""
+    try:
+        array = np.load(path, allow_pickle=False, mmap_mode=mmap_mode)
+        if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.number):
+            raise ValueError(f"holds {type(array).__name__} of dtype {getattr(array, 'dtype', '?')}, not numbers")
+        return array
+    except (ValueError, EOFError, OSError) as e:
+        size = path.stat().st_size if path.exists() else 0
+        raise ValueError(f"{path} ({size} bytes) is not a numeric .npy array ({' '.join(str(e).split())[:160]}); "
+                         "re-export it with numpy.save, or remove it from the folder") from None
+
+
+def check_npy_files(files: list[Path], max_listed: int = 20) -> None:
+    """Read every file's .npy header (cheap: memory-mapped) before anything is written; one ValueError that
+    lists the unreadable ones (the first `max_listed`, then a count)."""
+    problems = []
+    for f in files:
+        try:
+            load_npy(f, mmap_mode="r")
+        except ValueError as e:
+            problems.append(str(e))
+    if problems:
+        more = f"; ... and {len(problems) - max_listed} more" if len(problems) > max_listed else ""
+        raise ValueError(f"{len(problems)} of {len(files)} .npy file(s) cannot be imported, nothing was written: "
+                         + "; ".join(problems[:max_listed]) + more)
+
+
+@contextlib.contextmanager
+def staged_store(store_path: str | Path):
+    """An open store to fill that becomes `store_path` only on success (see the module docstring)."""
+    final = Path(store_path)
+    partial = final.with_name(final.name + ".partial")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    lock = WriterLock(final)  # held for the whole job: the store and its .partial have one writer
+    try:
+        if not partial.exists() and final.exists():
+            copy = partial.with_name(partial.name + ".copying")
+            shutil.copy2(final, copy)
+            publish(copy, partial)
+        try:
+            with FeatureStore(partial, "a", lock=False) as store:
+                yield store
+        except BaseException as e:
+            if isinstance(e, Exception) and e.args:
+                e.args = (f"{e.args[0]} ({final} was not changed; {partial} keeps the items done so far: a "
+                          "rerun continues from it, delete it to start over)", *e.args[1:])
+            raise
+        publish(partial, final)
+    finally:
+        lock.release()
 
 
 def export_npy(store_path: str | Path, out_dir: str | Path, kinds: list[str] | None = None,
@@ -90,7 +150,7 @@ def merge_stores(out_path: str | Path, inputs: list[str | Path], progress: bool 
         raise ValueError("no input stores to merge")
     with FeatureStore(inputs[0], "r") as first:
         reference = first.attrs
-    with FeatureStore(out_path, "a") as out:
+    with staged_store(out_path) as out:
         for path in inputs:
             with FeatureStore(path, "r") as src:
                 for k in ("visual_extractor", "clip_weights", "audio_extractor", "vggish_weights", "protocol",

@@ -80,7 +80,8 @@ def correctness(records: pd.DataFrame, predictions, *, missing: str = "error") -
     if not known.all() and missing == "error":
         absent = ids[~known]
         raise ScoringError(f"{len(absent)} of {len(records)} questions have no prediction (e.g. question_id "
-                           f"{absent.head(5).tolist()}); predict them all, or pass missing='wrong' to count them wrong")
+                           f"{absent.head(5).tolist()}); predict them all, or count them wrong "
+                           "(`avmaster score --missing wrong`; in Python missing='wrong')")
     from .dataset_registry import SPECS
 
     # AVQA-style datasets index answers into each record's own `choices`, not vocab.ANSWERS
@@ -237,6 +238,18 @@ def read_prediction_file(path: str | Path) -> tuple[dict[int, int | str], dict]:
         raise ScoringError(f"{path}: {e}") from None
     header = {k: v for k, v in document.items() if k != "predictions"}
     return preds, header
+
+
+def check_prediction_target(header: dict, dataset: str, split: str, *, path="predictions", force: bool = False) -> None:
+    """Refuse predictions whose file records another dataset or split than the one scored (unless `force`).
+
+    A file without the fields (written by hand) passes; scoring then still needs its question ids to match."""
+    clashes = [f"{key} {header.get(key)!r}" for key, wanted in (("dataset", dataset), ("split", split))
+               if header.get(key) is not None and str(header.get(key)) != str(wanted)]
+    if clashes and not force:
+        raise ScoringError(f"{path} holds predictions for {' and '.join(clashes)}, but --dataset {dataset} "
+                           f"--split {split} is being scored: pass the matching --dataset/--split, or --force "
+                           "to score them anyway")
 
 
 def read_predictions(path: str | Path) -> dict[int, int | str]:

@@ -43,27 +43,111 @@ class MissingFeatureError(KeyError):
         return str(self.args[0])
 
 
+class StoreInUseError(OSError):
+    """Another process holds the store (writing it, or reading it while we want to write)."""
+
+
+def lock_path(store_path: Path) -> Path:
+    return store_path.with_name(store_path.name + ".lock")
+
+
+class WriterLock:
+    """One writer per store: an exclusive flock on `<store>.lock`, which records "PID N on HOST" of the holder.
+
+    The kernel drops the lock when the holder dies, so a stale .lock file never blocks anyone. The file is
+    removed on release; a process that locked a file just removed that way notices (another inode now at the
+    path, or none) and locks again."""
+
+    def __init__(self, store_path: Path):
+        import fcntl
+        import socket
+
+        self.path = lock_path(store_path)
+        for _ in range(10):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+                os.close(fd)
+                raise StoreInUseError(f"feature store {store_path} is in use by {holder} (writing it): wait for "
+                                      "that run to finish, or write to another --out") from None
+            try:
+                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)  # the previous holder removed this file while we waited: lock the new one
+        self.fd = fd
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"PID {os.getpid()} on {socket.gethostname()}".encode(), 0)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            try:
+                os.unlink(self.path)  # while still holding it (see the class docstring)
+            except FileNotFoundError:
+                pass
+            os.close(self.fd)  # closing the descriptor releases the flock
+            self.fd = None
+
+
+def writer_of(store_path: Path) -> str | None:
+    """"PID N on HOST" of the process writing `store_path` now, or None when no process holds its lock."""
+    import fcntl
+
+    path = lock_path(store_path)
+    if not path.is_file():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None
+    except OSError:
+        return os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+    finally:
+        os.close(fd)
+
+
+def _open_error(path: Path, error: OSError) -> OSError:
+    """Why h5py could not open the store, and what to do: wait for a holder, or move a broken file away."""
+    holder = writer_of(path)
+    if holder is not None:
+        return StoreInUseError(f"feature store {path} is in use by {holder} (writing it): wait for that run to "
+                               "finish")
+    if "lock" in str(error).lower():  # HDF5's own file lock: some process (e.g. a training run) has it open
+        return StoreInUseError(f"feature store {path} is open in another process (HDF5 file lock: {error}); "
+                               "wait for that process (e.g. a training or evaluation reading it) to finish")
+    return OSError(f"cannot open feature store {path} ({error}); no process holds it, so it is probably "
+                   "damaged (e.g. a run was killed while writing): move it away and rerun the extraction")
+
+
 class FeatureStore:
     """Read and write features; use as a context manager or call `close()`.
 
     mode: "r" (read), "a" (create or append). `widths`: {"audio_dim": 128, ...} from the encoders that write;
-    a store that already holds another width refuses them (ValueError).
+    a store that already holds another width refuses them (ValueError). A writer holds `<store>.lock`
+    (WriterLock): a second writer is refused with StoreInUseError naming the first one's PID and host.
     """
 
-    def __init__(self, path: str | os.PathLike, mode: str = "r", widths: dict | None = None):
+    def __init__(self, path: str | os.PathLike, mode: str = "r", widths: dict | None = None, lock: bool = True):
         self.path = Path(path)
         if mode == "r" and not self.path.exists():
             raise FileNotFoundError(
                 f"feature store {self.path} does not exist: extract features (`avmaster extract`), "
                 "import .npy folders (`avmaster store import`) or generate the synthetic benchmark (`avmaster synth`)"
             )
+        self._lock = None
         if mode != "r":
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if lock:  # lock=False: the caller holds the lock of the store this file becomes (npy_io staging)
+                self._lock = WriterLock(self.path)  # StoreInUseError if another process writes this store
         try:
             self.file = h5py.File(self.path, mode)
         except OSError as e:
-            raise OSError(f"cannot open feature store {self.path} ({e}); if a run was killed while writing, "
-                          "move the file away and rerun the extraction") from e
+            if self._lock is not None:
+                self._lock.release()
+            raise _open_error(self.path, e) from None
         if mode != "r" and _TMP in self.file:  # leftovers of an interrupted write
             del self.file[_TMP]
         self.widths = {k: int(v) for k, v in self.attrs.items() if k in WIDTHS}
@@ -104,6 +188,8 @@ class FeatureStore:
     def close(self) -> None:
         if self.file.id.valid:
             self.file.close()
+        if self._lock is not None:
+            self._lock.release()
 
     # -- metadata --------------------------------------------------------------------------
     @property

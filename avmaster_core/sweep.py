@@ -132,6 +132,21 @@ def run_grid(experiments: Sequence[str], seeds: Sequence[int], *, preset: str = 
     return results
 
 
+def check_grid_inputs(experiments, seeds, *, preset: str, size: str, train_cfg: TrainConfig, data_cfg: DataConfig,
+                      out_dir) -> None:
+    """preflight.check_run_inputs once per distinct data config among the unfinished runs of a grid (the
+    `sweep` command calls it before the first run)."""
+    from .preflight import check_run_inputs, splits_of
+
+    checked = set()
+    for experiment, seed in ((e, s) for e in experiments for s in seeds):
+        model_cfg, seeded_train, run_data = _grid_configs(experiment, seed, preset, size, train_cfg, data_cfg)
+        if run_data in checked or (run_dir_for(out_dir, run_name(experiment, preset), seed) / SUMMARY_FILE).is_file():
+            continue
+        check_run_inputs(run_data, model_cfg, splits_of(seeded_train, run_data))
+        checked.add(run_data)
+
+
 def _claim(run_dir: Path) -> Path | None:
     """Take `<run_dir>/.sweep.lock` for this process (None if a live process on this host holds it), so that
     several sweeps over the same grid share the work instead of training one run twice."""
@@ -298,6 +313,8 @@ def _sweep_command(args) -> int:
         data_cfg = config_from_args(DataConfig, args)
         start = time.perf_counter()
         try:
+            check_grid_inputs(args.experiments, args.seeds, preset=args.preset, size=args.size, train_cfg=train_cfg,
+                              data_cfg=data_cfg, out_dir=args.out)  # every input, before the first run
             run_grid(args.experiments, args.seeds, preset=args.preset, size=args.size, train_cfg=train_cfg,
                      data_cfg=data_cfg, out_dir=args.out, progress=train_cfg.progress)
         except (KeyError, ValueError) as e:

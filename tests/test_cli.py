@@ -53,14 +53,17 @@ def test_train_evaluate_score_round_trip(tiny_data, tmp_path, capsys):
     pd.testing.assert_frame_equal(ours, trained)
 
 
-def test_bad_arguments_get_clear_messages(tiny_data):
+def test_bad_arguments_get_clear_messages(tiny_data, capsys):
     with pytest.raises(SystemExit, match="unknown ModelConfig field"):
         cli.main(["train", "--dataset", "synthetic", "--root", str(tiny_data), "--set", "width=3"])
     with pytest.raises(SystemExit, match="unknown experiment"):
         cli.main(["train", "--dataset", "synthetic", "--root", str(tiny_data), "--experiment", "table99/x"])
+    # a domain error is a one-line message and exit code 1 (the traceback only with --debug)
+    args = ["evaluate", "--checkpoint", str(tiny_data / "nope.pt"), "--dataset", "synthetic", "--root", str(tiny_data)]
+    assert cli.main(args) == 1
+    assert "avmaster train" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="avmaster train"):
-        cli.main(["evaluate", "--checkpoint", str(tiny_data / "nope.pt"), "--dataset", "synthetic",
-                  "--root", str(tiny_data)])
+        cli.main([*args, "--debug"])
 
 
 def _option_strings(parser) -> set[str]:

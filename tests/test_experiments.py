@@ -78,11 +78,14 @@ def test_readings_name_the_papers_words():
         experiments.get("nope")
 
 
-def test_evaluate_set_refuses_a_training_field_before_building_the_model(tmp_path):
+def test_evaluate_set_refuses_a_training_field_before_building_the_model(tmp_path, capsys):
     from avmaster_core import cli
 
     checkpoint = tmp_path / "best.pt"  # no weights needed: the change is refused first
     torch.save({"model_config": config.ModelConfig.official().to_dict(), "model": {}}, checkpoint)
+    args = ["evaluate", "--checkpoint", str(checkpoint), "--dataset", "synthetic", "--root", str(tmp_path),
+            "--device", "cpu", "--set", "dim=64"]
+    assert cli.main(args) == 1  # the CLI prints domain errors (issue 14); --debug raises them
+    assert "['dim'] change the trained model" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"\['dim'\] change the trained model.*inference-only fields: answer_heads, combine"):
-        cli.main(["evaluate", "--checkpoint", str(checkpoint), "--dataset", "synthetic", "--root", str(tmp_path),
-                  "--device", "cpu", "--set", "dim=64"])
+        cli.main([*args, "--debug"])

@@ -185,7 +185,7 @@ def test_cli_extract_videos_and_records(clips, tmp_path, capsys):
     out = tmp_path / "cli.h5"
     code = main(["extract", "--videos", str(clips), "--records", str(records), "--out", str(out),
                  "--encoders", "tiny", "--workers", "0", "--seconds", "2", "--limit", "3"])  # broken, mute, quiet
-    assert code == 0
+    assert code == 3  # one of the three videos failed (issue 14: exit 3 when some failed)
     printed = capsys.readouterr().out
     assert "2 extracted, 0 already there, 1 failed" in printed and "2 question(s)" in printed
     with FeatureStore(out) as store:
@@ -197,7 +197,7 @@ def test_cli_extract_videos_and_records(clips, tmp_path, capsys):
     assert "Routes cannot be mixed" in capsys.readouterr().err
     assert main(["extract", "--videos", str(clips), "--out", str(tmp_path / "named.h5"), "--workers", "0",
                  "--visual-encoder", "tiny-clip", "--audio-encoder", "random-vggish", "--seconds", "2",
-                 "--limit", "3", "--route", "clean"]) == 0
+                 "--limit", "3", "--route", "clean"]) == 3  # the broken video fails again
     with FeatureStore(tmp_path / "named.h5") as store:
         assert (store.attrs["visual_encoder"], store.attrs["route"]) == ("tiny-clip", "clean")
     assert main(["extract", "--out", str(out)]) == 2

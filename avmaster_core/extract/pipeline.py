@@ -18,11 +18,12 @@ there under "warnings". `--shard i/n` takes every n-th video starting at i and w
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -111,6 +112,7 @@ class _DecodeJobs(torch.utils.data.Dataset):
         video_id, path = self.videos[i]
         try:
             decoded = self.route.decode(path, self.seconds, frame_transform=self.frame_preprocess)
+            decoded.info["stated_duration_s"] = stated_duration(path)
             return {"video_id": video_id, "path": str(path), "info": decoded.info,
                     "frames": torch.stack(decoded.frames),  # e.g. CLIP: uint8 [T,3,S,S]
                     "patches": torch.as_tensor(self.audio_preprocess(decoded.audio))}  # e.g. VGGish: [T,96,64]
@@ -124,16 +126,53 @@ def _single(item):  # collate for batch_size=None: keep the dict as it is (modul
     return item
 
 
-def _warnings(info: dict) -> list[str]:
+def stated_duration(path) -> float | None:
+    """The length (s) the container's header states, or None when it states none."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            return None if container.duration is None else round(container.duration / 1e6, 3)
+    except (av.error.FFmpegError, OSError):
+        return None
+
+
+LENGTH_TOLERANCE_S = 1.0  # headers say 60.02 s for a 60-s clip: only a larger gap is worth a warning
+
+
+def _warnings(info: dict, seconds: int | None = None) -> list[str]:
+    """What was changed or is unusual about one extracted video (listed in failures.json and the store)."""
     out = []
     if info.get("audio_missing"):
         out.append("no audio track: audio features are of silence")
     elif info.get("audio_silent"):
         out.append("audio track is silent")
-    if info.get("padded_seconds"):
-        out.append(f"shorter than {info['seconds']} s: last {info['padded_seconds']} s padded "
-                   "(last frame repeated, silence)")
+    padded, used, stated = info.get("padded_seconds") or 0, info.get("seconds"), info.get("stated_duration_s")
+    if padded:
+        out.append(f"shorter than {used} s: last {padded} s padded (last frame repeated, silence)")
+    if stated is None or used is None:
+        return out
+    short = _decodable_end(info, seconds)
+    if short is not None and stated - short[1] > LENGTH_TOLERANCE_S:
+        out.append(f"decodable length {short[1]:.1f} s ({short[0]}) differs from the {stated:.1f} s the file's "
+                   "header states (truncated download?): check the file")
+    elif seconds is not None and stated > seconds + LENGTH_TOLERANCE_S:
+        out.append(f"cut to its first {seconds} s of {stated:.1f} s (--seconds {seconds}; "
+                   "--seconds all keeps each video's own length)")
     return out
+
+
+def _decodable_end(info: dict, seconds: int | None) -> tuple[str, float] | None:
+    """("video" | "audio", where decoding ended) when a stream ended before the seconds asked for; else None.
+
+    Decoders stop reading once they have `seconds`, so only an end before that is known to be the file's."""
+    ends = []
+    if info.get("padded_seconds"):
+        ends.append(("video", float(info["seconds"] - info["padded_seconds"])))
+    audio = info.get("audio_duration_s")
+    if not info.get("audio_missing") and audio is not None and (seconds is None or audio < seconds):
+        ends.append(("audio", float(audio)))
+    return min(ends, key=lambda e: e[1]) if ends else None
 
 
 @dataclass
@@ -146,6 +185,7 @@ class ExtractSummary:
     warned: int = 0
     frames: int = 0
     wall_s: float = 0.0
+    notes: list = field(default_factory=list)  # "video <id>: <warning>" of this run's videos
 
     @property
     def videos_per_s(self) -> float:
@@ -208,12 +248,13 @@ def extract_videos(videos: dict[str, Path] | str | Path, out: str | Path, visual
             for p in pending:
                 t = len(p["frames"])
                 info = {k: v for k, v in p["info"].items() if isinstance(v, (int, float, str, bool))}
-                item_attrs = {"source": Path(p["path"]).name, **info}
+                warnings = _warnings(p["info"], seconds)
+                item_attrs = {"source": Path(p["path"]).name, **info, "warnings": "; ".join(warnings)}
                 store.put("audio", p["video_id"], audio_features[offset:offset + t].numpy(), **item_attrs)
                 store.put("visual", p["video_id"], visual_features[offset:offset + t].numpy(), **item_attrs)
                 offset += t
-                warnings = _warnings(p["info"])
                 log.succeed(p["video_id"], p["path"], warnings)
+                summary.notes.extend(f"video {p['video_id']}: {w}" for w in warnings)
                 summary.extracted += 1
                 summary.warned += bool(warnings)
                 summary.frames += t
@@ -255,15 +296,26 @@ def extract_questions(questions: dict[int, str] | Iterable[tuple[int, str]], out
         _check_provenance(store, attrs)
         store.set_attrs(**attrs)
         store.expect_widths(text_dim=clip.dim)
-        todo = [q for q in items if not (store.has("question", q) and store.has("words", q))]
+        # A question is (re)extracted when absent, or when its stored text hash differs (its text changed);
+        # items written before hashes were recorded carry none and are kept.
+        todo = [q for q in items if not (store.has("question", q) and store.has("words", q))
+                or store.file[f"question/{q}"].attrs.get("text_sha1", text_hash(items[q])) != text_hash(items[q])]
         for start in tqdm(range(0, len(todo), batch_size), desc="questions", unit="batch", disable=not progress):
             batch = todo[start:start + batch_size]
             sentence, words = clip.encode_text([question_text(items[q]) for q in batch])  # [N,D], [N,77,D]
             for j, q in enumerate(batch):
-                store.put("question", q, sentence[j].numpy())
-                store.put("words", q, words[j].numpy())
+                digest = text_hash(items[q])
+                store.put("question", q, sentence[j].numpy(), text_sha1=digest)
+                store.put("words", q, words[j].numpy(), text_sha1=digest)
                 written += 1
     return written
+
+
+def text_hash(question: str) -> str:
+    """sha1 of the text CLIP sees: a stored question is re-extracted when its text changed."""
+    import hashlib
+
+    return hashlib.sha1(question_text(question).encode("utf-8")).hexdigest()
 
 
 def question_text(question: str) -> str:
@@ -288,10 +340,36 @@ def load_question_table(records: str | Path | None = None, dataset: str | None =
 
         splits = [split] if split else ["train", "val", "test"]
         table = pd.concat([load_annotations(dataset, s, root) for s in splits])
+    where = f"records file {records}" if records is not None else f"{dataset} annotations under {root}"
     missing = {"question_id", "question"} - set(table.columns)
     if missing:
-        raise ValueError(f"question table lacks the column(s) {sorted(missing)}")
-    return dict(zip(table["question_id"].astype("int64"), table["question"].astype(str)))
+        raise ValueError(f"{where} lacks the column(s) {sorted(missing)}: give question_id and question")
+    return _checked_question_table(table, where)
+
+
+def _checked_question_table(table, where: str) -> dict[int, str]:
+    """question_id -> text; one ValueError for ids that are not integers and ids given with different texts."""
+    import pandas as pd
+
+    ids = pd.to_numeric(table["question_id"], errors="coerce")
+    bad = ids.isna() | (ids != ids.round())
+    problems = []
+    if bad.any():
+        problems.append(f"{int(bad.sum())} question_id(s) are not integers (e.g. "
+                        f"{table.loc[bad, 'question_id'].head(5).tolist()} at row(s) "
+                        f"{[int(i) + 1 for i in table.index[bad][:5]]})")
+    table = pd.DataFrame({"question_id": ids[~bad].astype("int64"), "question": table["question"][~bad].astype(str)})
+    table["seen_as"] = table["question"].map(question_text)  # what CLIP sees: "Is it?" and "Is it" agree
+    unique = table.drop_duplicates(["question_id", "seen_as"])
+    clashes = unique["question_id"][unique["question_id"].duplicated()].unique()
+    if len(clashes):
+        q = int(clashes[0])
+        variants = unique.loc[unique["question_id"] == q, "question"].tolist()[:2]
+        problems.append(f"{len(clashes)} question_id(s) appear with different texts (e.g. {q}: {variants[0]!r} "
+                        f"and {variants[1]!r})")
+    if problems:
+        raise ValueError(f"{where}: {'; '.join(problems)}: give each question its own integer id and rerun")
+    return dict(zip(unique["question_id"], unique["question"]))
 
 
 # -- encoders from command-line options ---------------------------------------------------------------------
@@ -313,9 +391,29 @@ def build_encoders(args, need_audio: bool = True) -> tuple[VisualEncoder, AudioE
     visual_name, audio_name = args.visual_encoder, args.audio_encoder
     if args.encoders == "tiny":
         visual_name, audio_name = TINY_ENCODERS["visual"], TINY_ENCODERS["audio"]
-    visual = build_visual_encoder(visual_name, options)
-    audio = build_audio_encoder(audio_name, options) if need_audio else None
+    with _weights_named("--clip-weights", args.clip_weights):
+        visual = build_visual_encoder(visual_name, options)
+    with _weights_named("--vggish-weights", args.vggish_weights):
+        audio = build_audio_encoder(audio_name, options) if need_audio else None
     return visual, audio
+
+
+@contextlib.contextmanager
+def _weights_named(flag: str, path: str | None):
+    """A weights file that exists but does not load (truncated, not a checkpoint): an error naming it."""
+    try:
+        yield
+    except (WeightsNotFoundError, ValueError):
+        raise
+    except Exception as e:  # noqa: BLE001 - torch/pickle/zip errors of a damaged file take many forms
+        if path is None:
+            raise
+        detail = str(e).splitlines()[0] if str(e) else ""
+        if "weights_only" in detail or not detail:  # torch's advice to unpickle anything: not for a damaged file
+            detail = "not a weights file torch can read"
+        raise ValueError(f"{flag} {path} ({Path(path).stat().st_size} bytes): the file cannot be loaded as weights "
+                         f"({type(e).__name__}: {detail[:200]}); it may be truncated or another kind of file: "
+                         "download it again") from None
 
 
 def _text_encoder(visual: VisualEncoder):
@@ -359,20 +457,27 @@ def _run_extract(args) -> int:
     if not args.videos and not (args.questions or args.records):
         print("avmaster extract: give --videos DIR and/or --questions DATASET / --records FILE", file=sys.stderr)
         return 2
+    status = 0  # 3: some videos failed, 1: all of them did (failure list: <store>.failures.json)
     try:
         shard = parse_shard(args.shard)
+        seconds = _seconds(args.seconds)
+        table = load_question_table(args.records, args.questions, args.split, args.root) \
+            if args.questions or args.records else None  # ids and texts checked before any video work
         visual, audio = build_encoders(args, need_audio=bool(args.videos))
+        text_encoder = _text_encoder(visual) if table is not None else None
         if args.videos:
-            summary = extract_videos(args.videos, args.out, visual, audio, seconds=_seconds(args.seconds),
+            summary = extract_videos(args.videos, args.out, visual, audio, seconds=seconds,
                                      batch_frames=args.batch_frames, workers=args.workers, shard=shard,
                                      limit=args.limit, route=args.route)
             print(summary.line())
+            _print_notes(summary.notes)
             if summary.failed:
-                print(f"{summary.failed} video(s) failed; reasons in {failures_path(summary.store)}")
-        if args.questions or args.records:
-            table = load_question_table(args.records, args.questions, args.split, args.root)
+                print(f"avmaster extract: {summary.failed} of {summary.total - summary.skipped} video(s) failed; "
+                      f"reasons in {failures_path(summary.store)}", file=sys.stderr)
+                status = 1 if summary.failed == summary.total - summary.skipped else 3
+        if table is not None:
             ids = sorted(table)[shard[0]::shard[1]]
-            n = extract_questions({q: table[q] for q in ids}, shard_store_path(args.out, shard), _text_encoder(visual),
+            n = extract_questions({q: table[q] for q in ids}, shard_store_path(args.out, shard), text_encoder,
                                   batch_size=args.batch_questions)
             print(f"{n} question(s) extracted into {shard_store_path(args.out, shard)}")
             if args.questions:  # multiple-choice datasets (AVQA): the candidate answers, same text path
@@ -386,9 +491,19 @@ def _run_extract(args) -> int:
         print(f"avmaster extract: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\ninterrupted: finished items are saved; rerun the same command to continue", file=sys.stderr)
+        print("\navmaster extract: interrupted (Ctrl-C); finished items are saved: rerun the same command to "
+              "continue", file=sys.stderr)
         return 130
-    return 0
+    return status
+
+
+def _print_notes(notes: list[str], limit: int = 20) -> None:
+    """Warnings of this run's videos on stderr (the first `limit`; all are in failures.json and the store)."""
+    for note in notes[:limit]:
+        print(f"warning: {note}", file=sys.stderr)
+    if len(notes) > limit:
+        print(f"warning: ... and {len(notes) - limit} more (all listed under \"warnings\" in the failure list)",
+              file=sys.stderr)
 
 
 # -- ask -------------------------------------------------------------------------------------------------
@@ -413,16 +528,36 @@ def which_path(out: dict, answer: int) -> tuple[str, dict]:
     return verdict, push
 
 
+def check_question(question: str, top: int) -> None:
+    """ValueError for an empty question or a --top below 1."""
+    if not question_text(question):
+        raise ValueError("the question is empty: ask something, e.g. \"How many instruments are sounding?\"")
+    if top < 1:
+        raise ValueError(f"--top {top}: must be >= 1 (the number of answers listed)")
+
+
 def ask(video: str | Path, question: str, checkpoint: str | Path, clip: ClipEncoder, vggish: AudioEncoder,
         seconds: int | None = 60, top: int = 5, device: str = "cpu", route: str = DEFAULT_ROUTE) -> dict:
     """Answer `question` about `video` with a trained checkpoint: {"answer", "top": [(answer, p)], "driver", "push"}.
 
     route: decode as the checkpoint's training features were made ("official" for the released ones).
     """
-    from ..checkpoint import load_checkpoint
+    from ..checkpoint import load_checkpoint, read_checkpoint
     from ..vocab import ANSWERS
 
+    check_question(question, top)
+    trained_T = (read_checkpoint(checkpoint).get("data_config") or {}).get("T")
+    notes = []
+    if trained_T is not None and seconds != trained_T:
+        notes.append(f"the checkpoint was trained on T={trained_T} segments, this video is read as "
+                     f"{'its own length' if seconds is None else f'{seconds} segments'} "
+                     f"(--seconds {trained_T} matches the training)")
     decoded = get_route(route).decode(video, seconds, frame_transform=clip.preprocess)
+    decoded.info["stated_duration_s"] = stated_duration(video)
+    notes += _warnings(decoded.info, seconds)
+    tokens = len(clip.tokenizer.encode(question_text(question))) + 2 if hasattr(clip.tokenizer, "encode") else 0
+    if tokens > 77:  # CLIP reads 77 positions, start and end tokens included
+        notes.append(f"the question is {tokens} CLIP tokens long: only the first 77 are read (shorten it)")
     visual = clip.encode(torch.stack(decoded.frames))  # [T, D]
     audio = vggish.encode(torch.as_tensor(vggish.preprocess(decoded.audio)))  # [T, audio dim]
     sentence, words = clip.encode_text([question_text(question)])  # [1, D], [1, 77, D]
@@ -437,17 +572,19 @@ def ask(video: str | Path, question: str, checkpoint: str | Path, clip: ClipEnco
     answer = int(idx[0])
     driver, push = which_path(out, answer)
     return {"answer": ANSWERS[answer], "top": [(ANSWERS[int(i)], float(q)) for q, i in zip(p, idx)],
-            "driver": driver, "push": push, "video_info": decoded.info}
+            "driver": driver, "push": push, "video_info": decoded.info, "warnings": notes}
 
 
 def _run_ask(args) -> int:
     try:
+        check_question(args.question, args.top)  # before the encoders load
         visual, audio = build_encoders(args)
         result = ask(args.video, args.question, args.checkpoint, _text_encoder(visual), audio,
                      seconds=_seconds(args.seconds), top=args.top, device=extract_device(args.device), route=args.route)
     except (WeightsNotFoundError, FileNotFoundError, ValueError, VideoDecodeError) as e:
         print(f"avmaster ask: {e}", file=sys.stderr)
         return 1
+    _print_notes(result["warnings"])
     print(f"Q: {args.question}")
     print(f"A: {result['answer']}   (driven by: {result['driver']})")
     for answer, p in result["top"]:

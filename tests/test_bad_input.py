@@ -1,0 +1,319 @@
+"""Bad inputs through the real `avmaster` command (a subprocess each): exit code and message (issue 14).
+
+Each test is one row of docs/troubleshooting.md. Inputs are made here: a tiny synthetic benchmark, videos
+written with PyAV (synthclip), broken files as bytes, and the tiny random encoders (`--encoders tiny`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from avmaster_core.store import FeatureStore
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_FAST = ["--dataset", "synthetic", "--device", "cpu", "--size", "cpu", "--epochs", "1", "--no-progress",
+              "--batch-size", "8"]
+
+
+def avmaster(*args, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`avmaster ARGS` in a fresh process (this checkout's package, one thread)."""
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "AVMASTER_DEBUG": "",
+                **(env or {})}
+    return subprocess.run([sys.executable, "-m", "avmaster_core.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env=full_env, cwd=REPO)
+
+
+def refused(done: subprocess.CompletedProcess, *fragments: str, code: int = 1) -> str:
+    """Assert the command exited with `code`, printed no traceback and said every fragment on stderr."""
+    assert done.returncode == code, (done.returncode, done.stdout[-2000:], done.stderr[-3000:])
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in done.stderr, (fragment, done.stderr[-3000:])
+    return done.stderr
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    """A tiny synthetic benchmark (12 videos, T = 4)."""
+    from avmaster_core.synthetic import generate_synthetic
+
+    root = tmp_path_factory.mktemp("synth")
+    generate_synthetic(root, num_videos=12, questions_per_video=3, T=4)
+    return root
+
+
+def copy_of(root: Path, dest: Path) -> Path:
+    import shutil
+
+    shutil.copytree(root, dest)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> Path:
+    from avmaster_core.extract.synthclip import write_clip
+
+    folder = tmp_path_factory.mktemp("clips")
+    write_clip(folder / "good.mp4", seconds=3, fps=2, size=(32, 24))
+    write_clip(folder / "mute.mp4", seconds=3, fps=2, size=(32, 24), audio=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A small checkpoint (the cpu size) that says it was trained on T = 10 segments."""
+    from avmaster_core import config
+    from avmaster_core.model import build_model
+
+    cfg = config.experiment("default", "official", "cpu")
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "best.pt"
+    torch.save({"model_config": dataclasses.asdict(cfg), "model": build_model(cfg).state_dict(),
+                "data_config": {"T": 10, "pad": None}}, path)
+    return path
+
+
+def broken_video(path: Path) -> Path:
+    path.write_bytes(b"\x00not a video" * 50)
+    return path
+
+
+# ------------------------------------------------------------------------------------ train / evaluate / score
+def test_train_checks_every_split_before_epoch_one(synth, tmp_path):
+    root = copy_of(synth, tmp_path / "data")
+    (root / "avqa-test.json").write_text('[{"video_id": "syn00001", ')  # truncated download
+    val_video = json.loads((root / "avqa-val.json").read_text())[0]["video_id"]
+    with FeatureStore(root / "features.h5", "a") as store:
+        del store.file[f"visual/{val_video}"]
+    done = avmaster("train", *TRAIN_FAST, "--root", root, "--out", tmp_path / "runs")
+    err = refused(done, "problem(s) with the inputs", "stopped before the first step", "split 'test'", "avqa-test.json",
+                  f"no visual feature for video {val_video!r}")
+    assert "data fetch synthetic" not in err  # not a command: the synthetic data is remade with `avmaster synth`
+    assert "avmaster synth" in err
+    sweep = avmaster("sweep", "--experiments", "default", "--seeds", "1", *TRAIN_FAST, "--root", root,
+                     "--out", tmp_path / "runs")
+    assert sweep.returncode == 1 and "stopped before the first step" in sweep.stderr, sweep.stderr[-2000:]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_preflight_lists_the_first_twenty_problems_and_counts_the_rest(synth, tmp_path):
+    from avmaster_core.preflight import PreflightError, check_run_inputs
+    from avmaster_core.run_config import DataConfig
+
+    root = copy_of(synth, tmp_path / "data")
+    with FeatureStore(root / "features.h5", "a") as store:
+        videos = store.keys("visual")
+        for video in videos:
+            del store.file[f"visual/{video}"], store.file[f"audio/{video}"]
+        question = store.keys("question")[0]
+        store.file[f"question/{question}"][0] = np.nan  # written around put(), which refuses NaN
+    with pytest.raises(PreflightError) as info:
+        check_run_inputs(DataConfig("synthetic", str(root)), None, ["train", "val", "test"])
+    problems = info.value.problems
+    assert len(problems) >= 2 * len(videos) + 1 > 20
+    assert any(f"question feature {question!r}" in p and "NaN" in p for p in problems)
+    assert f"... and {len(problems) - 20} more" in str(info.value)
+
+
+def test_train_length_advice_names_flags(synth, tmp_path):
+    done = avmaster("train", *TRAIN_FAST, "--root", synth, "--T", "10", "--out", tmp_path / "runs")
+    err = refused(done, "--pad zero or --pad edge", "--T 10")
+    assert "pad='zero'" not in err and "T=" not in err and "drop_missing" not in err
+
+
+def test_train_ctrl_c_says_how_to_resume(synth, tmp_path):
+    run_dir = tmp_path / "runs" / "default" / "1"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "avmaster_core.cli", "train", *TRAIN_FAST, "--epochs", "500",
+                             "--root", str(synth), "--out", str(tmp_path / "runs")], env=env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 90
+    while not (run_dir / "config.json").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    refused(done, "interrupted", "--resume", code=130)
+
+
+def test_evaluate_refuses_damaged_checkpoints_naming_them(synth, tmp_path):
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    refused(avmaster("evaluate", "--checkpoint", empty, "--dataset", "synthetic", "--root", synth),
+            f"checkpoint {empty}", "cannot be read")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(os.urandom(100))
+    done = avmaster("evaluate", "--checkpoint", garbage, "--dataset", "synthetic", "--root", synth, "--debug")
+    assert done.returncode == 1 and "Traceback" in done.stderr  # --debug shows where it failed
+
+
+def test_evaluate_set_of_a_training_field_is_refused(synth, checkpoint):
+    refused(avmaster("evaluate", "--checkpoint", checkpoint, "--dataset", "synthetic", "--root", synth,
+                     "--set", "dim=512"), "['dim'] change the trained model", "inference-only fields")
+
+
+def _predictions(synth: Path, path: Path, split: str, dataset: str = "synthetic") -> Path:
+    from avmaster_core.scoring import write_predictions
+
+    ids = [r["question_id"] for r in json.loads((synth / "avqa-test.json").read_text())]
+    return write_predictions(path, {q: 0 for q in ids}, dataset=dataset, split=split)
+
+
+def test_score_refuses_predictions_of_another_split_or_dataset(synth, tmp_path):
+    val = _predictions(synth, tmp_path / "val.json", "val", dataset="music_avqa")
+    refused(avmaster("score", "--dataset", "synthetic", "--root", synth, "--split", "test", "--predictions", val),
+            "dataset 'music_avqa' and split 'val'", "--force")
+    forced = avmaster("score", "--dataset", "synthetic", "--root", synth, "--split", "test", "--predictions", val,
+                      "--force")
+    assert forced.returncode == 0 and "Avg" in forced.stdout, forced.stderr
+
+
+# ----------------------------------------------------------------------------------------------- extraction
+def test_extract_exit_codes_all_and_some_failed(clips, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    broken_video(bad / "a.mp4")
+    broken_video(bad / "b.mp4")
+    out = tmp_path / "all.h5"
+    refused(avmaster("extract", "--videos", bad, "--out", out, "--encoders", "tiny", "--workers", "0"),
+            "2 of 2 video(s) failed", f"{out}.failures.json", code=1)
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "good.mp4").write_bytes((clips / "good.mp4").read_bytes())
+    broken_video(mixed / "b.mp4")
+    done = avmaster("extract", "--videos", mixed, "--out", tmp_path / "some.h5", "--encoders", "tiny",
+                    "--workers", "0", "--seconds", "3")
+    refused(done, "1 of 2 video(s) failed", code=3)
+
+
+def test_extract_warns_about_cut_truncated_and_silent_videos(clips, tmp_path):
+    from avmaster_core.extract.synthclip import write_clip
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    write_clip(folder / "long.mp4", seconds=10, fps=2, size=(32, 24))       # longer than --seconds 6
+    full = write_clip(tmp_path / "full.mkv", seconds=8, fps=2, size=(32, 24)).read_bytes()
+    (folder / "trunc.mkv").write_bytes(full[: len(full) // 2])                # the header still says 8 s
+    (folder / "mute.mp4").write_bytes((clips / "mute.mp4").read_bytes())
+    out = tmp_path / "w.h5"
+    done = avmaster("extract", "--videos", folder, "--out", out, "--encoders", "tiny", "--workers", "0",
+                    "--seconds", "6")
+    assert done.returncode == 0, done.stderr
+    for fragment in ("video long: cut to its first 6 s of 10.0 s", "video mute: no audio track",
+                     "video trunc: decodable length", "8.0 s the file's header states"):
+        assert fragment in done.stderr, done.stderr
+    with FeatureStore(out) as store:
+        assert "cut to its first 6 s" in store.file["visual/long"].attrs["warnings"]
+        assert "no audio track" in store.file["audio/mute"].attrs["warnings"]
+
+
+def test_second_writer_is_refused_with_pid_and_host(clips, tmp_path):
+    out = tmp_path / "busy.h5"
+    with FeatureStore(out, "a"):
+        done = avmaster("extract", "--videos", clips, "--out", out, "--encoders", "tiny", "--workers", "0")
+    err = refused(done, f"in use by PID {os.getpid()} on {socket.gethostname()}")
+    assert "move" not in err
+    with FeatureStore(out, "a"):  # the lock went with its holder
+        pass
+
+
+def test_damaged_store_advises_moving_it_only_when_nobody_holds_it(tmp_path, synth):
+    damaged = tmp_path / "features.h5"
+    damaged.write_bytes(b"\x89HDF\r\n" + os.urandom(64))
+    refused(avmaster("store", "info", damaged), "move it away")
+
+
+def test_corrupt_weights_name_the_file(clips, tmp_path):
+    weights = tmp_path / "vggish.pth"
+    weights.write_bytes(os.urandom(100))
+    err = refused(avmaster("extract", "--videos", clips, "--out", tmp_path / "o.h5", "--visual-encoder", "tiny-clip",
+                           "--audio-encoder", "vggish", "--vggish-weights", weights, "--workers", "0"),
+                  f"--vggish-weights {weights}", "cannot be loaded")
+    assert "weights_only" not in err
+
+
+def test_records_ids_and_changed_texts(tmp_path):
+    out = tmp_path / "q.h5"
+    records = tmp_path / "records.csv"
+    records.write_text("question_id,question\n1,What is on the left?\n2,Where is the sound?\n")
+    base = ["extract", "--records", records, "--out", out, "--encoders", "tiny"]
+    assert avmaster(*base).returncode == 0
+    with FeatureStore(out) as store:
+        before = store.get("question", 1)
+    records.write_text("question_id,question\n1,What is on the right?\n2,Where is the sound?\n")
+    done = avmaster(*base)
+    assert done.returncode == 0 and "1 question(s) extracted" in done.stdout, done.stdout + done.stderr
+    with FeatureStore(out) as store:
+        assert not np.allclose(before, store.get("question", 1))
+    records.write_text("question_id,question\n3,Is it loud?\n3,Is it quiet?\nabc,Is it?\n")
+    refused(avmaster(*base), "appear with different texts", "'Is it loud?'", "not integers", "['abc'] at row(s) [3]")
+
+
+# ------------------------------------------------------------------------------------------------------ store
+def test_store_import_refuses_damaged_npy_and_leaves_no_half_store(tmp_path):
+    folder = tmp_path / "vggish"
+    folder.mkdir()
+    np.save(folder / "a_good.npy", np.zeros((4, 128), np.float32))
+    (folder / "b_empty.npy").write_bytes(b"")
+    (folder / "c_random.npy").write_bytes(os.urandom(100))
+    (folder / "d_pickled.npy").write_bytes(pickle.dumps({"a": 1}))
+    out = tmp_path / "imported.h5"
+    refused(avmaster("store", "import", out, "--audio", folder), "3 of 4 .npy file(s) cannot be imported",
+            "b_empty.npy (0 bytes)", "c_random.npy (100 bytes)", "d_pickled.npy", "nothing was written")
+    assert not out.exists()
+
+
+def test_store_merge_failing_halfway_leaves_the_output_as_it_was(tmp_path):
+    one, two, out = tmp_path / "one.h5", tmp_path / "two.h5", tmp_path / "out.h5"
+    with FeatureStore(one, "a") as s:
+        s.put("audio", "x", np.zeros((3, 128)))
+    with FeatureStore(two, "a") as s:
+        s.put("audio", "y", np.zeros((3, 64)))  # another width: refused when merged
+    with FeatureStore(out, "a") as s:
+        s.put("audio", "w", np.zeros((3, 128)))
+    refused(avmaster("store", "merge", one, two, "--out", out), "expected (None, 128)", "was not changed")
+    with FeatureStore(out) as s:
+        assert s.keys("audio") == ["w"]
+
+
+# -------------------------------------------------------------------------------------------------------- ask
+def test_ask_refuses_empty_questions_and_bad_top(clips, checkpoint):
+    refused(avmaster("ask", clips / "good.mp4", "  ? ", "--checkpoint", checkpoint, "--encoders", "tiny"),
+            "the question is empty")
+    refused(avmaster("ask", clips / "good.mp4", "Is it loud?", "--checkpoint", checkpoint, "--encoders", "tiny",
+                     "--top", "0"), "--top 0")
+
+
+def test_ask_says_what_it_changed(clips, checkpoint):
+    question = " ".join(["where"] * 500) + "?"
+    done = avmaster("ask", clips / "mute.mp4", question, "--checkpoint", checkpoint, "--encoders", "tiny",
+                    "--seconds", "3", "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    for fragment in ("only the first 77 are read", "trained on T=10 segments", "no audio track"):
+        assert fragment in done.stderr, done.stderr
+
+
+# ----------------------------------------------------------------------------------------------- the process
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_gpu_is_a_message():
+    refused(avmaster("benchmark", "--device", "cuda", "--steps", "1"), "--device cuda", "no CUDA GPU")
+
+
+def test_broken_pipe_is_quiet():
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(f"{sys.executable} -m avmaster_core.cli data list --root /nonexistent | true",
+                          shell=True, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
