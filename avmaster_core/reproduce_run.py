@@ -138,8 +138,7 @@ def notebook_parameters(plan: Plan, notebook: Path) -> dict:
     values = {"ROOT": str(s.root(dataset).resolve()), "STORE": str(s.store(dataset).resolve()),
               "RUNS": str(Path(s.runs).resolve()), "RESULTS": str(Path(s.results).resolve()),
               "SEEDS": ",".join(map(str, s.seeds)), "PRESET": s.preset, "DEVICE": s.device}
-    if s.epochs:
-        values["EPOCHS"] = s.epochs
+    # EPOCHS stays 0: the notebooks read the runs this plan trained (EPOCHS > 0 would make them train again)
     return {k: v for k, v in values.items() if k in declared_parameters(notebook)}
 
 
