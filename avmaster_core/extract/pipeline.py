@@ -201,6 +201,15 @@ class ExtractSummary:
                 f"{self.frames_per_s:.1f} frames/s, {self.videos_per_s:.2f} videos/s")
 
 
+def _prepare_store(store: FeatureStore, store_path: Path, route, run_attrs: dict, audio: AudioEncoder,
+                   visual: VisualEncoder) -> None:
+    """Refuse a store made by another route, encoders or length; record this run's; fix its widths."""
+    check_route(store.attrs, route, store_path)
+    _check_provenance(store, run_attrs)
+    store.set_attrs(**run_attrs)
+    store.expect_widths(audio_dim=audio.dim, visual_dim=visual.dim)
+
+
 def extract_videos(videos: dict[str, Path] | str | Path, out: str | Path, visual: VisualEncoder, audio: AudioEncoder,
                    seconds: int | None = 60, batch_frames: int = 256, workers: int = 2,
                    shard: tuple[int, int] = (0, 1), limit: int | None = None, progress: bool = True,
@@ -226,10 +235,7 @@ def extract_videos(videos: dict[str, Path] | str | Path, out: str | Path, visual
     log = FailureLog(failures_path(store_path))
     start = time.perf_counter()
     with FeatureStore(store_path, "a") as store:
-        check_route(store.attrs, route, store_path)
-        _check_provenance(store, run_attrs)
-        store.set_attrs(**run_attrs)
-        store.expect_widths(audio_dim=audio.dim, visual_dim=visual.dim)
+        _prepare_store(store, store_path, route, run_attrs, audio, visual)
         todo = [(v, Path(videos[v])) for v in ids if not (store.has("audio", v) and store.has("visual", v))]
         summary.skipped = len(ids) - len(todo)
         loader = torch.utils.data.DataLoader(
