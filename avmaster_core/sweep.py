@@ -140,7 +140,7 @@ def check_grid_inputs(experiments, seeds, *, preset: str, size: str, train_cfg: 
 
     checked = set()
     for experiment, seed in ((e, s) for e in experiments for s in seeds):
-        model_cfg, seeded_train, run_data = _grid_configs(experiment, seed, preset, size, train_cfg, data_cfg)
+        model_cfg, seeded_train, run_data = grid_configs(experiment, seed, preset, size, train_cfg, data_cfg)
         if run_data in checked or (run_dir_for(out_dir, run_name(experiment, preset), seed) / SUMMARY_FILE).is_file():
             continue
         check_run_inputs(run_data, model_cfg, splits_of(seeded_train, run_data))
