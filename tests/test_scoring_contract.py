@@ -136,7 +136,7 @@ def test_error_messages_say_what_to_do(tmp_path):
     records = _records(ROWS, "music_avqa")
     with pytest.raises(ScoringError, match="were they made for another dataset or split"):
         correctness(records, {99: "yes"})
-    with pytest.raises(ScoringError, match=r"question_id \[3\]\); predict them all, or pass missing='wrong'"):
+    with pytest.raises(ScoringError, match=r"question_id \[3\]\); predict them all, or count them wrong \(`avmaster score --missing wrong`"):
         correctness(records, {1: "two", 2: "left"})
     with pytest.raises(ScoringError, match="Table III needs the head/tail `subset` column"):
         score_table3(records, {1: 1, 2: 1, 3: 1})
