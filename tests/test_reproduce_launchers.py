@@ -58,9 +58,11 @@ def test_preempted_task_is_requeued_and_resumes(data):
     job = executor.submit(_SubmititTask(settings.to_dict()), spec_to_dict(spec))
     metrics = spec.folder(settings) / "metrics.jsonl"
     deadline = time.time() + 240
-    while not metrics.is_file() and time.time() < deadline:   # wait for the end of the first epoch
+    last = spec.folder(settings) / "last.pt"
+    # wait for the end of the first epoch: its metrics line and its checkpoint (written one after the other)
+    while not (metrics.is_file() and last.is_file()) and time.time() < deadline:
         time.sleep(0.5)
-    assert metrics.is_file(), job.stderr()
+    assert metrics.is_file() and last.is_file(), job.stderr()
     # What SLURM does before preempting a job: SIGUSR2 to the task (its pid is in the item's lock file).
     # submitit's handler calls _SubmititTask.checkpoint and requeues the task, which resumes the run.
     os.kill(json.loads(lock_path(spec, settings).read_text())["pid"], signal.SIGUSR2)
