@@ -22,6 +22,8 @@ import torch
 
 from avmaster_core.store import FeatureStore
 
+# Every case runs the CLI in a fresh process (~2-4 s of CPU each): the full tier (`make test`), not test-fast.
+pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_FAST = ["--dataset", "synthetic", "--device", "cpu", "--size", "cpu", "--epochs", "1", "--no-progress",
               "--batch-size", "8"]
