@@ -374,8 +374,8 @@ class Inventory:
     def missing_files(self, dataset: str, splits) -> list[str]:
         from .annotations import annotation_files
 
-        return [name for split in splits if self.records(dataset, split) is None
-                for name, _, _ in annotation_files(dataset, split)]
+        return list(dict.fromkeys(name for split in splits if self.records(dataset, split) is None  # AVQA: train
+                                  for name, _, _ in annotation_files(dataset, split)))          # and val: one file
 
     def annotation_need(self, dataset: str, missing: list[str]) -> str:
         """What to say about absent annotation files: their names and the command that fetches them."""
