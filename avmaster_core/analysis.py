@@ -219,6 +219,21 @@ def answer_heads_comparison(checkpoints: dict, dataset: str, root, split: str = 
     return pd.DataFrame(rows).T
 
 
+def table8_checkpoints(runs_dir, seeds=None) -> dict[str, Path]:
+    """{"<row>: <losses> (<experiment> seed <s>)": best.pt} of Table VIII's rows whose finished runs (their own, or
+    an experiment's with the same configuration) keep a checkpoint, for `answer_heads_comparison`."""
+    from . import ours_tables
+
+    names, out = ours_tables.row_names("table8"), {}
+    for row, experiment in paper.EXPERIMENT_ROWS["table8"].items():
+        for name in [experiment, *ours_tables.equivalent_experiments(experiment)]:
+            found = finished_checkpoints(runs_dir, name, seeds)
+            out.update({f"{row}: {names[row]} ({name} seed {seed})": path for seed, path in found.items()})
+            if found:
+                break
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ Fig. 4 proxy
 def segment_length_curve(checkpoints: dict, dataset: str, root, lengths, split: str = "test", *, store=None,
                          limit: int | None = None, device: str = "auto") -> pd.DataFrame:
@@ -308,6 +323,16 @@ def preset_differences() -> pd.DataFrame:
     rows += [(r.setting, r.official, r.paper_preset, r.words, r.status) for r in registry.PRESET_READINGS]
     columns = ["official", "paper preset", "paper's words", "status"]
     return pd.DataFrame(rows, columns=["setting"] + columns).set_index("setting")
+
+
+def experiment_readings() -> pd.DataFrame:
+    """Every experiment of the registry that rests on our reading of the paper: what it changes, the paper cells
+    it fills, and the paper's words it interprets (experiments.ENTRIES, `reading`)."""
+    rows = [(e.name, e.label, ", ".join(f"{where} {key}" for where, key in e.fills) or "-",
+             ", ".join(f"{k}={v}" for k, v in e.changes.items()) or "-", e.reading)
+            for e in registry.ENTRIES if e.reading]
+    return pd.DataFrame(rows, columns=["experiment", "label", "fills", "changes", "paper's words (our reading)"]
+                        ).set_index("experiment")
 
 
 def parameter_counts(size: str = "full") -> pd.DataFrame:
@@ -415,3 +440,48 @@ def with_paper_fig5(ours: pd.DataFrame) -> pd.DataFrame:
         table[("ours", column)] = mean[column].reindex(table.index) if column in mean else np.nan
     table.columns = pd.MultiIndex.from_tuples(table.columns, names=["source", None])
     return table
+
+
+# ------------------------------------------------------------------------------------------------ AVQA (Table V)
+# The multiple-choice designs compared on the synthetic multiple-choice variant (docs/avqa.md), by label.
+AVQA_EXPERIMENTS = {"position-only (candidates unseen)": "avqa/position_only",
+                    "question-only, candidates scored (match)": "avqa/question_only",
+                    "AV-Master, match (our reading)": registry.MULTIPLE_CHOICE_MODEL,
+                    "AV-Master, dot (alternative)": "avqa/choices_dot"}
+SMOKE_MC_COMMANDS = (
+    "avmaster synth --choices 4 --out data/synthetic_mc",
+    "OMP_NUM_THREADS=1 avmaster sweep --seeds 1 2 3 --size cpu --dataset synthetic_mc --root data/synthetic_mc "
+    "--device cpu --epochs 10 --lr 1e-3 --batch-size 32 --out results/runs/synthetic_mc --experiments "
+    + " ".join(AVQA_EXPERIMENTS.values()))
+
+
+def avqa_comparison(runs_dir, seeds=None) -> pd.DataFrame:
+    """Test accuracy (%) of each multiple-choice design with runs under `runs_dir`: mean and sample std (ddof=1)
+    over seeds, the number of seeds; designs without a run are absent."""
+    rows = {}
+    for label, name in AVQA_EXPERIMENTS.items():
+        runs = paper.finished_runs(runs_dir, name, seeds)
+        if runs:
+            accuracy = pd.Series([float(paper.in_table_layout("table5", t).iloc[0, 0]) for t in runs.values()])
+            rows[label] = {"experiment": name, "mean": accuracy.mean(), "std (ddof=1)": accuracy.std(ddof=1),
+                           "seeds": len(accuracy)}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=["experiment", "mean", "std (ddof=1)", "seeds"])
+
+
+def table5_ours(settings) -> tuple[pd.DataFrame, pd.DataFrame | None, str | None]:
+    """(ours, its std over seeds or None, the commands that make the missing runs or None) of Table V for a
+    notebook's settings. Smoke tier: the runs of the synthetic multiple-choice variant in `settings.runs` (Table II
+    layout; their overall average is the total accuracy). Full tier: the AVQA runs `avmaster reproduce` trains
+    (`reproduce_report.ours_for`, data under ROOT's parent folder)."""
+    from . import ours_tables
+
+    if settings.smoke:
+        mean, std = ours_tables.ours_rows("table5", settings.runs, settings.seeds)
+        return mean, std, None if len(mean) else "\n".join(SMOKE_MC_COMMANDS)
+    from .reproduce_report import ours_for
+
+    data = settings.root.parent
+    mean = ours_for("table5", data=data, runs=settings.runs_root, results=settings.results,
+                    seeds=settings.seeds or (1, 2, 3), preset=settings.preset)
+    todo = f"avmaster reproduce run --only table5 --data {data} --runs {settings.runs_root}"
+    return mean, None, None if len(mean) else todo

@@ -48,7 +48,8 @@ NEEDS = {
     "22_fig6_focus_steps": {"data", "full"}, "24_fig8_word_attention": {"data", "full", "question"},
     "30_presets": {"data"}, "31_ask_your_video": {"runs"},
 }
-SMOKE_RUNS_OF = {"21_fig5_input_modalities": Path("../results/runs/synthetic_decorrelated")}
+SMOKE_RUNS_OF = {"21_fig5_input_modalities": Path("../results/runs/synthetic_decorrelated"),
+                 "13_table5_avqa": Path("../results/runs/synthetic_mc")}  # AVQA: the multiple-choice variant
 
 
 class ParameterError(ValueError):
