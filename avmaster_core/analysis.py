@@ -468,20 +468,25 @@ def avqa_comparison(runs_dir, seeds=None) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index", columns=["experiment", "mean", "std (ddof=1)", "seeds"])
 
 
-def table5_ours(settings) -> tuple[pd.DataFrame, pd.DataFrame | None, str | None]:
-    """(ours, its std over seeds or None, the commands that make the missing runs or None) of Table V for a
-    notebook's settings. Smoke tier: the runs of the synthetic multiple-choice variant in `settings.runs` (Table II
-    layout; their overall average is the total accuracy). Full tier: the AVQA runs `avmaster reproduce` trains
-    (`reproduce_report.ours_for`, data under ROOT's parent folder)."""
-    from . import ours_tables
+def avqa_runs(settings) -> Path:
+    """Where a notebook's multiple-choice runs are: the smoke tier's `settings.runs` (the synthetic variant's
+    shipped runs), else the AVQA runs of `avmaster reproduce`, `<RUNS>/avqa/standard[/paper]/` (the folders
+    `reproduce_report.ours_for("table5")` reads)."""
+    from .reproduce import protocol
 
     if settings.smoke:
-        mean, std = ours_tables.ours_rows("table5", settings.runs, settings.seeds)
-        return mean, std, None if len(mean) else "\n".join(SMOKE_MC_COMMANDS)
-    from .reproduce_report import ours_for
+        return Path(settings.runs)
+    folder = Path(settings.runs_root) / protocol("avqa", "standard").folder()
+    return folder / "paper" if settings.preset == "paper" else folder
 
-    data = settings.root.parent
-    mean = ours_for("table5", data=data, runs=settings.runs_root, results=settings.results,
-                    seeds=settings.seeds or (1, 2, 3), preset=settings.preset)
-    todo = f"avmaster reproduce run --only table5 --data {data} --runs {settings.runs_root}"
-    return mean, None, None if len(mean) else todo
+
+def table5_ours(settings) -> tuple[pd.DataFrame, pd.DataFrame, str | None]:
+    """(ours, its sample std over seeds, the commands that make the missing runs or None) of Table V for a
+    notebook's settings, from the runs of `avqa_runs(settings)` (on the synthetic variant, Table II layout: the
+    overall average is the total accuracy), whatever recipe they were trained with."""
+    from . import ours_tables
+
+    mean, std = ours_tables.ours_rows("table5", avqa_runs(settings), settings.seeds)
+    todo = "\n".join(SMOKE_MC_COMMANDS) if settings.smoke else \
+        f"avmaster reproduce run --only table5 --data {settings.root.parent} --runs {settings.runs_root}"
+    return mean, std, None if len(mean) else todo

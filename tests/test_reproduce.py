@@ -296,7 +296,7 @@ def test_reproduce_trains_the_multiple_choice_model_for_table5(tmp_path):
     before = build_plan(settings, ["table5"])
     run = before.items["train avqa/choices on avqa/standard seed 1"]
     assert run.status == reproduce.WAITING and "question features: 44 new texts" in run.needs[0], run.needs
-    plan = run_plan(settings, ["table5"], notebooks=False, echo=lambda *a, **k: None)
+    plan = run_plan(settings, ["table5"], notebook_out=str(tmp_path / "nb"), echo=lambda *a, **k: None)
     assert plan.complete("table5")
     with FeatureStore(tmp_path / "data" / "avqa" / "features.h5") as store:
         assert len(store.keys("choices")) == 44 and store.get("choices", 1000).shape == (4, store.widths["text_dim"])
@@ -307,8 +307,12 @@ def test_reproduce_trains_the_multiple_choice_model_for_table5(tmp_path):
     assert list(ours.columns) == ["Total Accuracy (%)"] and 0 <= ours.loc["AV-Master", "Total Accuracy (%)"] <= 100
     from avmaster_core import paper
     assert paper.ours_table("table5", tmp_path / "runs" / "avqa" / "standard").equals(ours)
-    csv = tmp_path / "res" / "reproduce" / "table5.csv"
-    assert csv.is_file()
+    assert (tmp_path / "res" / "reproduce" / "table5.csv").is_file()
+    import nbformat                                         # notebook 13 ran in full mode on these runs
+
+    executed = nbformat.read(str(tmp_path / "nb" / "13_table5_avqa.ipynb"), as_version=4)
+    record = next(c for c in executed.cells if "record" in c.metadata.get("tags", []))
+    assert f"'ours': {round(float(ours.iloc[0, 0]), 2)}" in record.outputs[0]["data"]["text/plain"]
 
 
 def test_slurm_parameters_are_submitits_and_slurm_must_be_there(tmp_path):
