@@ -216,7 +216,7 @@ def answer_heads_comparison(checkpoints: dict, dataset: str, root, split: str = 
         row["untrained heads"] = ", ".join(h for h in cfg.modalities if getattr(cfg, f"lambda_{h}") == 0
                                            and cfg.use_gpap) or "-"
         rows[label] = row
-    return pd.DataFrame(rows).T
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def table8_checkpoints(runs_dir, seeds=None) -> dict[str, Path]:
