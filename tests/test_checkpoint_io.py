@@ -48,6 +48,43 @@ def test_rng_state_restores_every_generator_mid_stream(tmp_path):
     assert state["cuda"] == [] or torch.cuda.is_available()
 
 
+class _FakeCuda:
+    """torch.cuda on a machine with two GPUs, as far as rng_state / set_rng_state can tell."""
+
+    def __init__(self, available=True):
+        self.available, self.states, self.restored = available, [torch.tensor([1, 2], dtype=torch.uint8),
+                                                                   torch.tensor([3], dtype=torch.uint8)], None
+
+    def is_available(self):
+        return self.available
+
+    def get_rng_state_all(self):
+        return list(self.states)
+
+    def set_rng_state_all(self, states):
+        self.restored = states
+
+
+def test_rng_state_carries_the_gpu_generators(monkeypatch):
+    """A resume on a GPU machine restores every GPU's generator; a CPU-only state restores on any machine."""
+    fake = _FakeCuda()
+    monkeypatch.setattr(torch, "cuda", fake)
+    state = checkpoint.rng_state()
+    assert state["cuda"] == fake.states
+    checkpoint.set_rng_state(state)
+    assert fake.restored == fake.states
+    fake.restored = None
+    checkpoint.set_rng_state({**state, "cuda": []})  # saved without GPUs: the GPUs' generators are left alone
+    assert fake.restored is None
+    checkpoint.set_rng_state({**{k: v for k, v in state.items() if k != "cuda"}})  # older files: no "cuda" key
+    assert fake.restored is None
+    cpu_only = _FakeCuda(available=False)
+    monkeypatch.setattr(torch, "cuda", cpu_only)
+    assert checkpoint.rng_state()["cuda"] == []
+    checkpoint.set_rng_state(state)  # saved on a GPU machine, resumed on a CPU one: no GPU call
+    assert cpu_only.restored is None
+
+
 def _tiny():
     return build_model(ModelConfig.official(**SIZES["cpu"]))
 
