@@ -49,7 +49,7 @@ MODULES = {
         "annotations", ("avmaster_core/annotations.py",),
         ("avmaster_core.annotations.x_derived_question_id*", "avmaster_core.annotations.x__as_int_id*",
          "avmaster_core.annotations.x__present*"),
-        ("tests/test_annotations.py",
+        ("tests/test_annotation_ids.py", "tests/test_annotations.py",
          "tests/test_visible_skips.py::test_documented_derived_id_example_needs_no_shared_data")),
     "atomic": Module("atomic", ("avmaster_core/atomic.py",), ("avmaster_core.atomic.*",),
                      ("tests/test_atomic.py", "tests/test_atomic_contract.py")),
@@ -58,7 +58,7 @@ MODULES = {
     "model (combine, preference)": Module(
         "model", ("avmaster_core/model.py", "avmaster_core/blocks.py"),
         ("avmaster_core.model.x_combine_logits*", "avmaster_core.blocks.xǁPreferenceLayerǁforward*"),
-        ("tests/test_model.py::test_combine_modes_and_table12",
+        ("tests/test_combine_preference.py", "tests/test_model.py::test_combine_modes_and_table12",
          "tests/test_choices.py::test_answer_heads_trained_leaves_out_zero_weight_heads")),
     "losses": Module("losses", ("avmaster_core/losses.py",), ("avmaster_core.losses.*",), ("tests/test_losses.py",)),
     "extract.video (time rules)": Module(
@@ -73,6 +73,16 @@ MODULES = {
 KILLED, SURVIVED = {1, 3, 36, 24, -24, 152, 255}, {0, 5, 33}
 
 
+# pytest loads this conftest.py (copied to the root of mutants/) in mutmut's fork server, before the forked
+# workers: what it imports is shared by every mutant instead of loaded again in each. torch.testing.assert_close
+# imports sympy on its first call (~0.8 s of CPU, more than most tests here take).
+WARMUP = '''"""Written by tools/mutate.py: imports once, in mutmut's fork server, what each mutant would load again."""
+import torch
+
+torch.testing.assert_close(torch.zeros(1), torch.zeros(1))
+'''
+
+
 def _toml_value(value) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
@@ -83,12 +93,14 @@ def prepare(module: Module) -> Path:
     """The module's folder: links to the package and the tests, and its own [tool.mutmut] section."""
     shared = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mutmut"]
     settings = {**shared, "source_paths": ["avmaster_core/"], "only_mutate": list(module.sources),
-                "pytest_add_cli_args_test_selection": list(module.tests)}
+                "pytest_add_cli_args_test_selection": list(module.tests), "also_copy": ["conftest.py"]}
     module.folder.mkdir(parents=True, exist_ok=True)
     for name in ("avmaster_core", "tests"):
         link = module.folder / name
         if not link.is_symlink():
             link.symlink_to(REPO / name, target_is_directory=True)
+    if not (module.folder / "conftest.py").is_file() or (module.folder / "conftest.py").read_text() != WARMUP:
+        (module.folder / "conftest.py").write_text(WARMUP)
     text = "[tool.mutmut]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in settings.items())
     pyproject = module.folder / "pyproject.toml"
     if not pyproject.is_file() or pyproject.read_text() != text:  # rewriting it would reset the verdicts
