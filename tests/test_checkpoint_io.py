@@ -143,8 +143,25 @@ def test_read_checkpoint_names_the_problem(tmp_path):
     torch.save({"model": {}}, tmp_path / "no_config.pt")
     torch.save({"model_config": {}}, tmp_path / "no_model.pt")
     for name in ("list.pt", "no_config.pt", "no_model.pt"):
-        with pytest.raises(ValueError, match="is not an avmaster checkpoint"):
+        with pytest.raises(ValueError, match="is not an avmaster checkpoint") as raised:
             checkpoint.read_checkpoint(tmp_path / name)
+        assert str(raised.value).endswith("(no model_config/model); an official AV-Master state dict loads with "
+                                          "avmaster_core.from_official_state_dict")
+
+
+def test_unreadable_checkpoint_names_the_error_and_the_remedy(tmp_path):
+    advice = "it may be truncated or not a checkpoint: use a best.pt/last.pt written by `avmaster train`"
+    (tmp_path / "empty.pt").write_bytes(b"")  # EOFError with an empty message
+    with pytest.raises(ValueError) as raised:
+        checkpoint.read_checkpoint(tmp_path / "empty.pt")
+    assert str(raised.value) == f"checkpoint {tmp_path / 'empty.pt'} (0 bytes) cannot be read (EOFError: no detail); " \
+                                + advice
+    torch.save({"model_config": {}, "model": {}}, tmp_path / "whole.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "whole.pt").read_bytes()[:200])
+    with pytest.raises(ValueError) as raised:
+        checkpoint.read_checkpoint(tmp_path / "cut.pt")
+    assert "(200 bytes) cannot be read (RuntimeError: " in str(raised.value)  # the first line of torch's message
+    assert str(raised.value).count("\n") == 0 and str(raised.value).endswith("); " + advice)
 
 
 def test_load_checkpoint_passes_map_location_to_torch_load(tmp_path):
