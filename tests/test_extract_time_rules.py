@@ -118,3 +118,12 @@ def test_silence_is_below_a_ten_thousandth_of_full_scale(level, silent):
 
     audio, info = _decode(np.full((1, 32000), level, np.int16), first_pts=0, video_start=0.0)
     assert info["audio_silent"] is silent  # 3 / 32768 < 1e-4 < 4 / 32768
+
+
+def test_audio_far_ahead_of_the_video_still_fills_every_second():
+    """Audio 2.5 s ahead of the video: the decoder must read past the 2.5 s it cuts, not a fixed margin."""
+    import numpy as np
+
+    ramp = _ramp(16000 * 6)
+    audio, info = _decode(ramp[None], first_pts=0, video_start=2.5)
+    np.testing.assert_array_equal(audio, ramp[40000:72000] / np.float32(32768))
