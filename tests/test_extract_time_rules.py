@@ -54,7 +54,7 @@ def test_an_audio_stream_without_frames_gives_silence():
 
 # ---------------------------------------------- _decode_audio on real audio frames already at 16 kHz (no resampling)
 def _frames(planes, first_pts, chunk=1000):
-    """av audio frames of int16 samples [channels, N] at 16 kHz, the first at first_pts / 16000 s."""
+    """av audio frames of int16 samples [channels, N] at 16 kHz, the first at first_pts / 16000 s (None: no pts)."""
     import av
     import numpy as np
 
@@ -62,7 +62,7 @@ def _frames(planes, first_pts, chunk=1000):
     for i in range(0, planes.shape[1], chunk):
         f = av.AudioFrame.from_ndarray(np.ascontiguousarray(planes[:, i:i + chunk]), format="s16p",
                                        layout="mono" if len(planes) == 1 else "stereo")
-        f.sample_rate, f.pts, f.time_base = 16000, first_pts + i, Fraction(1, 16000)
+        f.sample_rate, f.pts, f.time_base = 16000, None if first_pts is None else first_pts + i, Fraction(1, 16000)
         frames.append(f)
     return frames
 
@@ -120,10 +120,21 @@ def test_silence_is_below_a_ten_thousandth_of_full_scale(level, silent):
     assert info["audio_silent"] is silent  # 3 / 32768 < 1e-4 < 4 / 32768
 
 
-def test_audio_far_ahead_of_the_video_still_fills_every_second():
-    """Audio 2.5 s ahead of the video: the decoder must read past the 2.5 s it cuts, not a fixed margin."""
+@pytest.mark.parametrize("first_pts, video_start", [(0, 2.5), (-40000, 0.0)])
+def test_audio_far_ahead_of_the_video_still_fills_every_second(first_pts, video_start):
+    """Audio 2.5 s ahead of the video (a late video, or audio with negative timestamps): the decoder must read
+    past the 2.5 s it cuts, not a fixed margin."""
     import numpy as np
 
     ramp = _ramp(16000 * 6)
-    audio, info = _decode(ramp[None], first_pts=0, video_start=2.5)
+    audio, info = _decode(ramp[None], first_pts=first_pts, video_start=video_start)
     np.testing.assert_array_equal(audio, ramp[40000:72000] / np.float32(32768))
+
+
+def test_audio_frames_without_timestamps_start_with_the_video():
+    import numpy as np
+
+    ramp = _ramp(40000)
+    audio, info = _decode(ramp[None], first_pts=None, video_start=0.7)
+    np.testing.assert_array_equal(audio, ramp[:32000] / np.float32(32768))
+    assert info["audio_duration_s"] == 2.5
