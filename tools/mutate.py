@@ -2,6 +2,7 @@
 
     python tools/mutate.py                       # every module below, then the score table
     python tools/mutate.py --module losses       # one module (repeatable)
+    python tools/mutate.py --module losses --mutant NAME ...   # re-run these mutants (after adding a test)
     python tools/mutate.py --report              # the score table of what has been run
     python tools/mutate.py --survivors           # list the surviving mutants (then: --show NAME)
     python tools/mutate.py --show NAME           # the diff of one mutant (mutmut show, in its module's folder)
@@ -11,8 +12,9 @@
 Each module runs in its own folder build/mutation/<module>/ (links to avmaster_core/ and tests/, and a
 pyproject.toml made from the repository's [tool.mutmut] plus the module's own file and test selection), so a
 mutant only ever runs the few fast test files that pin its module, and each module keeps its own verdicts.
-Within those files mutmut runs only the tests that call the mutated function, with one worker
-(--max-children 1) and a per-mutant timeout (timeout_multiplier x the clean run's time + timeout_constant).
+Within those files mutmut runs only the tests that call the mutated function, each mutant in a fork of one
+server process that has imported and collected everything once (see WARMUP), with one worker
+(--max-children 1) and a CPU limit of (the tests' time + timeout_constant) x timeout_multiplier x 2 seconds.
 mutmut imports the package from <folder>/mutants/: PYTHONPATH is removed from its environment.
 docs/mutation.md has the scores, the commands and the mutants judged equivalent.
 """
@@ -103,7 +105,7 @@ def prepare(module: Module) -> Path:
         (module.folder / "conftest.py").write_text(WARMUP)
     text = "[tool.mutmut]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in settings.items())
     pyproject = module.folder / "pyproject.toml"
-    if not pyproject.is_file() or pyproject.read_text() != text:  # rewriting it would reset the verdicts
+    if not pyproject.is_file() or pyproject.read_text() != text:  # a new test selection resets the verdicts
         pyproject.write_text(text)
     return module.folder
 
