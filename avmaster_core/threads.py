@@ -50,9 +50,9 @@ _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
 def keep_freed_memory() -> bool:
     """Make glibc keep freed memory for reuse instead of returning it to the kernel; True if applied.
 
-    Measured (full-size official preset, training step at batch 32, T = 60, 1 thread, process counters):
-    852k minor page faults and 2.5 s of system time per step with glibc's defaults, 225k and 0.7 s with
-    this (results/benchmarks.md, "CPU training speed"). No allocation is served by mmap (M_MMAP_MAX = 0:
+    Measured (full-size official preset, training steps 2-3 at batch 32, T = 60, 1 thread, process
+    counters): 693k / 360k minor page faults and 1.77 / 0.97 s of system time per step with glibc's
+    defaults, 151k / 38k and 0.43 / 0.23 s with this (results/benchmarks.md, "Round 3"). No allocation is served by mmap (M_MMAP_MAX = 0:
     torch's 94 MB per-step temporaries at batch 32 would otherwise be mapped, faulted in and unmapped every
     step) and the heap is never trimmed; the cost is that the process keeps its peak heap until it exits.
     Off with AVMASTER_KEEP_FREED_MEMORY=0; a no-op where the C library is not glibc.
