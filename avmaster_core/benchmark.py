@@ -5,8 +5,9 @@
 Training step = forward (with negatives) + loss + backward + Adam step. Inference = eval forward under
 torch.inference_mode. Random inputs. Each phase prints the median wall time and the median process CPU time
 (user + sys of all threads) per step; on a shared machine compare CPU times. Peak memory:
-torch.cuda.max_memory_allocated on GPU; on CPU the growth of the process's peak resident set (ru_maxrss) during that phase. ru_maxrss only grows, so on CPU a
-phase shows only what exceeds every earlier peak (inference runs first, then training; presets in order).
+torch.cuda.max_memory_allocated on GPU; on CPU the growth of the process's peak resident set (ru_maxrss)
+during that phase. ru_maxrss only grows, so on CPU a phase shows only what exceeds every earlier peak
+(inference runs first, then training; presets in order).
 
 GPU suite (issue 7): everything the fast path has to show, in one run, as a markdown report:
 
