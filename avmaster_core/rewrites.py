@@ -57,9 +57,10 @@ def dropout_masks(shape: tuple[int, ...], p: float, like: Tensor) -> Tensor:
     """Inverted-dropout multipliers for many dropout calls at once: 0 or 1/(1-p), each kept with prob. 1-p.
 
     One random draw replaces one `bernoulli_` per call (same statistics as F.dropout, other random stream);
-    made in place in the drawn tensor (one allocation: at batch 32 a site's masks for 60 steps are 94 MB).
+    made in place in the drawn fp32 tensor (one allocation: at batch 32 a site's masks for 60 steps are 94 MB;
+    a bf16 draw would keep only 8 random bits, so it is converted afterwards, a no-op for fp32).
     """
-    return torch.rand(shape, device=like.device, dtype=like.dtype).ge_(p).div_(1.0 - p)
+    return torch.rand(shape, device=like.device).ge_(p).div_(1.0 - p).to(like.dtype)
 
 
 # ============================================================================ weights used at every step
