@@ -9,10 +9,12 @@ the paper; a module runs these rewrites when its `fast` flag is on (the default,
   (`absorbed_single_head`, `absorbed_bert_cross`);
 - the focus recurrence (`focus_recurrence`): everything that depends on a frame but not on the recurrent
   state is computed for all T steps at once; the cross-attention over K copies of one frame is
-  query-independent; dropout masks of the loop are drawn once per tensor for all steps;
+  query-independent; dropout masks of the loop are drawn once per tensor for all steps; the weight
+  gradients of the loop's linear maps are summed in place (`LoopWeights`);
 - collapsed templates (`focus_collapsed`): in eval mode where the K rows stay identical, one row per
   sample with the affine parts of a step folded into one matrix;
-- split fusion linear (`key_fusion_split`);
+- split fusion linear (`key_fusion_split`), and the additive slot pooling's scores without their
+  [B, Lc, R, D] tensor (`slot_weights`);
 - zero-padded words (`trim_padding`): the trailing padding shared by a batch runs as one token whose
   attention weight counts its copies (CPU, no dropout); a BERT cross layer over one memory token skips
   its attention (`absorbed_bert_cross`).
@@ -406,6 +408,44 @@ def focus_collapsed(block, feats: Tensor) -> Tensor:
 
 
 # ============================================================================ key fusion
+SLOT_CHUNK = 2**20  # numbers of [samples, Lc, R, D] per chunk of _AdditiveSlotScores (4 MB in fp32)
+
+
+class _AdditiveSlotScores(torch.autograd.Function):
+    """s[b, l, r] = w . tanh(c[b, l] + u[b, r]) (model.SlotPooling's scores, no bias) without keeping the
+    [B, Lc, R, D] tensor: a few samples at a time, tanh recomputed in the backward pass. At batch 32 the
+    tensor is 155 MB per modality and autograd's form writes and reads it about eight times per step."""
+
+    @staticmethod
+    def forward(ctx, context: Tensor, slots: Tensor, w: Tensor) -> Tensor:
+        ctx.save_for_backward(context, slots, w)
+        ctx.chunk = max(1, SLOT_CHUNK // (context[0].numel() * slots.shape[1]))
+        return torch.cat([torch.tanh(c.unsqueeze(2) + u.unsqueeze(1)) @ w
+                          for c, u in zip(context.split(ctx.chunk), slots.split(ctx.chunk))])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        context, slots, w = ctx.saved_tensors
+        d_context, d_slots, d_w = [], [], torch.zeros_like(w)
+        for c, u, g in zip(context.split(ctx.chunk), slots.split(ctx.chunk), grad.split(ctx.chunk)):
+            t = torch.tanh(c.unsqueeze(2) + u.unsqueeze(1))  # [b, Lc, R, D]
+            d_w += torch.einsum("blr,blrd->d", g, t)
+            da = t.mul_(t).neg_().add_(1).mul_(g.unsqueeze(-1)).mul_(w)  # d s / d(c + u): (1 - t^2) g w
+            d_context.append(da.sum(2))
+            d_slots.append(da.sum(1))
+        return torch.cat(d_context), torch.cat(d_slots), d_w
+
+
+def slot_weights(pool, context: Tensor, u: Tensor) -> Tensor:
+    """model.SlotPooling.slot_weights (g [B, Lc, R]) through _AdditiveSlotScores; the plain form while a
+    graph is captured or compiled, or under autocast."""
+    if capturing() or torch.is_autocast_enabled(context.device.type):
+        return pool.slot_weights(context, u)
+    scores = _AdditiveSlotScores.apply(context, u + pool.beta, pool.score.weight[0]) + pool.score.bias
+    return torch.softmax(scores, dim=-1)
+
+
 def key_fusion_split(model, context: Tensor, focus: dict[str, Tensor]) -> Tensor:
     """model.AVMaster.key_fusion with additive pooling, the fusion linear split per input.
 
@@ -421,7 +461,7 @@ def key_fusion_split(model, context: Tensor, focus: dict[str, Tensor]) -> Tensor
     for i, m in enumerate(mods):
         pool = model.pool[m]
         u = pool.proj(focus[m])  # [B, R, D]
-        g = None if u.shape[1] == 1 else pool.slot_weights(context, u)  # [B, Lc, R]
+        g = None if u.shape[1] == 1 else slot_weights(pool, context, u)  # [B, Lc, R]
         w_sum = w_sum + w[i + 1]
         bias = bias + w[i + 1] @ pool.beta
         uw = u @ w[i + 1].T  # [B, R, D]

@@ -179,3 +179,24 @@ def test_loop_weight_gradients_equal_autograd_with_dropout(preset, monkeypatch):
     torch.testing.assert_close(results[0][0], results[1][0], rtol=LOGIT_TOL, atol=LOGIT_TOL)
     for name, grad in results[1][1].items():
         torch.testing.assert_close(results[0][1][name], grad, rtol=GRAD_TOL, atol=GRAD_TOL, msg=name)
+
+
+@pytest.mark.parametrize("chunk", [1, 2**20])
+def test_slot_weights_without_the_big_tensor_equal_the_plain_pooling(chunk, monkeypatch):
+    """rewrites.slot_weights (scores a few samples at a time, tanh recomputed in backward) against
+    model.SlotPooling.slot_weights: weights and gradients, one sample per chunk and all at once."""
+    from avmaster_core.model import SlotPooling
+    monkeypatch.setattr(rewrites, "SLOT_CHUNK", chunk)
+    torch.manual_seed(0)
+    pool = SlotPooling(16).double()
+    context = torch.randn(5, 7, 16, dtype=torch.double, requires_grad=True)
+    slots = torch.randn(5, 3, 16, dtype=torch.double, requires_grad=True)
+    weights = torch.randn(5, 7, 3, dtype=torch.double)
+    inputs = [context, slots, pool.beta, pool.score.weight, pool.score.bias]
+    fast, plain = rewrites.slot_weights(pool, context, slots), pool.slot_weights(context, slots)
+    torch.testing.assert_close(fast, plain)
+    for a, b in zip(torch.autograd.grad((fast * weights).sum(), inputs),
+                    torch.autograd.grad((plain * weights).sum(), inputs)):
+        torch.testing.assert_close(a, b)
+    w = torch.randn(16, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(rewrites._AdditiveSlotScores.apply, (context, slots, w))
