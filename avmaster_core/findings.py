@@ -68,12 +68,20 @@ def compare_rows(paper_values: pd.Series | None, mean: pd.Series, std: pd.Series
         spread = (std.get(row, math.nan) + std.get(reference, math.nan)) if std is not None else math.nan
         verdict = ("within the seed spread" if abs(diff) <= spread else "exceeds the seed spread") \
             if not math.isnan(spread) else "no seed spread (one seed)"
-        stated = "" if paper_values is None or pd.isna(paper_values.get(row, math.nan)) else \
-            f"; paper {paper_values[row] - paper_values[reference]:+.2f}"
+        stated = "" if paper_values is None else _paper_difference(paper_values, row, reference, name)
         n = f", {len(seeds[row])} seed(s)" if seeds and row in seeds else ""
         width = "" if math.isnan(spread) else f", ±{spread:.2f}"
         lines.append(f"- {name(row)}: ours {diff:+.2f} points vs {name(reference)} ({verdict}{width}{n}){stated}")
     return lines
+
+
+def _paper_difference(paper_values: pd.Series, row, reference, name) -> str:
+    """"; paper +1.23" (the paper's difference between the two rows), or which of them the paper gives no
+    value for (Fig. 5: the paper prints no A+V+Q bar), never a difference computed from a missing value."""
+    absent = [r for r in (row, reference) if pd.isna(paper_values.get(r, math.nan))]
+    if absent:
+        return f"; no paper value ({' and '.join(name(r) for r in absent)} not published)"
+    return f"; paper {paper_values[row] - paper_values[reference]:+.2f}"
 
 
 def ranking_lines(paper_values: pd.Series | None, mean: pd.Series, names: dict | None = None) -> list[str]:
