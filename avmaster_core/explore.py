@@ -27,6 +27,8 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
+from . import plots  # registers the inline PNG formatter in a kernel, so a returned Figure shows once
+
 HEADS = {"logits_qa": "qa head (key fusion)", "logits_a": "audio head", "logits_v": "visual head",
          "logits": "combined (the answer)"}
 MODALITIES = {"v": "Visual", "a": "Audio"}
@@ -183,10 +185,7 @@ def question_figure(view: QuestionView) -> Figure:
 
     fig = Figure(figsize=(13.0, 7.4), layout="constrained")
     axes = fig.subplot_mosaic([["heads", "words"], ["focus", "scene"]], width_ratios=[1.0, 1.25])
-    view.heads.iloc[::-1].plot.barh(ax=axes["heads"], width=0.8, color=sns.color_palette("colorblind", 4))
-    axes["heads"].set(xlim=(0, 1), xlabel="probability", ylabel="", title="answer distribution of each head")
-    handles, labels = axes["heads"].get_legend_handles_labels()
-    axes["heads"].legend(handles[::-1], labels[::-1], fontsize=7, loc="lower right")
+    _draw_heads(axes["heads"], view.heads, sns.color_palette("colorblind", len(view.heads.columns)))
     sns.heatmap(view.words, ax=axes["words"], cmap="Blues", vmin=0, vmax=1, annot=True, fmt=".2f", cbar=False,
                 annot_kws={"fontsize": 7})
     axes["words"].set_title("word attention (preference path, mean over segments)")
@@ -198,19 +197,28 @@ def question_figure(view: QuestionView) -> Figure:
     return fig
 
 
+def _draw_heads(ax, heads: pd.DataFrame, colours) -> None:
+    """Grouped horizontal bars: one group per answer (the model's answer on top), one bar per head."""
+    width = 0.8 / len(heads.columns)
+    rows = np.arange(len(heads))[::-1]
+    for k, (column, colour) in enumerate(zip(heads.columns, colours)):
+        ax.barh(rows + 0.4 - (k + 0.5) * width, heads[column], height=width, color=colour, label=column)
+    ax.set_yticks(rows, heads.index)
+    ax.set(xlim=(0, 1), xlabel="probability", title="answer distribution of each head")
+    ax.legend(fontsize=7, loc="lower right")
+
+
 def _draw_focus(ax, focus: pd.DataFrame) -> None:
     """Template change per modality (left axis) and the per-step answer probabilities (right axis)."""
-    from .plots import OURS_COLOUR, PAPER_COLOUR, REFERENCE_COLOUR
-
     moved = [c for c in focus.columns if c.endswith("moved")]
-    for column, colour in zip(moved, (PAPER_COLOUR, OURS_COLOUR)):
+    for column, colour in zip(moved, (plots.PAPER_COLOUR, plots.OURS_COLOUR)):
         ax.plot(focus.index, focus[column], marker="o", color=colour, label=column)
     ax.set(xlabel="segment (focus step t)", ylabel="relative change of the templates", xlim=(0.5, len(focus) + 0.5),
            title="focus sampling over time: how far segment t moves the templates")
     ax.set_ylim(bottom=0)
     readout = ax.twinx()
     for column, style in zip([c for c in focus.columns if c.startswith("P(")], ("--", ":")):
-        readout.plot(focus.index, focus[column], linestyle=style, color=REFERENCE_COLOUR, label=column)
+        readout.plot(focus.index, focus[column], linestyle=style, color=plots.REFERENCE_COLOUR, label=column)
     readout.set(ylim=(0, 1.05), ylabel="probability")
     (h1, l1), (h2, l2) = ax.get_legend_handles_labels(), readout.get_legend_handles_labels()
     ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="lower left")
@@ -218,19 +226,17 @@ def _draw_focus(ax, focus: pd.DataFrame) -> None:
 
 def _draw_scene(ax, scene: pd.DataFrame | None, segments: int) -> None:
     """The instruments' sounding segments as bars on the focus panel's time axis (synthetic ground truth)."""
-    from .plots import OURS_COLOUR, REFERENCE_COLOUR
-
     ax.set(xlim=(0.5, segments + 0.5), xlabel="segment", title="the scene (synthetic benchmark's ground truth)")
     if scene is None or scene.empty:
         ax.text(0.5, 0.5, "no ground truth for real videos", ha="center", va="center", transform=ax.transAxes,
-                color=REFERENCE_COLOUR, style="italic")
+                color=plots.REFERENCE_COLOUR, style="italic")
         ax.set_yticks([])
         return
     for y, row in enumerate(scene.itertuples(index=False)):
         if not pd.isna(row[2]):
-            ax.broken_barh([(row[2] - 0.5, row[3] - row[2] + 1)], (y - 0.35, 0.7), color=OURS_COLOUR)
+            ax.broken_barh([(row[2] - 0.5, row[3] - row[2] + 1)], (y - 0.35, 0.7), color=plots.OURS_COLOUR)
         else:
-            ax.text(1, y, "silent", va="center", fontsize=8, color=REFERENCE_COLOUR, style="italic")
+            ax.text(1, y, "silent", va="center", fontsize=8, color=plots.REFERENCE_COLOUR, style="italic")
     ax.set_yticks(range(len(scene)), [f"{r[0]} ({r[1]})" for r in scene.itertuples(index=False)])
     ax.set_ylim(len(scene) - 0.5, -0.5)
 

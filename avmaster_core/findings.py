@@ -143,17 +143,31 @@ def curve_findings(name: str, long: pd.DataFrame, x: str, y: str, hue: str | Non
     return Findings("\n".join([title, "", *lines, "", WHY_SYNTHETIC if smoke else WHY_REAL]))
 
 
-def attention_findings(attention: pd.DataFrame, *, smoke: bool) -> Findings:
-    """Fig. 8's closing paragraph: per row (modality) the most attended word and the share on padding."""
+NO_WORD = 0.05  # a row whose largest word weight is below this attends to no word (it is all on padding)
+
+
+def _attention_line(row: str, weights: pd.Series) -> str:
+    words = weights.drop("<padding>", errors="ignore")
+    padding = float(weights.get("<padding>", 0.0))
+    if words.max() < NO_WORD:
+        return (f"- {row}: no word gets attention (largest {words.max():.2f}); {padding:.2f} of it lands on padding "
+                "positions, so this row says nothing about the question's words.")
+    return f"- {row}: most attention on {words.idxmax()!r} ({words.max():.2f}); {padding:.2f} on padding positions."
+
+
+def attention_findings(attention, *, smoke: bool) -> Findings:
+    """Fig. 8's closing paragraph. `attention`: one table (rows Visual / Audio, word columns and "<padding>")
+    or {model: table or None} (the released model beside the one trained with the padding masked): per
+    model and row the most attended word, or that no word gets attention when the row sits on padding."""
+    variants = attention if isinstance(attention, dict) else {"": attention}
     lines = []
-    for row, weights in attention.iterrows():
-        words = weights.drop("<padding>", errors="ignore")
-        padding = float(weights.get("<padding>", 0.0))
-        lines.append(f"- {row}: most attention on {words.idxmax()!r} ({words.max():.2f}); "
-                     f"{padding:.2f} of it on padding positions"
-                     + (" (the released code does not mask them: most of the attention lands there)"
-                        if padding > 0.5 else "") + ".")
-    lines.append("- The paper shows the attention mass on the question's key words (instrument, location); ours is "
-                 "one question of one checkpoint, so it illustrates, it does not measure.")
-    return Findings("\n".join(["**What ours shows (Fig. 8).**", "", *lines, "",
-                               WHY_SYNTHETIC if smoke else WHY_REAL]))
+    for model, table in variants.items():
+        if model:
+            lines.append(f"*{model}*" + (": no run, so nothing to show." if table is None else ""))
+        if table is not None:
+            lines += [_attention_line(row, weights) for row, weights in table.iterrows()]
+    lines += ["", "The paper shows the attention on the question's key words ('instrument' for the visual row, "
+              "'loudest' for the audio row). Ours is one question of one checkpoint per model: it illustrates, it "
+              "does not measure. Where the released model's row sits on padding, the masked model shows which "
+              "words that path reads once padding is out of reach."]
+    return Findings("\n".join(["**What ours shows (Fig. 8).**", "", *lines, "", WHY_SYNTHETIC if smoke else WHY_REAL]))

@@ -46,7 +46,7 @@ NEEDS = {
     "00_quick_start": {"data", "runs"}, "02_training": {"data"}, "03_evaluation": {"data", "runs"},
     "19_table12_13_inference_variants": {"data", "full"}, "20_fig4_segment_length": {"data", "full"},
     "22_fig6_focus_steps": {"data", "full"}, "24_fig8_word_attention": {"data", "full", "question"},
-    "30_presets": {"data"}, "31_ask_your_video": {"runs"},
+    "30_presets": {"data"}, "31_ask_your_video": {"runs"}, "32_explore_a_question": {"data", "runs", "question"},
 }
 SMOKE_RUNS_OF = {"21_fig5_input_modalities": Path("../results/runs/synthetic_decorrelated")}
 
@@ -349,6 +349,10 @@ def _check_extra(settings: NotebookSettings) -> None:
         raise ParameterError("VIDEOS", extra["VIDEOS"], "no such folder of videos")
     if "SECONDS" in extra and (not isinstance(extra["SECONDS"], int) or extra["SECONDS"] < 1):
         raise ParameterError("SECONDS", extra["SECONDS"], "give a whole number of one-second segments >= 1")
+    if "QUESTIONS" in extra and (isinstance(extra["QUESTIONS"], bool) or not isinstance(extra["QUESTIONS"], int)
+                                 or extra["QUESTIONS"] < 1):
+        raise ParameterError("QUESTIONS", extra["QUESTIONS"], "give how many distinct questions the picker lists, "
+                                                              "a whole number >= 1")
     if "LENGTHS" in extra:
         parts = [p for p in str(extra["LENGTHS"]).replace(" ", "").split(",") if p]
         if not all(p.isdigit() and int(p) > 0 for p in parts):
