@@ -143,6 +143,32 @@ def curve_findings(name: str, long: pd.DataFrame, x: str, y: str, hue: str | Non
     return Findings("\n".join([title, "", *lines, "", WHY_SYNTHETIC if smoke else WHY_REAL]))
 
 
+def benchmark_findings(name: str, paper_df: pd.DataFrame, ours: pd.DataFrame, *, missing: int = 0,
+                       command: str = "") -> Findings:
+    """The closing paragraph of Tables III, IV and XI (rows: benchmarks or encoders): for each of our rows,
+    ours against the paper's same row on `column` Avg, and where ours would rank among the paper's methods
+    of the same group (same test/training sets or encoders); without a run, what is missing and the command."""
+    title = f"**What ours shows ({name}).**"
+    if ours is None or ours.empty:
+        return Findings(f"{title} No run or evaluation of ours exists yet, so this table shows the paper's numbers "
+                        f"only ({missing} item(s) missing; the synthetic benchmark cannot stand in for other "
+                        f"benchmarks or encoders). They are made by `{command}`.")
+    column = [c for c in paper_df.columns if paper.AVG in (c if isinstance(c, tuple) else (c,))][-1]
+    lines = []
+    for row, value in ours[column].dropna().items():
+        group = paper_df.xs(row[:-1], level=list(range(len(row) - 1)), drop_level=False) \
+            if isinstance(row, tuple) and len(row) > 1 else paper_df
+        stated = paper_df[column].get(row, math.nan)
+        others = group[column].drop(index=row, errors="ignore").dropna()
+        rank = 1 + int((others > value).sum())
+        vs = "the paper gives no value" if pd.isna(stated) else f"paper {stated:.2f}, ours {value - stated:+.2f}"
+        lines.append(f"- {_label(row)}: ours {value:.2f} ({vs}); ours would rank {rank} of {len(others) + 1} "
+                     f"among the paper's rows of its group.")
+    if missing:
+        lines.append(f"- {missing} item(s) still missing; `{command}` makes them.")
+    return Findings("\n".join([title, "", *lines, "", WHY_REAL]))
+
+
 NO_WORD = 0.05  # a row whose largest word weight is below this attends to no word (it is all on padding)
 
 

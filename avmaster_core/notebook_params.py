@@ -48,7 +48,11 @@ NEEDS = {
     "22_fig6_focus_steps": {"data", "full"}, "24_fig8_word_attention": {"data", "full", "question"},
     "30_presets": {"data"}, "31_ask_your_video": {"runs"}, "32_explore_a_question": {"data", "runs", "question"},
 }
-SMOKE_RUNS_OF = {"21_fig5_input_modalities": Path("../results/runs/synthetic_decorrelated")}
+# Tables III, IV and XI: rows are other benchmarks or encoders, which the synthetic benchmark cannot stand in
+# for, so even the smoke tier reads the real runs (`avmaster reproduce`'s layout) and says which are missing.
+SMOKE_RUNS_OF = {"21_fig5_input_modalities": Path("../results/runs/synthetic_decorrelated"),
+                 **{name: FULL_RESULTS / "runs" for name in ("11_table3_music_avqa_r", "12_table4_music_avqa_v2",
+                                                             "18_table11_feature_extractors")}}
 
 
 class ParameterError(ValueError):
@@ -175,16 +179,16 @@ class NotebookSettings:
                  out_dir=self.train_dir, progress=False)
         return self.runs
 
-    def save(self, obj, filename: str, *, complete: bool = True, missing=()):
+    def save(self, obj, filename: str, *, complete: bool = True, missing=(), command: str | None = None):
         """Write a table (.csv, rounded) or a figure (.png) under RESULTS (figures/ for figures; under
         `train_dir` when this notebook trained its rows) and return the path. With complete=False (no run of ours to show) nothing is written, so a table made by an
         earlier run is never replaced by empty columns: the missing runs and the command that makes them are
-        printed instead."""
+        printed instead (`command`, else the `avmaster sweep` line of the missing experiments)."""
         from . import plots
 
         if not complete:
             print(f"{filename} not written: no run of {', '.join(missing) or 'ours'} in {self.runs}; make them "
-                  f"with\n  {self.sweep_command(missing)}")
+                  f"with\n  {command or self.sweep_command(missing)}")
             return None
         # Tables of freshly trained rows (EPOCHS > 0) go beside those runs, never over the shipped results.
         base = self.train_dir if self.train_first else self.results
