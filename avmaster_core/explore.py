@@ -106,7 +106,6 @@ class Explorer:
     def widget(self, question_id: int | None = None, limit: int | None = 200):
         """An ipywidgets box: a question picker and the figure of the chosen question (redrawn on change)."""
         import ipywidgets as widgets
-        from IPython.display import display
 
         choices = self.questions(limit)
         ids = [i for _, i in choices]
@@ -116,9 +115,9 @@ class Explorer:
         shown = widgets.Output()
 
         def draw(change=None):
-            shown.clear_output(wait=True)
-            with shown:
-                display(question_figure(self.view(picker.value)))
+            # set the widget's outputs directly: `with shown:` capture hung headless runs under ipykernel 7
+            shown.outputs = ()
+            shown.append_display_data(question_figure(self.view(picker.value)))
 
         picker.observe(draw, names="value")
         draw()
