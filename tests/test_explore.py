@@ -69,6 +69,10 @@ def test_the_widget_lists_questions_and_starts_on_the_chosen_one(explorer):
     box = explorer.widget(17, limit=30)
     picker = box.children[0]
     assert picker.value == 17 and len(picker.options) == 30
+    shown = box.children[1]
+    assert len(shown.outputs) == 1  # the chosen question's figure
+    picker.value = picker.options[3][1]
+    assert len(shown.outputs) == 1  # redrawn, not appended
 
 
 def test_an_unknown_question_and_a_partial_model_are_refused(explorer):
