@@ -32,7 +32,7 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" tests $(PYTEST_ARGS)
 
-# Mutation testing of the modules the paper's numbers depend on (docs/mutation.md; 1-2 h on one CPU core).
+# Mutation testing of the modules the paper's numbers depend on (docs/mutation.md; about 40 min on one CPU core).
 mutate: $(STAMP)
 	$(PY) tools/mutate.py $(MUTATE_ARGS)
 

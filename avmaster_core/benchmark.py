@@ -3,9 +3,11 @@
     avmaster benchmark --batch-size 32 --T 60 --device cpu --threads 2
 
 Training step = forward (with negatives) + loss + backward + Adam step. Inference = eval forward under
-torch.inference_mode. Random inputs. Peak memory: torch.cuda.max_memory_allocated on GPU; on CPU the
-growth of the process's peak resident set (ru_maxrss) during that phase. ru_maxrss only grows, so on CPU a
-phase shows only what exceeds every earlier peak (inference runs first, then training; presets in order).
+torch.inference_mode. Random inputs. Each phase prints the median wall time and the median process CPU time
+(user + sys of all threads) per step; on a shared machine compare CPU times. Peak memory:
+torch.cuda.max_memory_allocated on GPU; on CPU the growth of the process's peak resident set (ru_maxrss)
+during that phase. ru_maxrss only grows, so on CPU a phase shows only what exceeds every earlier peak
+(inference runs first, then training; presets in order).
 
 GPU suite (issue 7): everything the fast path has to show, in one run, as a markdown report:
 
@@ -104,16 +106,19 @@ def benchmark_preset(cfg: ModelConfig, batch_size: int, segments: int, device: t
     result = {"preset": cfg, "parameters": count_parameters(model)}
     for name, fn in (("infer", infer), ("train", train_step)):
         start = _peak_reset(device)
-        times = []
+        times, cpu = [], []
         for i in range(warmup + steps):
             _sync(device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
             _sync(device)
             if i >= warmup:
                 times.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
         sec = sorted(times)[len(times) // 2]
         result[f"{name}_s"] = sec
+        # process CPU time (all threads, user + sys): moves less than wall time on a shared machine
+        result[f"{name}_cpu_s"] = sorted(cpu)[len(cpu) // 2]
         result[f"{name}_samples_per_s"] = batch_size / sec
         result[f"{name}_peak_gib"] = _peak_read(device, start)
     return result
@@ -134,9 +139,9 @@ def run(args: argparse.Namespace) -> int:
         r["preset"] = preset
         rows.append(r)
         print(f"{preset:9s} params={r['parameters']:,}  train {r['train_s']:.3f} s/step "
-              f"({r['train_samples_per_s']:.1f} samples/s, peak {r['train_peak_gib']:.2f} GiB)  "
-              f"infer {r['infer_s']:.3f} s/batch ({r['infer_samples_per_s']:.1f} samples/s, "
-              f"peak {r['infer_peak_gib']:.2f} GiB)", flush=True)
+              f"(cpu {r['train_cpu_s']:.3f} s, {r['train_samples_per_s']:.1f} samples/s, "
+              f"peak {r['train_peak_gib']:.2f} GiB)  infer {r['infer_s']:.3f} s/batch (cpu {r['infer_cpu_s']:.3f} s, "
+              f"{r['infer_samples_per_s']:.1f} samples/s, peak {r['infer_peak_gib']:.2f} GiB)", flush=True)
     if args.json:
         print(json.dumps(rows))
     return 0

@@ -68,12 +68,20 @@ def compare_rows(paper_values: pd.Series | None, mean: pd.Series, std: pd.Series
         spread = (std.get(row, math.nan) + std.get(reference, math.nan)) if std is not None else math.nan
         verdict = ("within the seed spread" if abs(diff) <= spread else "exceeds the seed spread") \
             if not math.isnan(spread) else "no seed spread (one seed)"
-        stated = "" if paper_values is None or pd.isna(paper_values.get(row, math.nan)) else \
-            f"; paper {paper_values[row] - paper_values[reference]:+.2f}"
+        stated = "" if paper_values is None else _paper_difference(paper_values, row, reference, name)
         n = f", {len(seeds[row])} seed(s)" if seeds and row in seeds else ""
         width = "" if math.isnan(spread) else f", ±{spread:.2f}"
         lines.append(f"- {name(row)}: ours {diff:+.2f} points vs {name(reference)} ({verdict}{width}{n}){stated}")
     return lines
+
+
+def _paper_difference(paper_values: pd.Series, row, reference, name) -> str:
+    """"; paper +1.23" (the paper's difference between the two rows), or which of them the paper gives no
+    value for (Fig. 5: the paper prints no A+V+Q bar), never a difference computed from a missing value."""
+    absent = [r for r in (row, reference) if pd.isna(paper_values.get(r, math.nan))]
+    if absent:
+        return f"; no paper value ({' and '.join(name(r) for r in absent)} not published)"
+    return f"; paper {paper_values[row] - paper_values[reference]:+.2f}"
 
 
 def ranking_lines(paper_values: pd.Series | None, mean: pd.Series, names: dict | None = None) -> list[str]:
@@ -135,17 +143,57 @@ def curve_findings(name: str, long: pd.DataFrame, x: str, y: str, hue: str | Non
     return Findings("\n".join([title, "", *lines, "", WHY_SYNTHETIC if smoke else WHY_REAL]))
 
 
-def attention_findings(attention: pd.DataFrame, *, smoke: bool) -> Findings:
-    """Fig. 8's closing paragraph: per row (modality) the most attended word and the share on padding."""
+def benchmark_findings(name: str, paper_df: pd.DataFrame, ours: pd.DataFrame, *, missing: int = 0,
+                       command: str = "") -> Findings:
+    """The closing paragraph of Tables III, IV and XI (rows: benchmarks or encoders): for each of our rows,
+    ours against the paper's same row on `column` Avg, and where ours would rank among the paper's methods
+    of the same group (same test/training sets or encoders); without a run, what is missing and the command."""
+    title = f"**What ours shows ({name}).**"
+    if ours is None or ours.empty:
+        return Findings(f"{title} No run or evaluation of ours exists yet, so this table shows the paper's numbers "
+                        f"only ({missing} item(s) missing; the synthetic benchmark cannot stand in for other "
+                        f"benchmarks or encoders). They are made by `{command}`.")
+    column = [c for c in paper_df.columns if paper.AVG in (c if isinstance(c, tuple) else (c,))][-1]
     lines = []
-    for row, weights in attention.iterrows():
-        words = weights.drop("<padding>", errors="ignore")
-        padding = float(weights.get("<padding>", 0.0))
-        lines.append(f"- {row}: most attention on {words.idxmax()!r} ({words.max():.2f}); "
-                     f"{padding:.2f} of it on padding positions"
-                     + (" (the released code does not mask them: most of the attention lands there)"
-                        if padding > 0.5 else "") + ".")
-    lines.append("- The paper shows the attention mass on the question's key words (instrument, location); ours is "
-                 "one question of one checkpoint, so it illustrates, it does not measure.")
-    return Findings("\n".join(["**What ours shows (Fig. 8).**", "", *lines, "",
-                               WHY_SYNTHETIC if smoke else WHY_REAL]))
+    for row, value in ours[column].dropna().items():
+        group = paper_df.xs(row[:-1], level=list(range(len(row) - 1)), drop_level=False) \
+            if isinstance(row, tuple) and len(row) > 1 else paper_df
+        stated = paper_df[column].get(row, math.nan)
+        others = group[column].drop(index=row, errors="ignore").dropna()
+        rank = 1 + int((others > value).sum())
+        vs = "the paper gives no value" if pd.isna(stated) else f"paper {stated:.2f}, ours {value - stated:+.2f}"
+        lines.append(f"- {_label(row)}: ours {value:.2f} ({vs}); ours would rank {rank} of {len(others) + 1} "
+                     f"among the paper's rows of its group.")
+    if missing:
+        lines.append(f"- {missing} item(s) still missing; `{command}` makes them.")
+    return Findings("\n".join([title, "", *lines, "", WHY_REAL]))
+
+
+NO_WORD = 0.05  # a row whose largest word weight is below this attends to no word (it is all on padding)
+
+
+def _attention_line(row: str, weights: pd.Series) -> str:
+    words = weights.drop("<padding>", errors="ignore")
+    padding = float(weights.get("<padding>", 0.0))
+    if words.max() < NO_WORD:
+        return (f"- {row}: no word gets attention (largest {words.max():.2f}); {padding:.2f} of it lands on padding "
+                "positions, so this row says nothing about the question's words.")
+    return f"- {row}: most attention on {words.idxmax()!r} ({words.max():.2f}); {padding:.2f} on padding positions."
+
+
+def attention_findings(attention, *, smoke: bool) -> Findings:
+    """Fig. 8's closing paragraph. `attention`: one table (rows Visual / Audio, word columns and "<padding>")
+    or {model: table or None} (the released model beside the one trained with the padding masked): per
+    model and row the most attended word, or that no word gets attention when the row sits on padding."""
+    variants = attention if isinstance(attention, dict) else {"": attention}
+    lines = []
+    for model, table in variants.items():
+        if model:
+            lines.append(f"*{model}*" + (": no run, so nothing to show." if table is None else ""))
+        if table is not None:
+            lines += [_attention_line(row, weights) for row, weights in table.iterrows()]
+    lines += ["", "The paper shows the attention on the question's key words ('instrument' for the visual row, "
+              "'loudest' for the audio row). Ours is one question of one checkpoint per model: it illustrates, it "
+              "does not measure. Where the released model's row sits on padding, the masked model shows which "
+              "words that path reads once padding is out of reach."]
+    return Findings("\n".join(["**What ours shows (Fig. 8).**", "", *lines, "", WHY_SYNTHETIC if smoke else WHY_REAL]))

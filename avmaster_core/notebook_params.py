@@ -46,10 +46,15 @@ NEEDS = {
     "00_quick_start": {"data", "runs"}, "02_training": {"data"}, "03_evaluation": {"data", "runs"},
     "19_table12_13_inference_variants": {"data", "full"}, "20_fig4_segment_length": {"data", "full"},
     "22_fig6_focus_steps": {"data", "full"}, "24_fig8_word_attention": {"data", "full", "question"},
-    "30_presets": {"data"}, "31_ask_your_video": {"runs"},
+    "30_presets": {"data"}, "31_ask_your_video": {"runs"}, "32_explore_a_question": {"data", "runs", "question"},
 }
+# Tables III, IV and XI: rows are other benchmarks or encoders, which the synthetic benchmark cannot stand in
+# for, so even the smoke tier reads the real runs (`avmaster reproduce`'s layout) and says which are missing.
+# Table V (AVQA, multiple choice): the smoke tier reads the synthetic benchmark's multiple-choice variant.
 SMOKE_RUNS_OF = {"21_fig5_input_modalities": Path("../results/runs/synthetic_decorrelated"),
-                 "13_table5_avqa": Path("../results/runs/synthetic_mc")}  # AVQA: the multiple-choice variant
+                 "13_table5_avqa": Path("../results/runs/synthetic_mc"),
+                 **{name: FULL_RESULTS / "runs" for name in ("11_table3_music_avqa_r", "12_table4_music_avqa_v2",
+                                                             "18_table11_feature_extractors")}}
 
 
 class ParameterError(ValueError):
@@ -176,16 +181,16 @@ class NotebookSettings:
                  out_dir=self.train_dir, progress=False)
         return self.runs
 
-    def save(self, obj, filename: str, *, complete: bool = True, missing=()):
+    def save(self, obj, filename: str, *, complete: bool = True, missing=(), command: str | None = None):
         """Write a table (.csv, rounded) or a figure (.png) under RESULTS (figures/ for figures; under
         `train_dir` when this notebook trained its rows) and return the path. With complete=False (no run of ours to show) nothing is written, so a table made by an
         earlier run is never replaced by empty columns: the missing runs and the command that makes them are
-        printed instead."""
+        printed instead (`command`, else the `avmaster sweep` line of the missing experiments)."""
         from . import plots
 
         if not complete:
             print(f"{filename} not written: no run of {', '.join(missing) or 'ours'} in {self.runs}; make them "
-                  f"with\n  {self.sweep_command(missing)}")
+                  f"with\n  {command or self.sweep_command(missing)}")
             return None
         # Tables of freshly trained rows (EPOCHS > 0) go beside those runs, never over the shipped results.
         base = self.train_dir if self.train_first else self.results
@@ -350,6 +355,10 @@ def _check_extra(settings: NotebookSettings) -> None:
         raise ParameterError("VIDEOS", extra["VIDEOS"], "no such folder of videos")
     if "SECONDS" in extra and (not isinstance(extra["SECONDS"], int) or extra["SECONDS"] < 1):
         raise ParameterError("SECONDS", extra["SECONDS"], "give a whole number of one-second segments >= 1")
+    if "QUESTIONS" in extra and (isinstance(extra["QUESTIONS"], bool) or not isinstance(extra["QUESTIONS"], int)
+                                 or extra["QUESTIONS"] < 1):
+        raise ParameterError("QUESTIONS", extra["QUESTIONS"], "give how many distinct questions the picker lists, "
+                                                              "a whole number >= 1")
     if "LENGTHS" in extra:
         parts = [p for p in str(extra["LENGTHS"]).replace(" ", "").split(",") if p]
         if not all(p.isdigit() and int(p) > 0 for p in parts):

@@ -6,11 +6,15 @@
 Like `paper.ours_table`, but a row without runs of its own experiment takes the runs of another experiment
 with the same model configuration (Table VIII row 5, L_qa + L_a^p + L_v^p, is `table7/wo_dpcl`), and the
 standard deviation over seeds is the sample one (ddof=1), as everywhere in the notebooks and md files.
-Also the labels that say each row's setting (Tables VIII-X number their rows).
+Also the labels that say each row's setting (Tables VIII-X number their rows), and `benchmark_rows`: our
+rows of the tables whose rows are other benchmarks or encoders (III, IV, XI), from `avmaster reproduce`'s
+runs and evaluations, with what is missing and the command that makes it.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import pandas as pd
 
@@ -125,3 +129,58 @@ def mean_and_std(long: pd.DataFrame, by, columns=paper.SUMMARY_COLUMNS) -> pd.Da
     grouped = long.groupby(by, sort=False)[list(columns)]
     return pd.concat({"mean": grouped.mean(), "std (ddof=1)": grouped.std(ddof=1),
                       "seeds": grouped.size().to_frame("n")}, axis=1)
+
+
+# ------------------------------------------------------------------------------------------------ Tables III, IV, XI
+@dataclass
+class BenchmarkRows:
+    """Our rows of a table whose rows are other benchmarks or encoders (Tables III, IV, XI), from the runs and
+    evaluations `avmaster reproduce` makes: `ours` (mean over the finished seeds, the paper's layout; empty
+    when none), `missing` (what is still to do: status, item, what it needs first) and `command`, the exact
+    `avmaster reproduce run` line that makes what is missing."""
+
+    name: str
+    ours: pd.DataFrame
+    missing: pd.DataFrame
+    command: str
+    notes: tuple[str, ...] = ()
+
+    def note(self) -> str:
+        seeds = self.ours.attrs.get("seeds", {})
+        have = f"ours: {len(self.ours)} row(s), seeds {sorted({s for v in seeds.values() for s in v})}" \
+            if len(self.ours) else "ours: no finished run or evaluation yet"
+        if self.missing.empty:
+            return "\n".join([have, "nothing left to do", *(f"note: {n}" for n in self.notes)])
+        folded = self.missing.assign(item=self.missing["item"].str.replace(r" seed (\d+)$", "", regex=True),
+                                     seed=self.missing["item"].str.extract(r" seed (\d+)$", expand=False))
+        lines = [f"- {status}: {item} (seeds {','.join(group['seed'].dropna())}); needs first: "
+                 f"{group['needs first'].iloc[0] or '-'}" for (item, status), group in
+                 folded.groupby(["item", "status"], sort=False)]
+        return "\n".join([have, f"{len(self.missing)} item(s) still to do:", *lines, "made by",
+                          f"  {self.command}", *(f"note: {n}" for n in self.notes)])
+
+
+def _repo_path(path) -> str:
+    """A notebook-relative folder ("../results/runs") as the repository-root path a shell command takes."""
+    return Path(path).as_posix().removeprefix("../")
+
+
+def benchmark_rows(name: str, settings) -> BenchmarkRows:
+    """Our rows of Table III, IV or XI for a notebook (`settings`: its NotebookSettings): the runs under
+    settings.runs_root, the evaluations under RESULTS/eval (SMOKE: beside the runs, <runs_root>/../eval, since
+    its RESULTS is a scratch folder), the annotations and features under settings.DATA, the notebook's seeds
+    (default 1, 2, 3) and preset. Reads only; trains nothing."""
+    from .reproduce import FINISHED, ReproduceSettings, build_plan
+    from .reproduce_report import ours_table
+
+    seeds = tuple(settings.seeds or (1, 2, 3))
+    results = settings.runs_root.parent if settings.smoke else settings.results
+    folders = dict(data=str(settings.DATA), runs=str(settings.runs_root), results=str(results))
+    plan = build_plan(ReproduceSettings(**folders, seeds=seeds, preset=settings.preset), [name])
+    items = [i for i in plan.artefact_items(name) if i.status != FINISHED]
+    missing = pd.DataFrame([(i.status, i.key, "; ".join(i.needs)) for i in items],
+                           columns=["status", "item", "needs first"])
+    preset = " --preset paper" if settings.preset == "paper" else ""
+    command = (f"avmaster reproduce run --only {name} --data {_repo_path(folders['data'])} --runs "
+               f"{_repo_path(folders['runs'])} --results {_repo_path(folders['results'])} --seeds {max(seeds)}{preset}")
+    return BenchmarkRows(name, ours_table(plan, name), missing, command, tuple(plan.artefacts[name].notes))

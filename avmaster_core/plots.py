@@ -2,7 +2,8 @@
 
     fig = plot_table_comparison(paper_table("table7"), ours, "Table VII")   # grouped bars, paper vs ours
     fig = plot_curve(df, x="Segment length", y="Accuracy", hue="Model")     # Figs. 4, 6, 7
-    fig = plot_word_attention(words, weights, row_labels=["Visual", "Audio"])  # Fig. 8
+    fig = plot_word_attention(words, weights, row_labels=["Visual", "Audio"])  # Fig. 8, one model
+    fig = plot_word_attention_panels({"released": table, "masked padding": None})  # Fig. 8, models side by side
     save_figure(fig, "results/figures/table7.png")
 
 Every function returns a `matplotlib.figure.Figure` built without pyplot, so nothing depends on the
@@ -206,6 +207,35 @@ def plot_word_attention(words, weights, *, row_labels=None, title: str = "", cma
     ax.tick_params(axis="y", labelrotation=0)
     if title:
         ax.set_title(title)
+    return fig
+
+
+def plot_word_attention_panels(variants: dict, *, title: str = "", missing_text: str = "no run",
+                               cmap: str = "Blues") -> Figure:
+    """Fig. 8 for several models, one heatmap panel each (stacked, same colour scale 0-1): `variants` maps a
+    panel title (what the model is, e.g. "released: padding not masked") to its attention table (rows
+    Visual / Audio, columns the words, as analysis.question_word_attention) or None where that model has no
+    run, whose panel then says `missing_text` in place."""
+    if not variants:
+        raise ValueError("plot_word_attention_panels: no variant given")
+    shown = [t for t in variants.values() if t is not None]
+    width = max(4.0, 0.8 * max((t.shape[1] for t in shown), default=4) + 2.0)
+    heights = [0.8 * (len(t) if t is not None else 1) + 1.0 for t in variants.values()]
+    fig = Figure(figsize=(width, sum(heights) + 0.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(len(variants), 1, height_ratios=heights, squeeze=False).ravel())
+    for ax, (label, table) in zip(axes, variants.items()):
+        ax.set_title(label, fontsize=10)
+        if table is None:
+            ax.text(0.5, 0.5, missing_text, ha="center", va="center", transform=ax.transAxes, fontsize=9,
+                    color=REFERENCE_COLOUR, style="italic", wrap=True)
+            ax.set_axis_off()
+            continue
+        sns.heatmap(table.astype(float), cmap=cmap, vmin=0.0, vmax=1.0, annot=True, fmt=".2f", cbar=True, ax=ax,
+                    linewidths=0.5)
+        ax.tick_params(axis="y", labelrotation=0)
+        ax.tick_params(axis="x", labelrotation=45)
+    if title:
+        fig.suptitle(title)
     return fig
 
 

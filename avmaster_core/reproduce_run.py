@@ -137,6 +137,7 @@ def notebook_parameters(plan: Plan, notebook: Path) -> dict:
     s = plan.settings
     values = {"ROOT": str(s.root(dataset).resolve()), "STORE": str(s.store(dataset).resolve()),
               "RUNS": str(Path(s.runs).resolve()), "RESULTS": str(Path(s.results).resolve()),
+              "DATA": str(Path(s.data).resolve()),  # Tables III, IV, XI: the folder of every benchmark
               "SEEDS": ",".join(map(str, s.seeds)), "PRESET": s.preset, "DEVICE": s.device}
     # EPOCHS stays 0: the notebooks read the runs this plan trained (EPOCHS > 0 would make them train again)
     return {k: v for k, v in values.items() if k in declared_parameters(notebook)}

@@ -9,10 +9,12 @@ the paper; a module runs these rewrites when its `fast` flag is on (the default,
   (`absorbed_single_head`, `absorbed_bert_cross`);
 - the focus recurrence (`focus_recurrence`): everything that depends on a frame but not on the recurrent
   state is computed for all T steps at once; the cross-attention over K copies of one frame is
-  query-independent; dropout masks of the loop are drawn once per tensor for all steps;
+  query-independent; dropout masks of the loop are drawn once per tensor for all steps; the weight
+  gradients of the loop's linear maps are summed in place (`LoopWeights`);
 - collapsed templates (`focus_collapsed`): in eval mode where the K rows stay identical, one row per
   sample with the affine parts of a step folded into one matrix;
-- split fusion linear (`key_fusion_split`);
+- split fusion linear (`key_fusion_split`), and the additive slot pooling's scores without their
+  [B, Lc, R, D] tensor (`slot_weights`);
 - zero-padded words (`trim_padding`): the trailing padding shared by a batch runs as one token whose
   attention weight counts its copies (CPU, no dropout); a BERT cross layer over one memory token skips
   its attention (`absorbed_bert_cross`).
@@ -56,9 +58,86 @@ def folded(module: nn.Module, name: str, compute, *params: Tensor) -> Tensor:
 def dropout_masks(shape: tuple[int, ...], p: float, like: Tensor) -> Tensor:
     """Inverted-dropout multipliers for many dropout calls at once: 0 or 1/(1-p), each kept with prob. 1-p.
 
-    One random draw replaces one `bernoulli_` per call (same statistics as F.dropout, other random stream).
+    One random draw replaces one `bernoulli_` per call (same statistics as F.dropout, other random stream);
+    made in place in the drawn fp32 tensor (one allocation: at batch 32 a site's masks for 60 steps are 94 MB;
+    a bf16 draw would keep only 8 random bits, so it is converted afterwards, a no-op for fp32).
     """
-    return (torch.rand(shape, device=like.device) >= p).to(like.dtype) / (1.0 - p)
+    return torch.rand(shape, device=like.device).ge_(p).div_(1.0 - p).to(like.dtype)
+
+
+# ============================================================================ weights used at every step
+LOOP_WEIGHT_GRADS = True  # switch for tests/test_rewrites.py: False = autograd's per-step weight gradients
+
+
+class LoopWeights:
+    """One linear map applied at every step of a loop, whose weight gradient is summed in place.
+
+    Autograd gives every step's use of a weight its own [out, in] gradient (a fresh buffer and a small matmul)
+    and adds it to the others' (a full-size add per step). Here each step's backward adds g_t^T x_t into one
+    buffer with a beta = 1 matmul (`addmm_`), and the weight receives the sum once, when the first node of
+    the loop (`_LoopWeightGrads`, whose 0-d output every step reads) runs in the backward pass. Same sum,
+    other rounding order. `__call__(x)` = F.linear(x, weight, bias).
+    """
+
+    def __init__(self, weight: Tensor, bias: Tensor | None = None):
+        self.weight, self.bias = weight, bias
+        self.dw = self.db = None
+        self.token = _LoopWeightGrads.apply(self, weight, bias)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return _LoopLinear.apply(x, self.weight, self.bias, self.token, self)
+
+    def add(self, grad: Tensor, x: Tensor) -> None:
+        """One step's contribution: grad [rows, out], x [rows, in]."""
+        if self.dw is None:
+            self.dw = grad.T @ x
+        else:
+            self.dw.addmm_(grad.T, x)
+        if self.bias is not None:
+            self.db = grad.sum(0) if self.db is None else self.db.add_(grad.sum(0))
+
+
+class _LoopWeightGrads(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, bank: LoopWeights, weight: Tensor, bias: Tensor | None) -> Tensor:
+        ctx.bank = bank
+        return weight.new_zeros(())
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, _token_grad):
+        bank = ctx.bank
+        dw, db, bank.dw, bank.db = bank.dw, bank.db, None, None
+        return None, dw, db
+
+
+class _LoopLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, token: Tensor, bank: LoopWeights) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.bank = bank
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        x, weight = ctx.saved_tensors
+        ctx.bank.add(grad.reshape(-1, grad.shape[-1]), x.reshape(-1, x.shape[-1]))
+        dx = grad @ weight if ctx.needs_input_grad[0] else None
+        return dx, None, None, grad.new_zeros(()), None
+
+
+def loop_linears(layer, state_matrix: Tensor | None, x: Tensor) -> dict:
+    """The linear maps of a focus step: LoopWeights where a CPU backward will follow, else plain F.linear."""
+    sa, ffn = layer.self_attn, layer.ffn
+    pairs = {"qkv": (sa.in_proj_weight, sa.in_proj_bias), "out": (sa.out_proj.weight, sa.out_proj.bias),
+             "ffn1": (ffn.linear1.weight, ffn.linear1.bias), "ffn2": (ffn.linear2.weight, ffn.linear2.bias),
+             "state": (state_matrix, None)}
+    deferred = (LOOP_WEIGHT_GRADS and torch.is_grad_enabled() and x.device.type == "cpu" and not capturing()
+                and not torch.is_autocast_enabled("cpu"))
+    return {name: (LoopWeights(w, b) if deferred and (w.requires_grad or (b is not None and b.requires_grad))
+                   else (lambda v, w=w, b=b: F.linear(v, w, b)))
+            for name, (w, b) in pairs.items() if w is not None}
 
 
 # ============================================================================ absorbed attention
@@ -206,33 +285,36 @@ def _self_attention_offset(att, bias: Tensor, mode: str) -> Tensor | float:
     return torch.cat([qk, qk.new_zeros(*qk.shape[:-1], d)], dim=-1)
 
 
-def _self_attention_step(att, z: Tensor, offset: Tensor | float, mask: Tensor | None) -> Tensor:
-    """blocks.MultiheadAttention(z + .., z + .., z) of a focus step; `mask` pre-drawn probability dropout."""
-    qkv = F.linear(z, att.in_proj_weight, att.in_proj_bias) + offset
+def _self_attention_step(att, z: Tensor, offset: Tensor | float, mask: Tensor | None, lin: dict) -> Tensor:
+    """blocks.MultiheadAttention(z + .., z + .., z) of a focus step; `mask` pre-drawn probability dropout;
+    `lin` the step's linear maps (`loop_linears`)."""
+    qkv = lin["qkv"](z) + offset
     q, k, v = (att.split_heads(t) for t in qkv.chunk(3, dim=-1))  # [N, H, R, dh]
     if mask is None:
         out = F.scaled_dot_product_attention(q, k, v)
     else:
         probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
         out = (probs * mask) @ v
-    return att.out_proj(out.transpose(-3, -2).flatten(-2))
+    return lin["out"](out.transpose(-3, -2).flatten(-2))
 
 
 def _decoder_step(layer, z: Tensor, bias: Tensor, offset: Tensor | float, cross: Tensor, mode: str,
-                  m: dict | None) -> Tensor:
+                  m: dict | None, lin: dict) -> Tensor:
     """blocks.FocusDecoderLayer given its query-independent cross output; `m` the step's dropout masks
-    (None in eval or without dropout)."""
+    (None in eval or without dropout); `lin` its linear maps (`loop_linears`)."""
     def drop(x, site):
         return x if m is None else x * m[site]
 
+    def plus_dropped(z, x, site):  # z + drop(x): one addcmul instead of a product and a sum
+        return z + x if m is None else torch.addcmul(z, x, m[site])
+
     if mode != "query_pos":  # "add": SAB(z + bias) + bias
         z = z + bias
-    z = layer.norm1(z + drop(_self_attention_step(layer.self_attn, z, offset, m and m["attn"]), "drop1"))
+    z = layer.norm1(plus_dropped(z, _self_attention_step(layer.self_attn, z, offset, m and m["attn"], lin), "drop1"))
     if mode != "query_pos":
         z = z + bias
-    z = layer.norm2(z + drop(cross, "drop2"))
-    ffn = layer.ffn
-    return layer.norm3(z + drop(ffn.linear2(drop(ffn.act(ffn.linear1(z)), "ffn")), "drop3"))
+    z = layer.norm2(plus_dropped(z, cross, "drop2"))
+    return layer.norm3(plus_dropped(z, lin["ffn2"](drop(layer.ffn.act(lin["ffn1"](z)), "ffn")), "drop3"))
 
 
 def focus_recurrence(block, x: Tensor, bias: Tensor, init: Tensor | None, collapse: bool,
@@ -253,6 +335,7 @@ def focus_recurrence(block, x: Tensor, bias: Tensor, init: Tensor | None, collap
     k, layer, first = cfg.num_templates, block.layer, block.first
     rows = 1 if collapse else k
     additive = cfg.focus_first_stage == "additive"
+    state_matrix = None
     if additive:
         state_matrix = first.linear3.weight @ first.linear1.weight  # W3 W1
         terms = first.linear3(first.linear2(x) + first.linear1.bias + first.b).unbind(1)  # T x [N, D]
@@ -265,14 +348,15 @@ def focus_recurrence(block, x: Tensor, bias: Tensor, init: Tensor | None, collap
     z = x[:, :1].expand(n, rows, d) if init is None else init.expand(n, rows, d)
     bias = bias[:, :rows]
     offset = _self_attention_offset(layer.self_attn, bias, cfg.bias_mode)
+    lin = loop_linears(layer, state_matrix if additive else None, x)
     steps = [] if return_steps else None
     for t in range(t_len):
         if per_head:
             cross = torch.einsum("nrh,nho->nro", scales[t], values[t]) + layer.cross_attn.out_proj.bias
         else:
             cross = values[t].unsqueeze(1).expand(n, rows, d)
-        z = z @ state_matrix.T + terms[t].unsqueeze(1) if additive else first(z + frames[t].unsqueeze(1))
-        z = block.final_norm(_decoder_step(layer, z, bias, offset, cross, cfg.bias_mode, masks[t]))
+        z = lin["state"](z) + terms[t].unsqueeze(1) if additive else first(z + frames[t].unsqueeze(1))
+        z = block.final_norm(_decoder_step(layer, z, bias, offset, cross, cfg.bias_mode, masks[t], lin))
         if return_steps:
             steps.append(z)
     return z, (k if collapse else 1), steps
@@ -324,6 +408,44 @@ def focus_collapsed(block, feats: Tensor) -> Tensor:
 
 
 # ============================================================================ key fusion
+SLOT_CHUNK = 2**20  # numbers of [samples, Lc, R, D] per chunk of _AdditiveSlotScores (4 MB in fp32)
+
+
+class _AdditiveSlotScores(torch.autograd.Function):
+    """s[b, l, r] = w . tanh(c[b, l] + u[b, r]) (model.SlotPooling's scores, no bias) without keeping the
+    [B, Lc, R, D] tensor: a few samples at a time, tanh recomputed in the backward pass. At batch 32 the
+    tensor is 155 MB per modality and autograd's form writes and reads it about eight times per step."""
+
+    @staticmethod
+    def forward(ctx, context: Tensor, slots: Tensor, w: Tensor) -> Tensor:
+        ctx.save_for_backward(context, slots, w)
+        ctx.chunk = max(1, SLOT_CHUNK // (context[0].numel() * slots.shape[1]))
+        return torch.cat([torch.tanh(c.unsqueeze(2) + u.unsqueeze(1)) @ w
+                          for c, u in zip(context.split(ctx.chunk), slots.split(ctx.chunk))])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        context, slots, w = ctx.saved_tensors
+        d_context, d_slots, d_w = [], [], torch.zeros_like(w)
+        for c, u, g in zip(context.split(ctx.chunk), slots.split(ctx.chunk), grad.split(ctx.chunk)):
+            t = torch.tanh(c.unsqueeze(2) + u.unsqueeze(1))  # [b, Lc, R, D]
+            d_w += torch.einsum("blr,blrd->d", g, t)
+            da = t.mul_(t).neg_().add_(1).mul_(g.unsqueeze(-1)).mul_(w)  # d s / d(c + u): (1 - t^2) g w
+            d_context.append(da.sum(2))
+            d_slots.append(da.sum(1))
+        return torch.cat(d_context), torch.cat(d_slots), d_w
+
+
+def slot_weights(pool, context: Tensor, u: Tensor) -> Tensor:
+    """model.SlotPooling.slot_weights (g [B, Lc, R]) through _AdditiveSlotScores; the plain form while a
+    graph is captured or compiled, or under autocast."""
+    if capturing() or torch.is_autocast_enabled(context.device.type):
+        return pool.slot_weights(context, u)
+    scores = _AdditiveSlotScores.apply(context, u + pool.beta, pool.score.weight[0]) + pool.score.bias
+    return torch.softmax(scores, dim=-1)
+
+
 def key_fusion_split(model, context: Tensor, focus: dict[str, Tensor]) -> Tensor:
     """model.AVMaster.key_fusion with additive pooling, the fusion linear split per input.
 
@@ -339,7 +461,7 @@ def key_fusion_split(model, context: Tensor, focus: dict[str, Tensor]) -> Tensor
     for i, m in enumerate(mods):
         pool = model.pool[m]
         u = pool.proj(focus[m])  # [B, R, D]
-        g = None if u.shape[1] == 1 else pool.slot_weights(context, u)  # [B, Lc, R]
+        g = None if u.shape[1] == 1 else slot_weights(pool, context, u)  # [B, Lc, R]
         w_sum = w_sum + w[i + 1]
         bias = bias + w[i + 1] @ pool.beta
         uw = u @ w[i + 1].T  # [B, R, D]

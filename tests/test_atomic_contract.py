@@ -52,3 +52,10 @@ def test_write_json_passes_its_options_to_json_dumps(tmp_path):
     compact = atomic.write_json(tmp_path / "c.json", {"a": [1, 2]}, indent=None)
     assert compact.read_text() == '{"a": [1, 2]}'  # no indent, no trailing newline
     assert json.loads(compact.read_text()) == {"a": [1, 2]}
+
+
+def test_publish_replaces_the_target_by_the_finished_file(tmp_path):
+    (tmp_path / "table.npy").write_bytes(b"old")
+    (tmp_path / ".table.npy.part").write_bytes(b"complete")
+    assert atomic.publish(tmp_path / ".table.npy.part", str(tmp_path / "table.npy")) == tmp_path / "table.npy"
+    assert (tmp_path / "table.npy").read_bytes() == b"complete" and not (tmp_path / ".table.npy.part").exists()

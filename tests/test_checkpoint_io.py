@@ -48,6 +48,43 @@ def test_rng_state_restores_every_generator_mid_stream(tmp_path):
     assert state["cuda"] == [] or torch.cuda.is_available()
 
 
+class _FakeCuda:
+    """torch.cuda on a machine with two GPUs, as far as rng_state / set_rng_state can tell."""
+
+    def __init__(self, available=True):
+        self.available, self.states, self.restored = available, [torch.tensor([1, 2], dtype=torch.uint8),
+                                                                   torch.tensor([3], dtype=torch.uint8)], None
+
+    def is_available(self):
+        return self.available
+
+    def get_rng_state_all(self):
+        return list(self.states)
+
+    def set_rng_state_all(self, states):
+        self.restored = states
+
+
+def test_rng_state_carries_the_gpu_generators(monkeypatch):
+    """A resume on a GPU machine restores every GPU's generator; a CPU-only state restores on any machine."""
+    fake = _FakeCuda()
+    monkeypatch.setattr(torch, "cuda", fake)
+    state = checkpoint.rng_state()
+    assert state["cuda"] == fake.states
+    checkpoint.set_rng_state(state)
+    assert fake.restored == fake.states
+    fake.restored = None
+    checkpoint.set_rng_state({**state, "cuda": []})  # saved without GPUs: the GPUs' generators are left alone
+    assert fake.restored is None
+    checkpoint.set_rng_state({**{k: v for k, v in state.items() if k != "cuda"}})  # older files: no "cuda" key
+    assert fake.restored is None
+    cpu_only = _FakeCuda(available=False)
+    monkeypatch.setattr(torch, "cuda", cpu_only)
+    assert checkpoint.rng_state()["cuda"] == []
+    checkpoint.set_rng_state(state)  # saved on a GPU machine, resumed on a CPU one: no GPU call
+    assert cpu_only.restored is None
+
+
 def _tiny():
     return build_model(ModelConfig.official(**SIZES["cpu"]))
 
@@ -106,8 +143,25 @@ def test_read_checkpoint_names_the_problem(tmp_path):
     torch.save({"model": {}}, tmp_path / "no_config.pt")
     torch.save({"model_config": {}}, tmp_path / "no_model.pt")
     for name in ("list.pt", "no_config.pt", "no_model.pt"):
-        with pytest.raises(ValueError, match="is not an avmaster checkpoint"):
+        with pytest.raises(ValueError, match="is not an avmaster checkpoint") as raised:
             checkpoint.read_checkpoint(tmp_path / name)
+        assert str(raised.value).endswith("(no model_config/model); an official AV-Master state dict loads with "
+                                          "avmaster_core.from_official_state_dict")
+
+
+def test_unreadable_checkpoint_names_the_error_and_the_remedy(tmp_path):
+    advice = "it may be truncated or not a checkpoint: use a best.pt/last.pt written by `avmaster train`"
+    (tmp_path / "empty.pt").write_bytes(b"")  # EOFError with an empty message
+    with pytest.raises(ValueError) as raised:
+        checkpoint.read_checkpoint(tmp_path / "empty.pt")
+    assert str(raised.value) == f"checkpoint {tmp_path / 'empty.pt'} (0 bytes) cannot be read (EOFError: no detail); " \
+                                + advice
+    torch.save({"model_config": {}, "model": {}}, tmp_path / "whole.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "whole.pt").read_bytes()[:200])
+    with pytest.raises(ValueError) as raised:
+        checkpoint.read_checkpoint(tmp_path / "cut.pt")
+    assert "(200 bytes) cannot be read (RuntimeError: " in str(raised.value)  # the first line of torch's message
+    assert str(raised.value).count("\n") == 0 and str(raised.value).endswith("); " + advice)
 
 
 def test_load_checkpoint_passes_map_location_to_torch_load(tmp_path):

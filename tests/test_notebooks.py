@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import math
 import re
 from pathlib import Path
@@ -17,6 +18,7 @@ import nbformat
 import pytest
 
 from avmaster_core import ours_tables, paper, scoring
+from avmaster_core.vocab import ANSWERS
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -45,7 +47,7 @@ def record_of(path: Path) -> dict:
 def test_the_notebook_list_covers_the_paper():
     names = [p.stem for p in NOTEBOOKS]
     for expected in ("00_quick_start", "01_features", "02_training", "03_evaluation", "30_presets",
-                     "31_ask_your_video"):
+                     "31_ask_your_video", "32_explore_a_question"):
         assert expected in names
     tables = {m.group(1) for n in names for m in [re.match(r"1\d_(table\d+)", n)] if m}
     assert tables >= {"table2", "table3", "table4", "table5", "table7", "table8", "table9", "table10", "table11",
@@ -75,7 +77,7 @@ def test_conventions(path):
     assert sum("record" in c.metadata.get("tags", []) for c in code_cells(nb)) == 1
     figures = [c for c in code_cells(nb) if "plots.plot_" in c.source]
     assert all("figure" in c.metadata.get("tags", []) for c in figures), "tag figure cells `figure`"
-    if re.match(r"(1\d_table(2|7|8|9|10|12)_|2\d_)", path.name):
+    if re.match(r"(1\d_table(2|3|4|7|8|9|10|11|12)_|2\d_)", path.name):
         assert any("findings" in c.metadata.get("tags", []) for c in code_cells(nb)), "end with what ours shows"
 
 
@@ -178,9 +180,15 @@ def test_inference_and_figure_records_agree_with_the_test_tables():
     assert presets["official preset"] == pytest.approx(full, abs=SAME)
     if paper.finished_runs(RUNS, "paper/default"):
         assert presets["paper preset"] == pytest.approx(overall("paper/default"), abs=SAME)
-    attended = record_of(notebook("24_fig8_word_attention"))
-    assert set(attended) == {"Visual", "Audio"}
-    assert set(attended.values()) <= {"<start>", "<end>", "where", "is", "the", "loudest", "instrument"}
+    explored = record_of(notebook("32_explore_a_question"))  # the teaching notebook's answer is the run's own
+    predictions = json.loads((RUNS / "default" / "1" / "predictions.json").read_text())["predictions"]
+    assert explored["prediction"] == ANSWERS[predictions[str(explored["question_id"])]]
+    attended = record_of(notebook("24_fig8_word_attention"))  # {"<model> / <modality>": most attended column}
+    assert {key.split(" / ")[1] for key in attended} == {"Visual", "Audio"}
+    assert set(attended.values()) <= {"<start>", "<end>", "where", "is", "the", "loudest", "instrument", "<padding>"}
+    masked = {k: v for k, v in attended.items() if "mask_padding" in k}
+    if paper.finished_runs(RUNS, "fig8/mask_padding"):  # masked start token and padding get no attention
+        assert len(masked) == 2 and not set(masked.values()) & {"<start>", "<padding>"}
     assert not any(math.isnan(v) for v in steps.values())
 
 

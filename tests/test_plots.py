@@ -171,3 +171,14 @@ def test_figures_show_inline_in_a_kernel():
     finally:
         IPython.get_ipython = original
         InteractiveShell.clear_instance()
+
+
+def test_word_attention_panels_show_each_model_and_say_where_one_has_no_run():
+    table = pd.DataFrame({"where": [1.0, 0.0], "<padding>": [0.0, 1.0]}, index=["Visual", "Audio"])
+    fig = plots.plot_word_attention_panels({"released": table, "masked": None}, missing_text="no run: make it")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "released" in titles and "masked" in titles
+    missing = next(ax for ax in fig.axes if ax.get_title() == "masked")
+    assert [t.get_text() for t in missing.texts] == ["no run: make it"]
+    with pytest.raises(ValueError, match="no variant"):
+        plots.plot_word_attention_panels({})

@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from avmaster_core import build_model
+from avmaster_core import build_model, rewrites
 from avmaster_core.benchmark import random_batch
 from avmaster_core.config import EXPERIMENTS, experiment
 from avmaster_core.rewrites import dropout_masks, trim_padding
@@ -143,3 +143,60 @@ def test_zero_padded_words_with_dropout_take_the_plain_path():
     assert fast._words(padded_words_batch(cfg, 5)["words"], may_trim=True)[1] is None
     fast.eval()
     assert fast._words(padded_words_batch(cfg, 5)["words"], may_trim=True)[1] is not None
+
+
+@pytest.mark.parametrize("preset", ["official", "paper"])
+def test_focus_loop_in_training_equals_plain(preset):
+    """The K-row focus loop in training (official: collapse switched off, as it is whenever dropout is on),
+    with its weight gradients summed in place (rewrites.LoopWeights), against the plain form; dropout 0."""
+    cfg = dataclasses.replace(experiment("default", preset, "cpu"), dropout=0.0)
+    fast, plain = pair(cfg)
+    fast.collapse_templates = False
+    fast.train(), plain.train()
+    assert_same(fast, plain, random_batch(2, 5, cfg, "cpu", generator=torch.Generator().manual_seed(6)))
+
+
+@pytest.mark.parametrize("preset", ["official", "paper"])
+def test_loop_weight_gradients_equal_autograd_with_dropout(preset, monkeypatch):
+    """With dropout on (same seed, so the same masks): the focus loop's in-place weight gradients
+    (rewrites.LoopWeights) equal autograd's per-step ones, and the loop really used them."""
+    cfg = dataclasses.replace(experiment("default", preset, "cpu"), dropout=0.1)
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    batch = random_batch(3, 5, cfg, "cpu", generator=torch.Generator().manual_seed(7))
+    steps_added = []
+    add = rewrites.LoopWeights.add
+    monkeypatch.setattr(rewrites.LoopWeights, "add", lambda self, g, x: steps_added.append(1) or add(self, g, x))
+    results = []
+    for in_place in (True, False):
+        monkeypatch.setattr(rewrites, "LOOP_WEIGHT_GRADS", in_place)
+        torch.manual_seed(5)
+        logits = model(batch)["logits"]
+        torch.manual_seed(5)
+        results.append((logits.detach(), gradients(model, batch)))
+    per_step_linears = 5 if cfg.focus_first_stage == "additive" else 4  # qkv, out, ffn1, ffn2 (+ W3 W1)
+    assert len(steps_added) == 5 * per_step_linears  # T = 5 steps, the first pass only
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=LOGIT_TOL, atol=LOGIT_TOL)
+    for name, grad in results[1][1].items():
+        torch.testing.assert_close(results[0][1][name], grad, rtol=GRAD_TOL, atol=GRAD_TOL, msg=name)
+
+
+@pytest.mark.parametrize("chunk", [1, 2**20])
+def test_slot_weights_without_the_big_tensor_equal_the_plain_pooling(chunk, monkeypatch):
+    """rewrites.slot_weights (scores a few samples at a time, tanh recomputed in backward) against
+    model.SlotPooling.slot_weights: weights and gradients, one sample per chunk and all at once."""
+    from avmaster_core.model import SlotPooling
+    monkeypatch.setattr(rewrites, "SLOT_CHUNK", chunk)
+    torch.manual_seed(0)
+    pool = SlotPooling(16).double()
+    context = torch.randn(5, 7, 16, dtype=torch.double, requires_grad=True)
+    slots = torch.randn(5, 3, 16, dtype=torch.double, requires_grad=True)
+    weights = torch.randn(5, 7, 3, dtype=torch.double)
+    inputs = [context, slots, pool.beta, pool.score.weight, pool.score.bias]
+    fast, plain = rewrites.slot_weights(pool, context, slots), pool.slot_weights(context, slots)
+    torch.testing.assert_close(fast, plain)
+    for a, b in zip(torch.autograd.grad((fast * weights).sum(), inputs),
+                    torch.autograd.grad((plain * weights).sum(), inputs)):
+        torch.testing.assert_close(a, b)
+    w = torch.randn(16, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(rewrites._AdditiveSlotScores.apply, (context, slots, w))

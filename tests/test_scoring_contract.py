@@ -168,3 +168,20 @@ def test_head_tail_without_labels_passes_name_and_missing_to_table2():
     assert score_head_tail(records, {1: "two", 2: "left", 3: "yes"}).index.tolist() == ["ours"]
     with pytest.raises(ScoringError, match="no prediction"):
         score_head_tail(records, {1: "two", 2: "left"})
+
+
+def test_predictions_for_another_dataset_or_split_are_refused_unless_forced():
+    check = scoring.check_prediction_target
+    check({"dataset": "music_avqa", "split": "test"}, "music_avqa", "test")  # the same target
+    check({}, "music_avqa", "test")                                            # a file written by hand
+    check({"dataset": None, "split": "test"}, "avqa", "test")                  # an unrecorded field
+    with pytest.raises(ScoringError) as raised:
+        check({"dataset": "avqa", "split": "val"}, "music_avqa", "test")
+    assert str(raised.value) == ("predictions holds predictions for dataset 'avqa' and split 'val', but --dataset "
+                                 "music_avqa --split test is being scored: pass the matching --dataset/--split, "
+                                 "or --force to score them anyway")
+    with pytest.raises(ScoringError, match=r"^run/p.json holds predictions for split 'val', but"):
+        check({"dataset": "music_avqa", "split": "val"}, "music_avqa", "test", path="run/p.json")
+    with pytest.raises(ScoringError, match=r"holds predictions for dataset 'avqa', but"):
+        check({"dataset": "avqa", "split": "test"}, "music_avqa", "test")
+    check({"dataset": "avqa", "split": "val"}, "music_avqa", "test", force=True)

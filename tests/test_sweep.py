@@ -181,6 +181,16 @@ def test_committed_removing_audio_hurts_audio_questions_on_the_decorrelated_vari
     assert visual_only[("Audio QA", "Avg")] <= ours[("Audio QA", "Avg")] - 5, (ours, visual_only)
 
 
+def test_committed_removing_vision_hurts_visual_questions_on_the_decorrelated_variant():
+    """The mirror of the test above: without the visual stream (A+Q) the visual questions fall far more than
+    the audio ones, so each stream carries its own questions."""
+    runs = COMMITTED_RUNS.parent / "synthetic_decorrelated"
+    ours, audio_only = _committed("default", runs), _committed("fig5/a+q", runs)
+    visual_drop = ours[("Visual QA", "Avg")] - audio_only[("Visual QA", "Avg")]
+    audio_drop = ours[("Audio QA", "Avg")] - audio_only[("Audio QA", "Avg")]
+    assert visual_drop >= 10 and visual_drop > 2 * audio_drop, (ours, audio_only)
+
+
 def _committed_run_configs():
     return sorted((REPO / "results" / "runs").glob("**/config.json"))
 

@@ -1,16 +1,22 @@
 """`make mutate`: mutation testing (mutmut) of the code the paper's numbers depend on, one module at a time.
 
-    python tools/mutate.py                       # every module below, smallest first, then the score table
-    python tools/mutate.py --module scoring      # one module
-    python tools/mutate.py --report              # the score table of what has been run (mutants/*.meta)
-    python tools/mutate.py --survivors           # list the surviving mutants (then: mutmut show NAME)
-    python tools/mutate.py --save a.json         # keep this run's verdicts (mutmut resets them when the
-    python tools/mutate.py --report --merge a.json b.json   # config changes); report several runs together
+    python tools/mutate.py                       # every module below, then the score table
+    python tools/mutate.py --module losses       # one module (repeatable)
+    python tools/mutate.py --module losses --mutant NAME ...   # re-run these mutants (after adding a test)
+    python tools/mutate.py --report              # the score table of what has been run
+    python tools/mutate.py --survivors           # list the surviving mutants (then: --show NAME)
+    python tools/mutate.py --show NAME           # the diff of one mutant (mutmut show, in its module's folder)
+    python tools/mutate.py --save a.json         # keep the verdicts (mutmut resets a module's verdicts when
+    python tools/mutate.py --report --merge a.json b.json   # its tests change); report several runs together
 
-Each mutant runs only the tests (of pyproject's [tool.mutmut] selection) that call the mutated function,
-with one worker (--max-children 1) and a per-mutant timeout (timeout_multiplier x the clean run's time +
-timeout_constant). mutmut imports the package from mutants/: run without PYTHONPATH pointing at the
-repository. docs/mutation.md has the scores, the command and the mutants judged equivalent.
+Each module runs in its own folder build/mutation/<module>/ (links to avmaster_core/ and tests/, and a
+pyproject.toml made from the repository's [tool.mutmut] plus the module's own file and test selection), so a
+mutant only ever runs the few fast test files that pin its module, and each module keeps its own verdicts.
+Within those files mutmut runs only the tests that call the mutated function, each mutant in a fork of one
+server process that has imported and collected everything once (see WARMUP), with one worker
+(--max-children 1) and a CPU limit of (the tests' time + timeout_constant) x timeout_multiplier x 2 seconds.
+mutmut imports the package from <folder>/mutants/: PYTHONPATH is removed from its environment.
+docs/mutation.md has the scores, the commands and the mutants judged equivalent.
 """
 from __future__ import annotations
 
@@ -20,36 +26,109 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# module -> mutant-name patterns: the functions that compute or carry the paper's numbers
+WORK = REPO / "build" / "mutation"
+
+
+@dataclass(frozen=True)
+class Module:
+    folder_name: str            # build/mutation/<folder_name>/: its mutants, stats and verdicts
+    sources: tuple[str, ...]    # the files mutmut mutates
+    patterns: tuple[str, ...]   # mutant-name patterns: the functions that compute or carry the paper's numbers
+    tests: tuple[str, ...]      # the fast test files (or test ids) that pin them
+
+    @property
+    def folder(self) -> Path:
+        return WORK / self.folder_name
+
+
 MODULES = {
-    "annotations (id rules)": ["avmaster_core.annotations.x_derived_question_id*",
-                               "avmaster_core.annotations.x__as_int_id*", "avmaster_core.annotations.x__present*"],
-    "atomic": ["avmaster_core.atomic.*"],
-    "checkpoint": ["avmaster_core.checkpoint.*"],
-    "model (combine, preference)": ["avmaster_core.model.x_combine_logits*",
-                                    "avmaster_core.blocks.xǁPreferenceLayerǁforward*"],
-    "losses": ["avmaster_core.losses.*"],
-    "extract.video (time rules)": ["avmaster_core.extract.video.x__frame_time*",
-                                   "avmaster_core.extract.video.x__decode_audio*"],
-    "scoring": ["avmaster_core.scoring.*"],
+    "annotations (id rules)": Module(
+        "annotations", ("avmaster_core/annotations.py",),
+        ("avmaster_core.annotations.x_derived_question_id*", "avmaster_core.annotations.x__as_int_id*",
+         "avmaster_core.annotations.x__present*"),
+        ("tests/test_annotation_ids.py", "tests/test_annotations.py",
+         "tests/test_visible_skips.py::test_documented_derived_id_example_needs_no_shared_data")),
+    "atomic": Module("atomic", ("avmaster_core/atomic.py",), ("avmaster_core.atomic.*",),
+                     ("tests/test_atomic.py", "tests/test_atomic_contract.py")),
+    "checkpoint": Module("checkpoint", ("avmaster_core/checkpoint.py",), ("avmaster_core.checkpoint.*",),
+                         ("tests/test_checkpoint_io.py", "tests/test_atomic.py")),
+    "model (combine, preference)": Module(
+        "model", ("avmaster_core/model.py", "avmaster_core/blocks.py"),
+        ("avmaster_core.model.x_combine_logits*", "avmaster_core.blocks.xǁPreferenceLayerǁforward*"),
+        ("tests/test_combine_preference.py", "tests/test_model.py::test_combine_modes_and_table12",
+         "tests/test_choices.py::test_answer_heads_trained_leaves_out_zero_weight_heads")),
+    "losses": Module("losses", ("avmaster_core/losses.py",), ("avmaster_core.losses.*",), ("tests/test_losses.py",)),
+    "extract.video (time rules)": Module(
+        "extract_video", ("avmaster_core/extract/video.py",),
+        ("avmaster_core.extract.video.x__frame_time*", "avmaster_core.extract.video.x__decode_audio*"),
+        ("tests/test_extract_time_rules.py", "tests/test_extract_video.py", "tests/test_extract_official_route.py")),
+    "scoring": Module("scoring", ("avmaster_core/scoring.py",), ("avmaster_core.scoring.*",),
+                      ("tests/test_scoring.py", "tests/test_scoring_contract.py")),
 }
 # mutmut's exit codes: timeouts count as killed (mutmut's convention); "no tests" (no test reaches the
 # mutated function) counts as survived
 KILLED, SURVIVED = {1, 3, 36, 24, -24, 152, 255}, {0, 5, 33}
 
 
+# pytest loads this conftest.py (copied to the root of mutants/) in mutmut's fork server, before the forked
+# workers: what it imports is shared by every mutant instead of loaded again in each. torch.testing.assert_close
+# imports sympy on its first call (~0.8 s of CPU, more than most tests here take).
+WARMUP = '''"""Written by tools/mutate.py: imports once, in mutmut's fork server, what each mutant would load again."""
+import torch
+
+torch.testing.assert_close(torch.zeros(1), torch.zeros(1))
+'''
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(value)  # strings, numbers and booleans read back the same in TOML
+
+
+def prepare(module: Module) -> Path:
+    """The module's folder: links to the package and the tests, and its own [tool.mutmut] section."""
+    shared = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mutmut"]
+    settings = {**shared, "source_paths": ["avmaster_core/"], "only_mutate": list(module.sources),
+                "pytest_add_cli_args_test_selection": list(module.tests), "also_copy": ["conftest.py"]}
+    module.folder.mkdir(parents=True, exist_ok=True)
+    for name in ("avmaster_core", "tests"):
+        link = module.folder / name
+        if not link.is_symlink():
+            link.symlink_to(REPO / name, target_is_directory=True)
+    if not (module.folder / "conftest.py").is_file() or (module.folder / "conftest.py").read_text() != WARMUP:
+        (module.folder / "conftest.py").write_text(WARMUP)
+    text = "[tool.mutmut]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in settings.items())
+    pyproject = module.folder / "pyproject.toml"
+    if not pyproject.is_file() or pyproject.read_text() != text:  # a new test selection resets the verdicts
+        pyproject.write_text(text)
+    return module.folder
+
+
+def run(module: Module, names: list[str] | None = None) -> int:
+    folder = prepare(module)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the package must come from mutants/
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("AVMASTER_SHARED_DATA", str(REPO.parent / "shared" / "data"))
+    mutmut = Path(sys.executable).parent / "mutmut"  # the script, not `python -m` (mutmut re-imports itself)
+    return subprocess.run([str(mutmut), "run", "--max-children", "1", *(names or module.patterns)],
+                          cwd=folder, env=env).returncode
+
+
 def exit_codes() -> dict[str, int | None]:
     codes = {}
-    for meta in (REPO / "mutants").rglob("*.meta"):
+    for meta in WORK.glob("*/mutants/**/*.meta"):
         codes.update(json.loads(meta.read_text())["exit_code_by_key"])
     return codes
 
 
-def of_module(codes: dict, patterns: list[str]) -> dict[str, int | None]:
-    return {k: v for k, v in codes.items() if any(fnmatch.fnmatchcase(k, p) for p in patterns)}
+def of_module(codes: dict, module: Module) -> dict[str, int | None]:
+    return {k: v for k, v in codes.items() if any(fnmatch.fnmatchcase(k, p) for p in module.patterns)}
 
 
 def merged(paths: list[str]) -> dict[str, int | None]:
@@ -64,36 +143,40 @@ def merged(paths: list[str]) -> dict[str, int | None]:
 
 def report(codes: dict) -> str:
     lines = ["| module | mutants | killed | survived | not run | score |", "|---|---|---|---|---|---|"]
-    for name, patterns in MODULES.items():
-        mine = of_module(codes, patterns)
+    for name, module in MODULES.items():
+        mine = of_module(codes, module)
         killed = sum(v in KILLED for v in mine.values())
         survived = sum(v in SURVIVED for v in mine.values())
-        run = killed + survived
-        score = f"{100 * killed / run:.1f} %" if run else "-"
-        lines.append(f"| {name} | {len(mine)} | {killed} | {survived} | {len(mine) - run} | {score} |")
+        ran = killed + survived
+        score = f"{100 * killed / ran:.1f} %" if ran else "-"
+        lines.append(f"| {name} | {len(mine)} | {killed} | {survived} | {len(mine) - ran} | {score} |")
     return "\n".join(lines)
 
 
 def survivors(codes: dict) -> list[str]:
-    return sorted(k for name, patterns in MODULES.items() for k, v in of_module(codes, patterns).items()
-                  if v in SURVIVED)
+    return sorted(k for module in MODULES.values() for k, v in of_module(codes, module).items() if v in SURVIVED)
 
 
-def run(patterns: list[str]) -> int:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the package must come from mutants/
-    env.setdefault("OMP_NUM_THREADS", "1")
-    return subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", "1", *patterns],
-                          cwd=REPO, env=env).returncode
+def show(name: str) -> int:
+    module = next((m for m in MODULES.values() if any(fnmatch.fnmatchcase(name, p) for p in m.patterns)), None)
+    if module is None:
+        print(f"no module of tools/mutate.py owns mutant {name!r}; see --survivors for the names", file=sys.stderr)
+        return 1
+    return subprocess.run([str(Path(sys.executable).parent / "mutmut"), "show", name], cwd=prepare(module)).returncode
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--module", action="append", choices=list(MODULES), help="only this module (repeatable)")
+    parser.add_argument("--mutant", nargs="+", metavar="NAME", help="re-run these mutants of the one --module")
     parser.add_argument("--report", action="store_true", help="print the score table and stop")
     parser.add_argument("--survivors", action="store_true", help="list the surviving mutants and stop")
+    parser.add_argument("--show", metavar="NAME", help="print one mutant's diff and stop")
     parser.add_argument("--save", metavar="JSON", help="write the current verdicts to JSON and stop")
     parser.add_argument("--merge", nargs="+", metavar="JSON", help="report/list from saved verdicts instead")
     args = parser.parse_args(argv)
+    if args.show:
+        return show(args.show)
     codes = merged(args.merge) if args.merge else exit_codes()
     if args.save:
         Path(args.save).write_text(json.dumps(codes, indent=0, sort_keys=True))
@@ -101,10 +184,12 @@ def main(argv=None) -> int:
     if args.survivors:
         print("\n".join(survivors(codes)))
         return 0
+    if args.mutant and len(args.module or []) != 1:
+        parser.error("--mutant needs exactly one --module (the module the mutants belong to)")
     if not args.report:
         for name in args.module or list(MODULES):
             print(f"[mutate] {name}", file=sys.stderr)
-            if run(MODULES[name]) not in (0, 1):
+            if run(MODULES[name], args.mutant) not in (0, 1):
                 return 1
         codes = exit_codes()
     print(report(codes))

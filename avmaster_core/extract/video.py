@@ -133,7 +133,9 @@ def _decode_audio(container, stream, seconds: int, video_start: float) -> tuple[
             first_time = float(frame.pts * frame.time_base)
         add(resampler.resample(frame))
         total = sum(len(c) for c in chunks)
-        if total > wanted + 2 * SAMPLE_RATE:  # enough, whatever the alignment shift below
+        # enough: `wanted` after the part the alignment below cuts (audio ahead of the video), plus a 2 s margin
+        ahead = 0.0 if first_time is None else max(0.0, video_start - first_time)
+        if total > wanted + (ahead + 2) * SAMPLE_RATE:
             break
     add(resampler.resample(None))  # flush
     samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)

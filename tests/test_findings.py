@@ -1,0 +1,69 @@
+"""The closing "what ours shows" texts (avmaster_core.findings) and the rows of Tables III, IV and XI
+(ours_tables.benchmark_rows): what they say for rows the paper does not publish, for attention that sits on
+padding, and where no run of ours exists yet."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from avmaster_core import findings, ours_tables, paper
+from avmaster_core.notebook_params import notebook_settings
+
+
+def test_a_reference_row_without_a_paper_value_is_said_so_never_nan():
+    stated = pd.Series({"A+Q": 69.8, "V+Q": 76.9, "A+V+Q": math.nan})  # Fig. 5: no A+V+Q bar in the paper
+    mean = pd.Series({"V+Q": 60.8, "A+V+Q": 68.9})
+    lines = findings.compare_rows(stated, mean, pd.Series({"V+Q": 1.0, "A+V+Q": 1.1}), "A+V+Q")
+    assert lines == ["- V+Q: ours -8.10 points vs A+V+Q (exceeds the seed spread, ±2.10); "
+                     "no paper value (A+V+Q not published)"]
+    assert "nan" not in "".join(lines)
+    both = findings.compare_rows(pd.Series({"a": 70.0, "b": 72.5}), pd.Series({"a": 60.0, "b": 61.0}), None, "a")
+    assert both[0].endswith("; paper +2.50")
+
+
+def test_attention_on_padding_is_not_read_as_a_word():
+    released = pd.DataFrame({"where": [1.0, 1e-4], "loudest": [0.0, 1e-4], "<padding>": [0.0, 0.9998]},
+                            index=["Visual", "Audio"])
+    masked = pd.DataFrame({"where": [0.2, 0.1], "loudest": [0.8, 0.9], "<padding>": [0.0, 0.0]},
+                          index=["Visual", "Audio"])
+    text = findings.attention_findings({"released": released, "masked": masked, "other": None}, smoke=True)
+    assert "Audio: no word gets attention" in text and "1.00 of it lands on padding" in text
+    assert "Audio: most attention on 'loudest' (0.90)" in text
+    assert "*other*: no run" in text
+    assert "most attention on 'where'" in findings.attention_findings(released, smoke=False)  # one table still works
+
+
+def test_benchmark_findings_compare_with_the_papers_row_and_rank_within_the_group():
+    table4 = paper.paper_table("table4")
+    ours = table4.loc[[("Bias", "Bias", "AV-Master")]] - 2.0  # 76.39: below QA-TIGER's 76.93, above the rest
+    text = findings.benchmark_findings("Table IV", table4, ours, missing=3, command="avmaster reproduce run ...")
+    assert "ours 76.39 (paper 78.39, ours -2.00)" in text
+    assert "rank 2 of 4" in text  # among ST-AVQA, LAVISH, QA-TIGER trained and tested on bias, not the whole table
+    assert "3 item(s) still missing; `avmaster reproduce run ...`" in text
+    empty = findings.benchmark_findings("Table III", paper.paper_table("table3"), pd.DataFrame(), missing=3,
+                                        command="CMD")
+    assert "No run or evaluation of ours exists yet" in empty and "`CMD`" in empty
+
+
+@pytest.mark.parametrize("stem,table", [("11_table3_music_avqa_r", "table3"), ("12_table4_music_avqa_v2", "table4"),
+                                        ("18_table11_feature_extractors", "table11")])
+def test_benchmark_rows_without_runs_name_what_is_missing_and_the_command(tmp_path, stem, table):
+    settings = notebook_settings(stem, SMOKE=False, PRESET="paper", SEEDS="1,2", DATA=str(tmp_path / "data"),
+                                 RESULTS=str(tmp_path / "results"), RUNS="")
+    rows = ours_tables.benchmark_rows(table, settings)
+    assert rows.ours.empty and len(rows.missing) >= 2
+    assert set(rows.missing["status"]) == {"blocked"}  # no annotation files in an empty data folder
+    assert rows.missing["needs first"].str.contains("avmaster data fetch").all()
+    assert rows.command == (f"avmaster reproduce run --only {table} --data {tmp_path / 'data'} --runs "
+                            f"{tmp_path / 'results' / 'runs'} --results {tmp_path / 'results'} --seeds 2 --preset paper")
+    assert rows.command in rows.note() and "seeds 1,2" in rows.note()
+
+
+def test_the_smoke_tier_reads_the_real_runs_for_these_tables():
+    settings = notebook_settings("12_table4_music_avqa_v2", SMOKE=True, DATA="../data")
+    assert settings.runs_root == Path("../results/runs")
+    rows = ours_tables.benchmark_rows("table4", settings)
+    assert "--runs results/runs --results results" in rows.command  # repository-root paths, as a shell takes them
