@@ -216,7 +216,22 @@ def answer_heads_comparison(checkpoints: dict, dataset: str, root, split: str = 
         row["untrained heads"] = ", ".join(h for h in cfg.modalities if getattr(cfg, f"lambda_{h}") == 0
                                            and cfg.use_gpap) or "-"
         rows[label] = row
-    return pd.DataFrame(rows).T
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def table8_checkpoints(runs_dir, seeds=None) -> dict[str, Path]:
+    """{"<row>: <losses> (<experiment> seed <s>)": best.pt} of Table VIII's rows whose finished runs (their own, or
+    an experiment's with the same configuration) keep a checkpoint, for `answer_heads_comparison`."""
+    from . import ours_tables
+
+    names, out = ours_tables.row_names("table8"), {}
+    for row, experiment in paper.EXPERIMENT_ROWS["table8"].items():
+        for name in [experiment, *ours_tables.equivalent_experiments(experiment)]:
+            found = finished_checkpoints(runs_dir, name, seeds)
+            out.update({f"{row}: {names[row]} ({name} seed {seed})": path for seed, path in found.items()})
+            if found:
+                break
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ Fig. 4 proxy
@@ -308,6 +323,16 @@ def preset_differences() -> pd.DataFrame:
     rows += [(r.setting, r.official, r.paper_preset, r.words, r.status) for r in registry.PRESET_READINGS]
     columns = ["official", "paper preset", "paper's words", "status"]
     return pd.DataFrame(rows, columns=["setting"] + columns).set_index("setting")
+
+
+def experiment_readings() -> pd.DataFrame:
+    """Every experiment of the registry that rests on our reading of the paper: what it changes, the paper cells
+    it fills, and the paper's words it interprets (experiments.ENTRIES, `reading`)."""
+    rows = [(e.name, e.label, ", ".join(f"{where} {key}" for where, key in e.fills) or "-",
+             ", ".join(f"{k}={v}" for k, v in e.changes.items()) or "-", e.reading)
+            for e in registry.ENTRIES if e.reading]
+    return pd.DataFrame(rows, columns=["experiment", "label", "fills", "changes", "paper's words (our reading)"]
+                        ).set_index("experiment")
 
 
 def parameter_counts(size: str = "full") -> pd.DataFrame:
@@ -415,3 +440,53 @@ def with_paper_fig5(ours: pd.DataFrame) -> pd.DataFrame:
         table[("ours", column)] = mean[column].reindex(table.index) if column in mean else np.nan
     table.columns = pd.MultiIndex.from_tuples(table.columns, names=["source", None])
     return table
+
+
+# ------------------------------------------------------------------------------------------------ AVQA (Table V)
+# The multiple-choice designs compared on the synthetic multiple-choice variant (docs/avqa.md), by label.
+AVQA_EXPERIMENTS = {"position-only (candidates unseen)": "avqa/position_only",
+                    "question-only, candidates scored (match)": "avqa/question_only",
+                    "AV-Master, match (our reading)": registry.MULTIPLE_CHOICE_MODEL,
+                    "AV-Master, dot (alternative)": "avqa/choices_dot"}
+SMOKE_MC_COMMANDS = (
+    "avmaster synth --choices 4 --out data/synthetic_mc",
+    "OMP_NUM_THREADS=1 avmaster sweep --seeds 1 2 3 --size cpu --dataset synthetic_mc --root data/synthetic_mc "
+    "--device cpu --epochs 10 --lr 1e-3 --batch-size 32 --out results/runs/synthetic_mc --experiments "
+    + " ".join(AVQA_EXPERIMENTS.values()))
+
+
+def avqa_comparison(runs_dir, seeds=None) -> pd.DataFrame:
+    """Test accuracy (%) of each multiple-choice design with runs under `runs_dir`: mean and sample std (ddof=1)
+    over seeds, the number of seeds; designs without a run are absent."""
+    rows = {}
+    for label, name in AVQA_EXPERIMENTS.items():
+        runs = paper.finished_runs(runs_dir, name, seeds)
+        if runs:
+            accuracy = pd.Series([float(paper.in_table_layout("table5", t).iloc[0, 0]) for t in runs.values()])
+            rows[label] = {"experiment": name, "mean": accuracy.mean(), "std (ddof=1)": accuracy.std(ddof=1),
+                           "seeds": len(accuracy)}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=["experiment", "mean", "std (ddof=1)", "seeds"])
+
+
+def avqa_runs(settings) -> Path:
+    """Where a notebook's multiple-choice runs are: the smoke tier's `settings.runs` (the synthetic variant's
+    shipped runs), else the AVQA runs of `avmaster reproduce`, `<RUNS>/avqa/standard[/paper]/` (the folders
+    `reproduce_report.ours_for("table5")` reads)."""
+    from .reproduce import protocol
+
+    if settings.smoke:
+        return Path(settings.runs)
+    folder = Path(settings.runs_root) / protocol("avqa", "standard").folder()
+    return folder / "paper" if settings.preset == "paper" else folder
+
+
+def table5_ours(settings) -> tuple[pd.DataFrame, pd.DataFrame, str | None]:
+    """(ours, its sample std over seeds, the commands that make the missing runs or None) of Table V for a
+    notebook's settings, from the runs of `avqa_runs(settings)` (on the synthetic variant, Table II layout: the
+    overall average is the total accuracy), whatever recipe they were trained with."""
+    from . import ours_tables
+
+    mean, std = ours_tables.ours_rows("table5", avqa_runs(settings), settings.seeds)
+    todo = "\n".join(SMOKE_MC_COMMANDS) if settings.smoke else \
+        f"avmaster reproduce run --only table5 --data {settings.root.parent} --runs {settings.runs_root}"
+    return mean, std, None if len(mean) else todo

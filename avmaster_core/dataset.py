@@ -8,7 +8,8 @@ API (small and stable; the engine uses exactly these names):
         store:   a FeatureStore or a path to one.
         ds[i] -> {"audio" [T,128], "visual" [T,768], "question" [768], "words" [77,768], "label" long [],
                   "question_id" long [], "index" long []  (+ "neg_audio" [T,128], "neg_visual" [T,768])
-                  (+ "choices" [C,768] for multiple-choice records, AVQA: "label" is then the position)}
+                  (+ "choices" [C,768] for multiple-choice records, AVQA: "label" is then the position)
+                  (+ "word_mask" [77] bool: the question's word positions, when the dataset knows them)}
         ds.set_epoch(epoch)       re-draws the negatives (deterministic given (seed, epoch))
         ds.negatives              [N] int64: the other item each item takes its negatives from
         ds.records                the kept records, in item order (item i = ds.records.iloc[i])
@@ -38,6 +39,10 @@ Semantics:
   subsets); preload=False reads items from the HDF5 file per access (big real stores; safe with
   DataLoader workers: each process opens its own handle). Question features that the store holds as
   HDF5 hard links to one object (the synthetic benchmark links identical question texts) are loaded once.
+- word_mask (what ModelConfig.mask_padding attends to: the words without the start token and the padding)
+  comes from each question's CLIP token count, recorded in the store by `avmaster extract --questions`
+  (store.TOKENS_ATTR), else from zero padding (the synthetic benchmark); a store with neither (real CLIP
+  words from before counts were recorded) gives no word_mask, and `require_word_mask` says what to do.
 """
 from __future__ import annotations
 
@@ -50,7 +55,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .store import FeatureStore, MissingFeatureError
+from .store import TOKENS_ATTR, FeatureStore, MissingFeatureError
 
 PAD_POLICIES = (None, "zero", "edge")
 WORDS_LEN = 77
@@ -106,6 +111,60 @@ def epoch_order(n: int, seed: int, epoch: int, *, shuffle: bool = True, rank: in
 
 
 # ----------------------------------------------------------------------------------------------------
+# Word positions (ModelConfig.mask_padding)
+# ----------------------------------------------------------------------------------------------------
+def question_tokens(store: FeatureStore, question_ids) -> tuple[dict[str, int], list[str]]:
+    """({question_id: CLIP tokens with start and end token}, [question ids whose count is unknown]).
+
+    The count is the words item's recorded attribute (store.TOKENS_ATTR), else the rows up to its last non-zero
+    one when the item is zero-padded (its last row is zero: the synthetic benchmark). Real CLIP words are
+    never zero past the end token, so without a recorded count their word positions are unknown."""
+    known, unknown, by_object = {}, [], {}
+    for qid in dict.fromkeys(str(q) for q in question_ids):
+        item = store.file[f"words/{qid}"]
+        if TOKENS_ATTR in item.attrs:
+            known[qid] = int(item.attrs[TOKENS_ATTR])
+            continue
+        if item.id not in by_object:  # questions hard-linked to one object are read once
+            last = np.abs(item[-1]).max()
+            used = np.flatnonzero(np.abs(item[()]).max(axis=1) > 0) if last == 0 else None
+            by_object[item.id] = None if used is None else (int(used[-1]) + 1 if len(used) else 1)
+        if by_object[item.id] is None:
+            unknown.append(qid)
+        else:
+            known[qid] = by_object[item.id]
+    return known, unknown
+
+
+def word_mask(tokens: torch.Tensor, length: int = WORDS_LEN) -> torch.Tensor:
+    """[..., length] bool from token counts [...]: True at the words, positions 1..tokens-1 (no start token,
+    no padding); a question with no word keeps every position."""
+    position = torch.arange(length, device=tokens.device)
+    mask = (position >= 1) & (position < tokens.unsqueeze(-1))
+    return mask | ~mask.any(dim=-1, keepdim=True)
+
+
+def require_word_mask(model_cfg, *datasets: "AVQADataset | None", flag: str = "mask_padding") -> None:
+    """With ModelConfig.mask_padding: ValueError naming the flag and the fix when a dataset cannot say where its
+    questions' words are (the model would otherwise guess them from zero padding, which real CLIP words lack)."""
+    if not getattr(model_cfg, flag, False):
+        return
+    for dataset in datasets:
+        if dataset is not None and dataset.unknown_words:
+            raise ValueError(word_mask_problem(dataset.unknown_words, dataset.store_path, flag))
+
+
+def word_mask_problem(unknown: list, store_path, flag: str = "mask_padding") -> str:
+    """What to say when questions of a store have no known word positions (preflight lists it too)."""
+    return (f"ModelConfig.{flag} (on in --preset paper; --set {flag}=false turns it off) masks each question's "
+            f"start token and padding, so it needs the question's CLIP token count: {len(unknown)} question(s) in "
+            f"{store_path} have none recorded (e.g. question_id {unknown[0]}) and their words fill all 77 positions. "
+            f"Record the counts with `avmaster store token-counts {store_path} --questions DATASET --root ROOT` "
+            f"(tokenizes only) or re-extract the questions (`avmaster extract --questions DATASET --root ROOT "
+            f"--out {store_path}`)")
+
+
+# ----------------------------------------------------------------------------------------------------
 # The tensor bank: all features as a few tensors plus index tensors
 # ----------------------------------------------------------------------------------------------------
 @dataclass
@@ -127,6 +186,7 @@ class FeatureBank:
     audio_index: torch.Tensor | None = None  # [N] long, row of audio when it differs (v2.0 unmatched audio)
     words_len: int = WORDS_LEN
     choices: torch.Tensor | None = None      # [N, C, 768] candidate answers (multiple-choice datasets, AVQA)
+    tokens: torch.Tensor | None = None       # [U] long CLIP tokens per question row (word_mask), None: unknown
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -141,7 +201,8 @@ class FeatureBank:
                   "question_ids")}
         audio_index = None if self.audio_index is None else self.audio_index.to(device)
         choices = None if self.choices is None else self.choices.to(device)
-        return FeatureBank(**moved, audio_index=audio_index, words_len=self.words_len, choices=choices)
+        tokens = None if self.tokens is None else self.tokens.to(device)
+        return FeatureBank(**moved, audio_index=audio_index, words_len=self.words_len, choices=choices, tokens=tokens)
 
     def _audio_rows(self, items: torch.Tensor) -> torch.Tensor:
         return (self.video_index if self.audio_index is None else self.audio_index)[items]
@@ -161,6 +222,8 @@ class FeatureBank:
         }
         if self.choices is not None:
             batch["choices"] = self.choices[items]                        # [B, C, 768]
+        if self.tokens is not None:
+            batch["word_mask"] = word_mask(self.tokens[q], self.words_len)  # [B, 77] bool
         if negatives is not None:
             negatives = negatives.to(self.device)
             batch["neg_audio"] = self.audio[self._audio_rows(negatives)]
@@ -299,6 +362,8 @@ class AVQADataset(Dataset):
         store = FeatureStore(self.store_path, "r") if own_store else store
         try:
             self._check_missing(store, drop_missing)
+            tokens, self.unknown_words = question_tokens(store, self.records["question_id"])
+            self.tokens = None if self.unknown_words else tokens  # {question_id: CLIP tokens} (word_mask)
             self.T = self._resolve_length(store, T)
             self.bank = self._load_bank(store) if preload else None
         finally:
@@ -382,6 +447,9 @@ class AVQADataset(Dataset):
                 used = np.flatnonzero(np.abs(w).max(axis=1) > 0)
                 words.append(w[: (used[-1] + 1 if len(used) else 1)])
             question_row[qid] = object_row[obj]
+        row_tokens = np.zeros(len(sentences), dtype=np.int64)  # per question row; linked questions share a row
+        for qid, row in question_row.items():
+            row_tokens[row] = self.tokens[qid] if self.tokens is not None else 0
         length = max(w.shape[0] for w in words)
         words_array = np.zeros((len(words), length, words[0].shape[1]), dtype=np.float32)  # [U, L, 768]
         for i, w in enumerate(words):
@@ -396,6 +464,7 @@ class AVQADataset(Dataset):
             audio_index=(None if (audio_videos == self.records["video_id"].astype(str)).all()
                          else torch.as_tensor([audio_row[a] for a in audio_videos])),
             choices=self._load_choices(store) if self.has_choices else None,
+            tokens=None if self.tokens is None else torch.as_tensor(row_tokens),
         )
 
     def _load_choices(self, store: FeatureStore) -> torch.Tensor:
@@ -446,6 +515,8 @@ class AVQADataset(Dataset):
                     "label": bank.labels[i], "question_id": bank.question_ids[i], "index": torch.tensor(i)}
             if bank.choices is not None:
                 item["choices"] = bank.choices[i]
+            if bank.tokens is not None:
+                item["word_mask"] = word_mask(bank.tokens[q], bank.words_len)
         else:
             qid = str(int(self.question_ids[i]))
             store = self._store()
@@ -456,6 +527,8 @@ class AVQADataset(Dataset):
                     "label": self.labels[i], "question_id": self.question_ids[i], "index": torch.tensor(i)}
             if self.has_choices:
                 item["choices"] = torch.from_numpy(store.get("choices", qid))
+            if self.tokens is not None:
+                item["word_mask"] = word_mask(torch.tensor(self.tokens[qid]))
         if self.with_negatives:
             item["neg_audio"], item["neg_visual"] = self._video(int(self.negatives[i]))
         return item

@@ -176,7 +176,7 @@ def wants_negatives(model_cfg) -> bool:
 
 def prepare_data(t: Training) -> None:
     """Open the store, build the train and validation datasets, place their feature banks."""
-    from .dataset import bank_for
+    from .dataset import bank_for, require_word_mask
 
     cfg, data_cfg = t.train_cfg, t.data_cfg
     t.store = open_store(data_cfg)
@@ -184,6 +184,7 @@ def prepare_data(t: Training) -> None:
                                negatives=wants_negatives(t.model_cfg), seed=cfg.seed)
     t.eval_set = make_dataset(load_records(data_cfg, cfg.eval_split), t.store, data_cfg,
                               seed=cfg.seed) if cfg.eval_split else None
+    require_word_mask(t.model_cfg, t.train_set, t.eval_set)  # mask_padding needs each question's word positions
     placement = dict(on_device=cfg.features_on_device, num_workers=cfg.num_workers)
     t.train_bank = bank_for(t.train_set, t.device, **placement)
     t.eval_bank = bank_for(t.eval_set, t.device, **placement) if t.eval_set is not None else None
@@ -364,6 +365,7 @@ def end_of_epoch(t: Training, epoch: int, sums: dict, lr: float) -> None:
 
 def test_best(t: Training) -> RunResult:
     """Reload best.pt, predict the test split, write predictions.json and test_table.csv."""
+    from .dataset import require_word_mask
     from .scoring import score, write_predictions
 
     cfg, state = t.train_cfg, t.state
@@ -375,6 +377,7 @@ def test_best(t: Training) -> RunResult:
     best = torch.load(t.best_path, map_location="cpu", weights_only=True)
     t.model.load_state_dict(best["model"])
     test_set = make_dataset(load_records(t.data_cfg, cfg.test_split), t.store, t.data_cfg, seed=cfg.seed)
+    require_word_mask(t.model_cfg, test_set)
     pred = predict(t.model, test_set, batch_size=cfg.eval_batch_size, device=t.device, amp=cfg.amp,
                    num_workers=cfg.num_workers, features_on_device=cfg.features_on_device, progress=t.show,
                    ctx=t.ctx, desc="test")

@@ -84,6 +84,7 @@ def evaluate(checkpoint: str | os.PathLike, dataset: str, split: str = "test", r
     The number of segments T and its padding are taken from the checkpoint's data config unless given.
     changes: inference-only ModelConfig overrides (see load_checkpoint), e.g. Table XII's {"inference_use_a": False}.
     """
+    from .dataset import require_word_mask
     from .scoring import score
 
     dev = resolve_device(device)
@@ -95,6 +96,7 @@ def evaluate(checkpoint: str | os.PathLike, dataset: str, split: str = "test", r
     model.to(dev)
     with open_store(data_cfg) as feature_store:
         data = make_dataset(load_records(data_cfg, split), feature_store, data_cfg)
+        require_word_mask(model.cfg, data)
         pred = predict(model, data, batch_size=batch_size, device=dev, amp=amp, progress=progress, desc=split)
     predictions = prediction_series(data.records, pred)
     return score(data.records, predictions), predictions

@@ -25,6 +25,9 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 FULL_MODEL = "default"  # the full model: experiments with its configuration reuse its run
+# The full model of a benchmark whose answers are each question's own candidates (AVQA, Table V): it scores the
+# candidates (avmaster_core.choices) instead of classifying over the 42 answers.
+MULTIPLE_CHOICE_MODEL = "avqa/choices"
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,7 @@ ENTRIES: tuple[Experiment, ...] = (
     Experiment("baseline/question_only", _QUESTION_ONLY, "Question-only baseline"),
     # AVQA (Table V) as multiple choice: the candidates' text features scored by each head (avmaster_core.choices)
     # Table V's row is filled by this experiment trained on AVQA (a whole-benchmark table: `reproduce` trains it
-    # with the avqa protocol, not with the main benchmark's, so no `fills` here)
+    # with the avqa protocol, not with the main benchmark's, so no `fills` here; see full_model_for)
     Experiment("avqa/choices", dict(choice_scorer="match", num_answers=4), "AV-Master, candidates scored (match)",
                reading=_AVQA_MC),
     Experiment("avqa/choices_dot", dict(choice_scorer="dot", num_answers=4), "candidates scored (dot), alternative",
@@ -214,6 +217,15 @@ def run_for(name: str) -> str:
     same = entry.segments == full.segments and all(experiment(name, p) == experiment(FULL_MODEL, p)
                                                    for p in ("official", "paper"))
     return FULL_MODEL if same else name
+
+
+def full_model_for(dataset: str) -> str:
+    """The experiment trained as "AV-Master" on a whole benchmark (Tables II-V): the full model, or for a
+    benchmark whose answers are per-question candidates (dataset_registry: answers_in_vocab=False) the
+    multiple-choice model."""
+    from .dataset_registry import get as dataset_spec
+
+    return FULL_MODEL if dataset_spec(dataset).answers_in_vocab else MULTIPLE_CHOICE_MODEL
 
 
 def filling(source: str) -> dict:

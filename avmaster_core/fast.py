@@ -46,7 +46,8 @@ from torch import Tensor, nn
 
 CAPTURES = ("auto", "graph", "compile", "eager")
 PRECISIONS = ("bf16", "tf32", "fp32")
-MODEL_INPUTS = ("audio", "visual", "question", "words", "label", "neg_audio", "neg_visual")
+MODEL_INPUTS = ("audio", "visual", "question", "words", "label", "neg_audio", "neg_visual", "choices", "word_mask")
+INFER_INPUTS = ("audio", "visual", "question", "words", "choices", "word_mask")  # AVQA's candidates, mask_padding
 _CAPTURABLE_WARNING = "This instance was constructed with capturable=True"
 
 
@@ -421,7 +422,7 @@ class FastRunner:
 
 
 def _infer_inputs(batch: dict) -> dict:
-    return {k: batch[k] for k in ("audio", "visual", "question", "words") if k in batch}
+    return {k: batch[k] for k in INFER_INPUTS if k in batch}
 
 
 def _short(e: Exception, limit: int = 300) -> str:
@@ -494,7 +495,9 @@ def place_bank(bank, device, max_fraction: float = 0.5):
 
     pinned = {k: getattr(bank, k).pin_memory() for k in ("audio", "visual", "question", "words", "video_index",
                                                           "question_index", "labels", "question_ids")}
-    return FeatureBank(**pinned, words_len=bank.words_len)
+    optional = {k: getattr(bank, k).pin_memory() for k in ("audio_index", "choices", "tokens")
+                if getattr(bank, k) is not None}
+    return FeatureBank(**pinned, **optional, words_len=bank.words_len)
 
 
 def time_data_path(bank, batch_size: int, batches: int = 50, negatives: str = "device") -> float:

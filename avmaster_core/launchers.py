@@ -63,19 +63,27 @@ def _evaluate(spec: EvalSpec, settings: ReproduceSettings) -> str:
 
 
 def _question_features(spec: QuestionSpec, settings: ReproduceSettings) -> str:
-    """CLIP features of every question of the spec's splits that has none (extract_questions skips the rest)."""
+    """CLIP features of every question of the spec's splits that has none (extract_questions skips the rest),
+    and of its candidate answers for a multiple-choice benchmark (AVQA: store kind "choices")."""
+    from .choices import extract_choices
     from .extract.pipeline import extract_device, extract_questions
+    from .store import FeatureStore
 
     device = extract_device(settings.device)
     inventory = Inventory(settings)
-    texts = {}
+    texts, candidates = {}, {}
     for split in spec.splits:
         records = inventory.records(spec.dataset, split)
         if records is None:  # its annotation file is absent: the items that need it are blocked
             continue
         texts.update(zip(records["question_id"].astype("int64"), records["question"].astype(str)))
-    written = extract_questions(texts, settings.store(spec.dataset), _clip(settings, device),
-                                progress=settings.progress)
+        if "choices" in records:
+            candidates.update(zip(records["question_id"].astype("int64"), records["choices"].map(list)))
+    clip = _clip(settings, device)
+    written = extract_questions(texts, settings.store(spec.dataset), clip, progress=settings.progress)
+    if candidates:
+        with FeatureStore(settings.store(spec.dataset), "a") as store:
+            extract_choices(candidates, store, clip)
     return f"{written:,} question features written ({len(texts):,} questions)"
 
 

@@ -50,7 +50,9 @@ NEEDS = {
 }
 # Tables III, IV and XI: rows are other benchmarks or encoders, which the synthetic benchmark cannot stand in
 # for, so even the smoke tier reads the real runs (`avmaster reproduce`'s layout) and says which are missing.
+# Table V (AVQA, multiple choice): the smoke tier reads the synthetic benchmark's multiple-choice variant.
 SMOKE_RUNS_OF = {"21_fig5_input_modalities": Path("../results/runs/synthetic_decorrelated"),
+                 "13_table5_avqa": Path("../results/runs/synthetic_mc"),
                  **{name: FULL_RESULTS / "runs" for name in ("11_table3_music_avqa_r", "12_table4_music_avqa_v2",
                                                              "18_table11_feature_extractors")}}
 

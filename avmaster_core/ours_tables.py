@@ -61,8 +61,7 @@ def ours_rows(name: str, runs_dir, seeds=None) -> tuple[pd.DataFrame, pd.DataFra
         source, runs = _runs_for(experiment, runs_dir, seeds)
         if not runs:
             continue
-        tables = pd.concat(list(runs.values()))
-        tables = tables if name == "table2" else paper.summary_columns(tables)
+        tables = pd.concat([paper.in_table_layout(name, t) for t in runs.values()])
         means[label], stds[label] = tables.mean(), tables.std(ddof=1)
         used[label] = sorted(runs)
         if source != experiment:

@@ -48,6 +48,7 @@ from .records import MODALITIES
 AVG = "Avg"
 TABLE2_COLUMNS = scoring.TABLE2_COLUMNS
 TABLE3_COLUMNS = scoring.TABLE3_COLUMNS
+TABLE5_COLUMN = scoring.TABLE5_COLUMNS[0]  # "Total Accuracy (%)"
 # The paper's short names for the per-modality averages used by Tables IV and VII-XIII.
 SUMMARY_COLUMNS = scoring.TABLE4_COLUMNS  # ("A-QA", "V-QA", "AV-QA", "Avg")
 # For a table in the Table II layout: which column is which summary column.
@@ -383,7 +384,7 @@ _BUILDERS = {
     "table2": _table2,
     "table3": _table3,
     "table4": lambda: _summary(_TABLE4, [0, 1, 2]),
-    "table5": lambda: _read(_TABLE5, 0).astype({"Total Accuracy (%)": float}),
+    "table5": lambda: _read(_TABLE5, 0).astype({TABLE5_COLUMN: float}),
     "table6": _table6,
     "table7": lambda: _summary(_TABLE7, 0),
     "table8": lambda: _flags(_summary(_TABLE8, 0), LOSS_COLUMNS),
@@ -445,13 +446,20 @@ FULL_MODEL_RUN = experiments.FULL_MODEL  # experiments identical to the full mod
 
 
 def _experiment_rows() -> dict[str, dict]:
-    """{table: {paper row label: run}} from the experiments registry, rows in the paper's order."""
+    """{table: {paper row label: run}} from the experiments registry, rows in the paper's order; plus the
+    multiple-choice benchmark's table (Table V: AV-Master is `experiments.full_model_for("avqa")`, whose runs
+    lie under `reproduce`'s `<runs>/avqa/standard/`, or the synthetic variant's `results/runs/synthetic_mc/`)."""
+    from . import dataset_registry
+
     rows = {}
-    for source in sorted(experiments.sources(), key=lambda name: NAMES.index(name) if name in NAMES else len(NAMES)):
+    for spec in dataset_registry.SPECS:
+        if spec.files and not spec.answers_in_vocab and spec.table not in experiments.sources():
+            rows[spec.table] = {experiments.OURS: experiments.full_model_for(spec.name)}
+    for source in experiments.sources():
         if source.startswith("table"):
             cells, order = experiments.filling(source), list(paper_table(source).index)
             rows[source] = dict(sorted(cells.items(), key=lambda item: order.index(item[0])))
-    return rows
+    return dict(sorted(rows.items(), key=lambda item: NAMES.index(item[0])))
 
 
 # table -> {paper row label: experiment name in avmaster_core.config.EXPERIMENTS (= run folder)}, derived from
@@ -461,14 +469,34 @@ RUN_TABLE = "test_table.csv"  # what engine.train writes into every run folder (
 
 
 def read_run_table(run_dir) -> pd.DataFrame:
-    """The test table (Table II layout) of one finished run folder `<runs>/<experiment>/<seed>`."""
+    """The test table of one finished run folder `<runs>/<experiment>/<seed>`, in the layout its dataset is
+    scored in (scoring.score): Table II's two header rows, Table III's three, or one (Tables IV, V)."""
     from pathlib import Path
 
     path = Path(run_dir) / RUN_TABLE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: the run in {run_dir} has not finished (or was never started)")
-    table = pd.read_csv(path, header=[0, 1], index_col=0)
+    lines = path.read_text().splitlines()
+    # a multi-level header is written as rows with an empty first cell (the index has no name on them)
+    levels = next(i for i, line in enumerate(lines) if not line.startswith(","))
+    if levels <= 1:
+        return pd.read_csv(path, header=0, index_col=0)
+    table = pd.read_csv(path, header=list(range(levels)), index_col=0)
     return table.set_axis(pd.MultiIndex.from_tuples([tuple(c) for c in table.columns]), axis=1)
+
+
+def in_table_layout(name: str, table: pd.DataFrame) -> pd.DataFrame:
+    """A run's test table in the columns of paper table `name`: Table II's as it is, Table V's total accuracy
+    (a Table II-layout run, e.g. the synthetic multiple-choice variant, gives its overall average), else the
+    A-QA / V-QA / AV-QA / Avg summary."""
+    key = table_key(name)
+    if key == "table2":
+        return table
+    if key == "table5":
+        if TABLE5_COLUMN in table.columns:
+            return table[[TABLE5_COLUMN]]
+        return pd.DataFrame({TABLE5_COLUMN: summary_columns(table)["Avg"]}, index=table.index)
+    return summary_columns(table)
 
 
 def finished_runs(runs_dir, experiment: str, seeds=None) -> dict[int, pd.DataFrame]:
@@ -501,12 +529,11 @@ def ours_table(name: str, runs_dir="results/runs", seeds=None, statistic: str = 
         runs = finished_runs(runs_dir, experiment, seeds)
         if not runs:
             continue
-        tables = pd.concat(list(runs.values()))
-        if key != "table2":
-            tables = summary_columns(tables)
+        tables = pd.concat([in_table_layout(key, t) for t in runs.values()])
         rows[label] = tables.std(ddof=1) if statistic == "std" else tables.mean()
         used[label] = sorted(runs)
-    columns = list(TABLE2_COLUMNS) if key == "table2" else list(SUMMARY_COLUMNS)
+    columns = list(TABLE2_COLUMNS) if key == "table2" else [TABLE5_COLUMN] if key == "table5" else \
+        list(SUMMARY_COLUMNS)
     index = pd.Index(list(rows), name=paper.index.name) if paper.index.nlevels == 1 else \
         pd.MultiIndex.from_tuples(list(rows), names=paper.index.names)
     out = pd.DataFrame([rows[r].reindex(columns).to_numpy(dtype=float) for r in rows], index=index,

@@ -110,6 +110,12 @@ def _check_features(data_cfg, model_cfg, records: dict, problems: _Problems, che
                     problems.add(f"{kind} feature {key!r} in {store.path} contains NaN or inf: re-extract it "
                                  "(`avmaster extract` into a new --out) or drop its records")
         _check_lengths(lengths, data_cfg, problems)
+        if getattr(model_cfg, "mask_padding", False):  # each question's word positions (dataset.question_tokens)
+            from .dataset import question_tokens, word_mask_problem
+
+            _, unknown = question_tokens(store, [q for q in questions if store.has("words", q)])
+            if unknown:
+                problems.add(word_mask_problem(unknown, store.path))
 
 
 def _needed_keys(records: dict, problems: _Problems):

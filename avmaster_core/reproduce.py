@@ -83,13 +83,16 @@ def dataset_tables() -> dict[str, list[str]]:
 
 
 def not_yet(artefact: str) -> str | None:
-    """Why an artefact cannot be produced whatever is on disk (None: it can)."""
-    from . import dataset_registry
+    """Why an artefact cannot be produced whatever is on disk (None: it can): a multiple-choice benchmark
+    (answers are each question's candidates) whose model would not score the candidates."""
+    from . import dataset_registry, experiments
+    from .config import experiment
 
     for name in dataset_tables().get(artefact, []):
-        if not dataset_registry.get(name).answers_in_vocab:
-            return (f"waits for {dataset_registry.get(name).title}'s multiple-choice answer head (issue 13): the "
-                    "42-way answer head cannot score its choices")
+        model = experiments.full_model_for(name)
+        if not dataset_registry.get(name).answers_in_vocab and experiment(model).choice_scorer is None:
+            return (f"{dataset_registry.get(name).title} is multiple choice but {model} has no choice_scorer: a "
+                    "classifier over answers cannot score each question's candidates (docs/avqa.md)")
     return None
 
 
@@ -371,8 +374,8 @@ class Inventory:
     def missing_files(self, dataset: str, splits) -> list[str]:
         from .annotations import annotation_files
 
-        return [name for split in splits if self.records(dataset, split) is None
-                for name, _, _ in annotation_files(dataset, split)]
+        return list(dict.fromkeys(name for split in splits if self.records(dataset, split) is None  # AVQA: train
+                                  for name, _, _ in annotation_files(dataset, split)))          # and val: one file
 
     def annotation_need(self, dataset: str, missing: list[str]) -> str:
         """What to say about absent annotation files: their names and the command that fetches them."""
@@ -420,9 +423,10 @@ class Inventory:
         return n if self.settings.limit is None else min(n, self.settings.limit)
 
     def feature_gaps(self, dataset: str, splits) -> tuple[list[str], int]:
-        """(needs that the plan cannot make: store or video features, number of questions without features)."""
+        """(needs that the plan cannot make: store or video features, number of questions without features; a
+        multiple-choice question also needs its candidates' features)."""
         store = self.settings.store(dataset)
-        found = {kind: self.keys(store, kind) for kind in ("audio", "visual", "question", "words")}
+        found = {kind: self.keys(store, kind) for kind in ("audio", "visual", "question", "words", "choices")}
         if found["audio"] is None:
             return [self.store_need(store)], 0
         videos, questions = set(), 0
@@ -434,7 +438,10 @@ class Inventory:
             videos |= {f"audio {v}" for v in audio_ids.astype(str) if v not in found["audio"]}
             videos |= {f"visual {v}" for v in records["video_id"].astype(str) if v not in found["visual"]}
             ids = records["question_id"].astype(str)
-            questions += int((~(ids.isin(found["question"]) & ids.isin(found["words"]))).sum())
+            have = ids.isin(found["question"]) & ids.isin(found["words"])
+            if "choices" in records:  # multiple choice (AVQA): the candidates' features come with the question's
+                have &= ids.isin(found["choices"] or set())
+            questions += int((~have).sum())
         needs = [f"features: {len(videos)} video feature(s) missing in {store} (e.g. {sorted(videos)[0]}; "
                  "`avmaster extract --videos ...`)"] if videos else []
         return needs, questions
@@ -593,8 +600,8 @@ def _artefact_specs(name: str, settings: ReproduceSettings) -> list[tuple[Any, l
     out = []
     if name in dataset_tables():
         for label, proto, dataset, split in dataset_cells(name):
-            runs = [RunSpec(proto.dataset, proto.name, experiments.FULL_MODEL, settings.preset, s)
-                    for s in settings.seeds]
+            model = experiments.full_model_for(proto.dataset)  # AVQA: the multiple-choice model (avqa/choices)
+            runs = [RunSpec(proto.dataset, proto.name, model, settings.preset, s) for s in settings.seeds]
             if dataset == proto.dataset and split == proto.test:
                 out.append((label, runs))
             else:

@@ -107,17 +107,29 @@ def config_differences(saved: dict, current: dict, free: dict[str, set] | None =
     compare equal); `free` names, per part, fields that may differ (they do not change results)."""
     free = free or {}
     diffs = []
+    defaults = _field_defaults()
     for part in ("model", "train", "data"):
         a, b = saved.get(part, {}), current.get(part, {})
         for key in sorted(set(a) | set(b)):
             if key in free.get(part, ()):
                 continue
-            va, vb = a.get(key), b.get(key)
+            # A field added after a run was saved reads as its default: new switches default to the behaviour
+            # that existed before them (e.g. mask_padding=False), so older run folders stay the same runs.
+            va = a[key] if key in a else defaults[part].get(key)
+            vb = b[key] if key in b else defaults[part].get(key)
             if isinstance(va, (list, tuple)) and isinstance(vb, (list, tuple)):
                 va, vb = list(va), list(vb)
             if va != vb:
                 diffs.append(f"{part}.{key}: {va!r} -> {vb!r}")
     return diffs
+
+
+def _field_defaults() -> dict[str, dict[str, Any]]:
+    """{"model" | "train" | "data": {field: default}} of the three configs a run folder records."""
+    from .config import ModelConfig
+
+    return {part: {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+            for part, cls in (("model", ModelConfig), ("train", TrainConfig), ("data", DataConfig))}
 
 
 @dataclass

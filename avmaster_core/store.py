@@ -4,7 +4,9 @@ Layout (all float32; the widths are the encoders', e.g. VGGish 128 and CLIP ViT-
     /audio/<video_id>      [T, audio_dim]    audio encoder, one row per 1-s segment
     /visual/<video_id>     [T, visual_dim]   visual encoder, one row per frame (one frame per second)
     /question/<question_id> [text_dim]       CLIP sentence feature (EOT state @ text_projection)
-    /words/<question_id>   [77, text_dim]    CLIP states at all 77 context positions @ text_projection
+    /words/<question_id>   [77, text_dim]    CLIP states at all 77 context positions @ text_projection;
+                                             attribute `tokens`: the question's CLIP tokens with start and
+                                             end token (positions 1..tokens-1 are its words; mask_padding)
     /choices/<question_id> [C, text_dim]     multiple-choice datasets only (AVQA): each candidate answer's
                                              sentence feature, same text path, in the record's `choices` order
 No width is fixed here: a store learns `audio_dim`, `visual_dim` and `text_dim` from the encoders that write
@@ -33,6 +35,7 @@ KINDS: dict[str, tuple[int | str | None, ...]] = {
     "choices": (None, "text_dim"),  # multiple choice (AVQA): the candidate answers' sentence features [C, D]
 }
 WIDTHS = ("audio_dim", "visual_dim", "text_dim")
+TOKENS_ATTR = "tokens"  # attribute of words/<question_id>: CLIP tokens of the question, start and end token included
 _TMP = "_partial"
 
 
@@ -249,6 +252,15 @@ class FeatureStore:
         if name in self.file:
             del self.file[name]
         self.file[name] = self.file[self._name(kind, target)]  # an HDF5 hard link: no copy
+        self.file.flush()
+
+    def set_item_attrs(self, kind: str, key, **attrs) -> None:
+        """Add attributes to a stored item (e.g. a question's token count) without rewriting it."""
+        if not self.has(kind, key):
+            raise MissingFeatureError(f"no {kind} item {key!r} in {self.path}")
+        item = self.file[self._name(kind, key)]
+        for k, v in attrs.items():
+            item.attrs[k] = v
         self.file.flush()
 
     def get(self, kind: str, key) -> np.ndarray:

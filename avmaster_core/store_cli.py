@@ -1,4 +1,5 @@
-"""`avmaster store import|export|merge|info`: move features between .npy folders, shard stores and one store."""
+"""`avmaster store import|export|merge|token-counts|info`: move features between .npy folders, shard stores and one
+store; record question token counts (mask_padding) in a store made before they were recorded."""
 from __future__ import annotations
 
 import argparse
@@ -72,6 +73,44 @@ def _run_info(args) -> int:
     return 0
 
 
+def _run_token_counts(args) -> int:
+    """Record each stored question's CLIP token count (mask_padding's word positions) from its text."""
+    from .annotations import MissingAnnotationFile
+    from .extract.pipeline import load_question_table, record_token_counts
+
+    texts, absent = {}, []
+    for split in [args.split] if args.split else _splits(args.questions):
+        try:
+            texts.update(load_question_table(None, args.questions, split, args.root))
+        except MissingAnnotationFile:
+            absent.append(split)
+    if not texts:
+        print(f"avmaster store token-counts: no annotation file of {args.questions} under {args.root} "
+              f"(splits {', '.join(absent)}); pass --root, the folder of its annotation files", file=sys.stderr)
+        return 1
+    from pathlib import Path
+
+    if not Path(args.store).is_file():
+        print(f"avmaster store token-counts: no store {args.store}", file=sys.stderr)
+        return 1
+    try:
+        with FeatureStore(args.store, "a") as store:
+            added = record_token_counts(store, texts)
+            stored = sum(store.has("words", q) for q in texts)
+    except OSError as e:
+        print(f"avmaster store token-counts: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.store}: token counts added to {added} question(s); {stored} of the {len(texts)} questions of "
+          f"{args.questions} are in the store" + (f" (no annotation file for {', '.join(absent)})" if absent else ""))
+    return 0
+
+
+def _splits(dataset: str) -> list[str]:
+    from .dataset_registry import get
+
+    return list(dict.fromkeys(get(dataset).splits))
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("store", help="import/export .npy feature folders, merge shard stores, show a store")
     sub = p.add_subparsers(dest="store_command", metavar="<action>", required=True)
@@ -94,6 +133,14 @@ def register(subparsers) -> None:
     mer.add_argument("inputs", nargs="+")
     mer.add_argument("--out", required=True)
     mer.set_defaults(func=_run_merge)
+
+    tok = sub.add_parser("token-counts", help="record each stored question's CLIP token count (the word "
+                                              "positions ModelConfig.mask_padding keeps), from the annotation texts")
+    tok.add_argument("store")
+    tok.add_argument("--questions", metavar="DATASET", required=True, help="the dataset whose questions the store holds")
+    tok.add_argument("--root", required=True, help="its annotation folder")
+    tok.add_argument("--split", help="only this split (default: every split with an annotation file)")
+    tok.set_defaults(func=_run_token_counts)
 
     inf = sub.add_parser("info", help="item counts, shapes and provenance attributes of a store")
     inf.add_argument("store")

@@ -159,3 +159,27 @@ def test_runs_summaries_for_the_figures(fake_runs):
     stats = analysis.mean_and_std(summary, "label")
     assert stats.loc["A+V+Q", ("mean", "Avg")] == 50.0 and stats.loc["A+V+Q", ("std", "Avg")] == pytest.approx(50 * 2 ** 0.5)  # ddof=1 of (100, 0)
     assert analysis.runs_summary(fake_runs, {"x": "table9/len2"}).empty
+
+
+def test_answer_heads_comparison_changes_only_models_with_untrained_heads(run, tmp_path):
+    """Table VIII's switch: a model whose preference losses are off sums untrained heads under "all" only; the
+    full model's heads are all trained, so both settings agree. Numeric columns stay numeric (round works)."""
+    root, _, ckpt = run
+    cfg = dataclasses.replace(config.experiment("table8/qa", size="cpu"), dim=32, focus_ffn=64)
+    partial = train(cfg, TrainConfig(epochs=1, lr=1e-3, batch_size=32, device="cpu", progress=False,
+                                     checkpoint_every_steps=0),
+                    DataConfig("synthetic", str(root)), out_dir=tmp_path, experiment="table8/qa")
+    table = analysis.answer_heads_comparison({"full": ckpt, "L_qa": partial.best_checkpoint}, "synthetic", root,
+                                             device="cpu")
+    assert table.loc["full", "all"] == table.loc["full", "trained"] and table.loc["full", "untrained heads"] == "-"
+    assert table.loc["L_qa", "untrained heads"] == "a, v"
+    full, _ = evaluate(partial.best_checkpoint, "synthetic", "test", root, device="cpu", progress=False)
+    assert table.loc["L_qa", "all"] == pytest.approx(full[scoring.OVERALL].iloc[0])  # the released evaluation
+    assert table[["all", "trained"]].dtypes.tolist() == [np.float64, np.float64]
+
+
+def test_experiment_readings_quote_the_paper():
+    readings = analysis.experiment_readings()
+    assert {"avqa/choices", "table13/mul", "fig7/qa=0.4", "fig4/T48"} <= set(readings.index)
+    assert readings["paper's words (our reading)"].str.len().min() > 20
+    assert readings.loc["table13/mul", "fills"] == "table13 MUL"

@@ -193,10 +193,32 @@ def test_ours_table_averages_seeds_in_the_paper_layout(runs):
     assert list(paper.ours_table("table9", runs).index) == [8, 4]
 
 
+def test_table5_reads_avqa_one_column_runs_and_table2_layout_runs(tmp_path):
+    """Table V's row is the multiple-choice model (avqa/choices): an AVQA run's test table has one column, a run
+    on the synthetic multiple-choice variant Table II's layout (its overall average is the total accuracy)."""
+    assert paper.EXPERIMENT_ROWS["table5"] == {"AV-Master": "avqa/choices"}
+    for seed, accuracy in ((1, 80.0), (2, 90.0)):
+        folder = tmp_path / "avqa" / "avqa" / "choices" / str(seed)
+        folder.mkdir(parents=True)
+        pd.DataFrame({"Total Accuracy (%)": [accuracy]}, index=pd.Index(["ours"], name="method")).to_csv(
+            folder / paper.RUN_TABLE)
+    assert list(paper.read_run_table(folder).columns) == ["Total Accuracy (%)"]
+    t5 = paper.ours_table("table5", tmp_path / "avqa")
+    assert t5.loc["AV-Master", "Total Accuracy (%)"] == pytest.approx(85.0) and t5.attrs["seeds"] == {"AV-Master": [1, 2]}
+    assert paper.ours_table("table5", tmp_path / "avqa", statistic="std").iloc[0, 0] == pytest.approx(50 ** 0.5)
+    folder = tmp_path / "mc" / "avqa" / "choices" / "1"
+    folder.mkdir(parents=True)
+    scoring.score(_records(), {1: 0, 2: 1, 3: 9, 4: 9}).to_csv(folder / paper.RUN_TABLE)
+    assert paper.ours_table("table5", tmp_path / "mc").loc["AV-Master", "Total Accuracy (%)"] == pytest.approx(50.0)
+    both = paper.side_by_side("table5", paper.ours_table("table5", tmp_path / "avqa"))
+    assert both.loc["AV-Master", ("paper", "Total Accuracy (%)")] == 91.4
+    assert both.loc["AV-Master", ("ours", "Total Accuracy (%)")] == pytest.approx(85.0)
+
+
 def test_ours_table_without_runs_is_empty_and_bad_names_fail(tmp_path):
     assert paper.ours_table("table8", tmp_path).empty
     with pytest.raises(KeyError, match="none of our runs"):
-        paper.ours_table("table5", tmp_path)
+        paper.ours_table("table4", tmp_path)
     with pytest.raises(FileNotFoundError, match="has not finished"):
         paper.read_run_table(tmp_path)
 

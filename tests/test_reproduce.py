@@ -89,7 +89,9 @@ def test_full_plan_covers_every_artefact_and_blocks_on_missing_annotations(empty
     default = empty_plan.items["train default seed 1"]
     assert "avqa-train.json" in default.needs[0] and "avmaster data fetch music_avqa" in default.needs[0]
     assert set(default.artefacts) >= {"table2", "table7", "table12", "fig4", "fig6", "fig8"}
-    assert "multiple-choice" in empty_plan.items["train default on avqa/standard seed 1"].needs[0]
+    avqa = empty_plan.items["train avqa/choices on avqa/standard seed 1"]   # Table V: the multiple-choice model
+    assert avqa.artefacts == ["table5"] and "train_qa.json" in avqa.needs[0]
+    assert "train default on avqa/standard seed 1" not in empty_plan.items
 
 
 def test_full_plan_items(empty_plan):
@@ -242,7 +244,75 @@ def test_protocols_and_dataset_tables_come_from_the_dataset_registry():
                       ("Balance", "Balance", "AV-Master"): ("balance", "test_balance")}
     [(label, trained, dataset, split)] = reproduce.dataset_cells("table3")
     assert (label, trained.dataset, dataset, split) == ("AV-Master", "music_avqa", "music_avqa_r", "test")
-    assert "multiple-choice" in reproduce.not_yet("table5") and reproduce.not_yet("table4") is None
+    assert reproduce.not_yet("table5") is None and reproduce.not_yet("table4") is None
+    [(label, trained, dataset, split)] = reproduce.dataset_cells("table5")
+    assert (label, trained.val, trained.test) == ("AV-Master", "val", "test")
+
+
+def test_table5_waits_when_the_multiple_choice_model_scores_no_candidates(monkeypatch):
+    from avmaster_core import experiments
+
+    assert experiments.full_model_for("avqa") == "avqa/choices" and experiments.full_model_for("music_avqa_v2") == \
+        experiments.FULL_MODEL
+    monkeypatch.setattr(experiments, "MULTIPLE_CHOICE_MODEL", "avqa/position_only")
+    assert "avqa/position_only has no choice_scorer" in reproduce.not_yet("table5")
+
+
+def _avqa_folder(root, videos=12, per_video=3):
+    """Hand-written AVQA annotation files and a store with random video features (no question features)."""
+    import numpy as np
+
+    from avmaster_core.store import FeatureStore
+
+    root.mkdir(parents=True)
+    answers = ["dog", "cat", "car", "bird", "piano", "rain"]
+    def record(i, video):
+        return {"id": i, "video_name": video, "video_id": i, "question_text": f"What makes sound {i % 5}?",
+                "multi_choice": [answers[(i + k) % 6] for k in range(4)], "answer": i % 4,
+                "question_relation": "Both", "question_type": "Which"}
+    names = [f"clip{v:04d}_000010" for v in range(videos)]   # clip 4 falls in the held-out validation part
+    train = [record(i, names[i % videos]) for i in range(videos * per_video)]
+    test = [record(1000 + i, f"test{i % 4}") for i in range(8)]
+    (root / "train_qa.json").write_text(json.dumps(train))
+    (root / "val_qa.json").write_text(json.dumps(test))
+    rng = np.random.default_rng(0)
+    with FeatureStore(root / "features.h5", "a") as store:
+        for video in names + [f"test{i}" for i in range(4)]:
+            store.put("audio", video, rng.standard_normal((4, 128), dtype=np.float32))
+            store.put("visual", video, rng.standard_normal((4, 768), dtype=np.float32))
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_reproduce_trains_the_multiple_choice_model_for_table5(tmp_path):
+    """Table V end to end: the plan extracts question and candidate features, trains avqa/choices (selected on
+    the held-out part of train_qa.json, scored on val_qa.json), and our table reads its one-column test table."""
+    from avmaster_core.reproduce_report import ours_table
+    from avmaster_core.store import FeatureStore
+
+    _avqa_folder(tmp_path / "data" / "avqa")
+    settings = ReproduceSettings(data=str(tmp_path / "data"), runs=str(tmp_path / "runs"),
+                                 results=str(tmp_path / "res"), seeds=(1,), size="cpu", epochs=1, lr=1e-3,
+                                 batch_size=8, device="cpu", encoders="tiny")
+    before = build_plan(settings, ["table5"])
+    run = before.items["train avqa/choices on avqa/standard seed 1"]
+    assert run.status == reproduce.WAITING and "question features: 44 new texts" in run.needs[0], run.needs
+    plan = run_plan(settings, ["table5"], notebook_out=str(tmp_path / "nb"), echo=lambda *a, **k: None)
+    assert plan.complete("table5")
+    with FeatureStore(tmp_path / "data" / "avqa" / "features.h5") as store:
+        assert len(store.keys("choices")) == 44 and store.get("choices", 1000).shape == (4, store.widths["text_dim"])
+    folder = tmp_path / "runs" / "avqa" / "standard" / "avqa" / "choices" / "1"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model"]["choice_scorer"] == "match" and config["train"]["eval_split"] == "val"
+    ours = ours_table(plan, "table5")
+    assert list(ours.columns) == ["Total Accuracy (%)"] and 0 <= ours.loc["AV-Master", "Total Accuracy (%)"] <= 100
+    from avmaster_core import paper
+    assert paper.ours_table("table5", tmp_path / "runs" / "avqa" / "standard").equals(ours)
+    assert (tmp_path / "res" / "reproduce" / "table5.csv").is_file()
+    import nbformat                                         # notebook 13 ran in full mode on these runs
+
+    executed = nbformat.read(str(tmp_path / "nb" / "13_table5_avqa.ipynb"), as_version=4)
+    record = next(c for c in executed.cells if "record" in c.metadata.get("tags", []))
+    assert f"'ours': {round(float(ours.iloc[0, 0]), 2)}" in record.outputs[0]["data"]["text/plain"]
 
 
 def test_slurm_parameters_are_submitits_and_slurm_must_be_there(tmp_path):

@@ -149,7 +149,7 @@ def test_plan_shows_the_rest_as_missing_with_the_reason(rehearsal):
     assert "finished" in after["table2"] and "finished" in after["table7"] and "finished" in after["fig5"]
     assert "1/4" in after["table4"] and "bias" in after["table4"]          # the bias files are absent
     assert "annotations" in after["table3"] and "avqa-test-head.json" in rehearsal["after"]
-    assert "multiple-choice" in after["table5"]
+    assert "train_qa.json" in after["table5"]                           # Table V trains avqa/choices on AVQA
 
 
 def test_rehearsal_time(rehearsal):

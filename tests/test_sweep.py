@@ -189,3 +189,30 @@ def test_committed_removing_vision_hurts_visual_questions_on_the_decorrelated_va
     visual_drop = ours[("Visual QA", "Avg")] - audio_only[("Visual QA", "Avg")]
     audio_drop = ours[("Audio QA", "Avg")] - audio_only[("Audio QA", "Avg")]
     assert visual_drop >= 10 and visual_drop > 2 * audio_drop, (ours, audio_only)
+
+
+def _committed_run_configs():
+    return sorted((REPO / "results" / "runs").glob("**/config.json"))
+
+
+@pytest.mark.parametrize("path", _committed_run_configs(), ids=lambda p: str(p.parent.relative_to(REPO)))
+def test_committed_runs_are_the_runs_their_sweep_asks_for(path):
+    """Rerunning a committed grid's sweep command must skip its finished runs, not refuse them: a config field
+    added after a run was saved (e.g. mask_padding) reads as its default, the behaviour before it existed."""
+    saved = json.loads(path.read_text())
+    name = saved["experiment"]
+    preset, experiment = ("paper", name.removeprefix("paper/")) if name.startswith("paper/") else ("official", name)
+    train = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved["train"].items()})
+    data = DataConfig(**{**saved["data"], "T": None} if experiment in config.EXPERIMENT_SEGMENTS else saved["data"])
+    assert sweep.grid_config_differences(saved, *sweep.grid_configs(experiment, train.seed, preset, "cpu", train,
+                                                                     data)) == []
+
+
+def test_a_field_missing_from_a_saved_config_reads_as_its_default():
+    from avmaster_core.run_config import config_differences
+
+    current = {"model": dataclasses.asdict(config.ModelConfig.official()), "train": {}, "data": {}}
+    saved = {"model": {k: v for k, v in current["model"].items() if k != "mask_padding"}, "train": {}, "data": {}}
+    assert config_differences(saved, current) == []
+    current["model"]["mask_padding"] = True
+    assert config_differences(saved, current) == ["model.mask_padding: False -> True"]

@@ -30,7 +30,7 @@ from typing import Callable, Iterable
 import torch
 
 from ..atomic import write_json
-from ..store import FeatureStore
+from ..store import TOKENS_ATTR, FeatureStore
 from .encoders import (AUDIO_ENCODERS, DEFAULT_AUDIO_ENCODER, DEFAULT_VISUAL_ENCODER, TINY_ENCODERS, VISUAL_ENCODERS,
                        AudioEncoder, ClipEncoder, EncoderOptions, VGGishEncoder, VisualEncoder, WeightsNotFoundError,
                        build_audio_encoder, build_visual_encoder, encoder_attrs)
@@ -292,7 +292,9 @@ def extract_videos(videos: dict[str, Path] | str | Path, out: str | Path, visual
 
 def extract_questions(questions: dict[int, str] | Iterable[tuple[int, str]], out: str | Path, clip: ClipEncoder,
                       batch_size: int = 256, progress: bool = True) -> int:
-    """Write sentence [D] and word [77, D] features for each question_id -> filled question text. Resumable."""
+    """Write sentence [D] and word [77, D] features for each question_id -> filled question text. Resumable.
+    Each words item records the question's CLIP token count (store.TOKENS_ATTR, for mask_padding); a question
+    already stored without one only gets its count (tokenized, not re-encoded)."""
     from tqdm.auto import tqdm
 
     items = dict(questions)
@@ -308,13 +310,37 @@ def extract_questions(questions: dict[int, str] | Iterable[tuple[int, str]], out
                 or store.file[f"question/{q}"].attrs.get("text_sha1", text_hash(items[q])) != text_hash(items[q])]
         for start in tqdm(range(0, len(todo), batch_size), desc="questions", unit="batch", disable=not progress):
             batch = todo[start:start + batch_size]
-            sentence, words = clip.encode_text([question_text(items[q]) for q in batch])  # [N,D], [N,77,D]
-            for j, q in enumerate(batch):
+            texts = [question_text(items[q]) for q in batch]
+            sentence, words = clip.encode_text(texts)  # [N,D], [N,77,D]
+            for j, (q, tokens) in enumerate(zip(batch, token_counts(texts, clip.tokenizer))):
                 digest = text_hash(items[q])
                 store.put("question", q, sentence[j].numpy(), text_sha1=digest)
-                store.put("words", q, words[j].numpy(), text_sha1=digest)
+                store.put("words", q, words[j].numpy(), text_sha1=digest, **{TOKENS_ATTR: tokens})
                 written += 1
+        extracted = set(todo)
+        record_token_counts(store, {q: t for q, t in items.items() if q not in extracted}, clip.tokenizer)
     return written
+
+
+def token_counts(texts: list[str], tokenizer=None) -> list[int]:
+    """CLIP tokens of each text as the text encoder sees it: start token, words, end token (at most 77).
+    The tokenizer is CLIP's BPE (open_clip's SimpleTokenizer, shared by the CLIP models we use)."""
+    if tokenizer is None:
+        from open_clip.tokenizer import SimpleTokenizer
+
+        tokenizer = SimpleTokenizer(context_length=77)
+    return [int(n) for n in (tokenizer(texts) != 0).sum(dim=1)]  # padding is token 0
+
+
+def record_token_counts(store: FeatureStore, questions: dict, tokenizer=None, batch_size: int = 4096) -> int:
+    """Add the token count (store.TOKENS_ATTR) to every stored words item of `questions` (question_id ->
+    text) that has none; returns how many were added. Tokenizes only: the features are not touched."""
+    todo = [q for q in questions if store.has("words", q) and TOKENS_ATTR not in store.file[f"words/{q}"].attrs]
+    for start in range(0, len(todo), batch_size):
+        part = todo[start:start + batch_size]
+        for q, tokens in zip(part, token_counts([question_text(questions[q]) for q in part], tokenizer)):
+            store.set_item_attrs("words", q, **{TOKENS_ATTR: tokens})
+    return len(todo)
 
 
 def text_hash(question: str) -> str:
