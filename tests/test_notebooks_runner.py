@@ -132,7 +132,7 @@ def test_notebook_settings_smoke_never_writes_real_results(tmp_path):
     ("03_evaluation", dict(EXPERIMENT="table7/wo_tdpp", SEEDS="9"), r"SEEDS = '9'.*finished seeds \[1, 2, 3\]"),
     ("03_evaluation", dict(EXPERIMENT="table7/wo_tdpp", SEEDS="1"), r"EXPERIMENT = 'table7/wo_tdpp'.*keep no checkpoint"),
     ("00_quick_start", dict(PRESET="paper"), r"EXPERIMENT = 'default'.*keep no checkpoint"),
-    ("00_quick_start", dict(EXPERIMENT="table8/qa"), r"EXPERIMENT = 'table8/qa'.*no finished run.*avmaster sweep"),
+    ("00_quick_start", dict(EXPERIMENT="table8/qa+c"), r"EXPERIMENT = 'table8/qa\+c'.*no finished run.*avmaster sweep"),
     ("00_quick_start", dict(EXPERIMENT="table7/wo_tdp"), r"did you mean 'table7/wo_tdpp'"),
     ("24_fig8_word_attention", dict(SEEDS="7"), r"SEEDS = '7'.*'default' has finished seeds"),
     pytest.param("24_fig8_word_attention", dict(QUESTION="Is this a question?"),
