@@ -45,11 +45,13 @@ def _batches(data, batch_size: int, device):
         yield {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
 
-def _checkpoint_and_data(checkpoint, dataset, split, root, store, limit, changes=None):
-    from .checkpoint import load_checkpoint, read_checkpoint
+def checkpoint_and_data(checkpoint, dataset, split, root, store=None, limit=None, changes=None):
+    """(model, model_config, dataset) of a checkpoint and one split, read with the checkpoint's own T and padding."""
+    from .checkpoint import model_from_checkpoint, read_checkpoint
 
-    model, cfg = load_checkpoint(checkpoint, changes=changes)
-    saved = read_checkpoint(checkpoint).get("data_config") or {}
+    ckpt = read_checkpoint(checkpoint)
+    model, cfg = model_from_checkpoint(ckpt, changes)
+    saved = ckpt.get("data_config") or {}
     data = load_split(dataset, split, root, store=store, limit=limit, T=saved.get("T"), pad=saved.get("pad"))
     return model, cfg, data
 
@@ -81,7 +83,7 @@ def step_accuracy(checkpoint, dataset: str, split: str = "test", root=".", *, st
     Step T is the model's own answer; `.attrs["final_accuracy"]` holds the accuracy of out["logits"] for
     comparison (equal to step T up to float rounding). Needs a model with the focus recurrence (use_focus).
     """
-    model, cfg, data = _checkpoint_and_data(checkpoint, dataset, split, root, store, limit)
+    model, cfg, data = checkpoint_and_data(checkpoint, dataset, split, root, store, limit)
     if not (cfg.use_tdpp and cfg.use_focus):
         raise ValueError(f"{checkpoint}: accuracy per focus step needs the focus recurrence (use_tdpp and use_focus); "
                          "this checkpoint's model has none")
@@ -134,7 +136,7 @@ def question_word_attention(checkpoint, dataset: str, root, question_id: int, sp
     """
     from .vocab import ANSWERS
 
-    model, cfg, data = _checkpoint_and_data(checkpoint, dataset, split, root, store, None)
+    model, cfg, data = checkpoint_and_data(checkpoint, dataset, split, root, store, None)
     if not cfg.use_gpap:
         raise ValueError(f"{checkpoint}: word attention is the preference path's; this model has none (use_gpap=False)")
     rows = np.flatnonzero(data.records["question_id"].to_numpy() == int(question_id))

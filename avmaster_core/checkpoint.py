@@ -91,10 +91,15 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", changes: dict |
     changes: ModelConfig fields to override that do not change the weights, e.g. the inference-only variants
     of Tables XII/XIII ({"inference_use_a": False}, {"combine": "mul"}).
     """
+    return model_from_checkpoint(read_checkpoint(path, map_location), changes)
+
+
+def model_from_checkpoint(ckpt: dict, changes: dict | None = None):
+    """(model, model_config) from a checkpoint dict already read (`read_checkpoint`), for callers that also
+    need its other entries (e.g. "data_config") without reading the file twice; see load_checkpoint."""
     from .config import ModelConfig, apply_inference_changes
     from .model import build_model
 
-    ckpt = read_checkpoint(path, map_location)
     cfg = ModelConfig.from_dict(ckpt["model_config"])
     cfg = apply_inference_changes(cfg, changes)  # refuses fields that change the trained model
     model = build_model(cfg)

@@ -14,7 +14,7 @@ import os
 import numpy as np
 import torch
 
-from .checkpoint import load_checkpoint, read_checkpoint
+from .checkpoint import model_from_checkpoint, read_checkpoint
 from .distributed import SINGLE_PROCESS, DistContext, gather_objects, resolve_device
 from .run_config import DataConfig, load_records, make_dataset, open_store
 
@@ -88,8 +88,9 @@ def evaluate(checkpoint: str | os.PathLike, dataset: str, split: str = "test", r
     from .scoring import score
 
     dev = resolve_device(device)
-    model, _ = load_checkpoint(checkpoint, map_location="cpu", changes=changes)
-    saved_data = read_checkpoint(checkpoint).get("data_config") or {}
+    ckpt = read_checkpoint(checkpoint)
+    model, _ = model_from_checkpoint(ckpt, changes)
+    saved_data = ckpt.get("data_config") or {}
     data_cfg = DataConfig(dataset=dataset, root=str(root), store=str(store) if store else None, limit=limit,
                           T=T if T is not None else saved_data.get("T"),
                           pad=pad if pad is not None else saved_data.get("pad"))

@@ -64,12 +64,9 @@ class Explorer:
 
     @classmethod
     def load(cls, checkpoint, dataset: str, root, split: str = "test", *, store=None, top: int = 3) -> "Explorer":
-        from .analysis import load_split
-        from .checkpoint import load_checkpoint, read_checkpoint
+        from .analysis import checkpoint_and_data
 
-        model, _ = load_checkpoint(checkpoint)
-        saved = read_checkpoint(checkpoint).get("data_config") or {}
-        data = load_split(dataset, split, root, store=store, T=saved.get("T"), pad=saved.get("pad"))
+        model, _, data = checkpoint_and_data(checkpoint, dataset, split, root, store)
         scenes = None
         if dataset == "synthetic":
             from .synthetic import load_scenes
