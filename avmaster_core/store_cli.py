@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .npy_io import RELEASED_DIRS, export_npy, import_npy, merge_stores
 from .store import KINDS, FeatureStore
@@ -12,7 +13,6 @@ from .store import KINDS, FeatureStore
 def _run_import(args) -> int:
     folders = {kind: getattr(args, kind) for kind in KINDS if getattr(args, kind, None)}  # no --choices option
     if args.root:
-        from pathlib import Path
         for kind, name in RELEASED_DIRS.items():
             if kind not in folders and (Path(args.root) / name).is_dir():
                 folders[kind] = Path(args.root) / name
@@ -88,10 +88,9 @@ def _run_token_counts(args) -> int:
         print(f"avmaster store token-counts: no annotation file of {args.questions} under {args.root} "
               f"(splits {', '.join(absent)}); pass --root, the folder of its annotation files", file=sys.stderr)
         return 1
-    from pathlib import Path
-
     if not Path(args.store).is_file():
-        print(f"avmaster store token-counts: no store {args.store}", file=sys.stderr)
+        print(f"avmaster store token-counts: no store {args.store}: give the feature store (.h5) that "
+              "`avmaster extract --questions` wrote", file=sys.stderr)
         return 1
     try:
         with FeatureStore(args.store, "a") as store:
