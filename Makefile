@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m avmaster_core.notebooks run --mode smoke --out $(NB_OUT) $(PARAMS)
+	$(PY) -m avmaster_core.results.notebooks run --mode smoke --out $(NB_OUT) $(PARAMS)
 
 # The whole paper from features: trains and evaluates what is missing, then runs the notebooks in full mode.
 reproduce: $(STAMP)

@@ -18,18 +18,21 @@ import importlib
 import os
 import sys
 
-from .threads import add_threads_argument, apply_threads
+from .core.errors import AvmasterError
+from .core.store import MissingFeatureError
+from .training.threads import add_threads_argument, apply_threads
 
 # module -> it defines `register(subparsers)`; each registered parser sets `func=` (called with args).
 COMMAND_MODULES = (
-    "avmaster_core.download",
-    "avmaster_core.synthetic",
-    "avmaster_core.engine_cli",
-    "avmaster_core.sweep",
+    "avmaster_core.data.download",
+    "avmaster_core.data.synthetic",
+    "avmaster_core.training.commands",
+    "avmaster_core.training.sweep",
     "avmaster_core.extract.pipeline",
-    "avmaster_core.benchmark",
-    "avmaster_core.store_cli",
-    "avmaster_core.reproduce_run",
+    "avmaster_core.extract.asking",
+    "avmaster_core.training.benchmark",
+    "avmaster_core.extract.store_cli",
+    "avmaster_core.reproduction.run",
 )
 # commands that compute: each gets `--threads` (threads.py), applied before the command runs
 COMPUTING_COMMANDS = ("train", "sweep", "evaluate", "benchmark", "extract", "ask")
@@ -45,14 +48,8 @@ RESUME_HINTS = {
 }
 
 
-class AvmasterError(Exception):
-    """Base class for errors that are the user's input, not a bug: the CLI prints them as one line."""
-
-
 def domain_errors() -> tuple[type[BaseException], ...]:
     """The exception classes the CLI reports as a message (the package's own, and the usual input errors)."""
-    from .store import MissingFeatureError
-
     return (AvmasterError, ValueError, OSError, MissingFeatureError, NotImplementedError, EOFError)
 
 

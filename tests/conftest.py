@@ -30,7 +30,7 @@ SHARED_DATA = Path(os.environ.get("AVMASTER_SHARED_DATA", REPO.parent / "shared"
 
 # A narrow official-preset model: same code paths as the real one, ~0.1 s per step on one CPU thread
 # (the speed benchmark's tiny shape, so the two cannot drift apart).
-from avmaster_core.benchmark import TINY_MODEL  # noqa: E402
+from avmaster_core.training.benchmark import TINY_MODEL  # noqa: E402
 
 TIMING_FIELDS = {"samples_per_s", "train_seconds", "eval_seconds"}
 
@@ -66,7 +66,7 @@ def one_thread():
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     """A 30-video synthetic benchmark (84 train / 12 val / 24 test questions, T = 6)."""
-    from avmaster_core.synthetic import generate_synthetic
+    from avmaster_core.data.synthetic import generate_synthetic
 
     root = tmp_path_factory.mktemp("synthetic_tiny")
     generate_synthetic(root, num_videos=30, questions_per_video=4, T=6)
@@ -102,14 +102,14 @@ def tiered(names, quick=QUICK_EXPERIMENTS) -> list:
 
 def tiny_model():
     """The official preset at TINY_MODEL's width."""
-    from avmaster_core.config import ModelConfig
+    from avmaster_core.core.config import ModelConfig
 
     return ModelConfig.official(**TINY_MODEL)
 
 
 def tiny_train(**changes):
     """A short TrainConfig for tiny_data (2 epochs, batch 16, checkpoints every 2 steps), with `changes`."""
-    from avmaster_core.run_config import TrainConfig
+    from avmaster_core.training.run_config import TrainConfig
 
     base = dict(epochs=2, batch_size=16, lr=1e-3, progress=False, checkpoint_every_steps=2)
     return TrainConfig(**{**base, **changes})

@@ -169,9 +169,9 @@ if __name__ == "__main__":  # same-machine baseline: time this literal reference
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from avmaster_core.benchmark import random_batch
-    from avmaster_core.config import ModelConfig
-    from avmaster_core.official import official_keys
+    from avmaster_core.training.benchmark import random_batch
+    from avmaster_core.core.config import ModelConfig
+    from avmaster_core.core.official import official_keys
 
     ap = argparse.ArgumentParser(description="time the loop-based reference of the released forward")
     ap.add_argument("--batch-size", type=int, default=32)

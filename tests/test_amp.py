@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from avmaster_core import engine
-from avmaster_core.engine import DataConfig, TrainConfig
+from avmaster_core.training import engine
+from avmaster_core.training.engine import DataConfig, TrainConfig
 from test_engine import tiny_model
 
 pytestmark = pytest.mark.slow  # trains, executes notebooks or builds a model: ~30-60 s

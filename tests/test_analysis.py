@@ -1,4 +1,4 @@
-"""The notebook-facing computations of avmaster_core.analysis, on a tiny synthetic benchmark and a tiny trained run."""
+"""The notebook-facing computations of avmaster_core.results.analysis, on a tiny synthetic benchmark and a tiny trained run."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,10 +8,12 @@ import pandas as pd
 import pytest
 import torch
 
-from avmaster_core import analysis, config, paper, scoring
-from avmaster_core.engine import DataConfig, TrainConfig, evaluate, train
-from avmaster_core.model import build_model
-from avmaster_core.synthetic import generate_synthetic
+from avmaster_core.results import analysis, ours_tables, paper
+from avmaster_core.core import config
+from avmaster_core.data import scoring
+from avmaster_core.training.engine import DataConfig, TrainConfig, evaluate, train
+from avmaster_core.core.model import build_model
+from avmaster_core.data.synthetic import generate_synthetic
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # width-32 models
 
@@ -156,8 +158,8 @@ def test_runs_summaries_for_the_figures(fake_runs):
     assert presets.loc["official", "Avg"] == 50.0 and presets.loc["paper", "seeds"] == 1
     history = analysis.run_histories(fake_runs, "default")
     assert len(history) == 4 and set(history["seed"]) == {1, 2}
-    stats = analysis.mean_and_std(summary, "label")
-    assert stats.loc["A+V+Q", ("mean", "Avg")] == 50.0 and stats.loc["A+V+Q", ("std", "Avg")] == pytest.approx(50 * 2 ** 0.5)  # ddof=1 of (100, 0)
+    stats = ours_tables.mean_and_std(summary, "label")
+    assert stats.loc["A+V+Q", ("mean", "Avg")] == 50.0 and stats.loc["A+V+Q", ("std (ddof=1)", "Avg")] == pytest.approx(50 * 2 ** 0.5)  # ddof=1 of (100, 0)
     assert analysis.runs_summary(fake_runs, {"x": "table9/len2"}).empty
 
 

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from avmaster_core.annotations import DERIVED_ID_BASE, AnnotationError, derived_question_id, load_annotations
+from avmaster_core.data.annotations import DERIVED_ID_BASE, AnnotationError, derived_question_id, load_annotations
 
 
 def _music(qid, **extra):

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from avmaster_core.annotations import (DERIVED_ID_BASE, AnnotationError, MissingAnnotationFile,
+from avmaster_core.data.annotations import (DERIVED_ID_BASE, AnnotationError, MissingAnnotationFile,
                                        annotation_files, load_annotations)
-from avmaster_core.records import QUESTION_TYPES, RECORD_COLUMNS, check_records
-from avmaster_core.vocab import ANSWERS, UnknownAnswerError, fill_question
+from avmaster_core.core.records import QUESTION_TYPES, RECORD_COLUMNS, check_records
+from avmaster_core.core.vocab import ANSWERS, UnknownAnswerError, fill_question
 
 TEST_TYPE_COUNTS = [1017, 594, 1197, 1225, 988, 1265, 920, 1101, 822]  # QUESTION_TYPES order
 

@@ -8,13 +8,13 @@ import math
 import pytest
 import torch
 
-from avmaster_core.checkpoint import save_best
-from avmaster_core.config import SIZES, ModelConfig
+from avmaster_core.core.checkpoint import save_best
+from avmaster_core.core.config import SIZES, ModelConfig
 from avmaster_core.extract.encoders import ClipEncoder, VGGishEncoder
-from avmaster_core.extract.pipeline import ask
+from avmaster_core.extract.asking import ask
 from avmaster_core.extract.synthclip import write_clip
-from avmaster_core.model import build_model
-from avmaster_core.vocab import ANSWERS
+from avmaster_core.core.model import build_model
+from avmaster_core.core.vocab import ANSWERS
 
 pytestmark = pytest.mark.slow  # trains, executes notebooks or builds a model: ~30-60 s
 

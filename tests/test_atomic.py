@@ -1,4 +1,4 @@
-"""avmaster_core.atomic: a writer that fails midway leaves the old file intact and no temp file behind, and
+"""avmaster_core.core.atomic: a writer that fails midway leaves the old file intact and no temp file behind, and
 every writer of the package goes through it."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from avmaster_core import atomic
+from avmaster_core.core import atomic
 
 PACKAGE = Path(atomic.__file__).parent
 

@@ -1,4 +1,4 @@
-"""avmaster_core.atomic, the details mutation testing found unpinned (docs/mutation.md): nested folders, the
+"""avmaster_core.core.atomic, the details mutation testing found unpinned (docs/mutation.md): nested folders, the
 temp file's name (hidden, `.tmp`, matched by .gitignore), the exact permissions, the text encoding, and the
 JSON options."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from avmaster_core import atomic
+from avmaster_core.core import atomic
 
 
 def test_missing_parent_folders_are_created_at_any_depth(tmp_path):

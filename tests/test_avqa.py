@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from avmaster_core.annotations import AVQA_HOLDOUT, avqa_held_out, load_annotations
-from avmaster_core.dataset_registry import get
+from avmaster_core.data.annotations import AVQA_HOLDOUT, avqa_held_out, load_annotations
+from avmaster_core.data.dataset_registry import get
 
 
 def _record(i, video):

@@ -7,9 +7,10 @@ import dataclasses
 
 import torch
 
-from avmaster_core import experiments
-from avmaster_core.config import PAPER_PRESET, ModelConfig, experiment
-from avmaster_core.model import build_model, words_mask
+from avmaster_core.core import experiments
+from avmaster_core.core.config import PAPER_PRESET, ModelConfig
+from avmaster_core.core.experiments import experiment
+from avmaster_core.core.model import build_model, words_mask
 
 SMALL = dict(dim=32, focus_ffn=32, dropout=0.0, num_templates=2, decoder_layers=1)
 
@@ -51,7 +52,7 @@ def test_paper_preset_masks_padding_and_official_offers_it():
 
 
 def test_paper_preset_trains_with_batch_32():
-    from avmaster_core.engine_cli import train_config_for
+    from avmaster_core.training.commands import train_config_for
 
     given = argparse.Namespace(batch_size=None)
     assert train_config_for("paper", given).batch_size == 32

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from avmaster_core.store import FeatureStore
+from avmaster_core.core.store import FeatureStore
 
 # Every case runs the CLI in a fresh process (~2-4 s of CPU each): the full tier (`make test`), not test-fast.
 pytestmark = pytest.mark.slow
@@ -50,7 +50,7 @@ def refused(done: subprocess.CompletedProcess, *fragments: str, code: int = 1) -
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> Path:
     """A tiny synthetic benchmark (12 videos, T = 4)."""
-    from avmaster_core.synthetic import generate_synthetic
+    from avmaster_core.data.synthetic import generate_synthetic
 
     root = tmp_path_factory.mktemp("synth")
     generate_synthetic(root, num_videos=12, questions_per_video=3, T=4)
@@ -77,8 +77,8 @@ def clips(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """A small checkpoint (the cpu size) that says it was trained on T = 10 segments."""
-    from avmaster_core import config
-    from avmaster_core.model import build_model
+    from avmaster_core.core import config
+    from avmaster_core.core.model import build_model
 
     cfg = config.experiment("default", "official", "cpu")
     torch.manual_seed(0)
@@ -112,8 +112,8 @@ def test_train_checks_every_split_before_epoch_one(synth, tmp_path):
 
 
 def test_preflight_lists_the_first_twenty_problems_and_counts_the_rest(synth, tmp_path):
-    from avmaster_core.preflight import PreflightError, check_run_inputs
-    from avmaster_core.run_config import DataConfig
+    from avmaster_core.training.preflight import PreflightError, check_run_inputs
+    from avmaster_core.training.run_config import DataConfig
 
     root = copy_of(synth, tmp_path / "data")
     with FeatureStore(root / "features.h5", "a") as store:
@@ -168,7 +168,7 @@ def test_evaluate_set_of_a_training_field_is_refused(synth, checkpoint):
 
 
 def _predictions(synth: Path, path: Path, split: str, dataset: str = "synthetic") -> Path:
-    from avmaster_core.scoring import write_predictions
+    from avmaster_core.data.scoring import write_predictions
 
     ids = [r["question_id"] for r in json.loads((synth / "avqa-test.json").read_text())]
     return write_predictions(path, {q: 0 for q in ids}, dataset=dataset, split=split)

@@ -1,4 +1,4 @@
-"""avmaster_core.checkpoint without training: RNG state round trips, what best.pt / last.pt hold, and the
+"""avmaster_core.core.checkpoint without training: RNG state round trips, what best.pt / last.pt hold, and the
 errors of read_checkpoint. (Resuming a killed run end to end: tests/test_resume.py.)"""
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from avmaster_core import checkpoint
-from avmaster_core.config import SIZES, ModelConfig
-from avmaster_core.model import build_model
+from avmaster_core.core import checkpoint
+from avmaster_core.core.config import SIZES, ModelConfig
+from avmaster_core.core.model import build_model
 
 
 def _draws() -> tuple:

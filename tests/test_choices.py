@@ -1,4 +1,4 @@
-"""Multiple-choice answering (avmaster_core.choices): candidate scoring, the `choices` batch key, the synthetic
+"""Multiple-choice answering (avmaster_core.core.choices): candidate scoring, the `choices` batch key, the synthetic
 multiple-choice variant, and Table VIII's `answer_heads` switch."""
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from avmaster_core import choices as mc
-from avmaster_core.annotations import load_annotations
-from avmaster_core.config import ModelConfig, experiment
-from avmaster_core.dataset import AVQADataset, collate
-from avmaster_core.model import build_model, combine_logits
-from avmaster_core.synthetic import candidate_answers, generate_synthetic
+from avmaster_core.core import choices as mc
+from avmaster_core.data.annotations import load_annotations
+from avmaster_core.core.config import ModelConfig
+from avmaster_core.core.experiments import experiment
+from avmaster_core.core.dataset import AVQADataset, collate
+from avmaster_core.core.model import build_model, combine_logits
+from avmaster_core.data.synthetic import candidate_answers, generate_synthetic
 
 SMALL = dict(dim=32, focus_ffn=32, dropout=0.0, num_templates=2, decoder_layers=1)
 
@@ -98,7 +99,7 @@ def test_answer_heads_trained_leaves_out_zero_weight_heads():
 
 
 def test_answer_heads_is_inference_only():
-    from avmaster_core.config import INFERENCE_FIELDS, check_inference_changes
+    from avmaster_core.core.config import INFERENCE_FIELDS, check_inference_changes
 
     assert "answer_heads" in INFERENCE_FIELDS and "choice_scorer" not in INFERENCE_FIELDS
     assert check_inference_changes({"answer_heads": "trained"}) == {"answer_heads": "trained"}
@@ -143,7 +144,7 @@ def test_synthetic_mc_records_and_batches(mc_bench):
         ds = AVQADataset(records, root / "features.h5", preload=preload)
         batch = collate([ds[i] for i in range(3)])
         assert batch["choices"].shape == (3, 4, 768)
-        from avmaster_core.synthetic import answer_features
+        from avmaster_core.data.synthetic import answer_features
         first = records.iloc[0]
         np.testing.assert_allclose(batch["choices"][0, first["answer_idx"]].numpy(), answer_features(first["answer"]))
     gathered = ds.bank if ds.bank is not None else AVQADataset(records, root / "features.h5").bank
@@ -154,7 +155,7 @@ def test_synthetic_mc_records_and_batches(mc_bench):
 
 
 def test_question_only_choice_ceiling(mc_bench):
-    from avmaster_core.synthetic import question_only_choice_ceiling
+    from avmaster_core.data.synthetic import question_only_choice_ceiling
 
     root, plain = mc_bench
     assert 0.0 <= question_only_choice_ceiling(root) <= 1.0
@@ -172,7 +173,7 @@ def test_committed_multiple_choice_runs_need_the_candidates_and_use_audio_visual
 
     import nbformat
 
-    from avmaster_core import analysis
+    from avmaster_core.results import analysis
 
     repo = Path(__file__).resolve().parents[1]
     table = analysis.avqa_comparison(repo / "results" / "runs" / "synthetic_mc").set_index("experiment")

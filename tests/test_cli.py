@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from avmaster_core import cli
-from avmaster_core.scoring import read_predictions
+from avmaster_core.data.scoring import read_predictions
 from conftest import TINY_MODEL, set_args
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -78,8 +78,8 @@ def _subparser(name: str):
 def test_train_and_sweep_share_the_options_declared_on_the_configs():
     import dataclasses
 
-    from avmaster_core.engine_cli import config_from_args
-    from avmaster_core.run_config import DataConfig, TrainConfig
+    from avmaster_core.training.commands import config_from_args
+    from avmaster_core.training.run_config import DataConfig, TrainConfig
 
     flags = {f.metadata["flag"] for cls in (TrainConfig, DataConfig) for f in dataclasses.fields(cls)
              if "flag" in f.metadata}
@@ -101,7 +101,7 @@ def test_train_and_sweep_share_the_options_declared_on_the_configs():
 
 
 def test_one_list_of_fields_that_may_differ_between_a_run_and_a_request_for_it():
-    from avmaster_core.run_config import free_fields
+    from avmaster_core.training.run_config import free_fields
 
     finished, resuming = free_fields(resuming=False), free_fields(resuming=True)
     assert {"device", "progress", "num_workers", "compile"} <= finished["train"]

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from avmaster_core import ModelConfig
-from avmaster_core.blocks import PreferenceLayer
-from avmaster_core.model import combine_logits
+from avmaster_core.core.blocks import PreferenceLayer
+from avmaster_core.core.model import combine_logits
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

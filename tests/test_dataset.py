@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from avmaster_core import load_annotations
-from avmaster_core.dataset import (AVQADataset, collate, epoch_permutation, iterate_batches, make_loader,
+from avmaster_core.core.dataset import (AVQADataset, collate, epoch_permutation, iterate_batches, make_loader,
                                    negative_indices, set_loader_epoch)
-from avmaster_core.store import FeatureStore, MissingFeatureError
-from avmaster_core.synthetic import generate_synthetic
+from avmaster_core.core.store import FeatureStore, MissingFeatureError
+from avmaster_core.data.synthetic import generate_synthetic
 
 T = 5
 

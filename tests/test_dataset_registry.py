@@ -1,4 +1,4 @@
-"""The benchmark registry (avmaster_core.dataset_registry): what reads it, and adding a dataset as one spec."""
+"""The benchmark registry (avmaster_core.data.dataset_registry): what reads it, and adding a dataset as one spec."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-import avmaster_core.annotations as annotations
-from avmaster_core import dataset_registry, download, scoring
+import avmaster_core.data.annotations as annotations
+from avmaster_core.data import dataset_registry, download, scoring
 from avmaster_core.cli import build_parser
 
 

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from avmaster_core.annotations import load_annotations
-from avmaster_core.scoring import read_predictions
+from avmaster_core.data.annotations import load_annotations
+from avmaster_core.data.scoring import read_predictions
 from conftest import TINY_MODEL, set_args
 
 
@@ -17,7 +17,7 @@ from conftest import TINY_MODEL, set_args
 def test_torchrun_two_processes_on_cpu(tiny_data, tmp_path):
     out = tmp_path / "runs"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "avmaster_core.engine", "train", "--dataset", "synthetic", "--root", str(tiny_data),
+               "-m", "avmaster_core.cli", "train", "--dataset", "synthetic", "--root", str(tiny_data),
                "--device", "cpu", "--epochs", "1", "--batch-size", "8", "--lr", "1e-3", "--checkpoint-every", "3",
                "--no-progress", "--out", str(out), "--name", "ddp", *set_args(TINY_MODEL)]
     env = dict(os.environ, OMP_NUM_THREADS="1")

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from avmaster_core.cli import main as cli_main
-from avmaster_core.download import (OFFICIAL_FILES, ChecksumError, DownloadError, OfficialFile, fetch, fetch_file,
+from avmaster_core.data.download import (OFFICIAL_FILES, ChecksumError, DownloadError, OfficialFile, fetch, fetch_file,
                                     file_digests, status, verify)
 
 CONTENT = b'[{"video_id": "00000001", "question_id": 1}]\n' * 2000  # ~90 kB, several chunks

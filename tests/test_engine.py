@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 import torch
 
-from avmaster_core import engine
-from avmaster_core.config import ModelConfig
-from avmaster_core.engine import DataConfig, TrainConfig
-from avmaster_core.scoring import read_predictions, score
-from avmaster_core.store import MissingFeatureError
-from avmaster_core.synthetic import generate_synthetic
+from avmaster_core.training import engine
+from avmaster_core.core.config import ModelConfig
+from avmaster_core.training.engine import DataConfig, TrainConfig
+from avmaster_core.data.scoring import read_predictions, score
+from avmaster_core.core.store import MissingFeatureError
+from avmaster_core.data.synthetic import generate_synthetic
 from conftest import metrics_without_timing, read_metrics, state_dicts_equal, tiny_model, tiny_train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -67,7 +67,7 @@ def test_run_folder_holds_every_artifact(finished_run, tiny_data):
     assert metrics_without_timing(finished_run.history) == metrics_without_timing(metrics)
 
     # final table = scoring.score of the saved predictions on the test records
-    from avmaster_core.annotations import load_annotations
+    from avmaster_core.data.annotations import load_annotations
 
     records = load_annotations("synthetic", "test", tiny_data)
     predictions = read_predictions(run / "predictions.json")
@@ -132,7 +132,7 @@ def test_resume_refuses_a_changed_configuration(finished_run, tiny_data):
 
 
 def test_missing_features_raise_a_clear_error(tiny_data, tmp_path):
-    from avmaster_core.store import FeatureStore
+    from avmaster_core.core.store import FeatureStore
 
     root = tmp_path / "broken"
     shutil.copytree(tiny_data, root)
@@ -166,7 +166,7 @@ def test_step_callback_sees_every_step(tiny_data, tmp_path):
     engine.train(tiny_model(), tiny_train(epochs=2, test_split=None, eval_split=None),
                  DataConfig(dataset="synthetic", root=str(tiny_data)), run_dir=tmp_path / "cb",
                  step_callback=lambda info: seen.append((info["epoch"], info["step"], info["global_step"])))
-    from avmaster_core.annotations import load_annotations
+    from avmaster_core.data.annotations import load_annotations
 
     steps = -(-len(load_annotations("synthetic", "train", tiny_data)) // 16)
     assert seen == [(e, s, (e - 1) * steps + s) for e in (1, 2) for s in range(1, steps + 1)]
@@ -202,7 +202,7 @@ def test_short_cpu_training_clearly_beats_question_only(tmp_path_factory):
     epoch 1 -> 50.7 % after epoch 6. Dropout 0 lets the official design's identical templates collapse (fast).
     The bound (ceiling + 8 points) leaves room for other CPUs' float rounding.
     """
-    from avmaster_core.synthetic import question_only_ceiling
+    from avmaster_core.data.synthetic import question_only_ceiling
 
     root = tmp_path_factory.mktemp("synthetic_300")
     generate_synthetic(root, num_videos=300, questions_per_video=10, T=10)

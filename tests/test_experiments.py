@@ -1,4 +1,4 @@
-"""The experiments registry (avmaster_core.experiments) and what config derives from ModelConfig's field metadata."""
+"""The experiments registry (avmaster_core.core.experiments) and what config derives from ModelConfig's field metadata."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,9 +6,10 @@ import dataclasses
 import pytest
 import torch
 
-from avmaster_core import config, experiments, paper
-from avmaster_core.benchmark import random_batch
-from avmaster_core.model import build_model
+from avmaster_core.core import config, experiments
+from avmaster_core.results import paper
+from avmaster_core.training.benchmark import random_batch
+from avmaster_core.core.model import build_model
 from conftest import tiered
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # cpu-size models

@@ -1,4 +1,4 @@
-"""avmaster_core.explore (the teaching notebook's logic) on the shipped synthetic checkpoint: its answer is
+"""avmaster_core.results.explore (the teaching notebook's logic) on the shipped synthetic checkpoint: its answer is
 the run's own recorded prediction, its distributions are distributions, its figure and widget build."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from avmaster_core import explore
-from avmaster_core.vocab import ANSWERS
+from avmaster_core.results import explore
+from avmaster_core.core.vocab import ANSWERS
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = REPO / "results" / "runs" / "synthetic" / "default" / "1"
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def explorer():
     if not (RUN / "best.pt").is_file():
         pytest.skip(f"no shipped synthetic checkpoint at {RUN}")
-    from avmaster_core.synthetic import generate_synthetic
+    from avmaster_core.data.synthetic import generate_synthetic
 
     root = REPO / "data" / "synthetic"
     generate_synthetic(root)  # reuses an existing copy made with the same parameters
@@ -76,8 +76,8 @@ def test_the_widget_lists_questions_and_starts_on_the_chosen_one(explorer):
 
 
 def test_an_unknown_question_and_a_partial_model_are_refused(explorer):
-    from avmaster_core.config import experiment
-    from avmaster_core.model import build_model
+    from avmaster_core.core.experiments import experiment
+    from avmaster_core.core.model import build_model
 
     with pytest.raises(KeyError, match="not in this split"):
         explorer.view(10**9)

@@ -137,7 +137,7 @@ def test_a_new_encoder_is_one_registration_and_the_store_takes_its_width(tmp_pat
     from avmaster_core.extract import encoders
     from avmaster_core.extract.pipeline import extract_videos
     from avmaster_core.extract.synthclip import write_clip
-    from avmaster_core.store import FeatureStore
+    from avmaster_core.core.store import FeatureStore
 
     class MeanPool:  # a toy audio encoder: 4 band energies per second
         name, dim = "band-energy", 4

@@ -10,11 +10,12 @@ import torch
 
 from avmaster_core.cli import main
 from avmaster_core.extract.encoders import ClipEncoder, VGGishEncoder
-from avmaster_core.extract.pipeline import (extract_questions, extract_videos, failures_path, parse_shard,
-                                            question_text, shard_store_path, which_path)
+from avmaster_core.extract.pipeline import extract_questions, extract_videos, failures_path, parse_shard, shard_store_path
+from avmaster_core.core.vocab import question_text
+from avmaster_core.extract.asking import which_path
 from avmaster_core.extract.synthclip import write_clip
 from avmaster_core.extract.routes import ROUTES
-from avmaster_core.store import FeatureStore
+from avmaster_core.core.store import FeatureStore
 
 
 @pytest.fixture(scope="module")
@@ -217,9 +218,9 @@ def test_which_path_verdicts():
 
 @pytest.mark.slow
 def test_ask_answers_with_a_checkpoint(clips, tmp_path, capsys):
-    model_mod = pytest.importorskip("avmaster_core.model")
-    pytest.importorskip("avmaster_core.engine")
-    from avmaster_core.config import ModelConfig
+    model_mod = pytest.importorskip("avmaster_core.core.model")
+    pytest.importorskip("avmaster_core.training.engine")
+    from avmaster_core.core.config import ModelConfig
 
     torch.manual_seed(0)
     cfg = ModelConfig.official()

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from avmaster_core import fast
-from avmaster_core.benchmark import TINY_MODEL, random_batch, schedule_estimate
-from avmaster_core.config import ModelConfig
-from avmaster_core.dataset import Batches, FeatureBank, draw_negatives, epoch_order, iterate_batches
-from avmaster_core.model import build_model
+from avmaster_core.training import fast
+from avmaster_core.training.benchmark import TINY_MODEL, random_batch, schedule_estimate
+from avmaster_core.core.config import ModelConfig
+from avmaster_core.core.dataset import Batches, FeatureBank, draw_negatives, epoch_order, iterate_batches
+from avmaster_core.core.model import build_model
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -1,4 +1,4 @@
-"""The closing "what ours shows" texts (avmaster_core.findings) and the rows of Tables III, IV and XI
+"""The closing "what ours shows" texts (avmaster_core.results.findings) and the rows of Tables III, IV and XI
 (ours_tables.benchmark_rows): what they say for rows the paper does not publish, for attention that sits on
 padding, and where no run of ours exists yet."""
 from __future__ import annotations
@@ -9,8 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from avmaster_core import findings, ours_tables, paper
-from avmaster_core.notebook_params import notebook_settings
+from avmaster_core.reproduction import report
+from avmaster_core.results import findings, ours_tables, paper
+from avmaster_core.results.notebook_params import notebook_settings
 
 
 def test_a_reference_row_without_a_paper_value_is_said_so_never_nan():
@@ -53,7 +54,7 @@ def test_benchmark_findings_compare_with_the_papers_row_and_rank_within_the_grou
 def test_benchmark_rows_without_runs_name_what_is_missing_and_the_command(tmp_path, stem, table):
     settings = notebook_settings(stem, SMOKE=False, PRESET="paper", SEEDS="1,2", DATA=str(tmp_path / "data"),
                                  RESULTS=str(tmp_path / "results"), RUNS="")
-    rows = ours_tables.benchmark_rows(table, settings)
+    rows = report.benchmark_rows(table, settings)
     assert rows.ours.empty and len(rows.missing) >= 2
     assert set(rows.missing["status"]) == {"blocked"}  # no annotation files in an empty data folder
     assert rows.missing["needs first"].str.contains("avmaster data fetch").all()
@@ -65,5 +66,5 @@ def test_benchmark_rows_without_runs_name_what_is_missing_and_the_command(tmp_pa
 def test_the_smoke_tier_reads_the_real_runs_for_these_tables():
     settings = notebook_settings("12_table4_music_avqa_v2", SMOKE=True, DATA="../data")
     assert settings.runs_root == Path("../results/runs")
-    rows = ours_tables.benchmark_rows("table4", settings)
+    rows = report.benchmark_rows("table4", settings)
     assert "--runs results/runs --results results" in rows.command  # repository-root paths, as a shell takes them

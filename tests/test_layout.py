@@ -79,13 +79,13 @@ def test_no_module_imports_another_modules_private_names():
 
 
 def test_the_layout_checks_catch_what_they_look_for():
-    tree = ast.parse("from avmaster_core.engine import _hidden\nfrom . import scoring\nscoring._secret()\n"
+    tree = ast.parse("from avmaster_core.training.engine import _hidden\nfrom . import scoring\nscoring._secret()\n"
                      "from .losses import total_loss\n")
-    assert _private_imports("avmaster_core.analysis", tree) == [
-        "avmaster_core.analysis:1 imports avmaster_core.engine._hidden",
-        "avmaster_core.analysis:3 uses avmaster_core.scoring._secret"]
+    assert _private_imports("avmaster_core.results.analysis", tree) == [
+        "avmaster_core.results.analysis:1 imports avmaster_core.training.engine._hidden",
+        "avmaster_core.results.analysis:3 uses avmaster_core.data.scoring._secret"]
     assert _absolute("avmaster_core.extract.pipeline", ast.parse("from ..store import x").body[0]) == \
-        "avmaster_core.store"
+        "avmaster_core.core.store"
     assert _absolute("avmaster_core.extract", ast.parse("from .video import x").body[0]) == \
         "avmaster_core.extract.video"
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from avmaster_core import ModelConfig
-from avmaster_core.losses import (answer_loss, contrastive_loss, cosine_matrix, in_batch_contrastive,
+from avmaster_core.core.losses import (answer_loss, contrastive_loss, cosine_matrix, in_batch_contrastive,
                                   official_contrastive, total_loss)
 
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from avmaster_core import ModelConfig, build_model
-from avmaster_core.benchmark import random_batch
-from avmaster_core.config import EXPERIMENT_SEGMENTS, EXPERIMENTS, experiment
-from avmaster_core.model import combine_logits, count_parameters
+from avmaster_core.training.benchmark import random_batch
+from avmaster_core.core.experiments import EXPERIMENT_SEGMENTS, EXPERIMENTS, experiment
+from avmaster_core.core.model import combine_logits, count_parameters
 
 OFFICIAL_USED = 50_646_913
 
@@ -242,7 +242,7 @@ def test_loss_weights_and_table8(official):
     assert base["c"] > 0
     torch.testing.assert_close(base["total"], base["qa"] + base["a"] + base["v"] + base["c"])
     cfg7 = dataclasses.replace(official.cfg, lambda_qa=0.4, lambda_a=1.3, lambda_v=0.7, lambda_c=1.6)
-    from avmaster_core.losses import total_loss
+    from avmaster_core.core.losses import total_loss
     w = total_loss(out, batch["label"], cfg7, training=False)
     torch.testing.assert_close(w["total"], 0.4 * base["qa"] + 1.3 * base["a"] + 0.7 * base["v"] + 1.6 * base["c"])
     only_qa = total_loss(out, batch["label"], experiment("table8/qa"), training=False)

@@ -17,8 +17,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from avmaster_core import ours_tables, paper, scoring
-from avmaster_core.vocab import ANSWERS
+from avmaster_core.results import ours_tables, paper
+from avmaster_core.data import scoring
+from avmaster_core.core.vocab import ANSWERS
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))

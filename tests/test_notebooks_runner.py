@@ -6,7 +6,7 @@ import json
 import nbformat
 import pytest
 
-from avmaster_core import notebooks as runner
+from avmaster_core.results import notebooks as runner
 
 
 def write_notebook(path, parameters: str, *cells: str):

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from avmaster_core import ModelConfig, from_official_state_dict
-from avmaster_core.benchmark import random_batch
-from avmaster_core.official import official_keys, official_parameter_counts, to_official_state_dict
+from avmaster_core.training.benchmark import random_batch
+from avmaster_core.core.official import official_keys, official_parameter_counts, to_official_state_dict
 
 from official_reference import reference_forward, random_official_state_dict
 

@@ -1,12 +1,13 @@
-"""The paper's numbers as typed in avmaster_core.paper: spot checks and internal consistency."""
+"""The paper's numbers as typed in avmaster_core.results.paper: spot checks and internal consistency."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from avmaster_core import paper, scoring
-from avmaster_core.records import QUESTION_TYPES
+from avmaster_core.results import paper
+from avmaster_core.data import scoring
+from avmaster_core.core.records import QUESTION_TYPES
 
 # MUSIC-AVQA test questions per (modality, qtype), in Table II order (docs/released-code.md §7).
 TEST_COUNTS = np.array([1017, 594, 1197, 1225, 988, 1265, 920, 1101, 822])
@@ -224,7 +225,7 @@ def test_ours_table_without_runs_is_empty_and_bad_names_fail(tmp_path):
 
 
 def test_every_mapped_experiment_is_a_named_config():
-    from avmaster_core.config import EXPERIMENTS
+    from avmaster_core.core.experiments import EXPERIMENTS
     for table, rows in paper.EXPERIMENT_ROWS.items():
         assert set(rows) <= set(paper.paper_table(table).index), table
         assert set(rows.values()) <= set(EXPERIMENTS), table

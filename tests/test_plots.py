@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from avmaster_core import plots
-from avmaster_core.paper import paper_table
+from avmaster_core.results import plots
+from avmaster_core.results.paper import paper_table
 
 
 @pytest.fixture(autouse=True)
@@ -101,7 +101,7 @@ def test_save_figure_creates_folders_and_leaves_no_temp_files(tmp_path):
 
 
 def test_save_table_round_trips_the_side_by_side_layout(tmp_path):
-    from avmaster_core.paper import side_by_side
+    from avmaster_core.results.paper import side_by_side
     table = side_by_side("table2")
     target = plots.save_table(table, tmp_path / "new" / "table2.csv")
     back = pd.read_csv(target, header=[0, 1, 2], index_col=0)

@@ -1,4 +1,4 @@
-"""The reproduction plan (avmaster_core.reproduce) and the shared-filesystem work lock (worklock.py)."""
+"""The reproduction plan (avmaster_core.reproduction.plan) and the shared-filesystem work lock (worklock.py)."""
 from __future__ import annotations
 
 import json
@@ -8,12 +8,12 @@ import time
 
 import pytest
 
-from avmaster_core import reproduce
-from avmaster_core.launchers import InOrder, LocalGPUs, _SubmititTask, execute
-from avmaster_core.reproduce import (BLOCKED, FINISHED, RUNNING, EvalSpec, QuestionSpec, ReproduceSettings, RunSpec,
+from avmaster_core.reproduction import plan as reproduce
+from avmaster_core.reproduction.launchers import InOrder, LocalGPUs, _SubmititTask, execute
+from avmaster_core.reproduction.plan import (BLOCKED, FINISHED, RUNNING, EvalSpec, QuestionSpec, ReproduceSettings, RunSpec,
                                      build_plan, lock_path, spec_from_dict, spec_to_dict)
-from avmaster_core.reproduce_run import run_plan
-from avmaster_core.worklock import WorkLock
+from avmaster_core.reproduction.run import run_plan
+from avmaster_core.reproduction.worklock import WorkLock
 
 
 # ------------------------------------------------------------------------------------------------ work lock
@@ -171,8 +171,8 @@ def test_finished_run_is_read_back(tmp_path):
     assert item.status == FINISHED and item.result == "test 77.50 %" and item.hours == 0
     import pandas as pd
 
-    from avmaster_core.reproduce_report import ours_for
-    from avmaster_core.scoring import TABLE2_COLUMNS
+    from avmaster_core.reproduction.report import ours_for
+    from avmaster_core.data.scoring import TABLE2_COLUMNS
 
     pd.DataFrame([[50.0] * (len(TABLE2_COLUMNS) - 1) + [77.5]], index=pd.Index(["ours"], name="method"),
                  columns=pd.MultiIndex.from_tuples(TABLE2_COLUMNS)).to_csv(folder / "test_table.csv")
@@ -204,7 +204,7 @@ def test_launcher_commands():
     run = RunSpec("music_avqa", "standard", "default", "official", 1)
     command = LocalGPUs([0, 1, 2, 3], ddp=True).command(run, settings, "o.json")
     assert "torch.distributed.run" in command and "--nproc_per_node=4" in command
-    assert LocalGPUs([0]).command(run, settings, "o.json")[1:3] == ["-m", "avmaster_core.launchers"]
+    assert LocalGPUs([0]).command(run, settings, "o.json")[1:3] == ["-m", "avmaster_core.reproduction.launchers"]
     assert InOrder().describe(run, settings).startswith(f"in this process: {run.key} (train on train")
 
 
@@ -250,9 +250,9 @@ def test_protocols_and_dataset_tables_come_from_the_dataset_registry():
 
 
 def test_table5_waits_when_the_multiple_choice_model_scores_no_candidates(monkeypatch):
-    from avmaster_core import experiments
+    from avmaster_core.core import experiments
 
-    assert experiments.full_model_for("avqa") == "avqa/choices" and experiments.full_model_for("music_avqa_v2") == \
+    assert dataset_registry.full_model_for("avqa") == "avqa/choices" and dataset_registry.full_model_for("music_avqa_v2") == \
         experiments.FULL_MODEL
     monkeypatch.setattr(experiments, "MULTIPLE_CHOICE_MODEL", "avqa/position_only")
     assert "avqa/position_only has no choice_scorer" in reproduce.not_yet("table5")
@@ -262,7 +262,7 @@ def _avqa_folder(root, videos=12, per_video=3):
     """Hand-written AVQA annotation files and a store with random video features (no question features)."""
     import numpy as np
 
-    from avmaster_core.store import FeatureStore
+    from avmaster_core.core.store import FeatureStore
 
     root.mkdir(parents=True)
     answers = ["dog", "cat", "car", "bird", "piano", "rain"]
@@ -286,8 +286,8 @@ def _avqa_folder(root, videos=12, per_video=3):
 def test_reproduce_trains_the_multiple_choice_model_for_table5(tmp_path):
     """Table V end to end: the plan extracts question and candidate features, trains avqa/choices (selected on
     the held-out part of train_qa.json, scored on val_qa.json), and our table reads its one-column test table."""
-    from avmaster_core.reproduce_report import ours_table
-    from avmaster_core.store import FeatureStore
+    from avmaster_core.reproduction.report import ours_table
+    from avmaster_core.core.store import FeatureStore
 
     _avqa_folder(tmp_path / "data" / "avqa")
     settings = ReproduceSettings(data=str(tmp_path / "data"), runs=str(tmp_path / "runs"),
@@ -305,7 +305,7 @@ def test_reproduce_trains_the_multiple_choice_model_for_table5(tmp_path):
     assert config["model"]["choice_scorer"] == "match" and config["train"]["eval_split"] == "val"
     ours = ours_table(plan, "table5")
     assert list(ours.columns) == ["Total Accuracy (%)"] and 0 <= ours.loc["AV-Master", "Total Accuracy (%)"] <= 100
-    from avmaster_core import paper
+    from avmaster_core.results import paper
     assert paper.ours_table("table5", tmp_path / "runs" / "avqa" / "standard").equals(ours)
     assert (tmp_path / "res" / "reproduce" / "table5.csv").is_file()
     import nbformat                                         # notebook 13 ran in full mode on these runs
@@ -318,7 +318,7 @@ def test_reproduce_trains_the_multiple_choice_model_for_table5(tmp_path):
 def test_slurm_parameters_are_submitits_and_slurm_must_be_there(tmp_path):
     from submitit.slurm.slurm import SlurmExecutor
 
-    from avmaster_core.launchers import Submitit
+    from avmaster_core.reproduction.launchers import Submitit
 
     launcher = Submitit(tmp_path / "submitit", partition="gpu", account="lab")
     slurm = {k.removeprefix("slurm_") for k in launcher.parameters if k.startswith("slurm_")}

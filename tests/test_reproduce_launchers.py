@@ -12,9 +12,9 @@ import time
 import pandas as pd
 import pytest
 
-from avmaster_core.launchers import LocalGPUs, Submitit, _SubmititTask
-from avmaster_core.reproduce import FINISHED, ReproduceSettings, RunSpec, build_plan, lock_path, spec_to_dict
-from avmaster_core.reproduce_run import run_plan
+from avmaster_core.reproduction.launchers import LocalGPUs, Submitit, _SubmititTask
+from avmaster_core.reproduction.plan import FINISHED, ReproduceSettings, RunSpec, build_plan, lock_path, spec_to_dict
+from avmaster_core.reproduction.run import run_plan
 from test_reproduce_rehearsal import LIMIT, _data_folder
 
 pytestmark = pytest.mark.slow

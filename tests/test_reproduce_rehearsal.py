@@ -20,8 +20,8 @@ import pandas as pd
 import pytest
 
 from avmaster_core import cli
-from avmaster_core.annotations import load_annotations
-from avmaster_core.npy_io import RELEASED_DIRS
+from avmaster_core.data.annotations import load_annotations
+from avmaster_core.data.npy_io import RELEASED_DIRS
 
 LIMIT = 40          # questions per split
 SEGMENTS = 10       # one-second segments per video (the released features have 60; any T works)

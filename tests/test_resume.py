@@ -10,9 +10,9 @@ import textwrap
 import pytest
 import torch
 
-from avmaster_core import engine
-from avmaster_core.engine import DataConfig
-from avmaster_core.scoring import read_predictions
+from avmaster_core.training import engine
+from avmaster_core.training.engine import DataConfig
+from avmaster_core.data.scoring import read_predictions
 from conftest import TINY_MODEL, metrics_without_timing, read_metrics, state_dicts_equal, tiny_model, tiny_train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -23,8 +23,8 @@ KILL_AT = 9  # 84 questions / batch 16 = 6 steps per epoch: step 3 of epoch 2, o
 SCRIPT = textwrap.dedent("""
     import os, signal, sys, torch
     torch.set_num_threads(1)
-    from avmaster_core import engine
-    from avmaster_core.config import ModelConfig
+    from avmaster_core.training import engine
+    from avmaster_core.core.config import ModelConfig
     root, run_dir, kill_at, resume = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "resume"
 
     def die(info):  # the hard way: no cleanup, no flush, exactly like a node failure or the OOM killer

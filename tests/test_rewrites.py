@@ -12,10 +12,11 @@ import math
 import pytest
 import torch
 
-from avmaster_core import build_model, rewrites
-from avmaster_core.benchmark import random_batch
-from avmaster_core.config import EXPERIMENTS, experiment
-from avmaster_core.rewrites import dropout_masks, trim_padding
+from avmaster_core import build_model
+from avmaster_core.core import rewrites
+from avmaster_core.training.benchmark import random_batch
+from avmaster_core.core.experiments import EXPERIMENTS, experiment
+from avmaster_core.core.rewrites import dropout_masks, trim_padding
 from conftest import tiered
 
 LOGIT_TOL, GRAD_TOL = 1e-5, 1e-4
@@ -185,7 +186,7 @@ def test_loop_weight_gradients_equal_autograd_with_dropout(preset, monkeypatch):
 def test_slot_weights_without_the_big_tensor_equal_the_plain_pooling(chunk, monkeypatch):
     """rewrites.slot_weights (scores a few samples at a time, tanh recomputed in backward) against
     model.SlotPooling.slot_weights: weights and gradients, one sample per chunk and all at once."""
-    from avmaster_core.model import SlotPooling
+    from avmaster_core.core.model import SlotPooling
     monkeypatch.setattr(rewrites, "SLOT_CHUNK", chunk)
     torch.manual_seed(0)
     pool = SlotPooling(16).double()

@@ -7,11 +7,11 @@ import math
 import pandas as pd
 import pytest
 
-from avmaster_core.annotations import load_annotations
-from avmaster_core.records import QUESTION_TYPES
-from avmaster_core.scoring import (TABLE2_COLUMNS, ScoringError, read_prediction_file, read_predictions, score,
+from avmaster_core.data.annotations import load_annotations
+from avmaster_core.core.records import QUESTION_TYPES
+from avmaster_core.data.scoring import (TABLE2_COLUMNS, ScoringError, read_prediction_file, read_predictions, score,
                                    score_table3, write_predictions)
-from avmaster_core.vocab import ANSWERS, UnknownAnswerError
+from avmaster_core.core.vocab import ANSWERS, UnknownAnswerError
 
 
 def _records(rows, dataset="music_avqa", **extra_columns):

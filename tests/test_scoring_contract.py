@@ -1,4 +1,4 @@
-"""avmaster_core.scoring, what mutation testing found unpinned (docs/mutation.md): every scorer's defaults
+"""avmaster_core.data.scoring, what mutation testing found unpinned (docs/mutation.md): every scorer's defaults
 (row "ours" in an index named "method", missing predictions raise), answer-index bounds, the prediction
 normalisation, and the prediction file's header."""
 from __future__ import annotations
@@ -9,10 +9,10 @@ import math
 import pandas as pd
 import pytest
 
-from avmaster_core import scoring
-from avmaster_core.scoring import (NUM_ANSWERS, ScoringError, correctness, read_prediction_file, score_head_tail,
+from avmaster_core.data import scoring
+from avmaster_core.data.scoring import (NUM_ANSWERS, ScoringError, correctness, read_prediction_file, score_head_tail,
                                    score_table2, score_table3, score_table4, score_table5, write_predictions)
-from avmaster_core.vocab import ANSWERS
+from avmaster_core.core.vocab import ANSWERS
 
 
 def _records(rows, dataset, **extra):

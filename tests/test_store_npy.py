@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from avmaster_core.cli import main
-from avmaster_core.npy_io import RELEASED_DIRS, export_npy, import_npy
-from avmaster_core.store import FeatureStore
+from avmaster_core.data.npy_io import RELEASED_DIRS, export_npy, import_npy
+from avmaster_core.core.store import FeatureStore
 
 
 def _released_layout(root, rng, dim=768):

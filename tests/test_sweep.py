@@ -1,4 +1,4 @@
-"""Grids of runs (avmaster_core.sweep) and the committed synthetic-benchmark evidence (results/synthetic.md)."""
+"""Grids of runs (avmaster_core.training.sweep) and the committed synthetic-benchmark evidence (results/synthetic.md)."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from avmaster_core import config, engine, sweep
-from avmaster_core.engine import DataConfig, TrainConfig
-from avmaster_core.paper import read_run_table
+from avmaster_core.core import config
+from avmaster_core.training import engine, sweep
+from avmaster_core.training.engine import DataConfig, TrainConfig
+from avmaster_core.training.sweep import read_run_table
 
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED_RUNS = REPO / "results" / "runs" / "synthetic"
@@ -209,7 +210,7 @@ def test_committed_runs_are_the_runs_their_sweep_asks_for(path):
 
 
 def test_a_field_missing_from_a_saved_config_reads_as_its_default():
-    from avmaster_core.run_config import config_differences
+    from avmaster_core.training.run_config import config_differences
 
     current = {"model": dataclasses.asdict(config.ModelConfig.official()), "train": {}, "data": {}}
     saved = {"model": {k: v for k, v in current["model"].items() if k != "mask_padding"}, "train": {}, "data": {}}

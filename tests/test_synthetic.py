@@ -8,10 +8,10 @@ from collections import Counter, defaultdict
 import numpy as np
 import pytest
 
-from avmaster_core import synthetic as S
-from avmaster_core.records import QUESTION_TYPES
-from avmaster_core.store import FeatureStore
-from avmaster_core.vocab import ANSWERS
+from avmaster_core.data import synthetic as S
+from avmaster_core.core.records import QUESTION_TYPES
+from avmaster_core.core.store import FeatureStore
+from avmaster_core.core.vocab import ANSWERS
 
 SMALL = dict(num_videos=120, questions_per_video=8, T=6, seed=3)
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from avmaster_core.threads import keep_freed_memory, threads_for
+from avmaster_core.training.threads import keep_freed_memory, threads_for
 
 
 def test_auto_threads_are_one_for_the_cpu_size_and_torchs_default_otherwise():
@@ -29,7 +29,7 @@ def test_keep_freed_memory_has_a_switch(monkeypatch):
 def test_keep_freed_memory_applies_on_glibc():
     """In a child process (the setting lasts for the process): every mallopt call accepted on glibc."""
     env = dict(os.environ, AVMASTER_KEEP_FREED_MEMORY="1")
-    code = "from avmaster_core.threads import keep_freed_memory; print(keep_freed_memory())"
+    code = "from avmaster_core.training.threads import keep_freed_memory; print(keep_freed_memory())"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     expected = "True" if platform.libc_ver()[0] == "glibc" else "False"
     assert out.stdout.strip() == expected

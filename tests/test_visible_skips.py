@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from avmaster_core.annotations import derived_question_id, load_annotations
+from avmaster_core.data.annotations import derived_question_id, load_annotations
 from conftest import REPO
 
 # MUSIC-AVQA-v2.0 test_balance.json, record 1 (no question_id), copied verbatim from the published file

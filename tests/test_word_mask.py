@@ -10,13 +10,14 @@ import pytest
 import torch
 
 from avmaster_core import cli
-from avmaster_core.annotations import load_annotations
-from avmaster_core.config import ModelConfig
-from avmaster_core.dataset import AVQADataset, collate, question_tokens, require_word_mask, word_mask
+from avmaster_core.data.annotations import load_annotations
+from avmaster_core.core.config import ModelConfig
+from avmaster_core.core.dataset import AVQADataset, collate, question_tokens, require_word_mask, word_mask
 from avmaster_core.extract.encoders import ClipEncoder
-from avmaster_core.extract.pipeline import extract_questions, load_question_table, question_text, token_counts
-from avmaster_core.model import words_mask
-from avmaster_core.store import TOKENS_ATTR, FeatureStore
+from avmaster_core.extract.pipeline import extract_questions, load_question_table, token_counts
+from avmaster_core.core.vocab import question_text
+from avmaster_core.core.model import words_mask
+from avmaster_core.core.store import TOKENS_ATTR, FeatureStore
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -85,8 +86,8 @@ def test_a_store_without_counts_is_refused_with_what_to_do(clip_store, tmp_path)
     require_word_mask(ModelConfig.official(), ds)                          # no mask_padding: nothing needed
     with pytest.raises(ValueError, match=r"mask_padding.*--set mask_padding=false.*store token-counts"):
         require_word_mask(paper, ds)
-    from avmaster_core.preflight import PreflightError, check_run_inputs
-    from avmaster_core.run_config import DataConfig
+    from avmaster_core.training.preflight import PreflightError, check_run_inputs
+    from avmaster_core.training.run_config import DataConfig
 
     data_cfg = DataConfig(dataset="synthetic", root=str(root), store=str(store))
     check_run_inputs(data_cfg, ModelConfig.official(), ["train"])
@@ -95,7 +96,7 @@ def test_a_store_without_counts_is_refused_with_what_to_do(clip_store, tmp_path)
 
 
 def test_the_training_engine_refuses_before_the_first_step(clip_store, tmp_path):
-    from avmaster_core.engine import DataConfig, TrainConfig, train
+    from avmaster_core.training.engine import DataConfig, TrainConfig, train
 
     root, _ = clip_store
     store = _without_counts(root, tmp_path)

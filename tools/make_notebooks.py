@@ -6,7 +6,7 @@
 
 Edit a notebook in JupyterLab as usual. The only cell this tool writes is the one tagged `settings`: it
 passes every name of the cell tagged `parameters` to `notebook_settings(<notebook name>, ...)`, which honours
-or refuses each (avmaster_core.notebook_params), so adding a parameter to a notebook means adding its line to
+or refuses each (avmaster_core.results.notebook_params), so adding a parameter to a notebook means adding its line to
 the parameters cell and running this tool. --execute re-runs notebooks in place with their SMOKE defaults
 (working directory notebooks/) and keeps the outputs, which nbval compares (`make test`): cells starting
 with `# NBVAL_CHECK_OUTPUT` must give the same text when re-run, `# NBVAL_IGNORE_OUTPUT` cells only have to
@@ -25,7 +25,7 @@ import nbformat
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 sys.path.insert(0, str(REPO))
-from avmaster_core.notebooks import find_notebooks  # noqa: E402
+from avmaster_core.results.notebooks import find_notebooks  # noqa: E402
 
 CHECK = "# NBVAL_CHECK_OUTPUT\n"
 CALL = "settings = notebook_settings("

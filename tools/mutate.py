@@ -49,25 +49,25 @@ class Module:
 MODULES = {
     "annotations (id rules)": Module(
         "annotations", ("avmaster_core/annotations.py",),
-        ("avmaster_core.annotations.x_derived_question_id*", "avmaster_core.annotations.x__as_int_id*",
-         "avmaster_core.annotations.x__present*"),
+        ("avmaster_core.data.annotations.x_derived_question_id*", "avmaster_core.data.annotations.x__as_int_id*",
+         "avmaster_core.data.annotations.x__present*"),
         ("tests/test_annotation_ids.py", "tests/test_annotations.py",
          "tests/test_visible_skips.py::test_documented_derived_id_example_needs_no_shared_data")),
-    "atomic": Module("atomic", ("avmaster_core/atomic.py",), ("avmaster_core.atomic.*",),
+    "atomic": Module("atomic", ("avmaster_core/atomic.py",), ("avmaster_core.core.atomic.*",),
                      ("tests/test_atomic.py", "tests/test_atomic_contract.py")),
-    "checkpoint": Module("checkpoint", ("avmaster_core/checkpoint.py",), ("avmaster_core.checkpoint.*",),
+    "checkpoint": Module("checkpoint", ("avmaster_core/checkpoint.py",), ("avmaster_core.core.checkpoint.*",),
                          ("tests/test_checkpoint_io.py", "tests/test_atomic.py")),
     "model (combine, preference)": Module(
         "model", ("avmaster_core/model.py", "avmaster_core/blocks.py"),
-        ("avmaster_core.model.x_combine_logits*", "avmaster_core.blocks.xǁPreferenceLayerǁforward*"),
+        ("avmaster_core.core.model.x_combine_logits*", "avmaster_core.core.blocks.xǁPreferenceLayerǁforward*"),
         ("tests/test_combine_preference.py", "tests/test_model.py::test_combine_modes_and_table12",
          "tests/test_choices.py::test_answer_heads_trained_leaves_out_zero_weight_heads")),
-    "losses": Module("losses", ("avmaster_core/losses.py",), ("avmaster_core.losses.*",), ("tests/test_losses.py",)),
+    "losses": Module("losses", ("avmaster_core/losses.py",), ("avmaster_core.core.losses.*",), ("tests/test_losses.py",)),
     "extract.video (time rules)": Module(
         "extract_video", ("avmaster_core/extract/video.py",),
         ("avmaster_core.extract.video.x__frame_time*", "avmaster_core.extract.video.x__decode_audio*"),
         ("tests/test_extract_time_rules.py", "tests/test_extract_video.py", "tests/test_extract_official_route.py")),
-    "scoring": Module("scoring", ("avmaster_core/scoring.py",), ("avmaster_core.scoring.*",),
+    "scoring": Module("scoring", ("avmaster_core/scoring.py",), ("avmaster_core.data.scoring.*",),
                       ("tests/test_scoring.py", "tests/test_scoring_contract.py")),
 }
 # mutmut's exit codes: timeouts count as killed (mutmut's convention); "no tests" (no test reaches the

@@ -16,7 +16,7 @@ _EXPORTS = {
     "build_audio_encoder": "encoders", "build_visual_encoder": "encoders",
     "ROUTES": "routes", "compare_routes": "routes", "plot_route_comparison": "routes",
     "decode_video_official": "official_route",
-    "extract_videos": "pipeline", "extract_questions": "pipeline", "ask": "pipeline", "question_text": "pipeline",
+    "extract_videos": "pipeline", "extract_questions": "pipeline", "ask": "asking",
     "write_clip": "synthclip",
 }
 __all__ = list(_EXPORTS)

@@ -1,4 +1,4 @@
-"""Resumable, sharded feature extraction into the HDF5 store, and `avmaster extract` / `avmaster ask`.
+"""Resumable, sharded feature extraction into the HDF5 store, and `avmaster extract` (`avmaster ask`: asking.py).
 
 Two extraction routes decode a video (`routes.py`, docs/extraction.md): `--route official` (the default)
 emulates the scripts that made the released MUSIC-AVQA features (ffmpeg `-r 1` JPEG frames, moviepy's
@@ -29,8 +29,9 @@ from typing import Callable, Iterable
 
 import torch
 
-from ..atomic import write_json
-from ..store import TOKENS_ATTR, FeatureStore
+from ..core.atomic import write_json
+from ..core.store import TOKENS_ATTR, FeatureStore
+from ..core.vocab import question_text
 from .encoders import (AUDIO_ENCODERS, DEFAULT_AUDIO_ENCODER, DEFAULT_VISUAL_ENCODER, TINY_ENCODERS, VISUAL_ENCODERS,
                        AudioEncoder, ClipEncoder, EncoderOptions, VGGishEncoder, VisualEncoder, WeightsNotFoundError,
                        build_audio_encoder, build_visual_encoder, encoder_attrs)
@@ -350,11 +351,6 @@ def text_hash(question: str) -> str:
     return hashlib.sha1(question_text(question).encode("utf-8")).hexdigest()
 
 
-def question_text(question: str) -> str:
-    """The text CLIP sees: the filled question without its final '?' (docs/extraction.md)."""
-    return " ".join(str(question).strip().rstrip("?？").split())
-
-
 def load_question_table(records: str | Path | None = None, dataset: str | None = None, split: str | None = None,
                         root: str | Path | None = None) -> dict[int, str]:
     """question_id -> filled question text, from a records file (csv/json/jsonl/parquet) or load_annotations."""
@@ -368,7 +364,7 @@ def load_question_table(records: str | Path | None = None, dataset: str | None =
             raise ValueError(f"records file {path}: expected one of {sorted(readers)}")
         table = readers[path.suffix](path)
     else:
-        from ..annotations import load_annotations  # written by another part of the package
+        from ..data.annotations import load_annotations  # written by another part of the package
 
         splits = [split] if split else ["train", "val", "test"]
         table = pd.concat([load_annotations(dataset, s, root) for s in splits])
@@ -513,7 +509,7 @@ def _run_extract(args) -> int:
                                   batch_size=args.batch_questions)
             print(f"{n} question(s) extracted into {shard_store_path(args.out, shard)}")
             if args.questions:  # multiple-choice datasets (AVQA): the candidate answers, same text path
-                from ..choices import extract_dataset_choices
+                from .candidates import extract_dataset_choices
 
                 n = extract_dataset_choices(args.questions, args.split, args.root, shard_store_path(args.out, shard),
                                             _text_encoder(visual), shard, args.batch_questions)
@@ -538,93 +534,6 @@ def _print_notes(notes: list[str], limit: int = 20) -> None:
               file=sys.stderr)
 
 
-# -- ask -------------------------------------------------------------------------------------------------
-def which_path(out: dict, answer: int) -> tuple[str, dict]:
-    """Which of audio, visual or both drove `answer`: each path's logit for it, centred over the answers.
-
-    The prediction is argmax(logits_qa + logits_a + logits_v); softmax ignores a constant per path, so a
-    path's push towards the answer is its logit minus its mean logit. Audio (visual) drove it when the
-    audio (visual) push is at least twice the other's; otherwise both did.
-    """
-    push = {name: float(out[f"logits_{name}"][0, answer] - out[f"logits_{name}"][0].mean())
-            for name in ("qa", "a", "v") if f"logits_{name}" in out}
-    a, v = max(push.get("a", 0.0), 0.0), max(push.get("v", 0.0), 0.0)
-    if a == v == 0.0:
-        verdict = "neither audio nor visual path (the multimodal path alone)"
-    elif a >= 2 * v:
-        verdict = "audio"
-    elif v >= 2 * a:
-        verdict = "visual"
-    else:
-        verdict = "both"
-    return verdict, push
-
-
-def check_question(question: str, top: int) -> None:
-    """ValueError for an empty question or a --top below 1."""
-    if not question_text(question):
-        raise ValueError("the question is empty: ask something, e.g. \"How many instruments are sounding?\"")
-    if top < 1:
-        raise ValueError(f"--top {top}: must be >= 1 (the number of answers listed)")
-
-
-def ask(video: str | Path, question: str, checkpoint: str | Path, clip: ClipEncoder, vggish: AudioEncoder,
-        seconds: int | None = 60, top: int = 5, device: str = "cpu", route: str = DEFAULT_ROUTE) -> dict:
-    """Answer `question` about `video` with a trained checkpoint: {"answer", "top": [(answer, p)], "driver", "push"}.
-
-    route: decode as the checkpoint's training features were made ("official" for the released ones).
-    """
-    from ..checkpoint import load_checkpoint, read_checkpoint
-    from ..vocab import ANSWERS
-
-    check_question(question, top)
-    trained_T = (read_checkpoint(checkpoint).get("data_config") or {}).get("T")
-    notes = []
-    if trained_T is not None and seconds != trained_T:
-        notes.append(f"the checkpoint was trained on T={trained_T} segments, this video is read as "
-                     f"{'its own length' if seconds is None else f'{seconds} segments'} "
-                     f"(--seconds {trained_T} matches the training)")
-    decoded = get_route(route).decode(video, seconds, frame_transform=clip.preprocess)
-    decoded.info["stated_duration_s"] = stated_duration(video)
-    notes += _warnings(decoded.info, seconds)
-    tokens = len(clip.tokenizer.encode(question_text(question))) + 2 if hasattr(clip.tokenizer, "encode") else 0
-    if tokens > 77:  # CLIP reads 77 positions, start and end tokens included
-        notes.append(f"the question is {tokens} CLIP tokens long: only the first 77 are read (shorten it)")
-    visual = clip.encode(torch.stack(decoded.frames))  # [T, D]
-    audio = vggish.encode(torch.as_tensor(vggish.preprocess(decoded.audio)))  # [T, audio dim]
-    sentence, words = clip.encode_text([question_text(question)])  # [1, D], [1, 77, D]
-    model, _cfg = load_checkpoint(checkpoint, map_location=device)
-    model.eval()
-    batch = {"audio": audio[None], "visual": visual[None], "question": sentence, "words": words}
-    batch = {k: v.to(device) for k, v in batch.items()}
-    with torch.inference_mode():
-        out = model(batch)
-    probs = torch.softmax(out["logits"][0].float(), dim=-1)
-    p, idx = probs.topk(min(top, len(probs)))
-    answer = int(idx[0])
-    driver, push = which_path(out, answer)
-    return {"answer": ANSWERS[answer], "top": [(ANSWERS[int(i)], float(q)) for q, i in zip(p, idx)],
-            "driver": driver, "push": push, "video_info": decoded.info, "warnings": notes}
-
-
-def _run_ask(args) -> int:
-    try:
-        check_question(args.question, args.top)  # before the encoders load
-        visual, audio = build_encoders(args)
-        result = ask(args.video, args.question, args.checkpoint, _text_encoder(visual), audio,
-                     seconds=_seconds(args.seconds), top=args.top, device=extract_device(args.device), route=args.route)
-    except (WeightsNotFoundError, FileNotFoundError, ValueError, VideoDecodeError) as e:
-        print(f"avmaster ask: {e}", file=sys.stderr)
-        return 1
-    _print_notes(result["warnings"])
-    print(f"Q: {args.question}")
-    print(f"A: {result['answer']}   (driven by: {result['driver']})")
-    for answer, p in result["top"]:
-        print(f"  {p:7.2%}  {answer}")
-    print("  path push (logit - mean): " + ", ".join(f"{k}={v:+.2f}" for k, v in result["push"].items()))
-    return 0
-
-
 def register(subparsers) -> None:
     p = subparsers.add_parser("extract", help="features from raw videos / question text into an HDF5 store",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -642,11 +551,3 @@ def register(subparsers) -> None:
     p.add_argument("--limit", type=int, help="at most this many videos (after sharding)")
     _add_encoder_options(p)
     p.set_defaults(func=_run_extract)
-
-    a = subparsers.add_parser("ask", help="answer a question about your own video with a trained checkpoint")
-    a.add_argument("video")
-    a.add_argument("question")
-    a.add_argument("--checkpoint", required=True, help="a checkpoint written by `avmaster train`")
-    a.add_argument("--top", type=int, default=5)
-    _add_encoder_options(a)
-    a.set_defaults(func=_run_ask)

@@ -1,0 +1,222 @@
+"""The experiments registry: every named experiment (ablation, figure point, baseline) in ONE entry.
+
+An entry says what the experiment changes (ModelConfig fields on top of a preset, and the number of segments
+where a figure fixes it at the data level), which cells of the paper it fills (a table row, or a figure's
+x value), its human label, and -- where the entry rests on our reading of the paper rather than on its words --
+the paper's words in `reading`. Everything else is derived from here:
+
+    experiment(name, preset, size) / EXPERIMENTS / EXPERIMENT_SEGMENTS  (here)
+    paper.EXPERIMENT_ROWS          which run fills which paper table row
+    analysis.FIG4/FIG5_EXPERIMENTS, analysis.fig7_experiments()   which run fills which figure point
+    sweep.RUN_LABELS               the row labels of `avmaster sweep`'s markdown tables
+    Experiment.inference_only      True when it only re-scores a trained full model (ModelConfig metadata)
+
+To add an ablation: add one `Experiment(...)` to ENTRIES (and, if it needs a new switch, the field in
+ModelConfig). Experiments whose configuration equals the full model's (`default`) reuse its run instead of
+training again (`run_for`).
+
+It sits just above config (ModelConfig, the presets, SIZES), below everything that names an experiment.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from .config import INFERENCE_FIELDS, SIZES, ModelConfig
+
+FULL_MODEL = "default"  # the full model: experiments with its configuration reuse its run
+# The full model of a benchmark whose answers are each question's own candidates (AVQA, Table V): it scores the
+# candidates (avmaster_core.core.choices) instead of classifying over the 42 answers.
+MULTIPLE_CHOICE_MODEL = "avqa/choices"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One named experiment.
+
+    name: the experiment's name (= its run folder under the runs directory).
+    changes: ModelConfig fields changed on top of the chosen preset (and size).
+    label: a short human label (row label of `avmaster sweep` tables).
+    fills: the paper cells this experiment reproduces: (table, row label) such as ("table7", "w/o. TDPP"), or
+        (figure, x value) such as ("fig7", ("lambda_qa", 0.4)).
+    segments: the number of segments T fixed at the data level (Fig. 4), None = the data's own.
+    reading: None when the paper states the setting; otherwise the paper's own words the entry interprets.
+    """
+
+    name: str
+    changes: Mapping[str, Any]
+    label: str
+    fills: tuple[tuple[str, Any], ...] = ()
+    segments: int | None = None
+    reading: str | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "changes", MappingProxyType(dict(self.changes)))
+
+    @property
+    def inference_only(self) -> bool:
+        """True when every change is an inference-only ModelConfig field: the experiment re-scores a trained
+        full model (`evaluate --set`, analysis.inference_variants) instead of training."""
+        return bool(self.changes) and set(self.changes) <= INFERENCE_FIELDS
+
+
+_WO_ALL = ("Table VII names the row 'w/o. ALL' without defining it; we turn off every proposed part that can be "
+           "off together (focus capture, preference path, contrastive loss); key fusion and decoder stay")
+_MUL = "Table XIII names 'MUL' without a formula; we read it as p_qa + p_a * p_v"
+_W_ADD = ("Table XIII names 'W-ADD' without a formula; we read it as p_qa + w_a p_a + w_v p_v with (w_a, w_v) the "
+          "softmax of each head's max probability")
+_FIG4 = ("Fig. 4's text names segment lengths 48 and 60 ('When the segment length is 48, ... a slight drop'); "
+         "the points 12, 24 and 36 are our reading of the figure's x axis")
+_FIG4_RETRAIN = ("Fig. 4 / Sec. IV-D(f) ('we conducted an ablation study on the segment length') does not say whether "
+                 "the model is retrained at each length or a 60-segment model is evaluated on shorter inputs; we "
+                 "retrain at each length")
+_FIG7 = ("Fig. 7's text names 0.4, 1.0 and 1.6 ('Increasing lambda_qa from 0.4 to 1.0 ...; beyond a threshold "
+         "(e.g. 1.6) accuracy declines slightly'); the grid {0.4, 0.7, 1.0, 1.3, 1.6} is our reading of the figure")
+_AVQA_MC = ("Sec. IV-A / Table V report AVQA accuracy but the paper does not say how AV-Master answers AVQA's "
+            "multiple-choice questions (the released code has no AVQA loader); we score each candidate answer's "
+            "CLIP text feature against each head's decoder state with an MLP, as AVQA's own baselines (HCRN/HAVF's "
+            "multiple-choice output unit) do (docs/avqa.md)")
+_QUESTION_ONLY = dict(inputs="q", use_focus=False, use_gpap=False, lambda_a=0.0, lambda_v=0.0, lambda_c=0.0)
+FIG7_WEIGHTS = {"lambda_qa": "qa", "lambda_a^p": "a", "lambda_v^p": "v", "lambda_c": "c"}  # paper label -> short
+FIG7_VALUES = (0.4, 0.7, 1.0, 1.3, 1.6)
+FIG4_SEGMENTS = (12, 24, 36, 48, 60)
+OURS = "AV-Master"  # the paper's row name of its own model
+
+ENTRIES: tuple[Experiment, ...] = (
+    Experiment("default", {}, "AV-Master",
+               fills=(("table2", OURS), ("table7", OURS), ("table11", ("CLIP_L", "VGGish", OURS)))),
+    # Table VII: components
+    Experiment("table7/wo_all", dict(use_focus=False, use_gpap=False, lambda_c=0.0), "w/o ALL",
+               fills=(("table7", "w/o. ALL"),), reading=_WO_ALL),
+    Experiment("table7/wo_avfc", dict(use_focus=False), "w/o AVFC", fills=(("table7", "w/o. AVFC"),)),
+    Experiment("table7/wo_dpcl", dict(lambda_c=0.0), "w/o DPCL", fills=(("table7", "w/o. DPCL"),)),
+    Experiment("table7/wo_gpap", dict(use_gpap=False, lambda_a=0.0, lambda_v=0.0, lambda_c=0.0), "w/o GPAP",
+               fills=(("table7", "w/o. GPAP"),)),
+    Experiment("table7/wo_tdpp", dict(use_tdpp=False, lambda_qa=0.0, lambda_c=0.0), "w/o TDPP",
+               fills=(("table7", "w/o. TDPP"),)),
+    # Table VIII: loss subsets (L_qa always on)
+    Experiment("table8/qa", dict(lambda_c=0.0, lambda_a=0.0, lambda_v=0.0), "losses L_qa", fills=(("table8", 1),)),
+    Experiment("table8/qa+c", dict(lambda_a=0.0, lambda_v=0.0), "losses L_qa + L_c", fills=(("table8", 2),)),
+    Experiment("table8/qa+c+a", dict(lambda_v=0.0), "losses L_qa + L_c + L_a^p", fills=(("table8", 3),)),
+    Experiment("table8/qa+c+v", dict(lambda_a=0.0), "losses L_qa + L_c + L_v^p", fills=(("table8", 4),)),
+    Experiment("table8/qa+a+v", dict(lambda_c=0.0), "losses L_qa + L_a^p + L_v^p", fills=(("table8", 5),)),
+    Experiment("table8/all", {}, "all four losses", fills=(("table8", 6),)),
+    # Table IX: template length
+    *(Experiment(f"table9/len{k}", dict(num_templates=k), f"template length {k}", fills=(("table9", k),))
+      for k in (2, 4, 8, 12, 16)),
+    # Table X: attention-block sharing (A-S) and bias sharing (B-S)
+    Experiment("table10/none", dict(share_focus_block=False, share_bias=False), "no sharing", fills=(("table10", 1),)),
+    Experiment("table10/as", dict(share_focus_block=True, share_bias=False), "A-S", fills=(("table10", 2),)),
+    Experiment("table10/bs", dict(share_focus_block=False, share_bias=True), "B-S", fills=(("table10", 3),)),
+    Experiment("table10/as+bs", dict(share_focus_block=True, share_bias=True), "A-S + B-S", fills=(("table10", 4),)),
+    # Table XII: preference distributions dropped at inference
+    Experiment("table12/wo_ape", dict(inference_use_a=False), "w/o APE", fills=(("table12", "w/o. APE"),)),
+    Experiment("table12/wo_vpe", dict(inference_use_v=False), "w/o VPE", fills=(("table12", "w/o. VPE"),)),
+    Experiment("table12/wo_avpe", dict(inference_use_a=False, inference_use_v=False), "w/o AVPE",
+               fills=(("table12", "w/o. AVPE"),)),
+    Experiment("table12/full", {}, "both preference distributions", fills=(("table12", OURS),)),
+    # Table XIII: combination (ADD = the preset's own sum; MUL and W-ADD are our reading)
+    Experiment("table13/add", {}, "ADD", fills=(("table13", "ADD"),)),
+    Experiment("table13/mul", dict(combine="mul"), "MUL", fills=(("table13", "MUL"),), reading=_MUL),
+    Experiment("table13/w_add", dict(combine="w_add"), "W-ADD", fills=(("table13", "W-ADD"),), reading=_W_ADD),
+    # Fig. 5: input modalities
+    Experiment("fig5/a+q", dict(inputs="a"), "A+Q: no visual stream", fills=(("fig5", "A+Q"),)),
+    Experiment("fig5/v+q", dict(inputs="v"), "V+Q: no audio stream", fills=(("fig5", "V+Q"),)),
+    Experiment("fig5/a+v+q", {}, "A+V+Q", fills=(("fig5", "A+V+Q"),)),
+    # Question-only baseline (not in the paper): no audio or visual stream; the key-fusion self-attention
+    # reads the words alone and the answer decoder predicts. It bounds what the question gives away.
+    Experiment("baseline/question_only", _QUESTION_ONLY, "Question-only baseline"),
+    # AVQA (Table V) as multiple choice: the candidates' text features scored by each head (avmaster_core.core.choices)
+    # Table V's row is filled by this experiment trained on AVQA (a whole-benchmark table: `reproduce` trains it
+    # with the avqa protocol, not with the main benchmark's, so no `fills` here; see full_model_for)
+    Experiment("avqa/choices", dict(choice_scorer="match", num_answers=4), "AV-Master, candidates scored (match)",
+               reading=_AVQA_MC),
+    Experiment("avqa/choices_dot", dict(choice_scorer="dot", num_answers=4), "candidates scored (dot), alternative",
+               reading=_AVQA_MC),
+    # what the package trained before issue 13: a 4-way classifier over positions that never sees the candidates
+    Experiment("avqa/position_only", dict(num_answers=4), "position-only baseline (candidates unseen)"),
+    Experiment("avqa/question_only", {**_QUESTION_ONLY, "choice_scorer": "match", "num_answers": 4},
+               "question-only baseline, candidates scored (match)"),
+    # Fig. 7: one loss weight varied, the others 1.0
+    *(Experiment(f"fig7/{short}={value}", {f"lambda_{short}": value}, f"{label} = {value}",
+                 fills=(("fig7", (label, value)),), reading=_FIG7)
+      for label, short in FIG7_WEIGHTS.items() for value in FIG7_VALUES),
+    # Fig. 4: segment length (the model is unchanged; T is set by the data)
+    *(Experiment(f"fig4/T{t}", {}, f"{t} segments", fills=(("fig4", t),), segments=t,
+                 reading=_FIG4_RETRAIN if t in (48, 60) else f"{_FIG4}. {_FIG4_RETRAIN}")
+      for t in FIG4_SEGMENTS),
+    # Fig. 8 (word attention): the official preset with the start token and padding masked out of the words
+    Experiment("fig8/mask_padding", dict(mask_padding=True), "words without start token and padding",
+               reading=("Sec. III-A(c): word-level features F_t^w = {F_t^2, ..., F_t^L}, L the number of question "
+                        "tokens; the released code attends over all 77 CLIP positions. Masking the start token and "
+                        "the padding (shapes stay 77) is what the paper preset does; here on the official preset")),
+)
+
+
+
+
+REGISTRY: Mapping[str, Experiment] = MappingProxyType({e.name: e for e in ENTRIES})
+if len(REGISTRY) != len(ENTRIES):
+    raise RuntimeError("avmaster_core.core.experiments: two entries share a name")
+
+
+def get(name: str) -> Experiment:
+    """The registry entry of `name`; a KeyError lists the known names."""
+    if name not in REGISTRY:
+        raise KeyError(f"unknown experiment {name!r}; known: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+EXPERIMENTS: tuple[str, ...] = tuple(REGISTRY)
+# Fig. 4 experiments fix the number of segments at the data level (see the registry's `segments`).
+EXPERIMENT_SEGMENTS: dict[str, int] = {e.name: e.segments for e in ENTRIES if e.segments is not None}
+
+
+def experiment(name: str, preset: str = "official", size: str = "full") -> ModelConfig:
+    """The ModelConfig of a named experiment (see EXPERIMENTS), built on the `official` or `paper` preset,
+    at a named size (see SIZES: "full" = the preset's own, "cpu" = small enough for CPU training)."""
+    entry = get(name)
+    if preset not in ("official", "paper"):
+        raise ValueError(f"preset must be 'official' or 'paper', got {preset!r}")
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
+    base = ModelConfig.official() if preset == "official" else ModelConfig.paper()
+    base = dataclasses.replace(base, **SIZES[size])
+    return dataclasses.replace(base, **entry.changes)
+
+
+def run_for(name: str) -> str:
+    """The run that gives `name`'s results: the full model's run when `name` configures exactly the full model
+    (on both presets, same segments), else `name`'s own run."""
+    entry, full = get(name), get(FULL_MODEL)
+    same = entry.segments == full.segments and all(experiment(name, p) == experiment(FULL_MODEL, p)
+                                                   for p in ("official", "paper"))
+    return FULL_MODEL if same else name
+
+
+def filling(source: str) -> dict:
+    """{row label or x value: run} of every cell of the paper's table or figure `source` that an experiment
+    fills, in registry order (a cell filled by several entries keeps the first)."""
+    cells: dict = {}
+    for entry in ENTRIES:
+        for where, key in entry.fills:
+            if where == source and key not in cells:
+                cells[key] = run_for(entry.name)
+    return cells
+
+
+def sources() -> tuple[str, ...]:
+    """The paper tables and figures that at least one experiment fills, in registry order."""
+    return tuple(dict.fromkeys(where for entry in ENTRIES for where, _ in entry.fills))
+
+
+def run_label(run: str) -> str:
+    """The human label of a run name (an experiment, or `paper/<experiment>` for the paper preset) with the
+    run name in backticks. The full model's label names its preset; other runs name only the paper preset."""
+    preset, name = ("paper", run.removeprefix("paper/")) if run.startswith("paper/") else ("official", run)
+    entry = get(name)
+    if name == FULL_MODEL:
+        return f"{entry.label}, {preset} preset `{run}`"
+    return f"{entry.label}{', paper preset' if preset == 'paper' else ''} `{run}`"

@@ -1,0 +1,131 @@
+"""Our rows of a paper table, with the seed spread (ddof=1) and the runs that stand in for a row.
+
+    mean, std = ours_rows("table8", "results/runs/synthetic")
+    mean.attrs["seeds"], mean.attrs["stand_in"]   # {row: seeds}, {row: experiment whose runs fill it}
+
+Like `paper.ours_table`, but a row without runs of its own experiment takes the runs of another experiment
+with the same model configuration (Table VIII row 5, L_qa + L_a^p + L_v^p, is `table7/wo_dpcl`), and the
+standard deviation over seeds is the sample one (ddof=1), as everywhere in the notebooks and md files.
+Also the labels that say each row's setting (Tables VIII-X number their rows), and `benchmark_rows`: our
+rows of the tables whose rows are other benchmarks or encoders (III, IV, XI), from `avmaster reproduce`'s
+runs and evaluations, with what is missing and the command that makes it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import pandas as pd
+
+from . import paper
+
+# Experiments whose configuration differs from another's outside the model config (the data's segment
+# count): never stand-ins.
+NOT_STAND_INS = ("fig4/",)
+
+
+@lru_cache(maxsize=None)
+def _model_configs() -> dict[str, str]:
+    from ..core.experiments import EXPERIMENTS, experiment
+
+    return {name: repr(experiment(name)) for name in EXPERIMENTS if not name.startswith(NOT_STAND_INS)}
+
+
+def equivalent_experiments(name: str) -> list[str]:
+    """Other experiments whose model configuration equals `name`'s (so one's runs answer the other)."""
+    configs = _model_configs()
+    if name not in configs:
+        return []
+    return [other for other, cfg in configs.items() if other != name and cfg == configs[name]]
+
+
+def _runs_for(experiment: str, runs_dir, seeds) -> tuple[str, dict]:
+    """(experiment whose runs are used, {seed: table}): its own runs, else an equivalent experiment's."""
+    runs = paper.finished_runs(runs_dir, experiment, seeds)
+    if runs:
+        return experiment, runs
+    for other in equivalent_experiments(experiment):
+        runs = paper.finished_runs(runs_dir, other, seeds)
+        if runs:
+            return other, runs
+    return experiment, {}
+
+
+def ours_rows(name: str, runs_dir, seeds=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(mean, std with ddof=1) of our finished runs in table `name`'s layout; rows without any run are absent.
+    attrs: "seeds" {row: seeds}, "stand_in" {row: experiment used instead of the row's own}."""
+    rows = paper.EXPERIMENT_ROWS[name]
+    means, stds, used, stand_in = {}, {}, {}, {}
+    for label, experiment in rows.items():
+        source, runs = _runs_for(experiment, runs_dir, seeds)
+        if not runs:
+            continue
+        tables = pd.concat([paper.in_table_layout(name, t) for t in runs.values()])
+        means[label], stds[label] = tables.mean(), tables.std(ddof=1)
+        used[label] = sorted(runs)
+        if source != experiment:
+            stand_in[label] = source
+    reference = paper.ours_table(name, runs_dir, seeds)  # the layout (index names, columns) of ours
+    out = [pd.DataFrame([v[label].reindex(reference.columns).to_numpy(dtype=float) for label in means],
+                        index=pd.Index(list(means), name=reference.index.name), columns=reference.columns)
+           for v in (means, stds)]
+    for frame in out:
+        frame.attrs.update(seeds=used, stand_in=stand_in)
+    return out[0], out[1]
+
+
+def missing(name: str, mean: pd.DataFrame) -> dict:
+    """{row: experiment} of the rows of `name` with no run (own or stand-in)."""
+    return {label: experiment for label, experiment in paper.EXPERIMENT_ROWS[name].items()
+            if label not in mean.index}
+
+
+def row_names(name: str, stand_in: dict | None = None) -> dict:
+    """{row label: text saying the setting} (Tables VIII-X number their rows), a stand-in row marked
+    "(ours: runs of <experiment>)"."""
+    names = _setting_names(name)
+    return {row: names.get(row, str(row)) + (f" (ours: runs of {stand_in[row]})" if row in (stand_in or {}) else "")
+            for row in paper.paper_table(name).index}
+
+
+def _setting_names(name: str) -> dict:
+    table = paper.paper_table(name)
+    if name == "table8":
+        losses = [c for c in paper.LOSS_COLUMNS if c in table.columns]
+        return {row: " + ".join(c for c in losses if table.loc[row, c]) for row in table.index}
+    if name == "table9":
+        return {row: f"length {row}" for row in table.index}
+    if name == "table10":
+        text = {(False, False): "nothing shared", (True, False): "attention shared",
+                (False, True): "bias shared", (True, True): "attention + bias shared"}
+        return {row: text[(bool(table.loc[row, "A-S"]), bool(table.loc[row, "B-S"]))] for row in table.index}
+    return {}
+
+
+def labelled(table: pd.DataFrame | None, names: dict) -> pd.DataFrame | None:
+    """`table` with its rows renamed by `names` (from `row_names`)."""
+    return None if table is None else table.rename(index=names)
+
+
+def over_seeds(per_seed: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """{seed: table with the same rows and columns} -> (mean, std with ddof=1) over seeds; attrs["seeds"]
+    maps each row to the seeds averaged (e.g. analysis.inference_variants run once per checkpoint)."""
+    if not per_seed:
+        raise ValueError("no seeds given: train the full model first (`default`)")
+    stacked = pd.concat(per_seed, names=["seed"])
+    first = next(iter(per_seed.values()))
+    grouped = stacked.groupby(level=1, sort=False)
+    mean, std = grouped.mean().reindex(first.index), grouped.std(ddof=1).reindex(first.index)
+    for frame in (mean, std):
+        frame.index.name = first.index.name
+        frame.attrs.update(seeds={row: sorted(per_seed) for row in first.index}, stand_in={})
+    return mean, std
+
+
+def mean_and_std(long: pd.DataFrame, by, columns=paper.SUMMARY_COLUMNS) -> pd.DataFrame:
+    """Mean and sample standard deviation (ddof=1, as in the md files) of `columns` per group of a long
+    table with one row per seed; column level 0 says which ("mean", "std (ddof=1)"), plus "seeds"."""
+    grouped = long.groupby(by, sort=False)[list(columns)]
+    return pd.concat({"mean": grouped.mean(), "std (ddof=1)": grouped.std(ddof=1),
+                      "seeds": grouped.size().to_frame("n")}, axis=1)
