@@ -18,6 +18,8 @@ import importlib
 import os
 import sys
 
+import torch
+
 from .core.errors import AvmasterError
 from .core.store import MissingFeatureError
 from .training.threads import add_threads_argument, apply_threads
@@ -84,8 +86,6 @@ def check_device_option(args: argparse.Namespace) -> None:
     """`--device cuda...` on a machine without a visible GPU: a message, before any work."""
     device = getattr(args, "device", None)
     if isinstance(device, str) and device.startswith("cuda"):
-        import torch
-
         if not torch.cuda.is_available():
             raise AvmasterError(f"--device {device}: no CUDA GPU is visible on this machine; "
                                 "use --device cpu (or --device auto)")

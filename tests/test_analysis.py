@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from avmaster_core.results import analysis, ours_tables, paper
-from avmaster_core.core import config
+from avmaster_core.core import experiments
 from avmaster_core.data import scoring
 from avmaster_core.training.engine import DataConfig, TrainConfig, evaluate, train
 from avmaster_core.core.model import build_model
@@ -23,7 +23,7 @@ def run(tmp_path_factory):
     """(data root, runs folder, best.pt) of one epoch of a width-32 model on 40 synthetic videos."""
     base = tmp_path_factory.mktemp("analysis")
     generate_synthetic(base / "data", num_videos=40, questions_per_video=6, T=6, seed=3)
-    cfg = dataclasses.replace(config.experiment("default", size="cpu"), dim=32, focus_ffn=64)
+    cfg = dataclasses.replace(experiments.experiment("default", size="cpu"), dim=32, focus_ffn=64)
     result = train(cfg, TrainConfig(epochs=1, lr=1e-3, batch_size=32, device="cpu", progress=False,
                                     checkpoint_every_steps=0),
                    DataConfig("synthetic", str(base / "data")), out_dir=base / "runs", experiment="default")
@@ -102,8 +102,8 @@ def _batch(b=3, t=5):
 
 def test_official_templates_stay_identical_and_ignore_the_bias_the_paper_ones_do_not():
     torch.manual_seed(0)
-    official = build_model(config.experiment("default", "official", size="cpu"))
-    paper_model = build_model(config.experiment("default", "paper", size="cpu"))
+    official = build_model(experiments.experiment("default", "official", size="cpu"))
+    paper_model = build_model(experiments.experiment("default", "paper", size="cpu"))
     batch = _batch()
     spread = analysis.template_rows_spread(official, batch)
     assert list(spread.columns) == ["modality", "step", "max |row_k - row_1|", "max |row|"]
@@ -167,7 +167,7 @@ def test_answer_heads_comparison_changes_only_models_with_untrained_heads(run, t
     """Table VIII's switch: a model whose preference losses are off sums untrained heads under "all" only; the
     full model's heads are all trained, so both settings agree. Numeric columns stay numeric (round works)."""
     root, _, ckpt = run
-    cfg = dataclasses.replace(config.experiment("table8/qa", size="cpu"), dim=32, focus_ffn=64)
+    cfg = dataclasses.replace(experiments.experiment("table8/qa", size="cpu"), dim=32, focus_ffn=64)
     partial = train(cfg, TrainConfig(epochs=1, lr=1e-3, batch_size=32, device="cpu", progress=False,
                                      checkpoint_every_steps=0),
                     DataConfig("synthetic", str(root)), out_dir=tmp_path, experiment="table8/qa")

@@ -7,7 +7,7 @@ import dataclasses
 
 import torch
 
-from avmaster_core.core import experiments
+from avmaster_core.core import config, experiments
 from avmaster_core.core.config import PAPER_PRESET, ModelConfig
 from avmaster_core.core.experiments import experiment
 from avmaster_core.core.model import build_model, words_mask
@@ -71,5 +71,5 @@ def test_every_paper_preset_field_quotes_the_paper():
 def test_readings_carry_the_papers_words():
     flagged = {e.name for e in experiments.ENTRIES if e.reading}
     assert {"fig7/qa=0.7", "fig4/T60", "fig4/T12", "avqa/choices", "table13/mul"} <= flagged
-    settings = {r.setting for r in experiments.PRESET_READINGS if r.status != "as written"}
+    settings = {r.setting for r in config.PRESET_READINGS if r.status != "as written"}
     assert {"eq. (6) negatives", "the two SABs of eq. (2)", "sentence feature"} <= settings

@@ -77,10 +77,10 @@ def clips(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """A small checkpoint (the cpu size) that says it was trained on T = 10 segments."""
-    from avmaster_core.core import config
+    from avmaster_core.core import experiments
     from avmaster_core.core.model import build_model
 
-    cfg = config.experiment("default", "official", "cpu")
+    cfg = experiments.experiment("default", "official", "cpu")
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "best.pt"
     torch.save({"model_config": dataclasses.asdict(cfg), "model": build_model(cfg).state_dict(),

@@ -16,10 +16,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # cpu-size models
 
 
 @pytest.mark.parametrize("preset", ["official", "paper"])
-@pytest.mark.parametrize("name", tiered(config.EXPERIMENTS))
+@pytest.mark.parametrize("name", tiered(experiments.EXPERIMENTS))
 def test_eval_fast_path_gives_the_plain_path_logits(name, preset):
     """The exact one-row template shortcut (taken where config.templates_stay_identical) changes no logit."""
-    cfg = config.experiment(name, preset, size="cpu")
+    cfg = experiments.experiment(name, preset, size="cpu")
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     batch = random_batch(3, 5, cfg, "cpu", generator=torch.Generator().manual_seed(1), negatives=False)
@@ -64,7 +64,7 @@ def test_every_filled_cell_exists_in_the_paper_and_every_run_is_named():
             if source.startswith("table"):
                 assert key in paper.paper_table(source).index, (entry.name, key)
     for rows in paper.EXPERIMENT_ROWS.values():
-        assert set(rows.values()) <= set(config.EXPERIMENTS)
+        assert set(rows.values()) <= set(experiments.EXPERIMENTS)
     # rows whose configuration is the full model's reuse its run; Fig. 4 points differ by their segments
     assert paper.EXPERIMENT_ROWS["table9"][8] == experiments.FULL_MODEL
     assert experiments.run_for("fig4/T48") == "fig4/T48"

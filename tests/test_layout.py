@@ -79,12 +79,12 @@ def test_no_module_imports_another_modules_private_names():
 
 
 def test_the_layout_checks_catch_what_they_look_for():
-    tree = ast.parse("from avmaster_core.training.engine import _hidden\nfrom . import scoring\nscoring._secret()\n"
+    tree = ast.parse("from avmaster_core.training.engine import _hidden\nfrom ..data import scoring\nscoring._secret()\n"
                      "from .losses import total_loss\n")
     assert _private_imports("avmaster_core.results.analysis", tree) == [
         "avmaster_core.results.analysis:1 imports avmaster_core.training.engine._hidden",
         "avmaster_core.results.analysis:3 uses avmaster_core.data.scoring._secret"]
-    assert _absolute("avmaster_core.extract.pipeline", ast.parse("from ..store import x").body[0]) == \
+    assert _absolute("avmaster_core.extract.pipeline", ast.parse("from ..core.store import x").body[0]) == \
         "avmaster_core.core.store"
     assert _absolute("avmaster_core.extract", ast.parse("from .video import x").body[0]) == \
         "avmaster_core.extract.video"
@@ -138,3 +138,103 @@ def test_the_readme_module_map_lists_every_module():
     mapped = set(re.findall(r"^\| [^|]* \| `([\w/]+\.py)` \|", readme[readme.index("## Module map"):], re.M))
     modules = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
     assert mapped == modules, f"README module map: add {sorted(modules - mapped)}, drop {sorted(mapped - modules)}"
+
+
+# ------------------------------------------------------------------------------ floors (docs/design.md, "Layout")
+# Each subpackage is a floor; a module imports only its own floor and those below (the core imports nothing of
+# the package above it), so the module graph has no cycle and the core can be used alone.
+FLOORS = ("core", "data", "extract", "training", "results", "reproduction", "cli")
+CORE_THIRD_PARTY = {"torch", "numpy", "h5py"}
+TOOL_DEPENDENCIES = ("pandas", "av", "submitit", "open_clip", "torchvggish", "matplotlib", "seaborn", "papermill")
+
+
+def _floor(module: str) -> int:
+    """The floor of a dotted module name (the package's __init__: above everything, it only re-exports)."""
+    parts = module.split(".")
+    return FLOORS.index(parts[1]) if len(parts) > 1 else len(FLOORS)
+
+
+def _package_imports(module: str, tree: ast.Module, *, top_level_only: bool) -> list[tuple[str, int]]:
+    """(imported package module, line) of `module`'s imports, at module level only or everywhere."""
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    found = []
+    for node in nodes:
+        if isinstance(node, ast.ImportFrom):
+            source = _absolute(module, node)
+            targets = [f"{source}.{a.name}" if f"{source}.{a.name}" in MODULES else source for a in node.names]
+        elif isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        else:
+            continue
+        found += [(t, node.lineno) for t in targets if t.startswith("avmaster_core.") and t in MODULES and t != module]
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    return {m: {t for t, _ in _package_imports(m, tree, top_level_only=False)} for m, tree in MODULES.items()}
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of `graph` (imports inside functions included), or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        state[node] = 2
+        stack.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_the_module_graph_has_no_import_cycle():
+    cycle = _cycle(_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_each_module_imports_only_its_floor_and_those_below():
+    upward = [f"{m}:{line} imports {t} (floor {FLOORS[_floor(t)]} is above {FLOORS[_floor(m)]})"
+              for m, tree in MODULES.items() if m != "avmaster_core"
+              for t, line in _package_imports(m, tree, top_level_only=False) if _floor(t) > _floor(m)]
+    assert not upward, "\n".join(upward)
+
+
+def test_the_layout_checks_catch_a_cycle_and_an_upward_import():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
+    assert _floor("avmaster_core.core.model") < _floor("avmaster_core.training.engine") < _floor("avmaster_core.cli")
+
+
+def test_the_core_imports_only_torch_numpy_and_h5py():
+    third = set()
+    for module, tree in MODULES.items():
+        if _floor(module) == 0:
+            for node in ast.walk(tree):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module] if isinstance(node, ast.ImportFrom) and not node.level else []
+                third |= {n.split(".")[0] for n in names if n and n.split(".")[0] != "avmaster_core"}
+    import sys
+
+    assert third - set(sys.stdlib_module_names) <= CORE_THIRD_PARTY, sorted(third - set(sys.stdlib_module_names))
+
+
+def test_the_core_imports_without_the_tools_dependencies():
+    """Every core module imports in a fresh interpreter where pandas, PyAV, submitit, ... cannot be imported."""
+    import subprocess
+    import sys
+
+    core = [m for m in MODULES if _floor(m) == 0]
+    blocked = "; ".join(f"sys.modules[{name!r}] = None" for name in TOOL_DEPENDENCIES)
+    code = f"import sys; {blocked}; import importlib; [importlib.import_module(m) for m in {core!r}]; print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

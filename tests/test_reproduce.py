@@ -8,10 +8,12 @@ import time
 
 import pytest
 
+from avmaster_core.data import dataset_registry
 from avmaster_core.reproduction import plan as reproduce
 from avmaster_core.reproduction.launchers import InOrder, LocalGPUs, _SubmititTask, execute
 from avmaster_core.reproduction.plan import (BLOCKED, FINISHED, RUNNING, EvalSpec, QuestionSpec, ReproduceSettings, RunSpec,
                                      build_plan, lock_path, spec_from_dict, spec_to_dict)
+from avmaster_core.reproduction.report import render_plan
 from avmaster_core.reproduction.run import run_plan
 from avmaster_core.reproduction.worklock import WorkLock
 
@@ -116,7 +118,7 @@ def test_estimate_uses_the_question_counts_and_the_stated_speed(empty_plan):
     # without annotation files the counts are the paper's Table I: 31,904 / 4,568 / 9,129
     expected = (30 * (31904 / 151 + 4568 / 631) + 9129 / 631) / 3600
     assert item.hours == pytest.approx(expected)
-    assert "Time estimates from the released code on one H200" in empty_plan.render(details=False)
+    assert "Time estimates from the released code on one H200" in render_plan(empty_plan, details=False)
 
 
 def test_only_and_given_speed(tmp_path):

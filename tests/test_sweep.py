@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from avmaster_core.core import config
+from avmaster_core.core import config, experiments
 from avmaster_core.training import engine, sweep
 from avmaster_core.training.engine import DataConfig, TrainConfig
-from avmaster_core.training.sweep import read_run_table
+from avmaster_core.training.run_config import read_run_table
 
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED_RUNS = REPO / "results" / "runs" / "synthetic"
@@ -37,14 +37,14 @@ def _tiny_train(**changes) -> TrainConfig:
 
 def test_sizes_keep_every_experiment_valid_and_only_change_their_fields():
     for preset in ("official", "paper"):
-        for name in config.EXPERIMENTS:
-            full, cpu = config.experiment(name, preset), config.experiment(name, preset, size="cpu")
+        for name in experiments.EXPERIMENTS:
+            full, cpu = experiments.experiment(name, preset), experiments.experiment(name, preset, size="cpu")
             changed = {f.name for f in dataclasses.fields(full) if getattr(full, f.name) != getattr(cpu, f.name)}
             assert changed <= set(config.SIZES["cpu"]), (name, preset, changed)
-    assert config.experiment("default", "paper", "cpu").dim == 64
-    assert config.experiment("table9/len4", size="cpu").num_templates == 4  # the experiment's change survives
+    assert experiments.experiment("default", "paper", "cpu").dim == 64
+    assert experiments.experiment("table9/len4", size="cpu").num_templates == 4  # the experiment's change survives
     with pytest.raises(ValueError, match="unknown size 'huge'"):
-        config.experiment("default", size="huge")
+        experiments.experiment("default", size="huge")
 
 
 @pytest.mark.slow
@@ -95,7 +95,7 @@ def test_run_grid_trains_each_run_once_then_skips_and_summarize_matches(tiny_dat
 @pytest.mark.slow
 def test_run_grid_resumes_an_interrupted_run_and_refuses_a_changed_config(tiny_data, tiny_sizes, tmp_path):
     data = DataConfig(dataset="synthetic", root=str(tiny_data))
-    cfg = config.experiment("default", size="tiny")
+    cfg = experiments.experiment("default", size="tiny")
 
     class Killed(Exception):
         pass
@@ -204,7 +204,7 @@ def test_committed_runs_are_the_runs_their_sweep_asks_for(path):
     name = saved["experiment"]
     preset, experiment = ("paper", name.removeprefix("paper/")) if name.startswith("paper/") else ("official", name)
     train = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved["train"].items()})
-    data = DataConfig(**{**saved["data"], "T": None} if experiment in config.EXPERIMENT_SEGMENTS else saved["data"])
+    data = DataConfig(**{**saved["data"], "T": None} if experiment in experiments.EXPERIMENT_SEGMENTS else saved["data"])
     assert sweep.grid_config_differences(saved, *sweep.grid_configs(experiment, train.seed, preset, "cpu", train,
                                                                      data)) == []
 

@@ -17,6 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable
 
+import torch
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -58,8 +60,6 @@ def write_json(path: str | os.PathLike, obj, *, indent: int | None = 2, **dumps)
 
 
 def save_torch(obj, path: str | os.PathLike) -> Path:
-    import torch
-
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 
 from .atomic import save_torch
+from .config import ModelConfig, apply_inference_changes
+from .model import build_model
 
 CHECKPOINT_FORMAT = 1
 
@@ -97,9 +99,6 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", changes: dict |
 def model_from_checkpoint(ckpt: dict, changes: dict | None = None):
     """(model, model_config) from a checkpoint dict already read (`read_checkpoint`), for callers that also
     need its other entries (e.g. "data_config") without reading the file twice; see load_checkpoint."""
-    from .config import ModelConfig, apply_inference_changes
-    from .model import build_model
-
     cfg = ModelConfig.from_dict(ckpt["model_config"])
     cfg = apply_inference_changes(cfg, changes)  # refuses fields that change the trained model
     model = build_model(cfg)

@@ -196,7 +196,7 @@ class ModelConfig:
     @classmethod
     def paper(cls, **changes: Any) -> "ModelConfig":
         """Section III as written. Only fields the paper states differently from the code change (PAPER_PRESET
-        holds each with the paper's words; experiments.PRESET_READINGS the settings outside ModelConfig)."""
+        holds each with the paper's words; config.PRESET_READINGS the settings outside ModelConfig)."""
         return dataclasses.replace(cls(), **{**{k: v for k, (v, _) in PAPER_PRESET.items()}, **changes})
 
     # ---------------------------------------------------------------- helpers

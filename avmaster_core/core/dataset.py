@@ -54,6 +54,7 @@ from typing import Iterator
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data.distributed import DistributedSampler
 
 from .store import TOKENS_ATTR, FeatureStore, MissingFeatureError
 
@@ -569,7 +570,6 @@ def make_loader(dataset: AVQADataset, batch_size: int, shuffle: bool = False, se
     if distributed is None:
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     if distributed:
-        from torch.utils.data.distributed import DistributedSampler
         sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
     else:
         sampler = EpochShuffleSampler(len(dataset), shuffle, seed)

@@ -21,11 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import rewrites
+from . import losses as L, rewrites
 from .blocks import AnswerDecoder, FocusDecoderLayer, PreferenceLayer, SelfAttentionLayer, token_mix
 from .choices import build_scorers, check_choices, head_logits
 from .config import ModelConfig
-from . import losses as L
 
 MODALITY_KEYS = {"a": ("audio", "neg_audio"), "v": ("visual", "neg_visual")}
 

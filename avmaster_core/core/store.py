@@ -19,7 +19,9 @@ moved to its final name only when complete, and the file is flushed, so a rerun 
 """
 from __future__ import annotations
 
+import fcntl
 import os
+import socket
 from pathlib import Path
 from typing import Iterable
 
@@ -62,9 +64,6 @@ class WriterLock:
     path, or none) and locks again."""
 
     def __init__(self, store_path: Path):
-        import fcntl
-        import socket
-
         self.path = lock_path(store_path)
         for _ in range(10):
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -97,8 +96,6 @@ class WriterLock:
 
 def writer_of(store_path: Path) -> str | None:
     """"PID N on HOST" of the process writing `store_path` now, or None when no process holds its lock."""
-    import fcntl
-
     path = lock_path(store_path)
     if not path.is_file():
         return None

@@ -6,6 +6,9 @@ The 42 answers are the official order: first appearance of `anser` in MUSIC-AVQA
 """
 from __future__ import annotations
 
+import ast
+import json
+
 ANSWERS: tuple[str, ...] = (
     "two", "cello", "congas", "zero", "no", "pipa", "six", "yes", "one", "four",
     "three", "seven", "five", "ukulele", "right", "piano", "left", "accordion", "clarinet", "guzheng",
@@ -46,9 +49,6 @@ def parse_templ_values(templ_values, where: str = "") -> list[str]:
     MUSIC-AVQA stores it as a *string* holding a JSON list ('["ukulele"]'); MUSIC-AVQA-v2.0 sometimes
     as a real JSON list. Both (and None, meaning no values) are accepted.
     """
-    import ast
-    import json
-
     if templ_values is None:
         return []
     if isinstance(templ_values, str):

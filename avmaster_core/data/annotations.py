@@ -60,8 +60,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import dataset_registry
 from ..core.records import QUESTION_TYPES, RECORD_COLUMNS
 from ..core.vocab import answer_index, fill_question, parse_templ_values
+from .dataset_registry import SPECS, get
 
 DERIVED_ID_BASE = 10**12
 _AVQA_MODALITY = {"Audio": "Audio", "Visual": "Visual", "Both": "Audio-Visual"}
@@ -70,8 +72,6 @@ V2_EXTRA_FIELDS = ("unmatch_audio", "audio_instrument", "video_instrument", "per
 
 def __getattr__(name: str):
     """DATASETS and V2_SUBSETS now come from the benchmark registry (dataset_registry); kept for old imports."""
-    from . import dataset_registry
-
     if name == "DATASETS":
         return dataset_registry.DATASET_NAMES
     if name == "V2_SUBSETS":
@@ -90,8 +90,6 @@ class MissingAnnotationFile(FileNotFoundError):
 def annotation_files(dataset: str, split: str, subset: str | None = None) -> list[tuple[str, str, str | None]]:
     """[(file name, split label, subset label)] that `load_annotations(dataset, split, subset=...)` reads
     (the dataset's DatasetSpec.split_files)."""
-    from .dataset_registry import get
-
     spec = get(dataset)
     if spec.subsets:
         base, _, short_subset = split.partition("_")
@@ -115,8 +113,6 @@ def load_annotations(dataset: str, split: str, root: str | Path | None = None, *
     root: folder with the official files (default data/<dataset>). subset: datasets with subsets only
     (music_avqa_v2).
     """
-    from .dataset_registry import SPECS, get
-
     files = annotation_files(dataset, split, subset)
     spec = get(dataset)
     if subset is not None and not spec.subsets:

@@ -258,6 +258,4 @@ def full_model_for(dataset: str) -> str:
     """The experiment trained as "AV-Master" on a whole benchmark (Tables II-V): the full model, or for a
     benchmark whose answers are per-question candidates (dataset_registry: answers_in_vocab=False) the
     multiple-choice model."""
-    from ..data.dataset_registry import get as dataset_spec
-
-    return FULL_MODEL if dataset_spec(dataset).answers_in_vocab else MULTIPLE_CHOICE_MODEL
+    return FULL_MODEL if get(dataset).answers_in_vocab else MULTIPLE_CHOICE_MODEL

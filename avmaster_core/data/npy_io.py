@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..core.atomic import atomic_write, publish
 from ..core.store import KINDS, WIDTHS, FeatureStore, WriterLock
@@ -30,8 +31,6 @@ _SINGLETON = {"question", "words"}  # stored on disk with a leading [1, ...] axi
 def import_npy(store_path: str | Path, folders: dict[str, str | Path], progress: bool = True,
                **attrs) -> dict[str, int]:
     """Copy `{kind: folder of <key>.npy}` into the store; returns {kind: items written}. Skips existing items."""
-    from tqdm.auto import tqdm
-
     unknown = set(folders) - set(KINDS)
     if unknown:
         raise ValueError(f"unknown feature kind(s) {sorted(unknown)}; expected {sorted(KINDS)}")
@@ -120,8 +119,6 @@ def staged_store(store_path: str | Path):
 def export_npy(store_path: str | Path, out_dir: str | Path, kinds: list[str] | None = None,
                progress: bool = True) -> dict[str, int]:
     """Write the store's items as `<out_dir>/<released dir>/<key>.npy`; returns {kind: files written}."""
-    from tqdm.auto import tqdm
-
     out_dir = Path(out_dir)
     written = {}
     with FeatureStore(store_path, "r") as store:
@@ -143,8 +140,6 @@ def export_npy(store_path: str | Path, out_dir: str | Path, kinds: list[str] | N
 
 def merge_stores(out_path: str | Path, inputs: list[str | Path], progress: bool = True) -> dict[str, int]:
     """Copy every item of `inputs` (e.g. the shards of one extraction) into `out_path`. Attributes must agree."""
-    from tqdm.auto import tqdm
-
     written = {kind: 0 for kind in KINDS}
     if not inputs:
         raise ValueError("no input stores to merge")

@@ -35,6 +35,7 @@ import pandas as pd
 from ..core.atomic import atomic_write
 from ..core.records import MODALITIES, QUESTION_TYPES, check_records
 from ..core.vocab import NUM_ANSWERS, answer_index
+from .dataset_registry import REGISTRY, SPECS
 
 PREDICTIONS_FORMAT = "avmaster-predictions/1"
 
@@ -82,8 +83,6 @@ def correctness(records: pd.DataFrame, predictions, *, missing: str = "error") -
         raise ScoringError(f"{len(absent)} of {len(records)} questions have no prediction (e.g. question_id "
                            f"{absent.head(5).tolist()}); predict them all, or count them wrong "
                            "(`avmaster score --missing wrong`; in Python missing='wrong')")
-    from .dataset_registry import SPECS
-
     # AVQA-style datasets index answers into each record's own `choices`, not vocab.ANSWERS
     is_avqa = records["dataset"].isin([spec.name for spec in SPECS if not spec.answers_in_vocab])
     correct = []
@@ -107,8 +106,6 @@ def correctness(records: pd.DataFrame, predictions, *, missing: str = "error") -
 def score(records: pd.DataFrame, predictions, *, missing: str = "error", name: str = "ours") -> pd.DataFrame:
     """Accuracy (%) in the paper's layout for the records' dataset (its DatasetSpec's scorer): a one-row
     DataFrame indexed by `name`."""
-    from .dataset_registry import REGISTRY
-
     check_records(records)
     datasets = records["dataset"].unique().tolist()
     if len(datasets) != 1:

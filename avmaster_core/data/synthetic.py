@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..core.atomic import write_text
 from ..core.store import FeatureStore
@@ -604,7 +605,6 @@ def generate_synthetic(out_dir, num_videos: int = DEFAULTS["num_videos"],
     question_id = 0
     iterator = range(num_videos)
     if progress:
-        from tqdm.auto import tqdm
         iterator = tqdm(iterator, desc="synthetic videos", unit="video")
     with FeatureStore(paths["features"], "a") as store:
         store.set_attrs(**params, complete=False)

@@ -10,8 +10,8 @@ import torch
 from ..core.checkpoint import load_checkpoint, read_checkpoint
 from ..core.vocab import ANSWERS, question_text
 from .encoders import AudioEncoder, ClipEncoder, WeightsNotFoundError
-from .pipeline import (_add_encoder_options, _print_notes, _seconds, _text_encoder, _warnings, build_encoders,
-                       extract_device, stated_duration)
+from .pipeline import (add_encoder_options, build_encoders, decode_warnings, extract_device, print_notes, seconds_option,
+                       stated_duration, text_encoder_of)
 from .routes import DEFAULT_ROUTE, get_route
 from .video import VideoDecodeError
 
@@ -60,7 +60,7 @@ def ask(video: str | Path, question: str, checkpoint: str | Path, clip: ClipEnco
                      f"(--seconds {trained_T} matches the training)")
     decoded = get_route(route).decode(video, seconds, frame_transform=clip.preprocess)
     decoded.info["stated_duration_s"] = stated_duration(video)
-    notes += _warnings(decoded.info, seconds)
+    notes += decode_warnings(decoded.info, seconds)
     tokens = len(clip.tokenizer.encode(question_text(question))) + 2 if hasattr(clip.tokenizer, "encode") else 0
     if tokens > 77:  # CLIP reads 77 positions, start and end tokens included
         notes.append(f"the question is {tokens} CLIP tokens long: only the first 77 are read (shorten it)")
@@ -85,12 +85,12 @@ def _run_ask(args) -> int:
     try:
         check_question(args.question, args.top)  # before the encoders load
         visual, audio = build_encoders(args)
-        result = ask(args.video, args.question, args.checkpoint, _text_encoder(visual), audio,
-                     seconds=_seconds(args.seconds), top=args.top, device=extract_device(args.device), route=args.route)
+        result = ask(args.video, args.question, args.checkpoint, text_encoder_of(visual), audio,
+                     seconds=seconds_option(args.seconds), top=args.top, device=extract_device(args.device), route=args.route)
     except (WeightsNotFoundError, FileNotFoundError, ValueError, VideoDecodeError) as e:
         print(f"avmaster ask: {e}", file=sys.stderr)
         return 1
-    _print_notes(result["warnings"])
+    print_notes(result["warnings"])
     print(f"Q: {args.question}")
     print(f"A: {result['answer']}   (driven by: {result['driver']})")
     for answer, p in result["top"]:
@@ -105,5 +105,5 @@ def register(subparsers) -> None:
     a.add_argument("question")
     a.add_argument("--checkpoint", required=True, help="a checkpoint written by `avmaster train`")
     a.add_argument("--top", type=int, default=5)
-    _add_encoder_options(a)
+    add_encoder_options(a)
     a.set_defaults(func=_run_ask)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import socket
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol, runtime_checkable
@@ -131,8 +132,6 @@ def _checkpoint_in_folder(folder: Path) -> Path:
 
 
 def _is_torchscript(path: Path) -> bool:
-    import zipfile
-
     if not zipfile.is_zipfile(path):
         return False
     with zipfile.ZipFile(path) as z:

@@ -19,6 +19,7 @@ Frames
 """
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 from typing import Callable
@@ -193,8 +194,6 @@ def bt601_rgb(frame) -> np.ndarray:
 
 def jpeg_round_trip(rgb: np.ndarray, quality: int = JPEG_QUALITY):
     """Encode an RGB uint8 array as a baseline JPEG (JFIF BT.601 YCbCr, 4:2:0) and decode it: a PIL image."""
-    import io
-
     from PIL import Image
 
     buffer = io.BytesIO()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import sys
@@ -27,11 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from ..core.atomic import write_json
 from ..core.store import TOKENS_ATTR, FeatureStore
 from ..core.vocab import question_text
+from ..data.annotations import load_annotations
 from .encoders import (AUDIO_ENCODERS, DEFAULT_AUDIO_ENCODER, DEFAULT_VISUAL_ENCODER, TINY_ENCODERS, VISUAL_ENCODERS,
                        AudioEncoder, ClipEncoder, EncoderOptions, VGGishEncoder, VisualEncoder, WeightsNotFoundError,
                        build_audio_encoder, build_visual_encoder, encoder_attrs)
@@ -141,7 +145,7 @@ def stated_duration(path) -> float | None:
 LENGTH_TOLERANCE_S = 1.0  # headers say 60.02 s for a 60-s clip: only a larger gap is worth a warning
 
 
-def _warnings(info: dict, seconds: int | None = None) -> list[str]:
+def decode_warnings(info: dict, seconds: int | None = None) -> list[str]:
     """What was changed or is unusual about one extracted video (listed in failures.json and the store)."""
     out = []
     if info.get("audio_missing"):
@@ -221,8 +225,6 @@ def extract_videos(videos: dict[str, Path] | str | Path, out: str | Path, visual
     Resumable: videos already in the store are skipped. `on_video_done(video_id)` is called after each
     write (tests use it to interrupt a run). Returns counts and throughput.
     """
-    from tqdm.auto import tqdm
-
     if not isinstance(videos, dict):
         videos = list_videos(videos)
     store_path = shard_store_path(out, shard)
@@ -255,7 +257,7 @@ def extract_videos(videos: dict[str, Path] | str | Path, out: str | Path, visual
             for p in pending:
                 t = len(p["frames"])
                 info = {k: v for k, v in p["info"].items() if isinstance(v, (int, float, str, bool))}
-                warnings = _warnings(p["info"], seconds)
+                warnings = decode_warnings(p["info"], seconds)
                 item_attrs = {"source": Path(p["path"]).name, **info, "warnings": "; ".join(warnings)}
                 store.put("audio", p["video_id"], audio_features[offset:offset + t].numpy(), **item_attrs)
                 store.put("visual", p["video_id"], visual_features[offset:offset + t].numpy(), **item_attrs)
@@ -296,8 +298,6 @@ def extract_questions(questions: dict[int, str] | Iterable[tuple[int, str]], out
     """Write sentence [D] and word [77, D] features for each question_id -> filled question text. Resumable.
     Each words item records the question's CLIP token count (store.TOKENS_ATTR, for mask_padding); a question
     already stored without one only gets its count (tokenized, not re-encoded)."""
-    from tqdm.auto import tqdm
-
     items = dict(questions)
     attrs = {"text_extractor": f"open_clip:{clip.name}", "text_weights": clip.weights, "text_dim": clip.dim}
     written = 0
@@ -346,16 +346,12 @@ def record_token_counts(store: FeatureStore, questions: dict, tokenizer=None, ba
 
 def text_hash(question: str) -> str:
     """sha1 of the text CLIP sees: a stored question is re-extracted when its text changed."""
-    import hashlib
-
     return hashlib.sha1(question_text(question).encode("utf-8")).hexdigest()
 
 
 def load_question_table(records: str | Path | None = None, dataset: str | None = None, split: str | None = None,
                         root: str | Path | None = None) -> dict[int, str]:
     """question_id -> filled question text, from a records file (csv/json/jsonl/parquet) or load_annotations."""
-    import pandas as pd
-
     if records is not None:
         path = Path(records)
         readers = {".csv": pd.read_csv, ".json": pd.read_json, ".parquet": pd.read_parquet,
@@ -364,8 +360,6 @@ def load_question_table(records: str | Path | None = None, dataset: str | None =
             raise ValueError(f"records file {path}: expected one of {sorted(readers)}")
         table = readers[path.suffix](path)
     else:
-        from ..data.annotations import load_annotations  # written by another part of the package
-
         splits = [split] if split else ["train", "val", "test"]
         table = pd.concat([load_annotations(dataset, s, root) for s in splits])
     where = f"records file {records}" if records is not None else f"{dataset} annotations under {root}"
@@ -377,8 +371,6 @@ def load_question_table(records: str | Path | None = None, dataset: str | None =
 
 def _checked_question_table(table, where: str) -> dict[int, str]:
     """question_id -> text; one ValueError for ids that are not integers and ids given with different texts."""
-    import pandas as pd
-
     ids = pd.to_numeric(table["question_id"], errors="coerce")
     bad = ids.isna() | (ids != ids.round())
     problems = []
@@ -444,14 +436,14 @@ def _weights_named(flag: str, path: str | None):
                          "download it again") from None
 
 
-def _text_encoder(visual: VisualEncoder):
+def text_encoder_of(visual: VisualEncoder):
     if not hasattr(visual, "encode_text"):
         raise ValueError(f"question features need a CLIP-style visual encoder with a text tower; "
                          f"{visual.name} has none: choose --visual-encoder clip or tiny-clip")
     return visual
 
 
-def _add_encoder_options(p: argparse.ArgumentParser) -> None:
+def add_encoder_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("encoders")
     g.add_argument("--clip-model", default="ViT-L-14-336", help="open_clip model name (ViT-B-32, ViT-L-14, ...)")
     g.add_argument("--pretrained", default="openai", help="open_clip pretrained tag ('random' for random weights)")
@@ -473,7 +465,7 @@ def _add_encoder_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seconds", default="60", help="segments per video (60 for MUSIC-AVQA) or 'all' (own length)")
 
 
-def _seconds(text: str) -> int | None:
+def seconds_option(text: str) -> int | None:
     if text == "all":
         return None
     if not text.isdigit() or int(text) < 1:
@@ -488,17 +480,17 @@ def _run_extract(args) -> int:
     status = 0  # 3: some videos failed, 1: all of them did (failure list: <store>.failures.json)
     try:
         shard = parse_shard(args.shard)
-        seconds = _seconds(args.seconds)
+        seconds = seconds_option(args.seconds)
         table = load_question_table(args.records, args.questions, args.split, args.root) \
             if args.questions or args.records else None  # ids and texts checked before any video work
         visual, audio = build_encoders(args, need_audio=bool(args.videos))
-        text_encoder = _text_encoder(visual) if table is not None else None
+        text_encoder = text_encoder_of(visual) if table is not None else None
         if args.videos:
             summary = extract_videos(args.videos, args.out, visual, audio, seconds=seconds,
                                      batch_frames=args.batch_frames, workers=args.workers, shard=shard,
                                      limit=args.limit, route=args.route)
             print(summary.line())
-            _print_notes(summary.notes)
+            print_notes(summary.notes)
             if summary.failed:
                 print(f"avmaster extract: {summary.failed} of {summary.total - summary.skipped} video(s) failed; "
                       f"reasons in {failures_path(summary.store)}", file=sys.stderr)
@@ -512,7 +504,7 @@ def _run_extract(args) -> int:
                 from .candidates import extract_dataset_choices
 
                 n = extract_dataset_choices(args.questions, args.split, args.root, shard_store_path(args.out, shard),
-                                            _text_encoder(visual), shard, args.batch_questions)
+                                            text_encoder_of(visual), shard, args.batch_questions)
                 if n:
                     print(f"candidate answers of {n} question(s) extracted")
     except (WeightsNotFoundError, FileNotFoundError, ValueError, NotImplementedError) as e:
@@ -525,7 +517,7 @@ def _run_extract(args) -> int:
     return status
 
 
-def _print_notes(notes: list[str], limit: int = 20) -> None:
+def print_notes(notes: list[str], limit: int = 20) -> None:
     """Warnings of this run's videos on stderr (the first `limit`; all are in failures.json and the store)."""
     for note in notes[:limit]:
         print(f"warning: {note}", file=sys.stderr)
@@ -549,5 +541,5 @@ def register(subparsers) -> None:
                    help="decoding processes (0: decode in the main process)")
     p.add_argument("--shard", default="0/1", help="i/n: this process takes videos i, i+n, ... into its own store")
     p.add_argument("--limit", type=int, help="at most this many videos (after sharding)")
-    _add_encoder_options(p)
+    add_encoder_options(p)
     p.set_defaults(func=_run_extract)

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 
 from . import official_route
+from .encoders import vggish_log_mel
 from .video import decode_video
 
 
@@ -102,10 +104,6 @@ def compare_routes(video_path: str | Path, seconds: int | None = None) -> dict:
     Returns {"table": a pandas DataFrame (one row per measure, with its unit), "log_mel": {route: [T,96,64]},
     "frame_times": {route: [T] s}, "audio": {route: [T,16000]}} for `plot_route_comparison`.
     """
-    import pandas as pd
-
-    from .encoders import vggish_log_mel
-
     clean = decode_video(video_path, seconds)
     official = official_route.decode_video_official(video_path, clean.seconds)
     mel = {"clean": vggish_log_mel(clean.audio), "official": vggish_log_mel(official.audio)}

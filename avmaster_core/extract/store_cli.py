@@ -6,8 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..data.npy_io import RELEASED_DIRS, export_npy, import_npy, merge_stores
 from ..core.store import KINDS, FeatureStore
+from ..data.annotations import MissingAnnotationFile
+from ..data.dataset_registry import get
+from ..data.npy_io import RELEASED_DIRS, export_npy, import_npy, merge_stores
+from .pipeline import load_question_table, record_token_counts
 
 
 def _run_import(args) -> int:
@@ -75,9 +78,6 @@ def _run_info(args) -> int:
 
 def _run_token_counts(args) -> int:
     """Record each stored question's CLIP token count (mask_padding's word positions) from its text."""
-    from ..data.annotations import MissingAnnotationFile
-    from .pipeline import load_question_table, record_token_counts
-
     texts, absent = {}, []
     for split in [args.split] if args.split else _splits(args.questions):
         try:
@@ -105,8 +105,6 @@ def _run_token_counts(args) -> int:
 
 
 def _splits(dataset: str) -> list[str]:
-    from ..data.dataset_registry import get
-
     return list(dict.fromkeys(get(dataset).splits))
 
 

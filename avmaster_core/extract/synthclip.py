@@ -4,6 +4,7 @@ Second k shows a solid colour `color_of_second(k)`; the audio is a sine tone. En
 """
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +32,6 @@ def write_clip(path: str | Path, seconds: float = 3, fps: float = 10, size: tupl
     starts before the video (encoder priming) or after it.
     """
     import av
-    from fractions import Fraction
-
     path = Path(path)
     width, height = size
     times = frame_times if frame_times is not None else [i / fps for i in range(int(round(seconds * fps)))]

@@ -14,6 +14,7 @@ yields one outcome per item as it finishes: {"key", "status": done | skipped | f
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -24,8 +25,17 @@ import traceback
 from pathlib import Path
 from typing import Iterator
 
+from ..core.atomic import write_json
+from ..core.store import FeatureStore
+from ..data.scoring import write_predictions
+from ..extract.candidates import extract_choices
+from ..extract.encoders import ClipEncoder
+from ..extract.pipeline import extract_device, extract_questions
+from ..results.plots import save_table
+from ..training.engine import evaluate, train
 from .plan import (EvalSpec, Inventory, QuestionSpec, ReproduceSettings, RunSpec, finished_on_disk, lock_path,
-                        read_table_avg, run_configs, spec_from_dict, spec_to_dict)
+                   read_table_avg, run_configs, spec_from_dict, spec_to_dict)
+from .worklock import WorkLock, describe_holder
 
 
 # -------------------------------------------------------------------------------------------------------------
@@ -34,8 +44,6 @@ from .plan import (EvalSpec, Inventory, QuestionSpec, ReproduceSettings, RunSpec
 def run_item(spec, settings: ReproduceSettings) -> str:
     """Do one item's work (resuming what an earlier attempt left); returns its result in words."""
     if isinstance(spec, RunSpec):
-        from ..training.engine import train
-
         model_cfg, train_cfg, data_cfg = run_configs(spec, settings)
         result = train(model_cfg, train_cfg, data_cfg, experiment=spec.name, run_dir=spec.folder(settings),
                        resume=True)
@@ -46,10 +54,6 @@ def run_item(spec, settings: ReproduceSettings) -> str:
 
 
 def _evaluate(spec: EvalSpec, settings: ReproduceSettings) -> str:
-    from ..training.engine import evaluate
-    from ..results.plots import save_table
-    from ..data.scoring import write_predictions
-
     checkpoint = spec.run.folder(settings) / "best.pt"
     table, predictions = evaluate(checkpoint, spec.dataset, spec.split, settings.root(spec.dataset),
                                   store=settings.store(spec.dataset), device=settings.device, amp=settings.amp,
@@ -65,10 +69,6 @@ def _evaluate(spec: EvalSpec, settings: ReproduceSettings) -> str:
 def _question_features(spec: QuestionSpec, settings: ReproduceSettings) -> str:
     """CLIP features of every question of the spec's splits that has none (extract_questions skips the rest),
     and of its candidate answers for a multiple-choice benchmark (AVQA: store kind "choices")."""
-    from ..extract.candidates import extract_choices
-    from ..extract.pipeline import extract_device, extract_questions
-    from ..core.store import FeatureStore
-
     device = extract_device(settings.device)
     inventory = Inventory(settings)
     texts, candidates = {}, {}
@@ -88,8 +88,6 @@ def _question_features(spec: QuestionSpec, settings: ReproduceSettings) -> str:
 
 
 def _clip(settings: ReproduceSettings, device: str):
-    from ..extract.encoders import ClipEncoder
-
     if settings.encoders == "tiny":
         return ClipEncoder.tiny(device=device)
     return ClipEncoder.load("ViT-L-14-336", "openai", settings.clip_weights, device=device,
@@ -99,8 +97,6 @@ def _clip(settings: ReproduceSettings, device: str):
 def execute(spec_dict: dict, settings_dict: dict, owner: str | None = None, lock: bool = True) -> dict:
     """Claim, do and release one item (picklable: the entry point of every launcher). Never raises: a failure
     is an outcome, so one bad item does not stop the others."""
-    from .worklock import WorkLock, describe_holder
-
     spec, settings = spec_from_dict(spec_dict), ReproduceSettings.from_dict(settings_dict)
     claim = WorkLock(lock_path(spec, settings), owner=owner) if lock else None
     if claim is not None and not claim.acquire():
@@ -167,8 +163,6 @@ class LocalGPUs:
     call = InOrder.call
 
     def launch(self, specs: list, settings: ReproduceSettings) -> Iterator[dict]:
-        from .worklock import WorkLock, describe_holder
-
         slots = [[g] for g in self.gpus] if not self.ddp else [self.gpus]
         queue, running = list(specs), {}
         with tempfile.TemporaryDirectory(prefix="avmaster-reproduce-") as tmp:
@@ -286,8 +280,6 @@ class Submitit:
 def main(argv: list[str] | None = None) -> int:
     """`python -m avmaster_core.reproduction.launchers work --spec JSON --settings JSON --outcome FILE` (LocalGPUs' worker;
     under torchrun only rank 0 writes the outcome). The parent holds the item's lock."""
-    import argparse
-
     parser = argparse.ArgumentParser(prog="avmaster_core.reproduction.launchers")
     sub = parser.add_subparsers(dest="command", required=True)
     work = sub.add_parser("work", help="do one item of a reproduction plan (no lock: the launcher holds it)")
@@ -297,8 +289,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     outcome = execute(json.loads(args.spec), json.loads(args.settings), lock=False)
     if int(os.environ.get("RANK", "0")) == 0:
-        from ..core.atomic import write_json
-
         write_json(args.outcome, outcome)  # atomic: the launcher never reads half an outcome
     return 0 if outcome["status"] == "done" else 1
 

@@ -3,7 +3,7 @@
 
     from avmaster_core.reproduction.plan import ReproduceSettings, build_plan
     plan = build_plan(ReproduceSettings(data="data", seeds=(1, 2, 3)), only=["table7", "fig4"])
-    print(plan.render())             # one line per item: status, what it needs first, estimated GPU hours
+    print(report.render_plan(plan))  # one line per item: status, what it needs first, estimated GPU hours
 
 A plan is made of *artefacts* (Tables II-V, VII-XIII, Figs. 4-8) and the *items* that fill them:
 
@@ -36,11 +36,27 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..data.dataset_registry import MAIN_DATASET, REUSES, Protocol, main_protocol, protocol, protocols
+import pandas as pd
+
+from ..core import experiments
+from ..core.experiments import experiment
+from ..core.store import FeatureStore
+from ..data import dataset_registry
+from ..data.annotations import MissingAnnotationFile, annotation_files, load_annotations
+from ..data.dataset_registry import MAIN_DATASET, REUSES, Protocol, get, main_protocol, protocol, protocols
+from ..results import paper
+from ..results.notebooks import find_notebooks
+from ..results.paper import paper_table, table_key
+from ..training.benchmark import RELEASED_H200
+from ..training.engine import DataConfig, TrainConfig
+from ..training.sweep import grid_config_differences, grid_configs, run_name
+from .worklock import WorkLock, describe_holder
 
 LOCK_NAME = ".reproduce.lock"
 # Status words, in the order a person cares about them.
@@ -62,19 +78,12 @@ NOTEBOOK_ONLY = {"fig4": "the inference-only curve (first t seconds) is computed
 # -------------------------------------------------------------------------------------------------------------
 def artefacts() -> tuple[str, ...]:
     """Every table and figure a run can fill, in the paper's order."""
-    from ..data import dataset_registry
-    from ..core import experiments
-    from ..results import paper
-
     filled = set(experiments.sources()) | {s.table for s in dataset_registry.SPECS} | set(NOTEBOOK_ONLY)
     return tuple(name for name in paper.NAMES if name in filled)
 
 
 def dataset_tables() -> dict[str, list[str]]:
     """{table: [benchmarks scored in its layout]} for the tables no experiment fills (III, IV, V)."""
-    from ..data import dataset_registry
-    from ..core import experiments
-
     out: dict[str, list[str]] = {}
     for spec in dataset_registry.SPECS:
         if spec.table not in experiments.sources() and spec.files:  # files: an official benchmark
@@ -85,10 +94,6 @@ def dataset_tables() -> dict[str, list[str]]:
 def not_yet(artefact: str) -> str | None:
     """Why an artefact cannot be produced whatever is on disk (None: it can): a multiple-choice benchmark
     (answers are each question's candidates) whose model would not score the candidates."""
-    from ..data import dataset_registry
-    from ..core import experiments
-    from ..core.experiments import experiment
-
     for name in dataset_tables().get(artefact, []):
         model = dataset_registry.full_model_for(name)
         if not dataset_registry.get(name).answers_in_vocab and experiment(model).choice_scorer is None:
@@ -101,10 +106,6 @@ def dataset_cells(table: str) -> list[tuple[Any, Protocol, str, str]]:
     """[(row label, training protocol, benchmark scored, its split)] of a table of whole benchmarks: the full
     model trained with each protocol of the benchmark (or of the one it reuses), scored on each test subset.
     A table indexed by (Test, Training, method) gets one row per pair (Table IV's 2 x 2 grid)."""
-    from ..data import dataset_registry
-    from ..core import experiments
-    from ..results import paper
-
     out = []
     grid = list(paper.paper_table(table).index.names) == ["Test", "Training", paper.METHOD]
     for name in dataset_tables().get(table, []):
@@ -121,8 +122,6 @@ def cells(artefact: str) -> list[tuple[Any, str, dict, str]]:
     """[(row label or x value, experiment whose run gives it, inference-only ModelConfig changes, experiment
     name)] of one table or figure, from the experiments registry (inference-only rows re-score the full
     model's run with their changes)."""
-    from ..core import experiments
-
     out = []
     for key, run in experiments.filling(artefact).items():
         entry = next(e for e in experiments.ENTRIES if (artefact, key) in e.fills)
@@ -201,8 +200,6 @@ class RunSpec:
 
     @property
     def name(self) -> str:
-        from ..training.sweep import run_name
-
         return run_name(self.experiment, self.preset)
 
     def folder(self, settings: ReproduceSettings) -> Path:
@@ -320,8 +317,6 @@ class Inventory:
 
     def records(self, dataset: str, split: str):
         """The split's records (cut to the settings' limit), or None when its annotation file is absent."""
-        from ..data.annotations import MissingAnnotationFile, load_annotations
-
         if (dataset, split) not in self._records:
             try:
                 records = load_annotations(dataset, split, self.settings.root(dataset))
@@ -333,22 +328,16 @@ class Inventory:
         return self._records[dataset, split]
 
     def missing_files(self, dataset: str, splits) -> list[str]:
-        from ..data.annotations import annotation_files
-
         return list(dict.fromkeys(name for split in splits if self.records(dataset, split) is None  # AVQA: train
                                   for name, _, _ in annotation_files(dataset, split)))          # and val: one file
 
     def annotation_need(self, dataset: str, missing: list[str]) -> str:
         """What to say about absent annotation files: their names and the command that fetches them."""
-        from ..data.dataset_registry import get
-
         return f"annotations: {', '.join(missing)} (`{get(dataset).obtain_command(self.settings.root(dataset))}`)"
 
     def keys(self, store: Path, kind: str) -> set[str] | None:
         """The item names of one kind in a store; None when the store is absent or cannot be read now (another
         process writing it holds HDF5's lock)."""
-        from ..core.store import FeatureStore
-
         if (store, kind) not in self._keys:
             try:
                 with FeatureStore(store, "r") as opened:
@@ -372,13 +361,7 @@ class Inventory:
         records = self.records(dataset, split)
         if records is not None:
             return len(records)
-        import pandas as pd
-
-        from ..results.paper import paper_table
-
         column = {"train": "# Train QA", "val": "# Valid QA", "test": "# Test QA"}.get(split.split("_")[0], "# Test QA")
-        from ..data.dataset_registry import get
-
         value = paper_table("table1").loc[get(dataset).title, column]
         n = 0 if pd.isna(value) else int(value)
         return n if self.settings.limit is None else min(n, self.settings.limit)
@@ -419,8 +402,6 @@ class Speed:
 
     @classmethod
     def of(cls, settings: ReproduceSettings) -> "Speed":
-        from ..training.benchmark import RELEASED_H200
-
         train, infer = RELEASED_H200["train_samples_per_s_b64"], RELEASED_H200["infer_samples_per_s_b64"]
         source = (f"the released code on one H200 (fp32, batch 64, docs/released-code.md §11): {train:.0f} train / "
                   f"{infer:.0f} inference samples/s; our fast path has no GPU figure yet (--train-speed/--infer-speed)")
@@ -437,8 +418,6 @@ class Speed:
     def measured(cls, plan: "Plan") -> "Speed | None":
         """The speed of this plan's own finished runs (median over their epochs; metrics.jsonl): once the first
         run has finished on the user's GPU, the estimate follows that GPU instead of the released code's."""
-        import statistics
-
         inventory, train, infer = plan.inventory or Inventory(plan.settings), [], []
         for item in plan.item_list(("train",)):
             metrics = item.spec.folder(plan.settings) / "metrics.jsonl"
@@ -496,16 +475,10 @@ class Plan:
         items = self.artefact_items(name)
         return bool(items) and all(i.status == FINISHED for i in items) and not_yet(name) is None
 
-    def render(self, details: bool = True) -> str:
-        from .report import render_plan
-
-        return render_plan(self, details)
 
 
 def select_artefacts(only) -> list[str]:
     """The artefacts named in `only` ("table7", "table_7", "fig4": paper.table_key spellings), all if empty."""
-    from ..results.paper import table_key
-
     known = artefacts()
     if not only:
         return list(known)
@@ -520,8 +493,6 @@ def select_artefacts(only) -> list[str]:
 
 def build_plan(settings: ReproduceSettings, only=None) -> Plan:
     """Every artefact of `only` (all by default), its items, and each item's status on disk now."""
-    from ..results.notebooks import find_notebooks
-
     artefacts, items = {}, {}
     notebooks = _notebook_of_artefacts(find_notebooks(Path(__file__).resolve().parent.parent / "notebooks")) \
         if (Path(__file__).resolve().parent.parent / "notebooks").is_dir() else {}
@@ -541,8 +512,6 @@ def build_plan(settings: ReproduceSettings, only=None) -> Plan:
 
 def _notebook_of_artefacts(notebooks) -> dict[str, Path]:
     """{artefact: notebook} from the notebook names (10_table2_..., 19_table12_13_..., 20_fig4_...)."""
-    import re
-
     found = {}
     for nb in notebooks:
         match = re.match(r"\d\d_((?:table|fig)(\d+)(?:_(\d+))?)_", nb.name)
@@ -555,9 +524,6 @@ def _notebook_of_artefacts(notebooks) -> dict[str, Path]:
 
 def _artefact_specs(name: str, settings: ReproduceSettings) -> list[tuple[Any, list]]:
     """[(cell label, [spec per seed])]: the run or evaluation whose test table gives each cell."""
-    from ..core import experiments
-    from ..training.sweep import run_name
-
     out = []
     if name in dataset_tables():
         for label, proto, dataset, split in dataset_cells(name):
@@ -688,8 +654,6 @@ def finished_on_disk(spec, settings: ReproduceSettings) -> bool:
 
 def _lock_holder(path: Path) -> dict | None:
     """Who holds a live lock on `path` (None: nobody, or a stale lock)."""
-    from .worklock import WorkLock
-
     lock = WorkLock(path)
     info = lock.holder()
     return None if info is None or lock._is_stale(info) else info
@@ -717,8 +681,6 @@ def _train_status(item: Item, plan: Plan, inv: Inventory) -> None:
         return
     holder = _lock_holder(lock_path(spec, settings))
     if holder:
-        from .worklock import describe_holder
-
         item.status, item.result = RUNNING, f"held by {describe_holder(holder)}"
         return
     if not _blocked_by_data(item, plan, inv, dataset, splits) and (folder / "last.pt").is_file():
@@ -750,9 +712,6 @@ def _eval_status(item: Item, plan: Plan, inv: Inventory) -> None:
 # -------------------------------------------------------------------------------------------------------------
 def run_configs(spec: RunSpec, settings: ReproduceSettings):
     """(ModelConfig, TrainConfig, DataConfig) of one run under these settings."""
-    from ..training.engine import DataConfig, TrainConfig
-    from ..training.sweep import grid_configs
-
     proto = spec.proto
     recipe = {k: v for k, v in dict(epochs=settings.epochs, lr=settings.lr, batch_size=settings.batch_size).items()
               if v is not None}
@@ -766,8 +725,6 @@ def run_configs(spec: RunSpec, settings: ReproduceSettings):
 
 def finished_run_differences(spec: RunSpec, settings: ReproduceSettings) -> list[str]:
     """How the finished run in spec's folder differs from what these settings ask (empty: it is this run)."""
-    from ..training.sweep import grid_config_differences
-
     saved = json.loads((spec.folder(settings) / "config.json").read_text())
     return grid_config_differences(saved, *run_configs(spec, settings))
 
@@ -778,8 +735,6 @@ _HEADER_ROWS = {"music_avqa": [0, 1], "synthetic": [0, 1], "music_avqa_r": [0, 1
 
 def read_table(path: Path, dataset: str):
     """A table written by engine.train / evaluate (scoring.score's layout for `dataset`)."""
-    import pandas as pd
-
     header = _HEADER_ROWS[dataset]
     table = pd.read_csv(path, header=header, index_col=0)
     if isinstance(header, list):

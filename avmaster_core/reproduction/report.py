@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .plan import (BLOCKED, CONFLICT, FINISHED, NOTEBOOK_CELL, EvalSpec, Plan, RunSpec, artefacts, not_yet,
-                        read_table)
+from ..results import paper
+from ..results.plots import save_table
+from .plan import (BLOCKED, CONFLICT, FINISHED, NOTEBOOK_CELL, EvalSpec, Plan, ReproduceSettings, RunSpec, artefacts,
+                   build_plan, not_yet, read_table)
 
 _SEED = re.compile(r" seed \d+")
 
@@ -97,8 +99,6 @@ def _item_table(plan: Plan, key: str) -> pd.DataFrame | None:
 
 
 def _summary(name: str, table: pd.DataFrame) -> pd.DataFrame:
-    from ..results import paper
-
     if name in ("table2", "table3") or not isinstance(table.columns, pd.MultiIndex):
         return table
     return paper.summary_columns(table)
@@ -123,8 +123,6 @@ def ours_table(plan: Plan, name: str) -> pd.DataFrame:
         pd.Index(labels, dtype=object)
     out = pd.DataFrame([rows[label] for label in labels], index=index)
     if name.startswith("table"):  # the paper's index names and column order
-        from ..results import paper
-
         base = paper.paper_table(name)
         out.index.names = base.index.names
         out = out.reindex(columns=[c for c in base.columns if c in out.columns])
@@ -138,8 +136,6 @@ def ours_for(artefact: str, *, data="data", runs="results/runs", results="result
              preset: str = "official") -> pd.DataFrame:
     """Our finished numbers of one table or figure, for a notebook: `ours_table` of the plan of that artefact
     alone (runs count when they finished with the default recipe; see `avmaster reproduce plan`)."""
-    from .plan import ReproduceSettings, build_plan
-
     settings = ReproduceSettings(data=str(data), runs=str(runs), results=str(results), seeds=tuple(seeds),
                                  preset=preset)
     return ours_table(build_plan(settings, [artefact]), artefact)
@@ -152,9 +148,6 @@ def _seed_of(spec) -> int:
 def write_tables(plan: Plan) -> dict[str, Path]:
     """`<results>/reproduce/<artefact>.csv` for every artefact with at least one finished cell: the paper's
     table beside ours (tables), or our points (figures). Returns {artefact: path}."""
-    from ..results import paper
-    from ..results.plots import save_table
-
     written = {}
     folder = Path(plan.settings.results) / "reproduce"
     for name in plan.artefacts:

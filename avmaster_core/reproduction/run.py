@@ -20,8 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-from .plan import (BLOCKED, CONFLICT, INTERRUPTED, READY, RUNNING, WAITING, Plan, ReproduceSettings,
-                        build_plan, refresh)
+from ..core.config import SIZES
+from ..results.notebooks import NotebookRunError, declared_parameters, run_notebooks
+from .launchers import InOrder, LocalGPUs, Submitit
+from .plan import BLOCKED, CONFLICT, INTERRUPTED, READY, RUNNING, WAITING, Plan, ReproduceSettings, build_plan, refresh
+from .report import render_plan, write_tables
 
 WAVES = ("questions", "train", "evaluate")
 
@@ -59,11 +62,9 @@ def run_plan(settings: ReproduceSettings, only=None, launcher=None, *, dry_run: 
              notebooks: bool = True, notebook_out: str = "build/notebooks", echo=print) -> Plan:
     """Print the plan, do every item that is missing (wave by wave), write our tables, run the notebooks of the
     finished artefacts. Items held by another worker are skipped and named. Returns the refreshed plan."""
-    from .launchers import InOrder
-
     launcher = launcher or InOrder()
     plan = build_plan(settings, only)
-    echo(plan.render(details=dry_run), flush=True)
+    echo(render_plan(plan, details=dry_run), flush=True)
     conflicts = [i for i in plan.items.values() if i.status == CONFLICT]
     if conflicts:
         raise ValueError("finished runs of another configuration: " + "; ".join(n for i in conflicts for n in i.needs)
@@ -105,8 +106,6 @@ def _print_launches(plan: Plan, launcher, echo) -> None:
 
 
 def _finish(plan: Plan, launcher, notebooks: bool, notebook_out: str, echo) -> None:
-    from .report import write_tables
-
     for name, path in write_tables(plan).items():
         echo(f"table {name}: {path}", flush=True)
     complete = [a for a in plan.artefacts if plan.complete(a)]
@@ -128,8 +127,6 @@ def notebooks_job(settings_dict: dict, only: list[str], complete: list[str], out
 def notebook_parameters(plan: Plan, notebook: Path) -> dict:
     """The full-mode parameters of one notebook: this plan's folders (absolute), seeds, recipe and device,
     and the annotation root and store of the notebook's own dataset."""
-    from ..results.notebooks import declared_parameters
-
     import papermill
 
     declared = papermill.inspect_notebook(str(notebook))
@@ -147,8 +144,6 @@ def run_artefact_notebooks(plan: Plan, artefacts: list[str], out: str, echo=prin
     """Execute, in full mode, the notebook of each finished artefact (a notebook shared by several artefacts
     runs once all of them are finished); returns the executed copies of those that ran through (a failure is
     printed with its notebook, cell and error, and the next notebook runs)."""
-    from ..results.notebooks import NotebookRunError, run_notebooks
-
     owners: dict[Path, list[str]] = {}
     for name, art in plan.artefacts.items():
         if art.notebook is not None:
@@ -184,8 +179,6 @@ def settings_from_args(args) -> ReproduceSettings:
 
 
 def _launcher_from_args(args):
-    from .launchers import InOrder, LocalGPUs, Submitit
-
     if args.slurm or args.submitit_executor:
         return Submitit(args.submitit_folder, args.submitit_executor or "slurm", partition=args.partition,
                         timeout_min=args.timeout_min, parallel=args.parallel, account=args.account)
@@ -199,7 +192,7 @@ def _plan_command(args) -> int:
         plan = build_plan(settings_from_args(args), args.only)
     except KeyError as e:
         raise SystemExit(f"avmaster reproduce plan: {e.args[0]}") from None
-    print(plan.render(details=not args.brief))
+    print(render_plan(plan, details=not args.brief))
     return 0
 
 
@@ -234,8 +227,6 @@ items that another `reproduce run` (here or on another machine sharing the folde
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    from ..core.config import SIZES
-
     p.add_argument("--only", nargs="+", metavar="ARTEFACT", help="tables/figures to cover, e.g. table7 fig4 "
                    "(default: Tables II-V, VII-XIII, Figs. 4-8)")
     p.add_argument("--seeds", type=int, default=3, help="seeds 1..N per run (default 3)")

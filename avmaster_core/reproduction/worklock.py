@@ -24,6 +24,8 @@ import time
 import uuid
 from pathlib import Path
 
+from ..training.sweep import process_alive
+
 HEARTBEAT_S = 30.0
 STALE_AFTER_S = 300.0  # 10 missed heartbeats: a holder this silent is gone (or its filesystem is)
 
@@ -60,8 +62,6 @@ class WorkLock:
             return True
         if info["age_s"] > self.stale_after_s:
             return True
-        from ..training.sweep import process_alive  # sweep's host-local liveness check (its lock files are host + pid only)
-
         pid = info.get("pid")
         return info.get("host") == socket.gethostname() and isinstance(pid, int) and pid > 0 and not process_alive(pid)
 

@@ -14,15 +14,27 @@ the same loaders the engine uses, so a notebook gives the same numbers on the bu
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from ..core import experiments as registry
-from . import paper
-from ..core.config import INFERENCE_FIELDS
+from . import ours_tables, paper
+from ..core import config, experiments as registry
+from ..core.checkpoint import load_checkpoint, model_from_checkpoint, read_checkpoint
+from ..core.config import INFERENCE_FIELDS, PAPER_PRESET, ModelConfig
+from ..core.dataset import iterate_batches, make_dataset, open_store
+from ..core.experiments import experiment
+from ..core.model import build_model, count_parameters
+from ..core.vocab import ANSWERS, question_text
+from ..data.annotations import load_records
+from ..data.dataset_registry import protocol
+from ..data.scoring import score
+from ..training.distributed import resolve_device
+from ..training.evaluation import predict, prediction_series
+from ..training.run_config import DataConfig
 
 MODALITY_NAMES = {"a": "Audio", "v": "Visual"}
 
@@ -31,10 +43,6 @@ MODALITY_NAMES = {"a": "Audio", "v": "Visual"}
 def load_split(dataset: str, split: str, root, *, store=None, limit: int | None = None, T: int | None = None,
                pad: str | None = None):
     """The records of one split joined with their features: an AVQADataset (preloaded, no negatives)."""
-    from ..training.run_config import DataConfig
-    from ..data.annotations import load_records
-    from ..core.dataset import make_dataset, open_store
-
     data_cfg = DataConfig(dataset=dataset, root=str(root), store=str(store) if store else None, limit=limit, T=T,
                           pad=pad)
     with open_store(data_cfg) as feature_store:
@@ -42,16 +50,12 @@ def load_split(dataset: str, split: str, root, *, store=None, limit: int | None 
 
 
 def _batches(data, batch_size: int, device):
-    from ..core.dataset import iterate_batches
-
     for batch in iterate_batches(data.bank, batch_size):
         yield {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
 
 def checkpoint_and_data(checkpoint, dataset, split, root, store=None, limit=None, changes=None):
     """(model, model_config, dataset) of a checkpoint and one split, read with the checkpoint's own T and padding."""
-    from ..core.checkpoint import model_from_checkpoint, read_checkpoint
-
     ckpt = read_checkpoint(checkpoint)
     model, cfg = model_from_checkpoint(ckpt, changes)
     saved = ckpt.get("data_config") or {}
@@ -61,10 +65,6 @@ def checkpoint_and_data(checkpoint, dataset, split, root, store=None, limit=None
 
 def _score_model(model, data, device="auto"):
     """The Table II layout table of `model`'s predictions on the AVQADataset `data` (as engine.evaluate)."""
-    from ..training.distributed import resolve_device
-    from ..training.evaluation import predict, prediction_series
-    from ..data.scoring import score
-
     device = resolve_device(device)
     pred = predict(model.to(device), data, device=device, progress=False)
     return score(data.records, prediction_series(data.records, pred))
@@ -119,8 +119,6 @@ def question_tokens(question: str, dataset: str) -> list[str]:
 
     Synthetic questions have one row per whitespace word (synthetic.question_features); real ones CLIP's
     BPE tokens (open_clip's tokenizer, no weights needed)."""
-    from ..core.vocab import question_text
-
     if dataset == "synthetic":
         return ["<start>", *question.lower().split(), "<end>"]
     from open_clip.tokenizer import SimpleTokenizer
@@ -137,8 +135,6 @@ def question_word_attention(checkpoint, dataset: str, root, question_id: int, sp
     segments: rows Visual / Audio, columns the question's tokens (start and end tokens included) and
     "<padding>", the summed attention on CLIP's zero padding (no mask, as released), so a row sums to 1; `.attrs["question"]`, `["answer"]`, `["prediction"]` describe the example.
     """
-    from ..core.vocab import ANSWERS
-
     model, cfg, data = checkpoint_and_data(checkpoint, dataset, split, root, store, None)
     if not cfg.use_gpap:
         raise ValueError(f"{checkpoint}: word attention is the preference path's; this model has none (use_gpap=False)")
@@ -164,8 +160,6 @@ def question_word_attention(checkpoint, dataset: str, root, question_id: int, sp
 # ------------------------------------------------------------------------------------------------ Tables XII / XIII
 def experiment_changes(name: str) -> dict:
     """The ModelConfig fields a named experiment changes relative to the full model (`default`)."""
-    from ..core.experiments import experiment
-
     full, variant = experiment(paper.FULL_MODEL_RUN), experiment(name)
     return {f.name: getattr(variant, f.name) for f in dataclasses.fields(full)
             if getattr(variant, f.name) != getattr(full, f.name)}
@@ -182,8 +176,6 @@ def inference_variants(table: str, checkpoints: dict, dataset: str, root, split:
     only inference (see INFERENCE_ONLY_FIELDS) is scored by re-evaluating the same checkpoints with that
     change (engine.evaluate(changes=...)). Summary columns (A-QA, V-QA, AV-QA, Avg), mean over the seeds of
     `checkpoints` ({seed: best.pt}); `.attrs["seeds"]` lists them per row and `.attrs["changes"]` the change."""
-    from ..core.checkpoint import load_checkpoint, read_checkpoint
-
     key = paper.table_key(table)
     if not checkpoints:
         raise ValueError(f"{table}: no checkpoints of the full model given; train `default` first")
@@ -209,8 +201,6 @@ def answer_heads_comparison(checkpoints: dict, dataset: str, root, split: str = 
     """Table VIII's choice named: each checkpoint ({label: best.pt}) scored with answer_heads="all" (the released
     evaluation: every built head is summed, also one whose loss weight is 0 and which stays at its random
     initialisation) and "trained" (those heads left out). Overall accuracy (%) per label and setting."""
-    from ..core.checkpoint import load_checkpoint
-
     data = load_split(dataset, split, root, store=store, limit=limit)
     rows = {}
     for label, path in checkpoints.items():
@@ -227,8 +217,6 @@ def answer_heads_comparison(checkpoints: dict, dataset: str, root, split: str = 
 def table8_checkpoints(runs_dir, seeds=None) -> dict[str, Path]:
     """{"<row>: <losses> (<experiment> seed <s>)": best.pt} of Table VIII's rows whose finished runs (their own, or
     an experiment's with the same configuration) keep a checkpoint, for `answer_heads_comparison`."""
-    from . import ours_tables
-
     names, out = ours_tables.row_names("table8"), {}
     for row, experiment in paper.EXPERIMENT_ROWS["table8"].items():
         for name in [experiment, *ours_tables.equivalent_experiments(experiment)]:
@@ -248,8 +236,6 @@ def segment_length_curve(checkpoints: dict, dataset: str, root, lengths, split: 
     question -- how much the answer depends on the amount of audio-visual input -- from one trained model.
     Long table: Segments, seed, and the summary columns A-QA, V-QA, AV-QA, Avg.
     """
-    from ..core.checkpoint import load_checkpoint
-
     models = {seed: load_checkpoint(path)[0] for seed, path in checkpoints.items()}
     parts = []
     for t in lengths:
@@ -317,15 +303,13 @@ def fig7_table(runs_dir, seeds=None) -> pd.DataFrame:
 def preset_differences() -> pd.DataFrame:
     """Every difference between the paper's text and what the presets compute, in one table: each ModelConfig
     field on which `official` and `paper` differ (config.PAPER_PRESET), then the settings outside ModelConfig
-    and the places where the paper preset rests on our reading (experiments.PRESET_READINGS). Columns: official,
+    and the places where the paper preset rests on our reading (config.PRESET_READINGS). Columns: official,
     paper preset, the paper's words, status ("as written", "our reading", "not as written")."""
-    from ..core.config import PAPER_PRESET, ModelConfig
-
     official, paper_cfg = ModelConfig.official(), ModelConfig.paper()
     rows = [(f.name, getattr(official, f.name), getattr(paper_cfg, f.name), PAPER_PRESET[f.name][1],
              "our reading" if "not given" in PAPER_PRESET[f.name][1] else "as written")
             for f in dataclasses.fields(official) if getattr(official, f.name) != getattr(paper_cfg, f.name)]
-    rows += [(r.setting, r.official, r.paper_preset, r.words, r.status) for r in registry.PRESET_READINGS]
+    rows += [(r.setting, r.official, r.paper_preset, r.words, r.status) for r in config.PRESET_READINGS]
     columns = ["official", "paper preset", "paper's words", "status"]
     return pd.DataFrame(rows, columns=["setting"] + columns).set_index("setting")
 
@@ -343,9 +327,6 @@ def experiment_readings() -> pd.DataFrame:
 def parameter_counts(size: str = "full") -> pd.DataFrame:
     """Trainable parameters (millions) of both presets at a named size (config.SIZES), beside the paper's
     Table VI figure for AV-Master (61M)."""
-    from ..core.experiments import experiment
-    from ..core.model import build_model, count_parameters
-
     stated = paper.paper_table("table6").loc[paper.OURS, "Params (millions)"]
     rows = []
     for preset in ("official", "paper"):
@@ -416,8 +397,6 @@ def presets_table(runs_dir, seeds=None) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------------------ display helpers
 def run_histories(runs_dir, experiment: str = paper.FULL_MODEL_RUN, seeds=None) -> pd.DataFrame:
     """metrics.jsonl of the finished runs of `experiment` in one long table (one row per seed and epoch)."""
-    import json
-
     parts = []
     for seed in paper.finished_runs(runs_dir, experiment, seeds):
         path = Path(runs_dir) / experiment / str(seed) / "metrics.jsonl"
@@ -470,8 +449,6 @@ def avqa_runs(settings) -> Path:
     """Where a notebook's multiple-choice runs are: the smoke tier's `settings.runs` (the synthetic variant's
     shipped runs), else the AVQA runs of `avmaster reproduce`, `<RUNS>/avqa/standard[/paper]/` (the folders
     `reproduce_report.ours_for("table5")` reads)."""
-    from ..data.dataset_registry import protocol
-
     if settings.smoke:
         return Path(settings.runs)
     folder = Path(settings.runs_root) / protocol("avqa", "standard").folder()
@@ -482,8 +459,6 @@ def table5_ours(settings) -> tuple[pd.DataFrame, pd.DataFrame, str | None]:
     """(ours, its sample std over seeds, the commands that make the missing runs or None) of Table V for a
     notebook's settings, from the runs of `avqa_runs(settings)` (on the synthetic variant, Table II layout: the
     overall average is the total accuracy), whatever recipe they were trained with."""
-    from . import ours_tables
-
     mean, std = ours_tables.ours_rows("table5", avqa_runs(settings), settings.seeds)
     todo = "\n".join(SMOKE_MC_COMMANDS) if settings.smoke else \
         f"avmaster reproduce run --only table5 --data {settings.root.parent} --runs {settings.runs_root}"

@@ -28,6 +28,9 @@ import torch
 from matplotlib.figure import Figure
 
 from . import plots  # registers the inline PNG formatter in a kernel, so a returned Figure shows once
+from .analysis import checkpoint_and_data, finished_checkpoints, question_tokens
+from ..data.synthetic import load_scenes
+from ..core.vocab import ANSWERS
 
 HEADS = {"logits_qa": "qa head (key fusion)", "logits_a": "audio head", "logits_v": "visual head",
          "logits": "combined (the answer)"}
@@ -64,13 +67,9 @@ class Explorer:
 
     @classmethod
     def load(cls, checkpoint, dataset: str, root, split: str = "test", *, store=None, top: int = 3) -> "Explorer":
-        from .analysis import checkpoint_and_data
-
         model, _, data = checkpoint_and_data(checkpoint, dataset, split, root, store)
         scenes = None
         if dataset == "synthetic":
-            from ..data.synthetic import load_scenes
-
             scenes = load_scenes(root)
         return cls(model, data, dataset, top, scenes)
 
@@ -83,8 +82,6 @@ class Explorer:
 
     @torch.no_grad()
     def view(self, question_id: int) -> QuestionView:
-        from .analysis import question_tokens
-
         rows = np.flatnonzero(self.data.records["question_id"].to_numpy() == int(question_id))
         if len(rows) == 0:
             raise KeyError(f"question_id {question_id} is not in this split; pick one of Explorer.questions()")
@@ -124,8 +121,6 @@ class Explorer:
 def head_distributions(out: dict, top: int, truth: str) -> pd.DataFrame:
     """Probabilities of each head (columns, HEADS) over the answers any head ranks in its `top` (and the
     true answer), rows sorted by the combined probability."""
-    from ..core.vocab import ANSWERS
-
     probs = {label: torch.softmax(out[key][0].float(), dim=-1).numpy() for key, label in HEADS.items()
              if out.get(key) is not None}
     keep = {int(i) for p in probs.values() for i in np.argsort(p)[::-1][:top]}
@@ -147,8 +142,6 @@ def word_weights(weights: torch.Tensor, n_tokens: int) -> np.ndarray:
 def focus_over_time(model, batch: dict, out: dict, answer_column: str, truth: str) -> pd.DataFrame:
     """Per segment t: how far focus step t moves each modality's templates (relative change), and the
     probability of the model's answer and of the true answer read out after step t (out["step_logits"])."""
-    from ..core.vocab import ANSWERS
-
     feats = {m: model.project(batch, m) for m in model.cfg.modalities}
     _, steps = model.focus_capture(feats, return_steps=True)
     table = {}
@@ -239,8 +232,6 @@ def _draw_scene(ax, scene: pd.DataFrame | None, segments: int) -> None:
 
 def default_checkpoint(runs, experiment: str = "default", seeds=None) -> Path:
     """The first finished checkpoint (lowest seed) of `experiment` under `runs`."""
-    from .analysis import finished_checkpoints
-
     found = finished_checkpoints(runs, experiment, seeds)
     if not found:
         raise FileNotFoundError(f"no finished checkpoint (best.pt) of {experiment!r} in {runs}; train it with "

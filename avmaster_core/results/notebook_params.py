@@ -14,6 +14,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import plots
+from ..core.experiments import EXPERIMENTS
+from ..data.annotations import DATASETS, load_annotations
+from ..data.synthetic import decoded_scene_accuracy, generate_synthetic
+from ..training.engine import DataConfig, TrainConfig
+from ..training.run_config import finished_runs
+from ..training.sweep import run_grid
+from .paper import FULL_MODEL_RUN, summary_columns
+
 # Every notebook imports this module: show wide tables whole (Table II side by side has 26 columns), so
 # neither JupyterLab nor the stored text outputs elide columns with "...".
 pd.set_option("display.max_columns", 60, "display.width", 250)
@@ -127,16 +136,12 @@ class NotebookSettings:
     def train_config(self, seed: int | None = None, **changes):
         """The training recipe of this tier: the authors' (engine.TrainConfig defaults) with this notebook's
         epochs and device; the smoke tier uses the recipe of the shipped synthetic runs (SMOKE_RECIPE)."""
-        from ..training.engine import TrainConfig
-
         seed = seed if seed is not None else (self.seeds[0] if self.seeds else 1)
         smoke = SMOKE_RECIPE if self.smoke else {}
         return TrainConfig(**{"epochs": self.epochs, "seed": seed, "device": self.device, **smoke, **changes})
 
     def data_config(self, **changes):
         """engine.DataConfig of this notebook's dataset, annotation root and feature store."""
-        from ..training.engine import DataConfig
-
         return DataConfig(**{"dataset": self.dataset, "root": str(self.root),
                              "store": str(self.store) if self.store else None, **changes})
 
@@ -144,8 +149,6 @@ class NotebookSettings:
         """The feature store, after generating the synthetic benchmark if this is a smoke run (seconds; an
         existing copy made with the same parameters is reused). Real data must already be there."""
         if self.dataset == "synthetic":
-            from ..data.synthetic import generate_synthetic
-
             generate_synthetic(self.root)
         store = self.store or self.root / "features.h5"
         if not store.is_file():
@@ -170,8 +173,6 @@ class NotebookSettings:
         With EPOCHS = 0 nothing is trained and the finished runs in RUNS are read."""
         if not self.train_first:
             return self.runs
-        from ..training.sweep import run_grid
-
         self.ensure_data()
         experiments = list(dict.fromkeys(experiments))
         print(f"training {len(experiments)} experiment(s) x seeds {list(self.seeds or (1,))} for {self.epochs} "
@@ -186,8 +187,6 @@ class NotebookSettings:
         `train_dir` when this notebook trained its rows) and return the path. With complete=False (no run of ours to show) nothing is written, so a table made by an
         earlier run is never replaced by empty columns: the missing runs and the command that makes them are
         printed instead (`command`, else the `avmaster sweep` line of the missing experiments)."""
-        from . import plots
-
         if not complete:
             print(f"{filename} not written: no run of {', '.join(missing) or 'ours'} in {self.runs}; make them "
                   f"with\n  {command or self.sweep_command(missing)}")
@@ -201,19 +200,12 @@ class NotebookSettings:
     def references(self, metrics=("A-QA", "V-QA", "AV-QA", "Avg")) -> dict:
         """Reference levels for our panels: the question-only model of RUNS (`baseline/question_only`, per
         metric, mean over seeds) and, on the default synthetic benchmark, the decoded-scene reader (Avg)."""
-        from ..training.sweep import finished_runs
-        from .paper import summary_columns
-
         levels = {}
         runs = finished_runs(self.runs_root, "baseline/question_only", self.seeds)
         if runs:
-            import pandas as pd
-
             mean = summary_columns(pd.concat(list(runs.values()))).mean()
             levels["question-only model"] = {m: float(mean[m]) for m in metrics if m in mean}
         if self.dataset == "synthetic" and self.runs_root == SMOKE_RUNS:
-            from ..data.synthetic import decoded_scene_accuracy
-
             self.ensure_data()
             levels["scene reader"] = {"Avg": 100 * decoded_scene_accuracy(self.root)["overall"]}
         return levels
@@ -276,9 +268,6 @@ def notebook_settings(NOTEBOOK: str = "", *, DATASET: str | None = None, ROOT: s
     In the table notebooks (NEEDS "rows") EPOCHS > 0 means "train the table's rows first" (`train_rows`).
     Raises ParameterError naming the parameter, the value found and what to do.
     """
-    from ..data.annotations import DATASETS
-    from ..core.experiments import EXPERIMENTS
-
     if not isinstance(SMOKE, bool):
         raise ParameterError("SMOKE", SMOKE, "use True (synthetic benchmark, CPU) or False (real features)")
     _check_choice("PRESET", PRESET, ("official", "paper"),
@@ -317,9 +306,6 @@ def _available(runs: Path) -> str:
 
 def _check_needs(settings: NotebookSettings, needs: set) -> None:
     """Refuse, before any work, a notebook whose data or runs are not there."""
-    from .paper import FULL_MODEL_RUN
-    from ..training.sweep import finished_runs
-
     if "data" in needs and not settings.smoke and not settings.root.is_dir():
         raise ParameterError("ROOT", str(settings.root), f"no such folder; fetch the annotations with "
                              f"`avmaster data fetch {settings.dataset}` or point ROOT at them")
@@ -369,8 +355,6 @@ def _check_extra(settings: NotebookSettings) -> None:
 
 
 def _check_question(settings: NotebookSettings) -> None:
-    from ..data.annotations import load_annotations
-
     if settings.smoke:
         settings.ensure_data()
     records = load_annotations(settings.dataset, "test", settings.root)

@@ -22,9 +22,8 @@ import fnmatch
 import re
 import sys
 import time
-from pathlib import Path
-
 import warnings
+from pathlib import Path
 
 # Notebooks import this module first: tqdm.auto's "IProgress not found" warning (no ipywidgets) would land in
 # the stderr of checked cells and is no news to a reader.

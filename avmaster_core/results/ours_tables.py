@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import paper
+from ..core.experiments import EXPERIMENTS, experiment
 
 # Experiments whose configuration differs from another's outside the model config (the data's segment
 # count): never stand-ins.
@@ -27,8 +28,6 @@ NOT_STAND_INS = ("fig4/",)
 
 @lru_cache(maxsize=None)
 def _model_configs() -> dict[str, str]:
-    from ..core.experiments import EXPERIMENTS, experiment
-
     return {name: repr(experiment(name)) for name in EXPERIMENTS if not name.startswith(NOT_STAND_INS)}
 
 

@@ -40,8 +40,8 @@ import numpy as np
 import pandas as pd
 
 from ..core import experiments
-from ..data import scoring
 from ..core.records import MODALITIES
+from ..data import dataset_registry, scoring
 from ..training.run_config import RUN_TABLE, finished_runs, read_run_table
 
 # --------------------------------------------------------------------------------------------
@@ -451,8 +451,6 @@ def _experiment_rows() -> dict[str, dict]:
     """{table: {paper row label: run}} from the experiments registry, rows in the paper's order; plus the
     multiple-choice benchmark's table (Table V: AV-Master is `dataset_registry.full_model_for("avqa")`, whose runs
     lie under `reproduce`'s `<runs>/avqa/standard/`, or the synthetic variant's `results/runs/synthetic_mc/`)."""
-    from ..data import dataset_registry
-
     rows = {}
     for spec in dataset_registry.SPECS:
         if spec.files and not spec.answers_in_vocab and spec.table not in experiments.sources():

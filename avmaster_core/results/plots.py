@@ -26,6 +26,8 @@ from pathlib import Path
 
 import matplotlib
 
+from ..core.atomic import atomic_write
+
 if "ipykernel" not in sys.modules and "matplotlib.pyplot" not in sys.modules and not os.environ.get("MPLBACKEND"):
     matplotlib.use("Agg")  # headless scripts and tests: never try to open a window
 
@@ -242,8 +244,6 @@ def plot_word_attention_panels(variants: dict, *, title: str = "", missing_text:
 def save_figure(fig: Figure, path: str | Path, *, dpi: int = DPI) -> Path:
     """Write `fig` to `path` (format from the suffix), creating folders; atomic (avmaster_core.core.atomic), so a
     reader never sees half a file."""
-    from ..core.atomic import atomic_write
-
     path = Path(path)
     if not path.suffix:
         raise ValueError(f"save_figure: {path} has no suffix; use .png, .pdf or .svg")
@@ -252,8 +252,6 @@ def save_figure(fig: Figure, path: str | Path, *, dpi: int = DPI) -> Path:
 
 def save_table(table: pd.DataFrame, path: str | Path) -> Path:
     """Write a result table as CSV, creating folders; atomic (like save_figure)."""
-    from ..core.atomic import atomic_write
-
     # fixed decimals: a rerun rewrites the same bytes (no float noise, so `make demo` leaves git clean)
     return atomic_write(path, lambda f: table.round(4).to_csv(f), mode="w")
 

@@ -27,19 +27,28 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import datetime
+import gc
 import json
 import math
 import os
+import platform
 import resource
 import sys
+import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
 
+from . import fast
 from ..core.atomic import write_text
-from ..core.config import ModelConfig
+from ..core.config import ModelConfig, ModelConfig as MC
+from ..core.dataset import FeatureBank
 from ..core.model import build_model, count_parameters
+from ..data.synthetic import generate_synthetic
+from .engine import DataConfig, TrainConfig, train
 from .threads import add_threads_argument, apply_threads
 
 
@@ -157,8 +166,6 @@ TINY_MODEL = dict(dim=32, focus_heads=2, focus_ffn=64, decoder_heads=2, decoder_
 
 
 def _free(device: torch.device) -> None:
-    import gc
-
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -170,10 +177,6 @@ def measure_path(cfg: ModelConfig, batch_size: int, segments: int, device: torch
     (fast.FastRunner with `precision`/`capture` and fast.make_optimizer). Times cover `steps` back-to-back
     calls between two synchronisations (throughput, as a training loop sees it), after `warmup` calls that
     include the capture. Peak memory covers warm-up, capture and the timed calls."""
-    import warnings
-
-    from . import fast
-
     torch.manual_seed(0)
     model = build_model(cfg).to(device)
     if path == "eager":
@@ -211,8 +214,6 @@ def numerics_for(cfg: ModelConfig, batch_size: int, segments: int, device: torch
                  capture: str) -> dict:
     """Fast-path logits (eval) against fp32 eager on one random batch, and the first training step's total
     loss (dropout 0, the same weights) against fp32 eager."""
-    from . import fast
-
     torch.manual_seed(0)
     model = build_model(cfg).to(device)
     batch = random_batch(batch_size, segments, cfg, device, generator=torch.Generator().manual_seed(1))
@@ -236,8 +237,6 @@ def numerics_for(cfg: ModelConfig, batch_size: int, segments: int, device: torch
 
 def random_bank(device: torch.device, *, videos: int, items: int, segments: int, words: int, cfg: ModelConfig):
     """A FeatureBank of random features with MUSIC-AVQA's sizes (built on the device: nothing to read)."""
-    from ..core.dataset import FeatureBank
-
     g = torch.Generator(device=device).manual_seed(0)
 
     def r(*shape):
@@ -264,10 +263,6 @@ def schedule_estimate(train_ms: float, infer_ms: float, batch_size: int = 64, si
 
 def synthetic_check(device: torch.device, *, tiny: bool, epochs: int, precision: str, workdir) -> dict:
     """Test accuracy of the same short training run on the synthetic benchmark: eager fp32 vs fast path."""
-    from ..core.config import ModelConfig as MC
-    from .engine import DataConfig, TrainConfig, train
-    from ..data.synthetic import generate_synthetic
-
     root = Path(workdir) / "synthetic"
     if tiny:
         generate_synthetic(root, num_videos=30, questions_per_video=4, T=6)
@@ -308,9 +303,6 @@ def gpu_suite(device: torch.device, *, tiny: bool = False, steps: int = 20, prec
               capture: str = "auto", synthetic: bool = True, synthetic_epochs: int | None = None,
               report_path=None, command: str = "") -> dict:
     """Run the whole issue-7 suite on `device` and return its numbers (also printed/written as markdown)."""
-    import datetime
-    import platform
-
     rep = _Report(report_path)
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     batch_sizes, segments = ((4, 8), 6) if tiny else ((32, 64), 60)
@@ -374,8 +366,6 @@ def _suite_numerics(rep, results, presets, big, segments, device, precision, cap
 
 def _suite_data_path(rep, results, presets, big, segments, device, tiny) -> None:
     """Time to build one batch from a MUSIC-AVQA-sized feature bank on the device."""
-    from . import fast
-
     sizes = ({"videos": 24, "items": 96, "words": 12} if tiny else
              {"videos": MUSIC_AVQA["videos"], "items": MUSIC_AVQA["train"], "words": 40})
     bank = random_bank(device, segments=segments, cfg=presets["official"], **sizes)
@@ -434,8 +424,6 @@ def _suite_targets(rep, results, big, tiny) -> None:
 
 def _suite_synthetic(rep, results, device, tiny, synthetic_epochs, precision) -> None:
     """Accuracy on the synthetic benchmark, trained with and without the fast path."""
-    import tempfile
-
     epochs = synthetic_epochs or (2 if tiny else 8)
     with tempfile.TemporaryDirectory(prefix="avmaster_suite_") as work:
         syn = synthetic_check(device, tiny=tiny, epochs=epochs, precision=precision, workdir=work)

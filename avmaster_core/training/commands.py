@@ -14,9 +14,17 @@ import sys
 import typing
 from pathlib import Path
 
+from ..core import experiments
+from ..core.atomic import atomic_write
+from ..core.checkpoint import read_checkpoint
+from ..core.config import PRESET_TRAINING, SIZES, ModelConfig, check_inference_changes
+from ..core.experiments import EXPERIMENT_SEGMENTS
+from ..data.annotations import load_records
+from ..data.scoring import check_prediction_target, read_prediction_file, score, write_predictions
+from .engine import train
+from .evaluation import evaluate
 from .preflight import check_run_inputs, splits_of
 from .run_config import DataConfig, TrainConfig, run_name
-from ..data.annotations import load_records
 
 
 # ------------------------------------------------------------------------------------- options from dataclasses
@@ -65,8 +73,6 @@ def config_from_args(cls, args: argparse.Namespace, **fixed):
 def train_config_for(preset: str, args: argparse.Namespace) -> TrainConfig:
     """TrainConfig from parsed options; options not given take the preset's recipe (config.PRESET_TRAINING:
     the paper preset trains with batch 32), then TrainConfig's defaults (the released recipe)."""
-    from ..core.config import PRESET_TRAINING
-
     return TrainConfig(**{**PRESET_TRAINING[preset], **config_values(TrainConfig, args)})
 
 
@@ -87,10 +93,8 @@ def parse_overrides(items: list[str] | None) -> dict:
 
 def model_config_for(experiment: str, preset: str, overrides: list[str] | None, size: str = "full"):
     """The ModelConfig of a named experiment on a preset and size, with --set changes."""
-    from ..core import config
-
     try:
-        model_cfg = config.experiment(experiment, preset, size)
+        model_cfg = experiments.experiment(experiment, preset, size)
     except KeyError as e:
         raise SystemExit(f"--experiment: {e.args[0]}") from None
     changes = parse_overrides(overrides)
@@ -111,8 +115,6 @@ def run_name_with_overrides(experiment: str, preset: str, overrides: list[str] |
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """--preset and --size: which variant of each named experiment is built (train and sweep)."""
-    from ..core.config import SIZES
-
     p.add_argument("--preset", default="official", choices=("official", "paper"),
                    help="build the experiment(s) on the released code's preset or the paper's (default official; "
                         "paper-preset runs go to paper/<experiment>)")
@@ -171,9 +173,6 @@ examples:
 
 # ------------------------------------------------------------------------------------------------ commands
 def _train_command(args) -> int:
-    from ..core.experiments import EXPERIMENT_SEGMENTS
-    from .engine import train
-
     model_cfg = model_config_for(args.experiment, args.preset, args.set, args.size)
     train_cfg = train_config_for(args.preset, args)
     data_cfg = config_from_args(DataConfig, args)
@@ -193,12 +192,6 @@ def _train_command(args) -> int:
 
 
 def _evaluate_command(args) -> int:
-    from ..core.atomic import atomic_write
-    from ..core.checkpoint import read_checkpoint
-    from ..core.config import ModelConfig, check_inference_changes
-    from .evaluation import evaluate
-    from ..data.scoring import write_predictions
-
     changes = check_inference_changes(parse_overrides(args.set))
     saved = read_checkpoint(args.checkpoint)  # a clear error for a missing, empty or foreign file, before any data
     saved_data = saved.get("data_config") or {}
@@ -222,9 +215,6 @@ def _evaluate_command(args) -> int:
 
 
 def _score_command(args) -> int:
-    from ..core.atomic import atomic_write
-    from ..data.scoring import check_prediction_target, read_prediction_file, score
-
     predictions, header = read_prediction_file(args.predictions)
     check_prediction_target(header, args.dataset, args.split, path=args.predictions, force=args.force)
     table = score(load_records(DataConfig(dataset=args.dataset, root=args.root), args.split), predictions,

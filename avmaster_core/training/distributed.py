@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,6 @@ def setup_distributed(device_pref: str) -> DistContext:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return SINGLE_PROCESS
-    import torch.distributed as dist
-
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     owns = not dist.is_initialized()
     if owns:

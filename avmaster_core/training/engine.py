@@ -51,15 +51,18 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..core.atomic import atomic_write, write_json, write_text
 from ..core import checkpoint
+from ..core.atomic import atomic_write, write_json, write_text
 from ..core.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, rng_state, save_best, seed_everything, set_rng_state
+from ..core.dataset import bank_for, dataset_batches, epoch_order, make_dataset, open_store, require_word_mask
+from ..core.model import build_model
+from ..data.annotations import load_records
+from ..data.scoring import score, write_predictions
 from .distributed import (DistContext, all_sum, barrier, gather_objects, resolve_device, setup_distributed,
                           teardown_distributed)
 from .evaluation import accuracy, evaluate, predict, prediction_series, progress_bar
+from .fast import FastRunner, make_optimizer
 from .run_config import DataConfig, RunResult, TrainConfig, config_differences, free_fields, run_dir_for
-from ..data.annotations import load_records
-from ..core.dataset import make_dataset, open_store
 
 # The package's training-facing names (README), wherever they are defined.
 __all__ = ["train", "TrainConfig", "DataConfig", "RunResult", "evaluate", "predict", "load_checkpoint",
@@ -107,7 +110,7 @@ def train(model_cfg, train_cfg: TrainConfig = TrainConfig(), data_cfg: DataConfi
           resume: bool = False, step_callback: Callable[[dict], None] | None = None) -> RunResult:
     """Train AV-Master, keep the best-on-validation checkpoint, score it on the test split.
 
-    model_cfg: a ModelConfig (e.g. ModelConfig.official(), or config.experiment(name)).
+    model_cfg: a ModelConfig (e.g. ModelConfig.official(), or experiments.experiment(name)).
     out_dir/experiment: the run folder is `<out_dir>/<experiment>/<seed>` unless `run_dir` is given.
     resume: continue from `<run_dir>/last.pt` if present (a finished run is only re-scored). Without it an
         existing checkpoint is an error, so a run is never silently overwritten.
@@ -177,8 +180,6 @@ def wants_negatives(model_cfg) -> bool:
 
 def prepare_data(t: Training) -> None:
     """Open the store, build the train and validation datasets, place their feature banks."""
-    from ..core.dataset import bank_for, require_word_mask
-
     cfg, data_cfg = t.train_cfg, t.data_cfg
     t.store = open_store(data_cfg)
     t.train_set = make_dataset(load_records(data_cfg, data_cfg.train_split), t.store, data_cfg,
@@ -195,12 +196,8 @@ def build_model_and_optimizer(t: Training) -> None:
     """The seeded model on its device, Adam (the fast path's capturable Adam with compile) and StepLR."""
     cfg = t.train_cfg
     seed_everything(cfg.seed)
-    from ..core.model import build_model
-
     t.model = build_model(t.model_cfg).to(t.device)
     if cfg.compile:  # the fast path (fast.py): on CUDA a capturable fused Adam, same update rule
-        from .fast import make_optimizer
-
         t.optimizer = make_optimizer(t.model, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     else:
         t.optimizer = torch.optim.Adam(t.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
@@ -238,8 +235,6 @@ def prepare_step(t: Training) -> None:
             t.model, device_ids=[t.device.index] if t.device.type == "cuda" else None,
             find_unused_parameters=t.train_cfg.find_unused_parameters)
     if t.train_cfg.compile:
-        from .fast import FastRunner
-
         capture = "auto" if t.device.type == "cuda" and not t.ctx.enabled else "compile"
         t.runner = FastRunner(t.model, t.optimizer, precision="bf16" if t.train_cfg.amp else "fp32",
                               capture=capture, forward=t.forward)
@@ -273,8 +268,6 @@ def optimizer_step(t: Training, batch: dict) -> tuple[dict, torch.Tensor]:
 
 def _epoch_batches(t: Training, epoch: int):
     """(batches from the resume position on, steps in the whole epoch) of this rank's shard of `epoch`."""
-    from ..core.dataset import dataset_batches, epoch_order
-
     t.train_set.set_epoch(epoch)  # new random negatives each epoch, a function of (seed, epoch)
     order = epoch_order(len(t.train_set), t.train_cfg.seed, epoch, rank=t.ctx.rank, world_size=t.ctx.world_size,
                         even=True)
@@ -366,9 +359,6 @@ def end_of_epoch(t: Training, epoch: int, sums: dict, lr: float) -> None:
 
 def test_best(t: Training) -> RunResult:
     """Reload best.pt, predict the test split, write predictions.json and test_table.csv."""
-    from ..core.dataset import require_word_mask
-    from ..data.scoring import score, write_predictions
-
     cfg, state = t.train_cfg, t.state
     result = RunResult(run_dir=t.run_dir, best_epoch=state["best_epoch"],
                        best_val_acc=state["best_val_acc"] if cfg.eval_split else None,

@@ -12,18 +12,19 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from ..core.checkpoint import model_from_checkpoint, read_checkpoint
+from ..core.dataset import bank_for, dataset_batches, epoch_order, make_dataset, open_store, require_word_mask
+from ..data.annotations import load_records
+from ..data.scoring import score
 from .distributed import SINGLE_PROCESS, DistContext, gather_objects, resolve_device
 from .run_config import DataConfig
-from ..data.annotations import load_records
-from ..core.dataset import make_dataset, open_store
 
 
 def progress_bar(iterable, total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
     return tqdm(iterable, total=total, desc=desc, disable=not enabled, dynamic_ncols=True, leave=False)
 
 
@@ -37,8 +38,6 @@ def predict(model, dataset, *, batch_size: int = 64, device="cpu", amp: bool = F
     Under DDP each rank predicts its shard and the shards are gathered, so every rank returns the full array.
     bank: the dataset's FeatureBank already placed on a device (default: dataset.bank_for).
     """
-    from ..core.dataset import bank_for, dataset_batches, epoch_order
-
     ctx = ctx or SINGLE_PROCESS
     device = torch.device(device)
     was_training = model.training
@@ -71,8 +70,6 @@ def accuracy(records, pred_idx: np.ndarray) -> float:
 
 def prediction_series(records, pred_idx: np.ndarray):
     """question_id -> predicted answer index (the form scoring.score and write_predictions take)."""
-    import pandas as pd
-
     return pd.Series(pred_idx.astype(np.int64), index=records["question_id"].to_numpy(), name="prediction")
 
 
@@ -86,9 +83,6 @@ def evaluate(checkpoint: str | os.PathLike, dataset: str, split: str = "test", r
     The number of segments T and its padding are taken from the checkpoint's data config unless given.
     changes: inference-only ModelConfig overrides (see load_checkpoint), e.g. Table XII's {"inference_use_a": False}.
     """
-    from ..core.dataset import require_word_mask
-    from ..data.scoring import score
-
     dev = resolve_device(device)
     ckpt = read_checkpoint(checkpoint)
     model, _ = model_from_checkpoint(ckpt, changes)

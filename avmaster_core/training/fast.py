@@ -44,6 +44,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from ..core.dataset import Batches, FeatureBank, draw_negatives, epoch_order
+
 CAPTURES = ("auto", "graph", "compile", "eager")
 PRECISIONS = ("bf16", "tf32", "fp32")
 MODEL_INPUTS = ("audio", "visual", "question", "words", "label", "neg_audio", "neg_visual", "choices", "word_mask")
@@ -491,8 +493,6 @@ def place_bank(bank, device, max_fraction: float = 0.5):
     free, _ = torch.cuda.mem_get_info(device)
     if bank_bytes(bank) <= max_fraction * free:
         return bank.to(device)
-    from ..core.dataset import FeatureBank
-
     pinned = {k: getattr(bank, k).pin_memory() for k in ("audio", "visual", "question", "words", "video_index",
                                                           "question_index", "labels", "question_ids")}
     optional = {k: getattr(bank, k).pin_memory() for k in ("audio_index", "choices", "tokens")
@@ -503,8 +503,6 @@ def place_bank(bank, device, max_fraction: float = 0.5):
 def time_data_path(bank, batch_size: int, batches: int = 50, negatives: str = "device") -> float:
     """Mean seconds to build one batch of `bank` (dataset.Batches, the order and negatives as index tensors on the
     bank's device), over the first `batches` batches. negatives: "device" (drawn there), "seeded" or None."""
-    from ..core.dataset import Batches, draw_negatives, epoch_order
-
     if negatives not in (None, "seeded", "device"):
         raise ValueError(f"negatives must be None, 'seeded' or 'device', got {negatives!r}")
     n = len(bank)

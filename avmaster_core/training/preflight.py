@@ -22,7 +22,10 @@ from typing import Iterable
 
 import numpy as np
 
+from ..core.dataset import question_tokens, word_mask_problem
 from ..core.errors import AvmasterError
+from ..core.store import KINDS, FeatureStore
+from ..data.annotations import load_records
 
 MAX_LISTED = 20
 
@@ -49,8 +52,6 @@ def check_run_inputs(data_cfg, model_cfg=None, splits: Iterable[str | None] = ("
 
     data_cfg: run_config.DataConfig; model_cfg: a ModelConfig (its audio/visual/text widths are checked) or
     None. Raises PreflightError with every problem found (the first `max_listed` listed, then a count)."""
-    from ..data.annotations import load_records
-
     splits = [s for s in dict.fromkeys(splits) if s]
     problems = _Problems()
     records = {}
@@ -83,8 +84,6 @@ def _summary(items: list[str], data_cfg, max_listed: int) -> str:
 
 
 def _check_features(data_cfg, model_cfg, records: dict, problems: _Problems, check_values: bool) -> None:
-    from ..core.store import FeatureStore
-
     try:
         store = FeatureStore(data_cfg.store_path(), "r")
     except (OSError, ValueError) as e:
@@ -111,8 +110,6 @@ def _check_features(data_cfg, model_cfg, records: dict, problems: _Problems, che
                                  "(`avmaster extract` into a new --out) or drop its records")
         _check_lengths(lengths, data_cfg, problems)
         if getattr(model_cfg, "mask_padding", False):  # each question's word positions (dataset.question_tokens)
-            from ..core.dataset import question_tokens, word_mask_problem
-
             _, unknown = question_tokens(store, [q for q in questions if store.has("words", q)])
             if unknown:
                 problems.add(word_mask_problem(unknown, store.path))
@@ -151,8 +148,6 @@ def _expected_widths(store, model_cfg, problems: _Problems) -> dict:
 
 def _check_shape(kind: str, key: str, shape: tuple, widths: dict, problems: _Problems) -> bool:
     """True if the item's shape fits its kind (store.KINDS) and the expected widths."""
-    from ..core.store import KINDS
-
     expected = tuple(widths.get(d) if isinstance(d, str) else d for d in KINDS[kind])
     fits = len(shape) == len(expected) and all(e is None or e == s for e, s in zip(expected, shape))
     if kind in ("audio", "visual") and fits and shape[0] < 1:

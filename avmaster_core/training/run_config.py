@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..core.config import ModelConfig
 from ..data.dataset_registry import DATASET_NAMES
 
 
@@ -128,8 +129,6 @@ def config_differences(saved: dict, current: dict, free: dict[str, set] | None =
 
 def _field_defaults() -> dict[str, dict[str, Any]]:
     """{"model" | "train" | "data": {field: default}} of the three configs a run folder records."""
-    from ..core.config import ModelConfig
-
     return {part: {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
             for part, cls in (("model", ModelConfig), ("train", TrainConfig), ("data", DataConfig))}
 

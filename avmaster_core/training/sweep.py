@@ -32,10 +32,19 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from ..core import experiments as experiment_registry
-from .run_config import (DataConfig, RunResult, TrainConfig, config_differences, free_fields, run_dir_for,
-                         run_name)
+from ..core.experiments import EXPERIMENT_SEGMENTS, experiment as experiment_config
+from ..core.records import QUESTION_TYPES
+from ..data.annotations import load_annotations
+from ..data.scoring import MODALITY_LABELS, OVERALL, QTYPE_LABELS, TABLE2_COLUMNS
+from ..data.synthetic import question_only_ceiling
+from .commands import add_config_arguments, add_model_arguments, config_from_args, train_config_for
+from .engine import train
+from .preflight import check_run_inputs, splits_of
+from .run_config import (DataConfig, RunResult, TrainConfig, config_differences, free_fields, read_run_table,
+                         run_dir_for, run_name)
 
 SUMMARY_FILE = "summary.json"
 # Row labels of write_markdown (e.g. results/synthetic.md) for every run name of either preset, from the
@@ -48,8 +57,6 @@ STATISTICS = ("mean", "std")
 
 def grid_configs(experiment: str, seed: int, preset: str, size: str, train_cfg: TrainConfig,
                   data_cfg: DataConfig):
-    from ..core.experiments import EXPERIMENT_SEGMENTS, experiment as experiment_config
-
     model_cfg = experiment_config(experiment, preset, size)
     seeded = dataclasses.replace(train_cfg, seed=int(seed))
     if data_cfg.T is None and experiment in EXPERIMENT_SEGMENTS:  # Fig. 4 fixes T at the data level
@@ -67,8 +74,6 @@ def grid_config_differences(saved: dict, model_cfg, train_cfg: TrainConfig, data
 
 def read_finished_run(run_dir: str | Path) -> RunResult:
     """The RunResult of a finished run folder, from its files (summary.json, test_table.csv, metrics.jsonl)."""
-    from .sweep import read_run_table
-
     run_dir = Path(run_dir)
     path = run_dir / SUMMARY_FILE
     if not path.is_file():
@@ -94,10 +99,6 @@ def run_grid(experiments: Sequence[str], seeds: Sequence[int], *, preset: str = 
     A finished run trained with another configuration is an error (choose another out_dir, or delete it).
     Runs that another live sweep is training (its lock file) are skipped and left out of the returned list.
     """
-    from tqdm.auto import tqdm
-
-    from .engine import train
-
     experiments, seeds = list(experiments), [int(s) for s in seeds]
     if not experiments or not seeds:
         raise ValueError("run_grid needs at least one experiment and one seed")
@@ -136,8 +137,6 @@ def check_grid_inputs(experiments, seeds, *, preset: str, size: str, train_cfg: 
                       out_dir) -> None:
     """preflight.check_run_inputs once per distinct data config among the unfinished runs of a grid (the
     `sweep` command calls it before the first run)."""
-    from .preflight import check_run_inputs, splits_of
-
     checked = set()
     for experiment, seed in ((e, s) for e in experiments for s in seeds):
         model_cfg, seeded_train, run_data = grid_configs(experiment, seed, preset, size, train_cfg, data_cfg)
@@ -196,9 +195,6 @@ def summarize(out_dir: str | Path, experiments: Iterable[str], seeds: Iterable[i
     (percent). attrs: "seeds" {run: seeds}, "minutes" {run: mean training minutes per seed}.
     Every (run, seed) must have finished; the error names the missing ones.
     """
-    from .sweep import read_run_table
-    from ..data.scoring import TABLE2_COLUMNS
-
     out_dir, experiments, seeds = Path(out_dir), list(experiments), [int(s) for s in seeds]
     missing = [f"{name}/{seed}" for name in experiments for seed in seeds
                if not (out_dir / name / str(seed) / "test_table.csv").is_file()]
@@ -235,8 +231,6 @@ def write_markdown(summary: pd.DataFrame, *, labels: dict[str, str] | None = Non
     column ("Audio Count", ..., "Overall Avg"), cells "mean ± std"; plus a column with the seeds and the mean
     minutes per run. extra_rows: {label: {column label or (modality, type): value in percent}} appended as
     plain numbers (e.g. the question-only ceiling)."""
-    from ..data.scoring import MODALITY_LABELS
-
     short = {v: k for k, v in MODALITY_LABELS.items()}  # "Audio QA" -> "Audio"
     text = format_summary(summary, digits)
     heads = [f"{short.get(m, m)} {t}" for m, t in text.columns]
@@ -261,11 +255,6 @@ def write_markdown(summary: pd.DataFrame, *, labels: dict[str, str] | None = Non
 def question_only_row(root: str | Path) -> dict:
     """The synthetic benchmark's question-only rule (synthetic.question_only_ceiling) as an extra_rows entry:
     {(modality label, type label): percent}; modality averages are pooled over questions, like scoring's."""
-    from ..data.annotations import load_annotations
-    from ..core.records import QUESTION_TYPES
-    from ..data.scoring import MODALITY_LABELS, OVERALL, QTYPE_LABELS
-    from ..data.synthetic import question_only_ceiling
-
     by_type = question_only_ceiling(root)["by_type"]  # {"Audio Counting": fraction, ...}
     counts = load_annotations("synthetic", "test", root).groupby(["modality", "qtype"]).size()
     row: dict = {}
@@ -303,8 +292,6 @@ A finished run (summary.json present) is skipped, an interrupted one resumed: re
 
 
 def _sweep_command(args) -> int:
-    from .commands import config_from_args, train_config_for
-
     names = [run_name(e, args.preset) for e in args.experiments]
     if not args.summary_only:
         if not args.dataset or not args.root:
@@ -336,8 +323,6 @@ def _sweep_command(args) -> int:
 
 def register(subparsers) -> None:
     """Add `sweep` to the `avmaster` command."""
-    from .commands import add_config_arguments, add_model_arguments
-
     p = subparsers.add_parser("sweep", help="train a grid of experiments x seeds; print mean ± std tables",
                               formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG,
                               description="Train every (experiment, seed) of a grid that has not finished yet "
