@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass
 from typing import Mapping
 
-from ..core.experiments import FULL_MODEL, MULTIPLE_CHOICE_MODEL
+from ..core import experiments
 
 
 GITHUB_RAW = "https://raw.githubusercontent.com"
@@ -258,4 +258,4 @@ def full_model_for(dataset: str) -> str:
     """The experiment trained as "AV-Master" on a whole benchmark (Tables II-V): the full model, or for a
     benchmark whose answers are per-question candidates (dataset_registry: answers_in_vocab=False) the
     multiple-choice model."""
-    return FULL_MODEL if get(dataset).answers_in_vocab else MULTIPLE_CHOICE_MODEL
+    return experiments.FULL_MODEL if get(dataset).answers_in_vocab else experiments.MULTIPLE_CHOICE_MODEL

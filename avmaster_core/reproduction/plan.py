@@ -59,6 +59,7 @@ from ..training.sweep import grid_config_differences, grid_configs, run_name
 from .worklock import WorkLock, describe_holder
 
 LOCK_NAME = ".reproduce.lock"
+REPO_NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"  # the repository's notebooks/ (an editable install)
 # Status words, in the order a person cares about them.
 FINISHED, RUNNING, INTERRUPTED, READY, WAITING, BLOCKED, CONFLICT = (
     "finished", "running", "interrupted", "missing", "waiting", "blocked", "conflict")
@@ -494,8 +495,8 @@ def select_artefacts(only) -> list[str]:
 def build_plan(settings: ReproduceSettings, only=None) -> Plan:
     """Every artefact of `only` (all by default), its items, and each item's status on disk now."""
     artefacts, items = {}, {}
-    notebooks = _notebook_of_artefacts(find_notebooks(Path(__file__).resolve().parent.parent / "notebooks")) \
-        if (Path(__file__).resolve().parent.parent / "notebooks").is_dir() else {}
+    folder = REPO_NOTEBOOKS
+    notebooks = _notebook_of_artefacts(find_notebooks(folder)) if folder.is_dir() else {}
     for name in select_artefacts(only):
         art = artefacts[name] = Artefact(name, notebook=notebooks.get(name))
         for label, specs in _artefact_specs(name, settings):
