@@ -337,6 +337,7 @@ def _sweep_command(args) -> int:
 def register(subparsers) -> None:
     """Add `sweep` to the `avmaster` command."""
     from .engine_cli import add_config_arguments, add_model_arguments
+    from .options import UniqueValues, field_ranges
 
     p = subparsers.add_parser("sweep", help="train a grid of experiments x seeds; print mean ± std tables",
                               formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG,
@@ -345,7 +346,8 @@ def register(subparsers) -> None:
                                           "(mean ± std over seeds) in the paper's Table II layout.")
     p.add_argument("--experiments", nargs="+", required=True,
                    help="named experiments (avmaster_core.config.EXPERIMENTS), e.g. default table7/wo_tdpp")
-    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="seeds (default 1 2 3)")
+    p.add_argument("--seeds", nargs="+", type=field_ranges(TrainConfig)["seed"], action=UniqueValues,
+                   default=[1, 2, 3], help="distinct seeds (default 1 2 3)")
     add_model_arguments(p)
     # The train command's options (run_config field metadata), except --seed: the grid gives the seeds.
     add_config_arguments(p, DataConfig)
