@@ -20,6 +20,7 @@ from typing import Any
 
 from .dataset_registry import DATASET_NAMES
 from .options import AT_LEAST_0, AT_LEAST_1, NON_NEGATIVE, POSITIVE, check_ranges, field_ranges
+from .store import InUseError, WriterLock, writer_of
 
 
 def _opt(default, help: str, flag: str | None = None, free: str | None = None, **extra):
@@ -169,6 +170,27 @@ class RunResult:
 def run_dir_for(out_dir: str | os.PathLike, experiment: str, seed: int) -> Path:
     """`<out_dir>/<experiment>/<seed>`: where a run's files go."""
     return Path(out_dir) / experiment / str(seed)
+
+
+RUN_LOCK = ".writer.lock"  # in a run folder while a process writes it: "PID N on HOST" (store.WriterLock)
+
+
+def lock_run_folder(run_dir: Path):
+    """Hold the run folder's writer lock (the feature store's WriterLock on `<run_dir>/.writer.lock`) until
+    `.release()`: a run folder has one writer. Another process's `train`, `sweep` or `reproduce` into the
+    same folder is refused with RunFolderInUseError naming it; a lock left by a killed process is free."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return WriterLock(run_dir, lock_file=run_dir / RUN_LOCK, what="run folder", error=RunFolderInUseError,
+                      remedy="wait for that run to finish (or stop it), or choose another --out, --seed or --name")
+
+
+def run_folder_writer(run_dir: Path) -> str | None:
+    """"PID N on HOST" of the process writing `run_dir` now (None: none)."""
+    return writer_of(run_dir, run_dir / RUN_LOCK)
+
+
+class RunFolderInUseError(InUseError):
+    """Another process writes this run folder (it holds `<run_dir>/.writer.lock`)."""
 
 
 # ------------------------------------------------------------------------------------------------ a run's data

@@ -161,3 +161,43 @@ def test_notebook_parameters_use_the_same_ranges(params, says):
     with pytest.raises(ParameterError, match=None) as e:
         notebook_settings(**params)
     assert says in str(e.value)
+
+
+# ------------------------------------------------------------------------------------------ one writer per run folder
+def _train_args(root, out, *extra):
+    return ["train", "--dataset", "synthetic", "--root", root, "--size", "cpu", "--device", "cpu", "--epochs", "1",
+            "--batch-size", "16", "--no-progress", "--out", out, "--name", "w", *extra]
+
+
+@pytest.mark.slow
+def test_two_trainings_into_one_folder_the_second_is_refused(tiny_data, tmp_path):
+    """Two real `avmaster train` processes into one run folder: while the first trains (it holds the folder's
+    writer lock), the second is refused naming it and writes nothing; after the first is killed (its lock file
+    left behind, stale) a third takes the folder over and finishes."""
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "AVMASTER_DEBUG": ""}
+    run_dir = tmp_path / "w" / "1"
+    first = subprocess.Popen([sys.executable, "-m", "avmaster_core.cli",
+                              *_train_args(tiny_data, tmp_path, "--epochs", "200")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    try:
+        deadline = time.time() + 90
+        while not (run_dir / "config.json").is_file():  # written after the lock is taken and the data read
+            assert first.poll() is None and time.time() < deadline, first.stderr.read() if first.poll() else "slow"
+            time.sleep(0.2)
+        second = avmaster(*_train_args(tiny_data, tmp_path))
+        assert second.returncode == 1, second.stderr[-2000:]
+        assert f"run folder {run_dir} is in use by PID {first.pid} on" in second.stderr, second.stderr[-2000:]
+        assert "Traceback" not in second.stderr
+        assert first.poll() is None  # the first one trains on, undisturbed
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    assert (run_dir / ".writer.lock").is_file()  # left by the killed process: stale, nobody holds it
+    for name in ("last.pt", "best.pt"):  # start over rather than resume the killed run
+        (run_dir / name).unlink(missing_ok=True)
+    third = avmaster(*_train_args(tiny_data, tmp_path))
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert (run_dir / "summary.json").is_file() and not (run_dir / ".writer.lock").exists()
