@@ -9,6 +9,7 @@ import torch
 
 from ..core.checkpoint import load_checkpoint, read_checkpoint
 from ..core.vocab import ANSWERS, question_text
+from ..core.options import AT_LEAST_1
 from .encoders import AudioEncoder, ClipEncoder, WeightsNotFoundError
 from .pipeline import (add_encoder_options, build_encoders, decode_warnings, extract_device, print_notes, seconds_option,
                        stated_duration, text_encoder_of)
@@ -104,6 +105,6 @@ def register(subparsers) -> None:
     a.add_argument("video")
     a.add_argument("question")
     a.add_argument("--checkpoint", required=True, help="a checkpoint written by `avmaster train`")
-    a.add_argument("--top", type=int, default=5)
+    a.add_argument("--top", type=AT_LEAST_1, default=5)
     add_encoder_options(a)
     a.set_defaults(func=_run_ask)

@@ -33,6 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..core.atomic import write_json
+from ..core.options import AT_LEAST_0, AT_LEAST_1
 from ..core.store import TOKENS_ATTR, FeatureStore
 from ..core.vocab import question_text
 from ..data.annotations import load_annotations
@@ -535,11 +536,11 @@ def register(subparsers) -> None:
     p.add_argument("--split", help="only this split of --questions (default: all)")
     p.add_argument("--root", help="annotation root folder for --questions")
     p.add_argument("--records", help="instead of --questions: a csv/json/jsonl/parquet with question_id, question")
-    p.add_argument("--batch-frames", type=int, default=256, help="frames per CLIP batch (pooled over videos)")
-    p.add_argument("--batch-questions", type=int, default=256)
-    p.add_argument("--workers", type=int, default=min(8, max(1, (os.cpu_count() or 2) - 1)),
+    p.add_argument("--batch-frames", type=AT_LEAST_1, default=256, help="frames per CLIP batch (pooled over videos)")
+    p.add_argument("--batch-questions", type=AT_LEAST_1, default=256)
+    p.add_argument("--workers", type=AT_LEAST_0, default=min(8, max(1, (os.cpu_count() or 2) - 1)),
                    help="decoding processes (0: decode in the main process)")
     p.add_argument("--shard", default="0/1", help="i/n: this process takes videos i, i+n, ... into its own store")
-    p.add_argument("--limit", type=int, help="at most this many videos (after sharding)")
+    p.add_argument("--limit", type=AT_LEAST_1, help="at most this many videos (after sharding)")
     add_encoder_options(p)
     p.set_defaults(func=_run_extract)
