@@ -11,10 +11,11 @@ ARGS    ?=
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Every extra, at the exact versions of constraints.txt (pyproject.toml states the compatible ranges).
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e .
+	$(PY) -m pip install -c constraints.txt -e ".[all]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (avmaster)"
 	touch $(STAMP)
 
