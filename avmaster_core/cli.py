@@ -102,7 +102,7 @@ def run_command(func, args: argparse.Namespace, argv: list[str], command: str) -
         return code
     except KeyboardInterrupt:
         sys.unraisablehook = lambda unraisable: None  # objects cut off mid-construction complain when collected
-        hint = RESUME_HINTS.get(command, "rerun the same command to continue")
+        hint = RESUME_HINTS.get(command.split()[0], "rerun the same command to continue")
         print(f"\navmaster {command}: interrupted (Ctrl-C); {hint}", file=sys.stderr)
         return 130
     except BrokenPipeError:
@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return run_command(args.func, args, argv, args.command)
+    action = getattr(args, f"{args.command}_command", None)  # `store import`, `data fetch`, `reproduce run`
+    return run_command(args.func, args, argv, f"{args.command} {action}" if action else args.command)
 
 
 if __name__ == "__main__":

@@ -340,7 +340,7 @@ class AVQADataset(Dataset):
 
     def __init__(self, records, store, split: str | None = None, with_negatives: bool = False,
                  T: int | None = None, seed: int = 0, preload: bool = True, pad: str | None = None,
-                 drop_missing: bool = False):
+                 drop_missing: bool = False, word_masks: bool = True):
         if pad not in PAD_POLICIES:
             raise ValueError(f"pad must be one of {PAD_POLICIES}, got {pad!r}")
         if T is not None and T < 1:
@@ -363,8 +363,9 @@ class AVQADataset(Dataset):
         store = FeatureStore(self.store_path, "r") if own_store else store
         try:
             self._check_missing(store, drop_missing)
-            tokens, self.unknown_words = question_tokens(store, self.records["question_id"])
-            self.tokens = None if self.unknown_words else tokens  # {question_id: CLIP tokens} (word_mask)
+            # {question_id: CLIP tokens} for the word masks (None: unknown, or not asked for)
+            tokens, self.unknown_words = question_tokens(store, self.records["question_id"]) if word_masks else ({}, [])
+            self.tokens = tokens if word_masks and not self.unknown_words else None
             self.T = self._resolve_length(store, T)
             self.bank = self._load_bank(store) if preload else None
         finally:
@@ -591,7 +592,8 @@ def open_store(data_cfg):
     return FeatureStore(data_cfg.store_path(), "r")
 
 
-def make_dataset(records, store, data_cfg, *, negatives: bool = False, seed: int = 0):
-    """An AVQADataset; it checks up front that every record has its features (MissingFeatureError otherwise)."""
+def make_dataset(records, store, data_cfg, *, negatives: bool = False, seed: int = 0, word_masks: bool = True):
+    """An AVQADataset; it checks up front that every record has its features (MissingFeatureError otherwise).
+    word_masks: read each question's word positions (a model with ModelConfig.mask_padding needs them)."""
     return AVQADataset(records, store, with_negatives=negatives, T=data_cfg.T, seed=seed,
-                       preload=data_cfg.preload, pad=data_cfg.pad)
+                       preload=data_cfg.preload, pad=data_cfg.pad, word_masks=word_masks)

@@ -8,11 +8,11 @@ from pathlib import Path
 import torch
 
 from ..core.checkpoint import load_checkpoint, read_checkpoint
-from ..core.vocab import ANSWERS, question_text
 from ..core.options import AT_LEAST_1
+from ..core.vocab import ANSWERS, question_text
 from .encoders import AudioEncoder, ClipEncoder, WeightsNotFoundError
-from .pipeline import (add_encoder_options, build_encoders, decode_warnings, extract_device, print_notes, seconds_option,
-                       stated_duration, text_encoder_of)
+from .pipeline import (add_encoder_options, build_encoders, decode_warnings, extract_device, print_notes,
+                       seconds_option, stated_duration, text_encoder_of)
 from .routes import DEFAULT_ROUTE, get_route
 from .video import VideoDecodeError
 

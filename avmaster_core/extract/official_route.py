@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from .video import SAMPLE_RATE, DecodedVideo, VideoDecodeError, upright
+from .video import SAMPLE_RATE, DecodedVideo, VideoDecodeError, check_request, decode_errors, upright
 
 FFMPEG_RATE = 44100  # moviepy's AudioFileClip asks ffmpeg for 44.1 kHz stereo s16
 MOVIEPY_BUFFER = 200000  # AudioFileClip's reader buffer (input samples)
@@ -246,13 +246,8 @@ def decode_video_official(path: str | Path, seconds: int | None = 60,
     """
     import av
 
-    if seconds is not None and seconds < 1:
-        raise ValueError(f"seconds must be >= 1 or None, got {seconds}")
-    path = Path(path)
-    if not path.is_file():
-        raise VideoDecodeError(f"file not found: {path}")
-    transform = frame_transform or (lambda image: np.asarray(image, dtype=np.uint8))
-    try:
+    path, transform = check_request(path, seconds, frame_transform)
+    with decode_errors():
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise VideoDecodeError("no video stream")
@@ -275,9 +270,5 @@ def decode_video_official(path: str | Path, seconds: int | None = 60,
             else:
                 audio = np.zeros((target, SAMPLE_RATE), np.float32)
                 info.update(audio_missing=True, audio_silent=True, audio_duration_s=0.0)
-    except VideoDecodeError:
-        raise
-    except (av.error.FFmpegError, OSError, ValueError, RuntimeError) as e:
-        raise VideoDecodeError(f"{type(e).__name__}: {e}") from e
     info["seconds"] = target
     return DecodedVideo(frames=frames, audio=audio, info=info)

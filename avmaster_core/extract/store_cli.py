@@ -3,9 +3,11 @@ store; record question token counts (mask_padding) in a store made before they w
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
+from ..core.errors import AvmasterError
 from ..core.store import KINDS, FeatureStore
 from ..data.annotations import MissingAnnotationFile
 from ..data.dataset_registry import get
@@ -24,55 +26,37 @@ def _run_import(args) -> int:
               "or at least one of --audio/--visual/--question/--words", file=sys.stderr)
         return 2
     attrs = {"imported_from": ", ".join(f"{k}={v}" for k, v in folders.items())}
-    try:
-        written = import_npy(args.store, folders, **attrs)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"avmaster store import: {e}", file=sys.stderr)
-        return 1
+    written = import_npy(args.store, folders, **attrs)
     print(f"imported into {args.store}: " + ", ".join(f"{k} {n}" for k, n in written.items()))
     return 0
 
 
 def _run_export(args) -> int:
-    try:
-        written = export_npy(args.store, args.out, args.kinds.split(",") if args.kinds else None)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"avmaster store export: {e}", file=sys.stderr)
-        return 1
+    written = export_npy(args.store, args.out, args.kinds.split(",") if args.kinds else None)
     print(f"exported {args.store} to {args.out}: " + ", ".join(f"{k} {n}" for k, n in written.items()))
     return 0
 
 
 def _run_merge(args) -> int:
-    try:
-        written = merge_stores(args.out, args.inputs)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"avmaster store merge: {e}", file=sys.stderr)
-        return 1
+    written = merge_stores(args.out, args.inputs)
     print(f"merged {len(args.inputs)} store(s) into {args.out}: " + ", ".join(f"{k} {n}" for k, n in written.items()))
     return 0
 
 
 def _run_info(args) -> int:
-    try:
-        with FeatureStore(args.store, "r") as store:
-            print(f"{args.store}")
-            for kind in KINDS:
-                keys = store.keys(kind)
-                shape = store.file[f"{kind}/{keys[0]}"].shape if keys else "-"
-                print(f"  {kind:9s} {len(keys):7d} items  (first shape {shape})")
-            attrs = store.attrs
-            route = attrs.pop("route", None)
-            print(f"  extraction route: {route or 'not recorded (imported, synthetic or made before routes)'}")
-            if "route_params" in attrs:
-                import json
-                for step, how in json.loads(attrs.pop("route_params")).items():
-                    print(f"    {step}: {how}")
-            for k, v in sorted(attrs.items()):
-                print(f"  {k}: {v}")
-    except FileNotFoundError as e:
-        print(f"avmaster store info: {e}", file=sys.stderr)
-        return 1
+    with FeatureStore(args.store, "r") as store:
+        print(f"{args.store}")
+        for kind in KINDS:
+            keys = store.keys(kind)
+            shape = store.file[f"{kind}/{keys[0]}"].shape if keys else "-"
+            print(f"  {kind:9s} {len(keys):7d} items  (first shape {shape})")
+        attrs = store.attrs
+        route = attrs.pop("route", None)
+        print(f"  extraction route: {route or 'not recorded (imported, synthetic or made before routes)'}")
+        for step, how in json.loads(attrs.pop("route_params", "{}")).items():
+            print(f"    {step}: {how}")
+        for k, v in sorted(attrs.items()):
+            print(f"  {k}: {v}")
     return 0
 
 
@@ -85,20 +69,14 @@ def _run_token_counts(args) -> int:
         except MissingAnnotationFile:
             absent.append(split)
     if not texts:
-        print(f"avmaster store token-counts: no annotation file of {args.questions} under {args.root} "
-              f"(splits {', '.join(absent)}); pass --root, the folder of its annotation files", file=sys.stderr)
-        return 1
+        raise AvmasterError(f"no annotation file of {args.questions} under {args.root} (splits {', '.join(absent)}); "
+                            "pass --root, the folder of its annotation files")
     if not Path(args.store).is_file():
-        print(f"avmaster store token-counts: no store {args.store}: give the feature store (.h5) that "
-              "`avmaster extract --questions` wrote", file=sys.stderr)
-        return 1
-    try:
-        with FeatureStore(args.store, "a") as store:
-            added = record_token_counts(store, texts)
-            stored = sum(store.has("words", q) for q in texts)
-    except OSError as e:
-        print(f"avmaster store token-counts: {e}", file=sys.stderr)
-        return 1
+        raise AvmasterError(f"no store {args.store}: give the feature store (.h5) that `avmaster extract --questions` "
+                            "wrote")
+    with FeatureStore(args.store, "a") as store:
+        added = record_token_counts(store, texts)
+        stored = sum(store.has("words", q) for q in texts)
     print(f"{args.store}: token counts added to {added} question(s); {stored} of the {len(texts)} questions of "
           f"{args.questions} are in the store" + (f" (no annotation file for {', '.join(absent)})" if absent else ""))
     return 0

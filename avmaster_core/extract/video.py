@@ -23,6 +23,7 @@ Policy (the paper's features: 60 frames at 1 fps and 60 one-second VGGish chunks
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,6 +152,34 @@ def _decode_audio(container, stream, seconds: int, video_start: float) -> tuple[
     return out.reshape(seconds, SAMPLE_RATE), info
 
 
+def check_request(path: str | Path, seconds: int | None, frame_transform: Callable | None) -> tuple[Path, Callable]:
+    """What both decoding routes check before opening `path`: (the path, the frame transform to apply; default
+    an RGB uint8 [H, W, 3] array). ValueError for seconds < 1, VideoDecodeError for a missing file."""
+    if seconds is not None and seconds < 1:
+        raise ValueError(f"seconds must be >= 1 or None, got {seconds}")
+    path = Path(path)
+    if not path.is_file():
+        raise VideoDecodeError(f"file not found: {path}")
+    return path, frame_transform or rgb_array
+
+
+def rgb_array(image) -> np.ndarray:
+    return np.asarray(image, dtype=np.uint8)
+
+
+@contextlib.contextmanager
+def decode_errors():
+    """PyAV's errors (and the OS / value errors of a bad file) inside the block as VideoDecodeError with the reason."""
+    import av  # PyAV: an optional dependency (the `extraction` extra), loaded only when a video is decoded
+
+    try:
+        yield
+    except VideoDecodeError:
+        raise
+    except (av.error.FFmpegError, OSError, ValueError, RuntimeError) as e:
+        raise VideoDecodeError(f"{type(e).__name__}: {e}") from e
+
+
 def decode_video(path: str | Path, seconds: int | None = 60,
                  frame_transform: Callable | None = None) -> DecodedVideo:
     """Decode `path` into `seconds` one-second segments (None: the video's own length).
@@ -160,13 +189,8 @@ def decode_video(path: str | Path, seconds: int | None = 60,
     """
     import av
 
-    if seconds is not None and seconds < 1:
-        raise ValueError(f"seconds must be >= 1 or None, got {seconds}")
-    path = Path(path)
-    if not path.is_file():
-        raise VideoDecodeError(f"file not found: {path}")
-    transform = frame_transform or (lambda image: np.asarray(image, dtype=np.uint8))
-    try:
+    path, transform = check_request(path, seconds, frame_transform)
+    with decode_errors():
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise VideoDecodeError("no video stream")
@@ -179,10 +203,6 @@ def decode_video(path: str | Path, seconds: int | None = 60,
             else:
                 audio = np.zeros((len(frames), SAMPLE_RATE), np.float32)
                 info.update(audio_missing=True, audio_silent=True, audio_duration_s=0.0)
-    except VideoDecodeError:
-        raise
-    except (av.error.FFmpegError, OSError, ValueError, RuntimeError) as e:
-        raise VideoDecodeError(f"{type(e).__name__}: {e}") from e
     info["seconds"] = len(frames)
     return DecodedVideo(frames=frames, audio=audio, info=info)
 

@@ -201,8 +201,7 @@ def _evaluate_command(args) -> int:
                           T=args.T if args.T is not None else saved_data.get("T"),
                           pad=args.pad if args.pad is not None else saved_data.get("pad"))
     check_run_inputs(data_cfg, ModelConfig.from_dict(saved["model_config"]), [args.split])
-    del saved
-    table, predictions = evaluate(args.checkpoint, args.dataset, args.split, args.root, store=args.store,
+    table, predictions = evaluate(saved, args.dataset, args.split, args.root, store=args.store,
                                   batch_size=args.batch_size, device=args.device, amp=args.amp, limit=args.limit,
                                   T=args.T, pad=args.pad, changes=changes,
                                   progress=not args.no_progress)

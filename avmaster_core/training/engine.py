@@ -62,8 +62,8 @@ from .distributed import (DistContext, all_sum, barrier, gather_objects, resolve
                           teardown_distributed)
 from .evaluation import accuracy, evaluate, predict, prediction_series, progress_bar
 from .fast import FastRunner, make_optimizer
-from .run_config import (DataConfig, RunResult, TrainConfig, config_differences, free_fields, lock_run_folder,
-                         run_dir_for)
+from .run_config import (BEST_CHECKPOINT, LAST_CHECKPOINT, DataConfig, RunResult, TrainConfig, config_differences,
+                         free_fields, lock_run_folder, run_dir_for)
 
 # The package's training-facing names (README), wherever they are defined.
 __all__ = ["train", "TrainConfig", "DataConfig", "RunResult", "evaluate", "predict", "load_checkpoint",
@@ -99,11 +99,11 @@ class Training:
 
     @property
     def last_path(self) -> Path:
-        return self.run_dir / "last.pt"
+        return self.run_dir / LAST_CHECKPOINT
 
     @property
     def best_path(self) -> Path:
-        return self.run_dir / "best.pt"
+        return self.run_dir / BEST_CHECKPOINT
 
 
 def train(model_cfg, train_cfg: TrainConfig = TrainConfig(), data_cfg: DataConfig = DataConfig(), *,
@@ -194,10 +194,11 @@ def prepare_data(t: Training) -> None:
     """Open the store, build the train and validation datasets, place their feature banks."""
     cfg, data_cfg = t.train_cfg, t.data_cfg
     t.store = open_store(data_cfg)
+    masks = t.model_cfg.mask_padding  # each question's word positions, read only when the model masks padding
     t.train_set = make_dataset(load_records(data_cfg, data_cfg.train_split), t.store, data_cfg,
-                               negatives=wants_negatives(t.model_cfg), seed=cfg.seed)
+                               negatives=wants_negatives(t.model_cfg), seed=cfg.seed, word_masks=masks)
     t.eval_set = make_dataset(load_records(data_cfg, cfg.eval_split), t.store, data_cfg,
-                              seed=cfg.seed) if cfg.eval_split else None
+                              seed=cfg.seed, word_masks=masks) if cfg.eval_split else None
     require_word_mask(t.model_cfg, t.train_set, t.eval_set)  # mask_padding needs each question's word positions
     placement = dict(on_device=cfg.features_on_device, num_workers=cfg.num_workers)
     t.train_bank = bank_for(t.train_set, t.device, **placement)
@@ -379,7 +380,8 @@ def test_best(t: Training) -> RunResult:
         return result
     best = torch.load(t.best_path, map_location="cpu", weights_only=True)
     t.model.load_state_dict(best["model"])
-    test_set = make_dataset(load_records(t.data_cfg, cfg.test_split), t.store, t.data_cfg, seed=cfg.seed)
+    test_set = make_dataset(load_records(t.data_cfg, cfg.test_split), t.store, t.data_cfg, seed=cfg.seed,
+                            word_masks=t.model_cfg.mask_padding)
     require_word_mask(t.model_cfg, test_set)
     pred = predict(t.model, test_set, batch_size=cfg.eval_batch_size, device=t.device, amp=cfg.amp,
                    num_workers=cfg.num_workers, features_on_device=cfg.features_on_device, progress=t.show,

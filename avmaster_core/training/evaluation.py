@@ -73,7 +73,7 @@ def prediction_series(records, pred_idx: np.ndarray):
     return pd.Series(pred_idx.astype(np.int64), index=records["question_id"].to_numpy(), name="prediction")
 
 
-def evaluate(checkpoint: str | os.PathLike, dataset: str, split: str = "test", root: str | os.PathLike = ".", *,
+def evaluate(checkpoint: str | os.PathLike | dict, dataset: str, split: str = "test", root: str | os.PathLike = ".", *,
              store: str | os.PathLike | None = None, batch_size: int = 64, device: str = "auto",
              amp: bool = False, limit: int | None = None, T: int | None = None, pad: str | None = None,
              changes: dict | None = None, progress: bool = True):
@@ -84,7 +84,7 @@ def evaluate(checkpoint: str | os.PathLike, dataset: str, split: str = "test", r
     changes: inference-only ModelConfig overrides (see load_checkpoint), e.g. Table XII's {"inference_use_a": False}.
     """
     dev = resolve_device(device)
-    ckpt = read_checkpoint(checkpoint)
+    ckpt = checkpoint if isinstance(checkpoint, dict) else read_checkpoint(checkpoint)  # a dict: already read
     model, _ = model_from_checkpoint(ckpt, changes)
     saved_data = ckpt.get("data_config") or {}
     data_cfg = DataConfig(dataset=dataset, root=str(root), store=str(store) if store else None, limit=limit,
@@ -92,7 +92,7 @@ def evaluate(checkpoint: str | os.PathLike, dataset: str, split: str = "test", r
                           pad=pad if pad is not None else saved_data.get("pad"))
     model.to(dev)
     with open_store(data_cfg) as feature_store:
-        data = make_dataset(load_records(data_cfg, split), feature_store, data_cfg)
+        data = make_dataset(load_records(data_cfg, split), feature_store, data_cfg, word_masks=model.cfg.mask_padding)
         require_word_mask(model.cfg, data)
         pred = predict(model, data, batch_size=batch_size, device=dev, amp=amp, progress=progress, desc=split)
     predictions = prediction_series(data.records, pred)

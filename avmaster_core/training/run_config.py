@@ -21,9 +21,9 @@ from typing import Any
 import pandas as pd
 
 from ..core.config import ModelConfig
-from ..data.dataset_registry import DATASET_NAMES
 from ..core.options import AT_LEAST_0, AT_LEAST_1, NON_NEGATIVE, POSITIVE, check_ranges, field_ranges
 from ..core.store import InUseError, WriterLock, writer_of
+from ..data.dataset_registry import DATASET_NAMES
 
 
 def _opt(default, help: str, flag: str | None = None, free: str | None = None, **extra):
@@ -149,11 +149,11 @@ class RunResult:
 
     @property
     def best_checkpoint(self) -> Path:
-        return self.run_dir / "best.pt"
+        return self.run_dir / BEST_CHECKPOINT
 
     @property
     def last_checkpoint(self) -> Path:
-        return self.run_dir / "last.pt"
+        return self.run_dir / LAST_CHECKPOINT
 
     @property
     def metrics_path(self) -> Path:
@@ -169,6 +169,7 @@ class RunResult:
 
 
 # ------------------------------------------------------------------------------------------------ a run's test table
+BEST_CHECKPOINT, LAST_CHECKPOINT = "best.pt", "last.pt"  # in every run folder (checkpoint.py: what they hold)
 RUN_TABLE = "test_table.csv"  # what engine.train writes into every run folder (scoring.score's Table II layout)
 
 

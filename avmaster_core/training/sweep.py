@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from ..core import experiments as experiment_registry
 from ..core.experiments import EXPERIMENT_SEGMENTS, experiment as experiment_config
+from ..core.options import UniqueValues, field_ranges
 from ..core.records import QUESTION_TYPES
 from ..data.annotations import load_annotations
 from ..data.scoring import MODALITY_LABELS, OVERALL, QTYPE_LABELS, TABLE2_COLUMNS
@@ -45,7 +46,6 @@ from .engine import train
 from .preflight import check_run_inputs, splits_of
 from .run_config import (DataConfig, RunFolderInUseError, RunResult, TrainConfig, config_differences, free_fields,
                          read_run_table, run_dir_for, run_name)
-from ..core.options import UniqueValues, field_ranges
 
 SUMMARY_FILE = "summary.json"
 # Row labels of write_markdown (e.g. results/synthetic.md) for every run name of either preset, from the
