@@ -92,11 +92,18 @@ class ClipPreprocess:
 
 
 # -- CLIP ---------------------------------------------------------------------------------------------------
+def open_clip_module():
+    """open_clip with the submodules this package uses, imported on first use: an optional dependency (the
+    `extraction` extra), so that the command line and the rest of the package work without it. The one place
+    the package imports it."""
+    import open_clip.model, open_clip.openai, open_clip.pretrained, open_clip.tokenizer, open_clip.transformer  # noqa: E401
+
+    return open_clip
+
+
 def _weights_where(model_name: str, pretrained: str) -> tuple[list[str], str]:
     """(candidate local files, a human description of what to fetch) for an open_clip pretrained tag."""
-    from open_clip.pretrained import get_pretrained_cfg
-
-    cfg = get_pretrained_cfg(model_name, pretrained)
+    cfg = open_clip_module().pretrained.get_pretrained_cfg(model_name, pretrained)
     found, wanted = [], []
     if cfg.get("hf_hub"):
         repo, filename = os.path.split(cfg["hf_hub"])  # "org/name/" -> default file names; "org/name/file"
@@ -170,14 +177,12 @@ class ClipEncoder:
     @classmethod
     def tiny(cls, seed: int = 0, device="cpu") -> "ClipEncoder":
         """A randomly initialised 2-layer CLIP (TINY_CLIP): right shapes, no download; for tests and benchmarks."""
-        from open_clip.model import CLIP
-        from open_clip.tokenizer import SimpleTokenizer
-
+        oc = open_clip_module()
         torch.manual_seed(seed)
         cfg = dict(TINY_CLIP)
-        model = CLIP(cfg["embed_dim"], cfg["vision_cfg"], cfg["text_cfg"], quick_gelu=cfg["quick_gelu"])
+        model = oc.model.CLIP(cfg["embed_dim"], cfg["vision_cfg"], cfg["text_cfg"], quick_gelu=cfg["quick_gelu"])
         pre = ClipPreprocess(size=cfg["vision_cfg"]["image_size"])
-        return cls(model.to(device), pre, SimpleTokenizer(context_length=77), "tiny-clip", f"random(seed={seed})",
+        return cls(model.to(device), pre, oc.tokenizer.SimpleTokenizer(context_length=77), "tiny-clip", f"random(seed={seed})",
                    device=device)
 
     @classmethod
@@ -188,8 +193,9 @@ class ClipEncoder:
         pretrained="random" gives random weights. With neither cached nor local weights and no network,
         raises WeightsNotFoundError naming the file to fetch.
         """
-        import open_clip
-        from open_clip.pretrained import get_pretrained_cfg, list_pretrained_tags_by_model
+        open_clip = open_clip_module()
+        get_pretrained_cfg = open_clip.pretrained.get_pretrained_cfg
+        list_pretrained_tags_by_model = open_clip.pretrained.list_pretrained_tags_by_model
 
         model_name = model_name.replace("/", "-")
         if model_name == "tiny":
@@ -233,8 +239,7 @@ class ClipEncoder:
                     "then pass the file with --clip-weights PATH (or ClipEncoder.load(weights=PATH))")
         if source is not None and Path(source).is_file() and _is_torchscript(Path(source)):
             # OpenAI's original release is a TorchScript archive; open_clip rebuilds it (QuickGELU) from its state dict
-            from open_clip.openai import load_openai_model
-            model = load_openai_model(source, precision=precision, device=device)
+            model = open_clip.openai.load_openai_model(source, precision=precision, device=device)
         else:
             model = open_clip.create_model(model_name, pretrained=source, device=device, precision=precision,
                                            force_quick_gelu=quick_gelu)
@@ -269,8 +274,8 @@ class ClipEncoder:
         words are the ln_final states at every context position (SOT, words, EOT, padding) @ text_projection;
         sentence is the same at the pooled (EOT) position, i.e. exactly `model.encode_text`.
         """
-        from open_clip.model import text_global_pool
-        from open_clip.transformer import TextTransformer
+        oc = open_clip_module()
+        text_global_pool, TextTransformer = oc.model.text_global_pool, oc.transformer.TextTransformer
 
         tokens = self.tokenizer(texts).to(self.device)  # [N, 77]
         m = self.model

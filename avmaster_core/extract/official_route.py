@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from .video import SAMPLE_RATE, DecodedVideo, VideoDecodeError, check_request, decode_errors, upright
+from .video import SAMPLE_RATE, DecodedVideo, VideoDecodeError, check_request, decode_errors, pyav, upright
 
 FFMPEG_RATE = 44100  # moviepy's AudioFileClip asks ffmpeg for 44.1 kHz stereo s16
 MOVIEPY_BUFFER = 200000  # AudioFileClip's reader buffer (input samples)
@@ -134,7 +134,7 @@ def moviepy_resample(samples: np.ndarray, duration: float, n_output: int | None 
 
 def decode_s16_stereo_44k(container, stream) -> np.ndarray:
     """The whole audio stream as ffmpeg hands it to moviepy: int16 [N, 2] at 44.1 kHz, from the first sample."""
-    import av
+    av = pyav()
 
     resampler = av.AudioResampler(format="s16", layout="stereo", rate=FFMPEG_RATE)
     chunks = []
@@ -244,7 +244,7 @@ def decode_video_official(path: str | Path, seconds: int | None = 60,
     16 kHz moviepy wav from the first audio sample, cut or padded with silence to `seconds` s.
     info["frame_times_s"] holds each frame's time from the file's start time.
     """
-    import av
+    av = pyav()
 
     path, transform = check_request(path, seconds, frame_transform)
     with decode_errors():

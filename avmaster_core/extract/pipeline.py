@@ -37,11 +37,12 @@ from ..core.options import AT_LEAST_0, AT_LEAST_1
 from ..core.store import TOKENS_ATTR, FeatureStore
 from ..core.vocab import question_text
 from ..data.annotations import load_annotations
+from .candidates import extract_dataset_choices
 from .encoders import (AUDIO_ENCODERS, DEFAULT_AUDIO_ENCODER, DEFAULT_VISUAL_ENCODER, TINY_ENCODERS, VISUAL_ENCODERS,
                        AudioEncoder, ClipEncoder, EncoderOptions, VGGishEncoder, VisualEncoder, WeightsNotFoundError,
-                       build_audio_encoder, build_visual_encoder, encoder_attrs)
+                       build_audio_encoder, build_visual_encoder, encoder_attrs, open_clip_module)
 from .routes import DEFAULT_ROUTE, ROUTES, Route, check_route, get_route, route_attrs
-from .video import VideoDecodeError, list_videos
+from .video import VideoDecodeError, list_videos, pyav
 
 PROTOCOL = ROUTES["clean"].protocol  # kept for callers of the name; each route has its own
 
@@ -134,7 +135,7 @@ def _single(item):  # collate for batch_size=None: keep the dict as it is (modul
 
 def stated_duration(path) -> float | None:
     """The length (s) the container's header states, or None when it states none."""
-    import av
+    av = pyav()
 
     try:
         with av.open(str(path)) as container:
@@ -328,9 +329,7 @@ def token_counts(texts: list[str], tokenizer=None) -> list[int]:
     """CLIP tokens of each text as the text encoder sees it: start token, words, end token (at most 77).
     The tokenizer is CLIP's BPE (open_clip's SimpleTokenizer, shared by the CLIP models we use)."""
     if tokenizer is None:
-        from open_clip.tokenizer import SimpleTokenizer
-
-        tokenizer = SimpleTokenizer(context_length=77)
+        tokenizer = open_clip_module().tokenizer.SimpleTokenizer(context_length=77)
     return [int(n) for n in (tokenizer(texts) != 0).sum(dim=1)]  # padding is token 0
 
 
@@ -502,8 +501,6 @@ def _run_extract(args) -> int:
                                   batch_size=args.batch_questions)
             print(f"{n} question(s) extracted into {shard_store_path(args.out, shard)}")
             if args.questions:  # multiple-choice datasets (AVQA): the candidate answers, same text path
-                from .candidates import extract_dataset_choices
-
                 n = extract_dataset_choices(args.questions, args.split, args.root, shard_store_path(args.out, shard),
                                             text_encoder_of(visual), shard, args.batch_questions)
                 if n:

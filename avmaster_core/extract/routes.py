@@ -20,7 +20,7 @@ import pandas as pd
 
 from . import official_route
 from .encoders import vggish_log_mel
-from .video import decode_video
+from .video import decode_video, pyav
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def _patch_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def pixel_psnr(video_path: str | Path, frames: int = 5) -> np.ndarray:
     """PSNR (dB) between the two routes' pixels of the same decoded frames (first `frames` frames)."""
-    import av
+    av = pyav()
 
     values = []
     with av.open(str(video_path)) as container:

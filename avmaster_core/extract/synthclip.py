@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .video import pyav
+
 PALETTE = np.array([[230, 25, 25], [25, 230, 25], [25, 25, 230], [230, 230, 25], [25, 230, 230],
                     [230, 25, 230], [240, 240, 240], [128, 64, 0]], dtype=np.uint8)
 
@@ -31,7 +33,7 @@ def write_clip(path: str | Path, seconds: float = 3, fps: float = 10, size: tupl
     video_start, audio_start: the streams' first timestamps (s) on the container timeline, e.g. audio that
     starts before the video (encoder priming) or after it.
     """
-    import av
+    av = pyav()
     path = Path(path)
     width, height = size
     times = frame_times if frame_times is not None else [i / fps for i in range(int(round(seconds * fps)))]

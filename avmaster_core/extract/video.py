@@ -117,7 +117,7 @@ def _decode_frames(container, stream, seconds: int | None, frame_transform: Call
 
 
 def _decode_audio(container, stream, seconds: int, video_start: float) -> tuple[np.ndarray, dict]:
-    import av
+    av = pyav()
 
     resampler = av.AudioResampler(format="s16p", layout=None, rate=SAMPLE_RATE)  # keep channels; mean below
     chunks: list[np.ndarray] = []
@@ -152,6 +152,14 @@ def _decode_audio(container, stream, seconds: int, video_start: float) -> tuple[
     return out.reshape(seconds, SAMPLE_RATE), info
 
 
+def pyav():
+    """PyAV, imported on first use: an optional dependency (`pip install "avmaster-core[extraction]"`), so that the
+    rest of the package and the command line work without it. The one place the package imports it."""
+    import av
+
+    return av
+
+
 def check_request(path: str | Path, seconds: int | None, frame_transform: Callable | None) -> tuple[Path, Callable]:
     """What both decoding routes check before opening `path`: (the path, the frame transform to apply; default
     an RGB uint8 [H, W, 3] array). ValueError for seconds < 1, VideoDecodeError for a missing file."""
@@ -170,7 +178,7 @@ def rgb_array(image) -> np.ndarray:
 @contextlib.contextmanager
 def decode_errors():
     """PyAV's errors (and the OS / value errors of a bad file) inside the block as VideoDecodeError with the reason."""
-    import av  # PyAV: an optional dependency (the `extraction` extra), loaded only when a video is decoded
+    av = pyav()
 
     try:
         yield
@@ -187,7 +195,7 @@ def decode_video(path: str | Path, seconds: int | None = 60,
     frame_transform: applied to each chosen frame (a PIL RGB image); default returns an RGB uint8 [H,W,3] array.
     Raises VideoDecodeError with the reason when the file cannot be used.
     """
-    import av
+    av = pyav()
 
     path, transform = check_request(path, seconds, frame_transform)
     with decode_errors():

@@ -194,6 +194,14 @@ class LocalGPUs:
                        "message": f"worker exited with code {process.returncode} and no outcome"}
 
 
+def submitit_module():
+    """submitit, imported on first use: an optional dependency (the `cluster` extra), so that every other
+    launcher and the command line work without it. The one place the package imports it."""
+    import submitit
+
+    return submitit
+
+
 class _SubmititTask:
     """The callable of each array task. submitit calls `checkpoint` when the job is preempted or times out:
     it resubmits the same item, and engine.train's resume continues from the run's last.pt."""
@@ -205,7 +213,7 @@ class _SubmititTask:
         return execute(spec_dict, self.settings_dict, owner=_task_owner())
 
     def checkpoint(self, spec_dict: dict):
-        import submitit
+        submitit = submitit_module()
 
         return submitit.helpers.DelayedSubmission(_SubmititTask(self.settings_dict), spec_dict)
 
@@ -213,7 +221,7 @@ class _SubmititTask:
 def _task_owner() -> str | None:
     """The array task's stable name (job id + index, unchanged by a requeue): it may take back its own lock."""
     try:
-        import submitit
+        submitit = submitit_module()
 
         env = submitit.JobEnvironment()
         return f"submitit:{env.job_id}"
@@ -236,7 +244,7 @@ class Submitit:
         self.name = f"submitit ({executor}), job arrays in {self.folder}"
 
     def executor(self):
-        import submitit
+        submitit = submitit_module()
 
         if self.kind == "local":
             ex = submitit.LocalExecutor(folder=self.folder)
@@ -259,7 +267,7 @@ class Submitit:
         return self.executor().submit(fn, *args).result()
 
     def launch(self, specs: list, settings: ReproduceSettings) -> Iterator[dict]:
-        import submitit
+        submitit = submitit_module()
 
         if not specs:
             return

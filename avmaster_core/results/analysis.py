@@ -32,6 +32,7 @@ from ..core.vocab import ANSWERS, question_text
 from ..data.annotations import load_records
 from ..data.dataset_registry import protocol
 from ..data.scoring import score
+from ..extract.encoders import open_clip_module
 from ..training.distributed import resolve_device
 from ..training.evaluation import predict, prediction_series
 from ..training.run_config import DataConfig
@@ -121,9 +122,7 @@ def question_tokens(question: str, dataset: str) -> list[str]:
     BPE tokens (open_clip's tokenizer, no weights needed)."""
     if dataset == "synthetic":
         return ["<start>", *question.lower().split(), "<end>"]
-    from open_clip.tokenizer import SimpleTokenizer
-
-    tokenizer = SimpleTokenizer()
+    tokenizer = open_clip_module().tokenizer.SimpleTokenizer()
     ids = tokenizer.encode(question_text(question))
     return ["<start>", *[tokenizer.decode([i]).strip() for i in ids], "<end>"]
 

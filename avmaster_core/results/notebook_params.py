@@ -229,12 +229,20 @@ class NotebookSettings:
         return "\n".join([*self.changes, *lines])
 
 
+def papermill_module():
+    """papermill, imported on first use: an optional dependency (the `notebooks` extra) that takes a second to
+    import, so that the command line and the rest of the package work without it. The one place the package
+    imports it (notebooks.py runs the notebooks with it)."""
+    import papermill.exceptions
+
+    return papermill
+
+
 def notebook_defaults(notebook: str | Path) -> dict | None:
     """The values of the notebook's `parameters` cell as stored: a path to an .ipynb, or a notebook name looked
     up in the working directory (a notebook's own folder) and else the repository's notebooks/; None when the
     file is not found."""
-    import papermill
-
+    papermill = papermill_module()
     here = Path(notebook if str(notebook).endswith(".ipynb") else f"{notebook}.ipynb")
     candidates = [here] + [parent / "notebooks" / here.name for parent in Path(__file__).resolve().parents]
     path = next((c for c in candidates if str(notebook) and c.is_file()), None)

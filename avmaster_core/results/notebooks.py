@@ -40,7 +40,8 @@ DEFAULT_NOTEBOOKS = Path("notebooks")
 
 # The settings of a notebook's parameters cell live in notebook_params; re-exported here (public names).
 from .notebook_params import (DEMO_RESULTS, FULL_RESULTS, SMOKE_DATA, SMOKE_RESULTS, SMOKE_RUNS,  # noqa: E402,F401
-                              NotebookSettings, ParameterError, changed_parameters, notebook_settings)
+                              NotebookSettings, ParameterError, changed_parameters, notebook_settings,
+                              papermill_module)
 
 
 class NotebookRunError(RuntimeError):
@@ -82,9 +83,7 @@ def parse_value(text: str):
 
 def declared_parameters(notebook: Path) -> set[str]:
     """Names assigned in the notebook's `parameters` cell."""
-    import papermill
-
-    return set(papermill.inspect_notebook(str(notebook)))
+    return set(papermill_module().inspect_notebook(str(notebook)))
 
 
 def run_notebooks(notebooks: list[Path], out: Path, smoke: bool, parameters: dict | None = None,
@@ -93,8 +92,8 @@ def run_notebooks(notebooks: list[Path], out: Path, smoke: bool, parameters: dic
 
     Raises NotebookRunError at the first failure, and ValueError for a parameter that no notebook declares.
     """
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
+    papermill = papermill_module()
+    PapermillExecutionError = papermill.exceptions.PapermillExecutionError
 
     parameters = dict(parameters or {})
     if "SMOKE" in parameters:

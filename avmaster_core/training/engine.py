@@ -62,8 +62,8 @@ from .distributed import (DistContext, all_sum, barrier, gather_objects, resolve
                           teardown_distributed)
 from .evaluation import accuracy, evaluate, predict, prediction_series, progress_bar
 from .fast import FastRunner, make_optimizer
-from .run_config import (BEST_CHECKPOINT, LAST_CHECKPOINT, DataConfig, RunResult, TrainConfig, config_differences,
-                         free_fields, lock_run_folder, run_dir_for)
+from .run_config import (DataConfig, RunFolder, RunResult, TrainConfig, config_differences, free_fields,
+                         lock_run_folder, run_dir_for)
 
 # The package's training-facing names (README), wherever they are defined.
 __all__ = ["train", "TrainConfig", "DataConfig", "RunResult", "evaluate", "predict", "load_checkpoint",
@@ -73,7 +73,7 @@ LOSS_KEYS = ("qa", "a", "v", "c", "total")
 
 
 @dataclass
-class Training:
+class Training(RunFolder):
     """Everything one `train` call works with; the steps below read and update it."""
 
     model_cfg: Any
@@ -96,14 +96,6 @@ class Training:
     scheduler: Any = None
     runner: Any = None               # fast.FastRunner with TrainConfig.compile
     state: dict = dataclasses.field(default_factory=dict)   # the loop's position and results (saved in last.pt)
-
-    @property
-    def last_path(self) -> Path:
-        return self.run_dir / LAST_CHECKPOINT
-
-    @property
-    def best_path(self) -> Path:
-        return self.run_dir / BEST_CHECKPOINT
 
 
 def train(model_cfg, train_cfg: TrainConfig = TrainConfig(), data_cfg: DataConfig = DataConfig(), *,
@@ -173,15 +165,15 @@ def check_resumable(saved: dict, current: dict, path: Path) -> None:
 
 def read_resume_point(t: Training, resume: bool) -> dict | None:
     """last.pt's content when resuming (checked against the configs), None for a new run."""
-    if not t.last_path.exists():
+    if not t.last_checkpoint.exists():
         if resume and t.ctx.is_main:
             print(f"[avmaster] nothing to resume in {t.run_dir}; starting a new run", file=sys.stderr)
         return None
     if not resume:
         raise FileExistsError(f"{t.run_dir} already holds a run (last.pt): pass resume=True / --resume to "
                               "continue it, or choose another --out / --seed")
-    saved = torch.load(t.last_path, map_location="cpu", weights_only=True)
-    check_resumable(saved["config"], t.config_record, t.last_path)
+    saved = torch.load(t.last_checkpoint, map_location="cpu", weights_only=True)
+    check_resumable(saved["config"], t.config_record, t.last_checkpoint)
     return saved
 
 
@@ -262,7 +254,7 @@ def save_last(t: Training) -> None:
     """last.pt. Collective (the RNG states are gathered): every rank calls it, rank 0 writes."""
     rngs = gather_objects(rng_state(), t.ctx)
     if t.ctx.is_main:
-        checkpoint.save_last(t.last_path, t.model, t.optimizer, t.scheduler, t.config_record, rngs, t.state)
+        checkpoint.save_last(t.last_checkpoint, t.model, t.optimizer, t.scheduler, t.config_record, rngs, t.state)
 
 
 def optimizer_step(t: Training, batch: dict) -> tuple[dict, torch.Tensor]:
@@ -349,7 +341,7 @@ def end_of_epoch(t: Training, epoch: int, sums: dict, lr: float) -> None:
         state["best_val_acc"] = val_acc if val_acc is not None else state["best_val_acc"]
         state["best_epoch"] = epoch
         if t.ctx.is_main:
-            save_best(t.best_path, t.model, t.config_record, epoch=epoch, val_acc=val_acc)
+            save_best(t.best_checkpoint, t.model, t.config_record, epoch=epoch, val_acc=val_acc)
     t.scheduler.step()
     record = {
         "epoch": epoch, "lr": lr, **{f"train_loss_{k}": totals[i] / seen for i, k in enumerate(LOSS_KEYS)},
@@ -378,7 +370,7 @@ def test_best(t: Training) -> RunResult:
                        test_acc=None, history=list(state["history"]))
     if not cfg.test_split:
         return result
-    best = torch.load(t.best_path, map_location="cpu", weights_only=True)
+    best = torch.load(t.best_checkpoint, map_location="cpu", weights_only=True)
     t.model.load_state_dict(best["model"])
     test_set = make_dataset(load_records(t.data_cfg, cfg.test_split), t.store, t.data_cfg, seed=cfg.seed,
                             word_masks=t.model_cfg.mask_padding)

@@ -136,16 +136,13 @@ def _field_defaults() -> dict[str, dict[str, Any]]:
             for part, cls in (("model", ModelConfig), ("train", TrainConfig), ("data", DataConfig))}
 
 
-@dataclass
-class RunResult:
-    """What a finished `train` call produced."""
+BEST_CHECKPOINT, LAST_CHECKPOINT = "best.pt", "last.pt"  # in every run folder (checkpoint.py: what they hold)
+
+
+class RunFolder:
+    """The files of a run folder `self.run_dir`, spelt once (RunResult and engine.Training have one)."""
 
     run_dir: Path
-    best_epoch: int
-    best_val_acc: float | None
-    test_acc: float | None
-    table: Any = None                 # pandas DataFrame in the paper's Table II layout (None without a test split)
-    history: list[dict] = field(default_factory=list)
 
     @property
     def best_checkpoint(self) -> Path:
@@ -159,6 +156,19 @@ class RunResult:
     def metrics_path(self) -> Path:
         return self.run_dir / "metrics.jsonl"
 
+
+@dataclass
+class RunResult(RunFolder):
+    """What a finished `train` call produced."""
+
+    run_dir: Path
+    best_epoch: int
+    best_val_acc: float | None
+    test_acc: float | None
+    table: Any = None                 # pandas DataFrame in the paper's Table II layout (None without a test split)
+    history: list[dict] = field(default_factory=list)
+
+
     @property
     def predictions_path(self) -> Path:
         return self.run_dir / "predictions.json"
@@ -169,7 +179,6 @@ class RunResult:
 
 
 # ------------------------------------------------------------------------------------------------ a run's test table
-BEST_CHECKPOINT, LAST_CHECKPOINT = "best.pt", "last.pt"  # in every run folder (checkpoint.py: what they hold)
 RUN_TABLE = "test_table.csv"  # what engine.train writes into every run folder (scoring.score's Table II layout)
 
 
