@@ -9,7 +9,7 @@
 
 Where things live: run_config (TrainConfig, DataConfig, RunResult, which fields may differ on resume),
 checkpoint (best.pt/last.pt, RNG state), evaluation (predict, evaluate), distributed (torchrun helpers),
-dataset (the batch iterator), atomic (file writes), engine_cli (the `train|evaluate|score` commands).
+dataset (the batch iterator), atomic (file writes), commands (the `train|evaluate|score` commands).
 
 The recipe is the authors' released one: Adam at 1e-4, StepLR x0.1 every 8 epochs (stepped after each
 epoch), 30 epochs, batch 64, keep the checkpoint with the best validation accuracy (ties go to the later
@@ -46,7 +46,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -54,8 +54,11 @@ import torch
 from ..core import checkpoint
 from ..core.atomic import atomic_write, write_json, write_text
 from ..core.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, rng_state, save_best, seed_everything, set_rng_state
-from ..core.dataset import bank_for, dataset_batches, epoch_order, make_dataset, open_store, require_word_mask
-from ..core.model import build_model
+from ..core.config import ModelConfig
+from ..core.dataset import (AVQADataset, FeatureBank, bank_for, dataset_batches, epoch_order, make_dataset, open_store,
+                            require_word_mask)
+from ..core.model import AVMaster, build_model
+from ..core.store import FeatureStore
 from ..data.annotations import load_records
 from ..data.scoring import score, write_predictions
 from .distributed import (DistContext, all_sum, barrier, gather_objects, resolve_device, setup_distributed,
@@ -72,30 +75,62 @@ __all__ = ["train", "TrainConfig", "DataConfig", "RunResult", "evaluate", "predi
 LOSS_KEYS = ("qa", "a", "v", "c", "total")
 
 
-@dataclass
-class Training(RunFolder):
-    """Everything one `train` call works with; the steps below read and update it."""
+# ------------------------------------------------------------------------------------------- what the steps pass
+@dataclass(frozen=True)
+class Run(RunFolder):
+    """What one `train` call is about, fixed from its start: the configs, the run folder, the process group."""
 
-    model_cfg: Any
+    model_cfg: ModelConfig
     train_cfg: TrainConfig
     data_cfg: DataConfig
     experiment: str
     run_dir: Path
     ctx: DistContext
     device: torch.device
-    config_record: dict
+    config_record: dict              # config.json, and the configs saved in best.pt / last.pt
     show: bool                       # progress output (rank 0 with progress on)
-    store: Any = None
-    train_set: Any = None
-    eval_set: Any = None
-    train_bank: Any = None
-    eval_bank: Any = None
-    model: Any = None
-    forward: Any = None              # the model, or its DDP wrapper
-    optimizer: Any = None
-    scheduler: Any = None
-    runner: Any = None               # fast.FastRunner with TrainConfig.compile
-    state: dict = dataclasses.field(default_factory=dict)   # the loop's position and results (saved in last.pt)
+
+
+@dataclass(frozen=True)
+class Data:
+    """The open feature store, the train and validation datasets and their placed feature banks."""
+
+    store: FeatureStore
+    train_set: AVQADataset
+    eval_set: AVQADataset | None
+    train_bank: FeatureBank | None
+    eval_bank: FeatureBank | None
+
+
+@dataclass(frozen=True)
+class Optimisation:
+    """The model, what a step calls (the model or its DDP wrapper), Adam, StepLR and the fast path's runner."""
+
+    model: AVMaster
+    forward: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    runner: FastRunner | None = None
+
+
+@dataclass
+class LoopState:
+    """The loop's position and results; last.pt holds its fields (`as_dict`), so a resumed run continues here."""
+
+    next_epoch: int = 1
+    next_step: int = 0               # steps of `next_epoch` already taken
+    best_val_acc: float = -math.inf
+    best_epoch: int = 0
+    history: list[dict] = dataclasses.field(default_factory=list)   # metrics.jsonl, one record per epoch
+    sums: dict | None = None         # the running sums of the epoch in progress
+    finished: bool = False
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_saved(cls, saved: dict) -> "LoopState":
+        return cls(**{f.name: saved[f.name] for f in dataclasses.fields(cls)})
 
 
 def train(model_cfg, train_cfg: TrainConfig = TrainConfig(), data_cfg: DataConfig = DataConfig(), *,
@@ -116,30 +151,30 @@ def train(model_cfg, train_cfg: TrainConfig = TrainConfig(), data_cfg: DataConfi
     run_dir = Path(run_dir) if run_dir is not None else run_dir_for(out_dir, experiment, train_cfg.seed)
     lock = lock_run_folder(run_dir) if ctx.is_main else None  # before anything in the folder is read
     try:
-        return _train(model_cfg, train_cfg, data_cfg, experiment, run_dir, ctx, resume, step_callback)
+        run = Run(model_cfg, train_cfg, data_cfg, experiment, run_dir, ctx,
+                  device=resolve_device(train_cfg.device, ctx),
+                  config_record=config_record(model_cfg, train_cfg, data_cfg, experiment),
+                  show=train_cfg.progress and ctx.is_main)
+        return _train(run, resume, step_callback)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _train(model_cfg, train_cfg, data_cfg, experiment, run_dir, ctx, resume, step_callback) -> RunResult:
-    t = Training(model_cfg, train_cfg, data_cfg, experiment, run_dir, ctx,
-                 device=resolve_device(train_cfg.device, ctx),
-                 config_record=config_record(model_cfg, train_cfg, data_cfg, experiment),
-                 show=train_cfg.progress and ctx.is_main)
-    saved = read_resume_point(t, resume)
-    prepare_data(t)
-    build_model_and_optimizer(t)
-    restore(t, saved)
-    prepare_step(t)
-    write_config(t)
-    while not t.state["finished"] and t.state["next_epoch"] <= train_cfg.epochs:
-        epoch = t.state["next_epoch"]
-        sums, lr = train_one_epoch(t, epoch, step_callback)
-        end_of_epoch(t, epoch, sums, lr)
-    barrier(ctx)
-    result = test_best(t)
-    finish(t, result)
+def _train(run: Run, resume: bool, step_callback) -> RunResult:
+    saved = read_resume_point(run, resume)
+    data = prepare_data(run)
+    opt = build_model_and_optimizer(run)
+    state = restore(run, opt, saved)
+    opt = prepare_step(run, opt)
+    write_config(run)
+    while not state.finished and state.next_epoch <= run.train_cfg.epochs:
+        epoch = state.next_epoch
+        sums, lr = train_one_epoch(run, data, opt, state, epoch, step_callback)
+        end_of_epoch(run, data, opt, state, epoch, sums, lr)
+    barrier(run.ctx)
+    result = test_best(run, data, opt, state)
+    finish(run, data, opt, state, result)
     return result
 
 
@@ -163,17 +198,17 @@ def check_resumable(saved: dict, current: dict, path: Path) -> None:
                          "Resume with the original settings, or start a new run in another --out folder.")
 
 
-def read_resume_point(t: Training, resume: bool) -> dict | None:
+def read_resume_point(run: Run, resume: bool) -> dict | None:
     """last.pt's content when resuming (checked against the configs), None for a new run."""
-    if not t.last_checkpoint.exists():
-        if resume and t.ctx.is_main:
-            print(f"[avmaster] nothing to resume in {t.run_dir}; starting a new run", file=sys.stderr)
+    if not run.last_checkpoint.exists():
+        if resume and run.ctx.is_main:
+            print(f"[avmaster] nothing to resume in {run.run_dir}; starting a new run", file=sys.stderr)
         return None
     if not resume:
-        raise FileExistsError(f"{t.run_dir} already holds a run (last.pt): pass resume=True / --resume to "
+        raise FileExistsError(f"{run.run_dir} already holds a run (last.pt): pass resume=True / --resume to "
                               "continue it, or choose another --out / --seed")
-    saved = torch.load(t.last_checkpoint, map_location="cpu", weights_only=True)
-    check_resumable(saved["config"], t.config_record, t.last_checkpoint)
+    saved = torch.load(run.last_checkpoint, map_location="cpu", weights_only=True)
+    check_resumable(saved["config"], run.config_record, run.last_checkpoint)
     return saved
 
 
@@ -182,121 +217,124 @@ def wants_negatives(model_cfg) -> bool:
     return model_cfg.contrastive == "official" and model_cfg.lambda_c != 0
 
 
-def prepare_data(t: Training) -> None:
-    """Open the store, build the train and validation datasets, place their feature banks."""
-    cfg, data_cfg = t.train_cfg, t.data_cfg
-    t.store = open_store(data_cfg)
-    masks = t.model_cfg.mask_padding  # each question's word positions, read only when the model masks padding
-    t.train_set = make_dataset(load_records(data_cfg, data_cfg.train_split), t.store, data_cfg,
-                               negatives=wants_negatives(t.model_cfg), seed=cfg.seed, word_masks=masks)
-    t.eval_set = make_dataset(load_records(data_cfg, cfg.eval_split), t.store, data_cfg,
-                              seed=cfg.seed, word_masks=masks) if cfg.eval_split else None
-    require_word_mask(t.model_cfg, t.train_set, t.eval_set)  # mask_padding needs each question's word positions
+def prepare_data(run: Run) -> Data:
+    """The open store, the train and validation datasets, their feature banks placed for the steps."""
+    cfg, data_cfg = run.train_cfg, run.data_cfg
+    store = open_store(data_cfg)
+    masks = run.model_cfg.mask_padding  # each question's word positions, read only when the model masks padding
+    train_set = make_dataset(load_records(data_cfg, data_cfg.train_split), store, data_cfg,
+                             negatives=wants_negatives(run.model_cfg), seed=cfg.seed, word_masks=masks)
+    eval_set = make_dataset(load_records(data_cfg, cfg.eval_split), store, data_cfg,
+                            seed=cfg.seed, word_masks=masks) if cfg.eval_split else None
+    require_word_mask(run.model_cfg, train_set, eval_set)  # mask_padding needs each question's word positions
     placement = dict(on_device=cfg.features_on_device, num_workers=cfg.num_workers)
-    t.train_bank = bank_for(t.train_set, t.device, **placement)
-    t.eval_bank = bank_for(t.eval_set, t.device, **placement) if t.eval_set is not None else None
+    return Data(store, train_set, eval_set, train_bank=bank_for(train_set, run.device, **placement),
+                eval_bank=bank_for(eval_set, run.device, **placement) if eval_set is not None else None)
 
 
-def build_model_and_optimizer(t: Training) -> None:
+def build_model_and_optimizer(run: Run) -> Optimisation:
     """The seeded model on its device, Adam (the fast path's capturable Adam with compile) and StepLR."""
-    cfg = t.train_cfg
+    cfg = run.train_cfg
     seed_everything(cfg.seed)
-    t.model = build_model(t.model_cfg).to(t.device)
+    model = build_model(run.model_cfg).to(run.device)
     if cfg.compile:  # the fast path (fast.py): on CUDA a capturable fused Adam, same update rule
-        t.optimizer = make_optimizer(t.model, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        optimizer = make_optimizer(model, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     else:
-        t.optimizer = torch.optim.Adam(t.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
-                                       weight_decay=cfg.weight_decay,
-                                       fused=True if t.device.type == "cpu" else None)  # benchmark.cpu_fused_adam
-    t.scheduler = torch.optim.lr_scheduler.StepLR(t.optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
+                                     weight_decay=cfg.weight_decay,
+                                     fused=True if run.device.type == "cpu" else None)  # benchmark.cpu_fused_adam
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
+    return Optimisation(model, model, optimizer, scheduler)
 
 
-def restore(t: Training, saved: dict | None) -> None:
+def restore(run: Run, opt: Optimisation, saved: dict | None) -> LoopState:
     """The loop state of a new run, or everything last.pt holds (weights, optimiser, schedule, RNGs, position)."""
-    t.state = {"next_epoch": 1, "next_step": 0, "best_val_acc": -math.inf, "best_epoch": 0, "history": [],
-               "sums": None, "finished": False}
     if saved is None:
-        return
-    t.model.load_state_dict(saved["model"])
-    t.optimizer.load_state_dict(saved["optimizer"])
-    t.scheduler.load_state_dict(saved["scheduler"])
-    for key in t.state:
-        t.state[key] = saved[key]
+        return LoopState()
+    opt.model.load_state_dict(saved["model"])
+    opt.optimizer.load_state_dict(saved["optimizer"])
+    opt.scheduler.load_state_dict(saved["scheduler"])
+    state = LoopState.from_saved(saved)
     rng = saved["rng"]
-    set_rng_state(rng[t.ctx.rank] if t.ctx.rank < len(rng) else rng[0])
+    set_rng_state(rng[run.ctx.rank] if run.ctx.rank < len(rng) else rng[0])
     # A finished run resumed with more epochs trains on; otherwise it is only re-scored.
-    t.state["finished"] = t.state["finished"] and t.state["next_epoch"] > t.train_cfg.epochs
-    if t.ctx.is_main:
-        print(f"[avmaster] resuming {t.run_dir} at epoch {t.state['next_epoch']}, step {t.state['next_step']}",
+    state.finished = state.finished and state.next_epoch > run.train_cfg.epochs
+    if run.ctx.is_main:
+        print(f"[avmaster] resuming {run.run_dir} at epoch {state.next_epoch}, step {state.next_step}",
               file=sys.stderr)
+    return state
 
 
-def prepare_step(t: Training) -> None:
+def prepare_step(run: Run, opt: Optimisation) -> Optimisation:
     """The DDP wrapper under torchrun; with compile, fast.FastRunner: on one GPU the whole training step is
     captured as a CUDA graph (eager fallback with a warning where it cannot be), elsewhere torch.compile."""
-    t.forward = t.model
-    if t.ctx.enabled:
-        t.forward = torch.nn.parallel.DistributedDataParallel(
-            t.model, device_ids=[t.device.index] if t.device.type == "cuda" else None,
-            find_unused_parameters=t.train_cfg.find_unused_parameters)
-    if t.train_cfg.compile:
-        capture = "auto" if t.device.type == "cuda" and not t.ctx.enabled else "compile"
-        t.runner = FastRunner(t.model, t.optimizer, precision="bf16" if t.train_cfg.amp else "fp32",
-                              capture=capture, forward=t.forward)
+    forward = opt.model
+    if run.ctx.enabled:
+        forward = torch.nn.parallel.DistributedDataParallel(
+            opt.model, device_ids=[run.device.index] if run.device.type == "cuda" else None,
+            find_unused_parameters=run.train_cfg.find_unused_parameters)
+    runner = None
+    if run.train_cfg.compile:
+        capture = "auto" if run.device.type == "cuda" and not run.ctx.enabled else "compile"
+        runner = FastRunner(opt.model, opt.optimizer, precision="bf16" if run.train_cfg.amp else "fp32",
+                            capture=capture, forward=forward)
+    return dataclasses.replace(opt, forward=forward, runner=runner)
 
 
-def write_config(t: Training) -> None:
-    if t.ctx.is_main:
-        write_json(t.run_dir / "config.json", t.config_record, default=str)
+def write_config(run: Run) -> None:
+    if run.ctx.is_main:
+        write_json(run.run_dir / "config.json", run.config_record, default=str)
 
 
-def save_last(t: Training) -> None:
+def save_last(run: Run, opt: Optimisation, state: LoopState) -> None:
     """last.pt. Collective (the RNG states are gathered): every rank calls it, rank 0 writes."""
-    rngs = gather_objects(rng_state(), t.ctx)
-    if t.ctx.is_main:
-        checkpoint.save_last(t.last_checkpoint, t.model, t.optimizer, t.scheduler, t.config_record, rngs, t.state)
+    rngs = gather_objects(rng_state(), run.ctx)
+    if run.ctx.is_main:
+        checkpoint.save_last(run.last_checkpoint, opt.model, opt.optimizer, opt.scheduler, run.config_record, rngs,
+                             state.as_dict())
 
 
-def optimizer_step(t: Training, batch: dict) -> tuple[dict, torch.Tensor]:
+def optimizer_step(run: Run, opt: Optimisation, batch: dict) -> tuple[dict, torch.Tensor]:
     """One training step on `batch`: (losses, logits)."""
-    if t.runner is not None:
-        out = t.runner.train_step(batch)  # its tensors are overwritten by the next step: read now
+    if opt.runner is not None:
+        out = opt.runner.train_step(batch)  # its tensors are overwritten by the next step: read now
         return out.losses, out.logits
-    with torch.autocast(t.device.type, dtype=torch.bfloat16, enabled=t.train_cfg.amp):
-        out = t.forward(batch)
-        losses = t.model.loss(out, batch)
-    t.optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.train_cfg.amp):
+        out = opt.forward(batch)
+        losses = opt.model.loss(out, batch)
+    opt.optimizer.zero_grad(set_to_none=True)
     losses["total"].backward()
-    t.optimizer.step()
+    opt.optimizer.step()
     return losses, out["logits"]
 
 
-def _epoch_batches(t: Training, epoch: int):
-    """(batches from the resume position on, steps in the whole epoch) of this rank's shard of `epoch`."""
-    t.train_set.set_epoch(epoch)  # new random negatives each epoch, a function of (seed, epoch)
-    order = epoch_order(len(t.train_set), t.train_cfg.seed, epoch, rank=t.ctx.rank, world_size=t.ctx.world_size,
-                        even=True)
-    size = t.train_cfg.batch_size
-    batches = dataset_batches(t.train_set, order[t.state["next_step"] * size:], size, to=t.device,
-                              bank=t.train_bank, num_workers=t.train_cfg.num_workers)
+def _epoch_batches(run: Run, data: Data, epoch: int, start: int):
+    """(batches from step `start` on, steps in the whole epoch) of this rank's shard of `epoch`."""
+    data.train_set.set_epoch(epoch)  # new random negatives each epoch, a function of (seed, epoch)
+    order = epoch_order(len(data.train_set), run.train_cfg.seed, epoch, rank=run.ctx.rank,
+                        world_size=run.ctx.world_size, even=True)
+    size = run.train_cfg.batch_size
+    batches = dataset_batches(data.train_set, order[start * size:], size, to=run.device, bank=data.train_bank,
+                              num_workers=run.train_cfg.num_workers)
     return batches, math.ceil(len(order) / size)
 
 
-def train_one_epoch(t: Training, epoch: int, step_callback=None) -> tuple[dict, float]:
-    """Train `epoch` from its resume position; returns its running sums (losses x samples, correct, seen, time)
-    and the epoch's learning rate."""
-    cfg, state = t.train_cfg, t.state
-    batches, steps = _epoch_batches(t, epoch)
-    start = state["next_step"]
-    if state["sums"] is None or start == 0:
-        state["sums"] = {**{k: 0.0 for k in LOSS_KEYS}, "correct": 0, "seen": 0, "train_seconds": 0.0}
-    sums = state["sums"]
-    t.model.train()
-    lr = float(t.optimizer.param_groups[0]["lr"])  # a device tensor for the fast path's Adam
-    bar = progress_bar(batches, len(batches), f"epoch {epoch}/{cfg.epochs}", t.show)
+def train_one_epoch(run: Run, data: Data, opt: Optimisation, state: LoopState, epoch: int,
+                    step_callback=None) -> tuple[dict, float]:
+    """Train `epoch` from its resume position (advancing state.next_step, checkpointing as configured);
+    returns its running sums (losses x samples, correct, seen, time) and the epoch's learning rate."""
+    cfg = run.train_cfg
+    start = state.next_step
+    batches, steps = _epoch_batches(run, data, epoch, start)
+    if state.sums is None or start == 0:
+        state.sums = {**{k: 0.0 for k in LOSS_KEYS}, "correct": 0, "seen": 0, "train_seconds": 0.0}
+    sums = state.sums
+    opt.model.train()
+    lr = float(opt.optimizer.param_groups[0]["lr"])  # a device tensor for the fast path's Adam
+    bar = progress_bar(batches, len(batches), f"epoch {epoch}/{cfg.epochs}", run.show)
     tick = time.perf_counter()
     for step, batch in enumerate(bar, start=start + 1):
-        losses, logits = optimizer_step(t, batch)
+        losses, logits = optimizer_step(run, opt, batch)
         n = int(batch["label"].shape[0])
         for key in LOSS_KEYS:
             sums[key] += float(losses[key].detach()) * n
@@ -305,12 +343,13 @@ def train_one_epoch(t: Training, epoch: int, step_callback=None) -> tuple[dict, 
         now = time.perf_counter()
         sums["train_seconds"] += now - tick
         tick = now
-        if t.show:
-            bar.set_postfix(loss=f"{sums['total'] / sums['seen']:.3f}", acc=f"{100 * sums['correct'] / sums['seen']:.1f}%",
+        if run.show:
+            bar.set_postfix(loss=f"{sums['total'] / sums['seen']:.3f}",
+                            acc=f"{100 * sums['correct'] / sums['seen']:.1f}%",
                             sps=f"{sums['seen'] / max(sums['train_seconds'], 1e-9):.1f}")
-        state["next_step"] = step
+        state.next_step = step
         if cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0 and step < steps:
-            save_last(t)
+            save_last(run, opt, state)
             tick = time.perf_counter()
         if step_callback is not None:
             step_callback({"epoch": epoch, "step": step, "global_step": (epoch - 1) * steps + step,
@@ -319,30 +358,32 @@ def train_one_epoch(t: Training, epoch: int, step_callback=None) -> tuple[dict, 
     return sums, lr
 
 
-def validate(t: Training, epoch: int) -> float | None:
+def validate(run: Run, data: Data, opt: Optimisation, epoch: int) -> float | None:
     """Validation accuracy in percent (None without a validation split)."""
-    if t.eval_set is None:
+    if data.eval_set is None:
         return None
-    cfg = t.train_cfg
-    pred = predict(t.model, t.eval_set, batch_size=cfg.eval_batch_size, device=t.device, amp=cfg.amp,
-                   num_workers=cfg.num_workers, progress=t.show, ctx=t.ctx, desc=f"val {epoch}", bank=t.eval_bank)
-    return accuracy(t.eval_set.records, pred)
+    cfg = run.train_cfg
+    pred = predict(opt.model, data.eval_set, batch_size=cfg.eval_batch_size, device=run.device, amp=cfg.amp,
+                   num_workers=cfg.num_workers, progress=run.show, ctx=run.ctx, desc=f"val {epoch}",
+                   bank=data.eval_bank)
+    return accuracy(data.eval_set.records, pred)
 
 
-def end_of_epoch(t: Training, epoch: int, sums: dict, lr: float) -> None:
-    """Validation, model selection (best.pt), the LR schedule, metrics.jsonl and last.pt."""
-    state = t.state
-    totals = all_sum([sums[k] for k in (*LOSS_KEYS, "correct", "seen")], t.ctx)
+def end_of_epoch(run: Run, data: Data, opt: Optimisation, state: LoopState, epoch: int, sums: dict,
+                 lr: float) -> None:
+    """Validation, model selection (best.pt), the LR schedule, metrics.jsonl and last.pt; the state moves to
+    the next epoch."""
+    totals = all_sum([sums[k] for k in (*LOSS_KEYS, "correct", "seen")], run.ctx)
     seen = max(totals[6], 1)
     eval_start = time.perf_counter()
-    val_acc = validate(t, epoch)
-    is_best = val_acc is None or val_acc >= state["best_val_acc"]
+    val_acc = validate(run, data, opt, epoch)
+    is_best = val_acc is None or val_acc >= state.best_val_acc
     if is_best:
-        state["best_val_acc"] = val_acc if val_acc is not None else state["best_val_acc"]
-        state["best_epoch"] = epoch
-        if t.ctx.is_main:
-            save_best(t.best_checkpoint, t.model, t.config_record, epoch=epoch, val_acc=val_acc)
-    t.scheduler.step()
+        state.best_val_acc = val_acc if val_acc is not None else state.best_val_acc
+        state.best_epoch = epoch
+        if run.ctx.is_main:
+            save_best(run.best_checkpoint, opt.model, run.config_record, epoch=epoch, val_acc=val_acc)
+    opt.scheduler.step()
     record = {
         "epoch": epoch, "lr": lr, **{f"train_loss_{k}": totals[i] / seen for i, k in enumerate(LOSS_KEYS)},
         "train_acc": 100.0 * totals[5] / seen, "val_acc": val_acc, "is_best": is_best,
@@ -350,53 +391,53 @@ def end_of_epoch(t: Training, epoch: int, sums: dict, lr: float) -> None:
         "samples_per_s": totals[6] / max(sums["train_seconds"], 1e-9),  # all ranks together
         "train_seconds": sums["train_seconds"], "eval_seconds": time.perf_counter() - eval_start,
     }
-    state["history"].append(record)
-    state["next_epoch"], state["next_step"], state["sums"] = epoch + 1, 0, None
-    if t.ctx.is_main:
-        write_text(t.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in state["history"]))
-        if t.show:
+    state.history.append(record)
+    state.next_epoch, state.next_step, state.sums = epoch + 1, 0, None
+    if run.ctx.is_main:
+        write_text(run.metrics_path, "".join(json.dumps(r) + "\n" for r in state.history))
+        if run.show:
             val_text = f"{val_acc:.2f}" if val_acc is not None else "-"
             print(f"[avmaster] epoch {epoch}: loss {record['train_loss_total']:.4f} train acc "
                   f"{record['train_acc']:.2f}% val acc {val_text}% lr {lr:.1e} "
                   f"{record['samples_per_s']:.1f} samples/s", file=sys.stderr)
-    save_last(t)
+    save_last(run, opt, state)
 
 
-def test_best(t: Training) -> RunResult:
+def test_best(run: Run, data: Data, opt: Optimisation, state: LoopState) -> RunResult:
     """Reload best.pt, predict the test split, write predictions.json and test_table.csv."""
-    cfg, state = t.train_cfg, t.state
-    result = RunResult(run_dir=t.run_dir, best_epoch=state["best_epoch"],
-                       best_val_acc=state["best_val_acc"] if cfg.eval_split else None,
-                       test_acc=None, history=list(state["history"]))
+    cfg = run.train_cfg
+    result = RunResult(run_dir=run.run_dir, best_epoch=state.best_epoch,
+                       best_val_acc=state.best_val_acc if cfg.eval_split else None,
+                       test_acc=None, history=list(state.history))
     if not cfg.test_split:
         return result
-    best = torch.load(t.best_checkpoint, map_location="cpu", weights_only=True)
-    t.model.load_state_dict(best["model"])
-    test_set = make_dataset(load_records(t.data_cfg, cfg.test_split), t.store, t.data_cfg, seed=cfg.seed,
-                            word_masks=t.model_cfg.mask_padding)
-    require_word_mask(t.model_cfg, test_set)
-    pred = predict(t.model, test_set, batch_size=cfg.eval_batch_size, device=t.device, amp=cfg.amp,
-                   num_workers=cfg.num_workers, features_on_device=cfg.features_on_device, progress=t.show,
-                   ctx=t.ctx, desc="test")
+    best = torch.load(run.best_checkpoint, map_location="cpu", weights_only=True)
+    opt.model.load_state_dict(best["model"])
+    test_set = make_dataset(load_records(run.data_cfg, cfg.test_split), data.store, run.data_cfg, seed=cfg.seed,
+                            word_masks=run.model_cfg.mask_padding)
+    require_word_mask(run.model_cfg, test_set)
+    pred = predict(opt.model, test_set, batch_size=cfg.eval_batch_size, device=run.device, amp=cfg.amp,
+                   num_workers=cfg.num_workers, features_on_device=cfg.features_on_device, progress=run.show,
+                   ctx=run.ctx, desc="test")
     predictions = prediction_series(test_set.records, pred)
     result.test_acc = accuracy(test_set.records, pred)
     result.table = score(test_set.records, predictions)
-    if t.ctx.is_main:
-        write_predictions(result.predictions_path, predictions, dataset=t.data_cfg.dataset, split=cfg.test_split,
-                          meta={"experiment": t.experiment, "seed": cfg.seed, "best_epoch": state["best_epoch"]})
+    if run.ctx.is_main:
+        write_predictions(result.predictions_path, predictions, dataset=run.data_cfg.dataset, split=cfg.test_split,
+                          meta={"experiment": run.experiment, "seed": cfg.seed, "best_epoch": state.best_epoch})
         atomic_write(result.table_path, lambda f: result.table.to_csv(f), mode="w")
     return result
 
 
-def finish(t: Training, result: RunResult) -> None:
+def finish(run: Run, data: Data, opt: Optimisation, state: LoopState, result: RunResult) -> None:
     """summary.json, the final last.pt (marked finished), close the store, leave the process group."""
-    if t.ctx.is_main:
-        write_json(t.run_dir / "summary.json", {
-            "experiment": t.experiment, "seed": t.train_cfg.seed, "best_epoch": result.best_epoch,
-            "best_val_acc": result.best_val_acc, "test_acc": result.test_acc, "epochs": len(t.state["history"])})
-    if not t.state["finished"]:
-        t.state["finished"] = True
-        save_last(t)
-    t.store.close()
-    barrier(t.ctx)
-    teardown_distributed(t.ctx)
+    if run.ctx.is_main:
+        write_json(run.run_dir / "summary.json", {
+            "experiment": run.experiment, "seed": run.train_cfg.seed, "best_epoch": result.best_epoch,
+            "best_val_acc": result.best_val_acc, "test_acc": result.test_acc, "epochs": len(state.history)})
+    if not state.finished:
+        state.finished = True
+        save_last(run, opt, state)
+    data.store.close()
+    barrier(run.ctx)
+    teardown_distributed(run.ctx)
