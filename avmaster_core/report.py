@@ -46,7 +46,7 @@ from .atomic import atomic_write
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = "report"                 # avmaster_core/resources/report/: conf.py and the page templates
 NOISE_SDS = 2.0                      # within noise: |ours - paper| <= 2 sd of (one paper run - our n-seed mean)
-PAPER = "AV-Master (arXiv 2510.18346), Section IV"
+PAPER = "AV-Master ([arXiv 2510.18346](https://arxiv.org/abs/2510.18346)), Section IV"
 SYNTHETIC_LABEL = "ours (synthetic)"  # the `source` label of the demo's numbers in results/*.csv (notebook_params)
 ROMAN = ["I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X", "XI", "XII", "XIII"]
 # Status words of the front page, in the order a reader cares about them.
@@ -409,21 +409,19 @@ def _config_fingerprint(run: Path) -> str:
 
 
 def run_rows(runs: Path, experiments: list[str]) -> list[dict]:
-    """The finished run folders of `experiments` under `runs`: seed, test accuracy, config fingerprint, versions,
-    and the commit where the run folder records one (provenance.json), else what it holds today."""
+    """The finished run folders of `experiments` under `runs`: seed, test accuracy, config fingerprint and
+    versions, from what a run folder holds today (config.json, summary.json: no commit is recorded there yet)."""
     rows = []
     for experiment in dict.fromkeys(experiments):
         for run in sorted((REPO / runs / experiment).glob("*/summary.json")):
             folder = run.parent
             summary = json.loads(run.read_text())
             config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
-            recorded = folder / "provenance.json"
-            commit = json.loads(recorded.read_text()).get("commit", "—") if recorded.is_file() else "not recorded"
             rows.append({"run": folder.relative_to(REPO).as_posix(), "seed": summary.get("seed"),
                          "test acc": f"{summary.get('test_acc', math.nan):.2f}",
                          "config": _config_fingerprint(folder) if config else "—",
                          "versions": ", ".join(f"{k} {v}" for k, v in config.get("versions", {}).items()),
-                         "commit": commit})
+                         "commit": "not recorded"})
     return rows
 
 

@@ -68,6 +68,48 @@ def test_every_table_and_figure_of_the_paper_has_one_row(tmp_path):
     assert {r.status for r in rows} <= {report.NOT_RUN, report.NOTHING}
 
 
+def _finish_runs(settings, key: str, offsets=(-0.5, 0.0, 0.5), shift: dict | None = None) -> None:
+    """Write finished run folders for every training item of `key`, as engine.train would leave them (config.json
+    from engine.config_record, summary.json, test_table.csv in Table II's layout): the paper's row's Avg plus
+    `offsets` over the seeds, plus `shift[row]`."""
+    from avmaster_core import paper
+    from avmaster_core.engine import config_record
+    from avmaster_core.reproduce import build_plan, run_configs
+
+    plan = build_plan(settings, [key])
+    row_of = {keys[0].rsplit(" seed", 1)[0]: label for label, keys in plan.artefacts[key].cells}
+    template = paper.paper_table("table2").loc[[paper.OURS]]
+    for item in plan.items.values():
+        if item.kind != "train":
+            continue
+        row = row_of[item.key.rsplit(" seed", 1)[0]]
+        value = paper.paper_table(key).loc[row, "Avg"] + offsets[item.spec.seed - 1] + (shift or {}).get(row, 0.0)
+        folder = item.spec.folder(settings)
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps(
+            config_record(*run_configs(item.spec, settings), experiment=item.spec.experiment), default=str))
+        (folder / "summary.json").write_text(json.dumps({"seed": item.spec.seed, "test_acc": value}))
+        table = template.copy()
+        table[("Overall", "Avg")] = value
+        table.to_csv(folder / "test_table.csv")
+
+
+def test_finished_runs_give_ours_the_difference_and_the_status(tmp_path):
+    from avmaster_core.reproduce import ReproduceSettings, build_plan
+
+    settings = ReproduceSettings(data=str(tmp_path / "data"), runs=str(tmp_path / "runs"), results=str(tmp_path))
+    _finish_runs(settings, "table7")
+    row = {r.key: r for r in report.glance(build_plan(settings), {}, tmp_path)}["table7"]
+    assert (row.cell, row.paper, row.ours, row.difference, row.noise, row.seeds, row.status) == \
+        ("AV-Master", "78.51", "78.51 ± 0.50", "+0.00", "yes", "3", report.REPRODUCED)
+
+    settings = ReproduceSettings(data=str(tmp_path / "data2"), runs=str(tmp_path / "runs2"), results=str(tmp_path))
+    _finish_runs(settings, "table7", shift={"w/o. TDPP": -3.0})
+    row = {r.key: r for r in report.glance(build_plan(settings), {}, tmp_path)}["table7"]
+    assert row.status == report.DIFFERS and row.detail == "6 of 6 cells run; 5 of 6 compared within noise"
+    assert row.ours == "78.51 ± 0.50"  # the headline cell is still the full model's
+
+
 def test_no_executed_notebooks_is_one_clear_line(tmp_path, capsys):
     from avmaster_core.cli import main
 
@@ -156,7 +198,7 @@ def test_every_page_loads_offline_with_its_images_and_the_front_page_lists_the_p
         assert state["outside"] == [], (url, state["outside"])
         assert all(ok for _, ok in state["images"]), (url, state["images"])
     front = seen[(html / "index.html").as_uri()]
-    assert front["glance"] == report.paper_items()
+    assert front["glance"] == [f"table{i}" for i in range(1, 14)] + [f"fig{i}" for i in range(1, 9)]
     # each notebook page: its images are the PNGs its notebook output holds, byte for byte; it links to the
     # executed notebook and back to the front page
     for executed in sorted(notebooks.glob("*.ipynb")):
