@@ -318,13 +318,13 @@ def read_pages(folder: Path) -> list[NotebookPage]:
     import nbformat
 
     from .notebooks import NOTEBOOK_GLOB
-    from .reproduce import _notebook_of_artefacts
+    from .reproduce import notebook_of_artefacts
 
     paths = sorted(Path(folder).glob(NOTEBOOK_GLOB))
     if not paths:
         raise ReportError(f"{folder}: no executed notebooks (NN_*.ipynb) found; run `make demo` (or `make "
                           "reproduce`) first, or pass --notebooks with the folder papermill wrote")
-    items = _notebook_of_artefacts(paths)
+    items = notebook_of_artefacts(paths)
     pages = []
     for path in paths:
         nb = nbformat.read(str(path), as_version=4)
@@ -346,7 +346,7 @@ def _header_cell(page: NotebookPage) -> str:
                   "This notebook ran in SMOKE mode: every number of ours on this page comes from the bundled "
                   "synthetic benchmark (generated scenes, CPU-sized models), labelled `ours (synthetic)`. It shows "
                   "that the experiment runs end to end and how variants rank on that task; it is not a "
-                  "reproduction of the paper's numbers. [What the synthetic benchmark is](../synthetic.md).",
+                  "reproduction of the paper's numbers. {doc}`What the synthetic benchmark is </synthetic>`.",
                   "```", ""]
     paper_line = "; ".join(f"**{item_label(k)}** ({item_caption(k)})" for k in page.items)
     lines.append(f"**Paper:** {paper_line or 'beyond the paper (no table or figure of its own)'} — {PAPER}.  ")
@@ -354,7 +354,7 @@ def _header_cell(page: NotebookPage) -> str:
     lines.append(f"**Made by:** `notebooks/{page.path.name}`, executed by papermill {pm.get('version', '')} "
                  f"on {str(pm.get('end_time', ''))[:19].replace('T', ' ')} UTC in {pm.get('duration', 0):.0f} s "
                  f"with {params}; {{download}}`the executed notebook <{page.path.name}>`.  ")
-    lines.append("**See also:** [the reproduction at a glance](../index.md) · "
+    lines.append("**See also:** {doc}`the reproduction at a glance </index>` · "
                  f"{{ref}}`provenance of this page <{page.anchor}>`")
     return "\n".join(lines)
 
