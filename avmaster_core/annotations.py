@@ -308,6 +308,13 @@ def _finish(records: pd.DataFrame, dataset: str) -> pd.DataFrame:
     return records
 
 
+def find_annotation_file(root, dataset: str, name: str) -> Path:
+    """Where `load_annotations` reads the file `name` of `dataset` under `root` (MissingAnnotationFile if absent)."""
+    from .dataset_registry import get
+
+    return _find_file(Path(root), get(dataset), name)
+
+
 def _find_file(root: Path, spec, name: str) -> Path:
     for candidate in (root / name, root / spec.name / name):
         if candidate.is_file():
