@@ -6,6 +6,7 @@
     avmaster sweep                    experiments x seeds, mean ± std tables    (sweep.py)
     avmaster extract / ask            features from raw videos; ask a question  (extract/pipeline.py)
     avmaster benchmark                model speed and memory                    (benchmark.py)
+    avmaster runs check DIR           which commit and configuration made runs  (provenance.py)
     avmaster report                   the executed notebooks as a static website (report.py)
 
 Errors: a domain error (bad file, bad option, missing feature, ...; see `domain_errors`) is printed as one
@@ -31,6 +32,7 @@ COMMAND_MODULES = (
     "avmaster_core.benchmark",
     "avmaster_core.store_cli",
     "avmaster_core.reproduce_run",
+    "avmaster_core.provenance",
     "avmaster_core.report",
 )
 # commands that compute: each gets `--threads` (threads.py), applied before the command runs
