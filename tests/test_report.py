@@ -110,6 +110,22 @@ def test_finished_runs_give_ours_the_difference_and_the_status(tmp_path):
     assert row.ours == "78.51 ± 0.50"  # the headline cell is still the full model's
 
 
+def test_provenance_lists_the_runs_a_tables_sidecar_names(tmp_path):
+    from avmaster_core import provenance
+
+    run = REPO / "results" / "runs" / "synthetic" / "default" / "1"
+    (tmp_path / "table2.csv.provenance.json").write_text(json.dumps(
+        {"file": "table2.csv", "commits": [], "runs": [{"run": os.path.relpath(run, tmp_path), "commit": "x"}]}))
+    page = report.NotebookPage(Path("10_table2_music_avqa.ipynb"), ["table2"], {"parameters": {"SMOKE": True}})
+    source, rows = report.item_runs("table2", page, tmp_path)
+    assert "table2.csv.provenance.json" in source
+    assert [r["run"] for r in rows] == ["results/runs/synthetic/default/1"]
+    assert rows[0]["config"] == provenance.config_hash(json.loads((run / "config.json").read_text()))
+    # no sidecar: the finished runs of the experiments filling the table, in the notebook's runs folder
+    source, rows = report.item_runs("table2", page, tmp_path / "elsewhere")
+    assert "no sidecar" in source and [r["seed"] for r in rows] == [1, 2, 3]
+
+
 def test_no_executed_notebooks_is_one_clear_line(tmp_path, capsys):
     from avmaster_core.cli import main
 
