@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+from .core import __version__  # noqa: F401
 
 _EXPORTS = {
     "load_annotations": "data.annotations",

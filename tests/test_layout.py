@@ -151,7 +151,7 @@ TOOL_DEPENDENCIES = ("pandas", "av", "submitit", "open_clip", "torchvggish", "ma
 def _floor(module: str) -> int:
     """The floor of a dotted module name (the package's __init__: above everything, it only re-exports)."""
     parts = module.split(".")
-    return FLOORS.index(parts[1]) if len(parts) > 1 else len(FLOORS)
+    return FLOORS.index(parts[1]) if len(parts) > 1 and parts[1] in FLOORS else len(FLOORS)  # resources: data
 
 
 def _package_imports(module: str, tree: ast.Module, *, top_level_only: bool) -> list[tuple[str, int]]:

@@ -18,6 +18,7 @@ import torch
 from .atomic import save_torch
 from .config import ModelConfig, apply_inference_changes
 from .model import build_model
+from .run_reads import note_run_read
 
 CHECKPOINT_FORMAT = 1
 
@@ -84,6 +85,7 @@ def read_checkpoint(path, map_location="cpu") -> dict:
     if not isinstance(ckpt, dict) or "model_config" not in ckpt or "model" not in ckpt:
         raise ValueError(f"{path} is not an avmaster checkpoint (no model_config/model); an official AV-Master "
                          "state dict loads with avmaster_core.from_official_state_dict")
+    note_run_read(path.parent)  # a table written next will list this run (provenance sidecar)
     return ckpt
 
 

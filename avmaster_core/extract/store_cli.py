@@ -74,9 +74,14 @@ def _run_token_counts(args) -> int:
     if not Path(args.store).is_file():
         raise AvmasterError(f"no store {args.store}: give the feature store (.h5) that `avmaster extract --questions` "
                             "wrote")
+    with FeatureStore(args.store) as store:
+        stored = sum(store.has("words", q) for q in texts)
+    if stored < len(texts) / 2:  # the store holds another dataset's questions (or hardly any of these)
+        raise AvmasterError(f"only {stored} of the {len(texts)} questions of {args.questions} under {args.root} are "
+                            f"in {args.store}: it holds another dataset's questions (give the store `avmaster extract "
+                            f"--questions {args.questions}` wrote), or extract the rest first; nothing was written")
     with FeatureStore(args.store, "a") as store:
         added = record_token_counts(store, texts)
-        stored = sum(store.has("words", q) for q in texts)
     print(f"{args.store}: token counts added to {added} question(s); {stored} of the {len(texts)} questions of "
           f"{args.questions} are in the store" + (f" (no annotation file for {', '.join(absent)})" if absent else ""))
     return 0

@@ -496,7 +496,7 @@ def build_plan(settings: ReproduceSettings, only=None) -> Plan:
     """Every artefact of `only` (all by default), its items, and each item's status on disk now."""
     artefacts, items = {}, {}
     folder = REPO_NOTEBOOKS
-    notebooks = _notebook_of_artefacts(find_notebooks(folder)) if folder.is_dir() else {}
+    notebooks = notebook_of_artefacts(find_notebooks(folder)) if folder.is_dir() else {}
     for name in select_artefacts(only):
         art = artefacts[name] = Artefact(name, notebook=notebooks.get(name))
         for label, specs in _artefact_specs(name, settings):
@@ -511,7 +511,7 @@ def build_plan(settings: ReproduceSettings, only=None) -> Plan:
     return plan
 
 
-def _notebook_of_artefacts(notebooks) -> dict[str, Path]:
+def notebook_of_artefacts(notebooks) -> dict[str, Path]:
     """{artefact: notebook} from the notebook names (10_table2_..., 19_table12_13_..., 20_fig4_...)."""
     found = {}
     for nb in notebooks:

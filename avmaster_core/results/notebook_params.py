@@ -18,6 +18,7 @@ import pandas as pd
 from . import plots
 from ..core.experiments import EXPERIMENTS
 from ..core.options import AT_LEAST_0, AT_LEAST_1, Range
+from ..core.run_reads import reset_reads
 from ..data.annotations import DATASETS, load_annotations
 from ..data.synthetic import decoded_scene_accuracy, generate_synthetic
 from ..training.engine import DataConfig, TrainConfig
@@ -338,6 +339,7 @@ def notebook_settings(NOTEBOOK: str = "", *, DATASET: str | None = None, ROOT: s
     cell passes `globals()`) lets an injected name the notebook does not declare be refused.
     Raises ParameterError naming the parameter, the value found and what to do.
     """
+    reset_reads()  # the tables this notebook writes list the runs it reads from here on
     if not isinstance(SMOKE, bool):
         raise ParameterError("SMOKE", SMOKE, "use True (synthetic benchmark, CPU) or False (real features)")
     _check_choice("PRESET", PRESET, ("official", "paper"),

@@ -17,7 +17,8 @@ epoch, "current >= best"), then test it. Every value is a `TrainConfig` field.
 
 One run writes one folder, `<out>/<experiment>/<seed>/`:
 
-    config.json        the resolved model, train and data configs (plus versions)
+    config.json        the resolved model, train and data configs (plus versions), and "provenance": commit,
+                       configuration hash, data and store fingerprints, torch, device, threads (provenance.py)
     metrics.jsonl      one JSON line per epoch: lr, train losses, train/val accuracy, samples/s, time
     best.pt            the best-on-validation weights with their configs (what `load_checkpoint` reads)
     last.pt            everything needed to resume, rewritten every `checkpoint_every_steps` steps and each epoch
@@ -65,6 +66,8 @@ from .distributed import (DistContext, all_sum, barrier, gather_objects, resolve
                           teardown_distributed)
 from .evaluation import accuracy, evaluate, predict, prediction_series, progress_bar
 from .fast import FastRunner, make_optimizer
+from .preflight import splits_of
+from .provenance import run_provenance
 from .run_config import (DataConfig, RunFolder, RunResult, TrainConfig, config_differences, free_fields,
                          lock_run_folder, run_dir_for)
 
@@ -163,6 +166,7 @@ def train(model_cfg, train_cfg: TrainConfig = TrainConfig(), data_cfg: DataConfi
 
 def _train(run: Run, resume: bool, step_callback) -> RunResult:
     saved = read_resume_point(run, resume)
+    record_provenance(run, saved)
     data = prepare_data(run)
     opt = build_model_and_optimizer(run)
     state = restore(run, opt, saved)
@@ -210,6 +214,14 @@ def read_resume_point(run: Run, resume: bool) -> dict | None:
     saved = torch.load(run.last_checkpoint, map_location="cpu", weights_only=True)
     check_resumable(saved["config"], run.config_record, run.last_checkpoint)
     return saved
+
+
+def record_provenance(run: Run, saved: dict | None) -> None:
+    """config.json's "provenance": code, configuration hash, data, device (provenance.py); rank 0 only."""
+    if run.ctx.is_main:
+        run.config_record["provenance"] = run_provenance(
+            run.config_record, run.data_cfg, splits_of(run.train_cfg, run.data_cfg), run.device,
+            earlier=saved["config"].get("provenance") if saved else None)
 
 
 def wants_negatives(model_cfg) -> bool:

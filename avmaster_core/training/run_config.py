@@ -22,6 +22,7 @@ import pandas as pd
 
 from ..core.config import ModelConfig
 from ..core.options import AT_LEAST_0, AT_LEAST_1, NON_NEGATIVE, POSITIVE, check_ranges, field_ranges
+from ..core.run_reads import note_run_read
 from ..core.store import InUseError, WriterLock, writer_of
 from ..data.dataset_registry import DATASET_NAMES
 
@@ -188,6 +189,7 @@ def read_run_table(run_dir) -> pd.DataFrame:
     path = Path(run_dir) / RUN_TABLE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: the run in {run_dir} has not finished (or was never started)")
+    note_run_read(run_dir)  # a table written next will list this run (provenance sidecar)
     lines = path.read_text().splitlines()
     # a multi-level header is written as rows with an empty first cell (the index has no name on them)
     levels = next(i for i, line in enumerate(lines) if not line.startswith(","))
