@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from .video import SAMPLE_RATE, DecodedVideo, VideoDecodeError, check_request, decode_errors, pyav, upright
+from .video import SAMPLE_RATE, DecodedVideo, VideoDecodeError, check_request, decode_errors, open_video, pyav, upright
 
 FFMPEG_RATE = 44100  # moviepy's AudioFileClip asks ffmpeg for 44.1 kHz stereo s16
 MOVIEPY_BUFFER = 200000  # AudioFileClip's reader buffer (input samples)
@@ -244,13 +244,9 @@ def decode_video_official(path: str | Path, seconds: int | None = 60,
     16 kHz moviepy wav from the first audio sample, cut or padded with silence to `seconds` s.
     info["frame_times_s"] holds each frame's time from the file's start time.
     """
-    av = pyav()
-
     path, transform = check_request(path, seconds, frame_transform)
     with decode_errors():
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise VideoDecodeError("no video stream")
+        with open_video(path) as container:
             origin = container.start_time / 1e6 if container.start_time is not None else 0.0  # ffmpeg's ts_offset
             duration = ffmpeg_duration(container)
             frames, times, fps, rotation = _decode_frames(container, container.streams.video[0], seconds,
@@ -260,7 +256,7 @@ def decode_video_official(path: str | Path, seconds: int | None = 60,
         frames, times = (frames + [frames[-1]] * padded)[:target], (times + [times[-1]] * padded)[:target]
         info = {"route": "official", "fps": fps, "rotation": rotation, "padded_seconds": padded,
                 "video_duration_s": duration, "frame_times_s": [round(t, 4) for t in times]}
-        with av.open(str(path)) as container:
+        with pyav().open(str(path)) as container:
             if container.streams.audio:
                 samples = decode_s16_stereo_44k(container, container.streams.audio[0])
                 wav = moviepy_resample(samples, duration, target * SAMPLE_RATE)

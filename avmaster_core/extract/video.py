@@ -188,6 +188,15 @@ def decode_errors():
         raise VideoDecodeError(f"{type(e).__name__}: {e}") from e
 
 
+@contextlib.contextmanager
+def open_video(path: Path):
+    """The PyAV container of `path`, which has a video stream (else VideoDecodeError)."""
+    with pyav().open(str(path)) as container:
+        if not container.streams.video:
+            raise VideoDecodeError("no video stream")
+        yield container
+
+
 def decode_video(path: str | Path, seconds: int | None = 60,
                  frame_transform: Callable | None = None) -> DecodedVideo:
     """Decode `path` into `seconds` one-second segments (None: the video's own length).
@@ -195,15 +204,11 @@ def decode_video(path: str | Path, seconds: int | None = 60,
     frame_transform: applied to each chosen frame (a PIL RGB image); default returns an RGB uint8 [H,W,3] array.
     Raises VideoDecodeError with the reason when the file cannot be used.
     """
-    av = pyav()
-
     path, transform = check_request(path, seconds, frame_transform)
     with decode_errors():
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise VideoDecodeError("no video stream")
+        with open_video(path) as container:
             frames, info = _decode_frames(container, container.streams.video[0], seconds, transform)
-        with av.open(str(path)) as container:  # reopen: demuxing the audio from the start is simplest
+        with pyav().open(str(path)) as container:  # reopen: demuxing the audio from the start is simplest
             if container.streams.audio:
                 audio, audio_info = _decode_audio(container, container.streams.audio[0], len(frames),
                                                   info["video_start_s"])
