@@ -1,7 +1,8 @@
 """Extraction routes: how a video becomes T frames and T one-second waveforms before the encoders.
 
 - `official` (default for the MUSIC-AVQA family): the released features' scripts, emulated step by step
-  (`official_route`): ffmpeg `-r 1` frame times, BT.601 + JPEG pixels, moviepy 1.0.1 sample-picking resampler,
+  (`official_route`): ffmpeg `-r 1` frame times, ffmpeg's own MJPEG pixels (libavcodec mjpeg, rate control,
+  BT.601 decode), moviepy 1.0.1 sample-picking resampler,
   audio from the first audio sample. Use it to evaluate the authors' checkpoints or compare with the paper.
 - `clean` (for new data): the frame on screen at each whole second, uncompressed pixels, an anti-aliased
   resampler, audio aligned to the first video frame (`video.decode_video`).
@@ -70,6 +71,13 @@ def check_route(store_attrs: dict, route: Route, store_path) -> None:
         raise ValueError(f"{store_path} holds features made by the '{old}' extraction route; this run uses "
                          f"'{route.name}'. Routes cannot be mixed in one store: write to another --out, or rerun "
                          f"with --route {old}")
+    saved = store_attrs.get("route_params")
+    if old is not None and saved is not None:  # same route, another version of one of its steps
+        changed = sorted(k for k, v in json.loads(saved).items() if route.params.get(k) != v)
+        if changed:
+            raise ValueError(f"{store_path} holds '{old}' features made with another {', '.join(changed)} step "
+                             f"(store: {json.loads(saved)[changed[0]]!r}; now: {route.params.get(changed[0])!r}). "
+                             "Its features stay readable; new ones go to another --out")
 
 
 # -- the two routes side by side ---------------------------------------------------------------------------------
@@ -84,13 +92,13 @@ def pixel_psnr(video_path: str | Path, frames: int = 5) -> np.ndarray:
     """PSNR (dB) between the two routes' pixels of the same decoded frames (first `frames` frames)."""
     import av
 
-    values = []
+    values, writer = [], official_route.FfmpegJpegWriter()
     with av.open(str(video_path)) as container:
         for index, frame in enumerate(container.decode(container.streams.video[0])):
             if index >= frames:
                 break
             clean = np.asarray(frame.to_image(), np.float64)
-            official = np.asarray(official_route.jpeg_round_trip(official_route.bt601_rgb(frame)), np.float64)
+            official = np.asarray(official_route.decode_jpeg(writer.encode(frame)), np.float64)
             mse = np.mean((clean - official) ** 2)
             values.append(99.0 if mse == 0 else 10 * np.log10(255.0 ** 2 / mse))
     return np.array(values)
