@@ -95,7 +95,7 @@ OURS = "AV-Master"  # the paper's row name of its own model
 
 ENTRIES: tuple[Experiment, ...] = (
     Experiment("default", {}, "AV-Master",
-               fills=(("table2", OURS), ("table7", OURS), ("table11", ("CLIP_L", "VGGish", OURS)))),
+               fills=(("table2", OURS), ("table6", OURS), ("table7", OURS), ("table11", ("CLIP_L", "VGGish", OURS)))),
     # Table VII: components
     Experiment("table7/wo_all", dict(use_focus=False, use_gpap=False, lambda_c=0.0), "w/o ALL",
                fills=(("table7", "w/o. ALL"),), reading=_WO_ALL),

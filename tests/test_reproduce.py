@@ -128,7 +128,7 @@ def test_only_and_given_speed(tmp_path):
     assert list(plan.artefacts) == ["table7"] and plan.speed.source.startswith("given")
     assert len([i for i in plan.items.values() if i.kind == "train"]) == 6
     with pytest.raises(KeyError, match="paper-only"):
-        build_plan(ReproduceSettings(), only=["table6"])
+        build_plan(ReproduceSettings(), only=["table1"])
 
 
 def test_specs_survive_json(tmp_path):
@@ -181,6 +181,9 @@ def test_finished_run_is_read_back(tmp_path):
                  columns=pd.MultiIndex.from_tuples(TABLE2_COLUMNS)).to_csv(folder / "test_table.csv")
     ours = ours_for("table2", data=tmp_path, runs=tmp_path / "runs", results=tmp_path / "res", seeds=(1,))
     assert ours.loc["AV-Master", ("Overall", "Avg")] == 77.5 and ours.attrs["seeds"] == {"AV-Master": [1]}
+    # Table VI: the same run's overall average and the size of the model trained (issue 23)
+    table6 = ours_for("table6", data=tmp_path, runs=tmp_path / "runs", results=tmp_path / "res", seeds=(1,))
+    assert table6.loc["AV-Master", "ACC"] == 77.5 and table6.loc["AV-Master", "Params (millions)"] == 50.646913
     # the estimate now follows the speed measured on this plan's finished run (MUSIC-AVQA val: 4,568 questions)
     assert plan.speed.train == 1000 and plan.speed.infer == pytest.approx(500) and "measured" in plan.speed.source
     evaluation = plan.items["evaluate table12/wo_ape seed 1"]
