@@ -128,9 +128,10 @@ def _recentre(buffer, buffer_start, read_pos, target, n_input):
     return buffer, new_start, read_pos
 
 
-def moviepy_resample(samples: np.ndarray, duration: float, n_output: int | None = None) -> np.ndarray:
-    """int16 [N, C] at 44.1 kHz -> the int16 [n_output, C] wav moviepy writes (silence past the end)."""
-    picks = moviepy_sample_indices(len(samples), duration, n_output)
+def moviepy_resample(samples: np.ndarray, duration: float, n_output: int | None = None,
+                     rate_out: int = SAMPLE_RATE) -> np.ndarray:
+    """int16 [N, C] at 44.1 kHz -> the int16 [n_output, C] wav moviepy writes at `rate_out` (silence past the end)."""
+    picks = moviepy_sample_indices(len(samples), duration, n_output, rate_out=rate_out)
     out = np.zeros((len(picks), samples.shape[1]), np.float64)
     valid = picks >= 0
     out[valid] = samples[picks[valid]].astype(np.float64) / 32768.0  # the reader's int16 -> float
@@ -280,11 +281,12 @@ def _decode_frames(container, stream, seconds: int | None, transform: Callable, 
 
 
 def decode_video_official(path: str | Path, seconds: int | None = 60,
-                          frame_transform: Callable | None = None) -> DecodedVideo:
+                          frame_transform: Callable | None = None, sample_rate: int = SAMPLE_RATE) -> DecodedVideo:
     """Decode `path` as the released features' scripts did (see the module docstring); same output as decode_video.
 
     Frames: JPEG k of `ffmpeg -r 1` for k < seconds (the last one repeated if there are fewer); audio: the
-    16 kHz moviepy wav from the first audio sample, cut or padded with silence to `seconds` s.
+    moviepy wav at `sample_rate` (`write_audiofile(fps=...)`: 16 kHz for VGGish) from the first audio sample, cut
+    or padded with silence to `seconds` s.
     info["frame_times_s"] holds each frame's time from the file's start time.
     """
     import av
@@ -311,12 +313,12 @@ def decode_video_official(path: str | Path, seconds: int | None = 60,
         with av.open(str(path)) as container:
             if container.streams.audio:
                 samples = decode_s16_stereo_44k(container, container.streams.audio[0])
-                wav = moviepy_resample(samples, duration, target * SAMPLE_RATE)
-                audio = (wav.astype(np.float32).mean(axis=1) / 32768.0).reshape(target, SAMPLE_RATE)
+                wav = moviepy_resample(samples, duration, target * sample_rate, rate_out=sample_rate)
+                audio = (wav.astype(np.float32).mean(axis=1) / 32768.0).reshape(target, sample_rate)
                 info.update(audio_missing=False, audio_duration_s=round(len(samples) / FFMPEG_RATE, 3),
                             audio_silent=bool(np.abs(audio).max() < 1e-4))
             else:
-                audio = np.zeros((target, SAMPLE_RATE), np.float32)
+                audio = np.zeros((target, sample_rate), np.float32)
                 info.update(audio_missing=True, audio_silent=True, audio_duration_s=0.0)
     except VideoDecodeError:
         raise
