@@ -36,8 +36,10 @@ test-fast: $(STAMP)
 mutate: $(STAMP)
 	$(PY) tools/mutate.py $(MUTATE_ARGS)
 
+# make lab LAB_ARGS="--port 8890 --no-browser"; as root (containers) --allow-root is added.
+LAB_ARGS ?=
 lab: $(STAMP)
-	.venv/bin/jupyter lab --ip 127.0.0.1 --notebook-dir notebooks
+	.venv/bin/jupyter lab --ip 127.0.0.1 --notebook-dir notebooks $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) $(LAB_ARGS)
 
 clean:
 	rm -rf build .pytest_cache
