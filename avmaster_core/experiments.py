@@ -228,7 +228,8 @@ def run_for(name: str) -> str:
     from .config import experiment
 
     entry, full = get(name), get(FULL_MODEL)
-    same = entry.segments == full.segments and entry.features == full.features and all(experiment(name, p) == experiment(FULL_MODEL, p)
+    same = entry.segments == full.segments and entry.features == full.features and all(
+        experiment(name, p) == experiment(FULL_MODEL, p)
                                                    for p in ("official", "paper"))
     return FULL_MODEL if same else name
 

@@ -879,8 +879,9 @@ def _train_status(item: Item, plan: Plan, inv: Inventory) -> None:
     train_split = splits[0]
     item.questions = n[train_split]
     item.shape = (segments_of(spec), batch)
+    n_val = n[proto.val] if proto.val else 0
     item.work = (epochs * math.ceil(n[train_split] / batch),
-                 epochs * math.ceil((n[proto.val] if proto.val else 0) / eval_batch) + math.ceil(n[proto.test] / eval_batch))
+                 epochs * math.ceil(n_val / eval_batch) + math.ceil(n[proto.test] / eval_batch))
     if (folder / "summary.json").is_file():
         diffs = finished_run_differences(spec, settings)
         summary = json.loads((folder / "summary.json").read_text())

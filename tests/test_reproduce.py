@@ -82,14 +82,20 @@ def empty_plan(tmp_path_factory):
 
 
 def test_full_plan_covers_every_artefact_and_blocks_on_missing_annotations(empty_plan):
-    assert list(empty_plan.artefacts) == ["table2", "table3", "table4", "table5", "table7", "table8", "table9",
-                                          "table10", "table11", "table12", "table13", "fig4", "fig5", "fig6",
+    assert list(empty_plan.artefacts) == ["table2", "table3", "table4", "table5", "table6", "table7", "table8",
+                                          "table9", "table10", "table11", "table12", "table13", "fig4", "fig5", "fig6",
                                           "fig7", "fig8"]
     assert list(empty_plan.artefacts) == list(reproduce.artefacts())
     assert all(i.status == BLOCKED for i in empty_plan.items.values())
     default = empty_plan.items["train default seed 1"]
     assert "avqa-train.json" in default.needs[0] and "avmaster data fetch music_avqa" in default.needs[0]
-    assert set(default.artefacts) >= {"table2", "table7", "table12", "fig4", "fig6", "fig8"}
+    assert set(default.artefacts) >= {"table2", "table6", "table7", "table12", "fig4", "fig6", "fig8"}
+    # Table XI: every AV-Master row, each with the features item of its encoders (issue 23)
+    table11 = [k for _, keys in empty_plan.artefacts["table11"].cells for k in keys]
+    assert len(table11) == 15 and "train table11/clip+clap seed 1" in table11
+    clap = empty_plan.items["video features music_avqa (clip + clap)"]
+    assert clap.status == BLOCKED and any("no audio encoder 'clap' registered" in n for n in clap.needs)
+    assert any("--visual-encoder clip --audio-encoder clap" in n for n in clap.needs)
     avqa = empty_plan.items["train avqa/choices on avqa/standard seed 1"]   # Table V: the multiple-choice model
     assert avqa.artefacts == ["table5"] and "train_qa.json" in avqa.needs[0]
     assert "train default on avqa/standard seed 1" not in empty_plan.items

@@ -462,7 +462,8 @@ def build_text(args, visual: VisualEncoder | None = None) -> TextEncoder:
     options = _encoder_options(args)
     name = TINY_ENCODERS["text"] if args.encoders == "tiny" else args.text_encoder
     same = {"tiny-clip": "tiny-clip", "clip": options.text_model.replace("/", "-")}.get(name)
-    if isinstance(visual, ClipEncoder) and same == visual.name and (name != "clip" or options.clip_model == options.text_model):
+    if isinstance(visual, ClipEncoder) and same == visual.name and (
+            name != "clip" or options.clip_model == options.text_model):
         return visual
     with _weights_named("--clip-weights", args.clip_weights if options.clip_model == options.text_model else None):
         return build_text_encoder(name, options)
