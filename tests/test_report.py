@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from avmaster_core import report
+from avmaster_core import website as report
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

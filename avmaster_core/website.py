@@ -1,6 +1,6 @@
 """`make report`: the executed notebooks as a static website (Sphinx + myst-nb, Jupyter Book 1's engine).
 
-    python -m avmaster_core.report --notebooks build/notebooks --out build/report   # -> build/report/html/index.html
+    python -m avmaster_core.website --notebooks build/notebooks --out build/report   # -> build/report/html/index.html
 
 The site renders what papermill produced (build/notebooks/*.ipynb after `make demo` or `make reproduce`):
 nothing is re-executed (myst-nb's `nb_execution_mode = "off"`), every figure is the PNG a notebook output
