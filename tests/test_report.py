@@ -175,6 +175,7 @@ def _browse(urls: list[str]) -> dict[str, dict]:
     with sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
         browser = p.chromium.launch_persistent_context(
             profile, executable_path=_chromium(), headless=True, chromium_sandbox=False, args=CHROMIUM_ARGS[1:])
+        browser.set_default_timeout(180_000)  # a busy 2-core machine renders the long notebook pages slowly
         try:
             for url in urls:
                 page = browser.new_page()
@@ -186,7 +187,8 @@ def _browse(urls: list[str]) -> dict[str, dict]:
                 page.on("request", lambda r, s=state, b=base: None if r.url.startswith((b, "data:", "blob:", "about:"))
                         else s["outside"].append(r.url))
                 page.goto(url, wait_until="load")
-                page.wait_for_load_state("networkidle")
+                # every image settled (loaded or broken); "networkidle" is no signal on file:// pages
+                page.wait_for_function("[...document.images].every(i => i.complete)")
                 state["images"] = page.evaluate(
                     "[...document.images].map(i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0])")
                 state["glance"] = page.evaluate(
