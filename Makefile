@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(PY) -m avmaster_core.results.notebooks run --mode smoke --out $(NB_OUT) $(PARAMS)
 
 # The executed notebooks of `make demo` / `make reproduce` (NB_OUT) as a static website in build/report/html
-# (Sphinx + myst-nb; offline, nothing re-executed; avmaster_core/reproduction/report_site.py). It prints where the site is.
+# (Sphinx + myst-nb; offline, nothing re-executed; avmaster_core/reproduction/website.py). It prints where the site is.
 report: $(STAMP)
 	$(PY) -m avmaster_core.cli report --notebooks $(NB_OUT) --out build/report
 

@@ -348,7 +348,7 @@ PRESET_READINGS: tuple[PresetReading, ...] = (
                   "Sec. III-D: 'During inference, we sum all the predicted distributions from the model'. With a "
                   "zero loss weight (Table VIII rows 1-4) a head stays untrained; answer_heads='trained' leaves it out",
                   "as written"),
-    PresetReading("AVQA (Table V)", "candidates scored per head (choice_scorer='match', experiment avqa/choices)",
+    PresetReading("AVQA (Table V)", "candidates scored per head (choice_scorer='dot', experiment avqa/choices)",
                   "the same", "Sec. IV-A / Table V report AVQA accuracy without saying how the four candidate answers "
                   "are scored (docs/avqa.md)", "our reading"),
 )

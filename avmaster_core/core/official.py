@@ -18,7 +18,8 @@ from importlib import resources
 import torch
 
 from .config import ModelConfig
-from .model import AVMaster
+from .experiments import experiment
+from .model import AVMaster, build_model, count_parameters
 
 _DECODERS = {"fc_answer_pred": "decoder_qa", "fc_answer_pred2": "decoder_pref.a", "fc_answer_pred3": "decoder_pref.v"}
 _PREF = {"AP_Module": "pref.a", "VP_Module": "pref.v"}
@@ -84,6 +85,12 @@ def official_parameter_counts() -> dict[str, int]:
     used = sum(_numel(k.shape) for k in official_keys() if k.used)
     total = sum(_numel(k.shape) for k in official_keys())
     return {"used": used, "dead": total - used, "released_total": total}
+
+
+def trained_parameters(preset: str = "official") -> int:
+    """Parameters of the model this package trains as AV-Master on `preset` (ours in Table VI's Params column;
+    the official preset's equals official_parameter_counts()["used"])."""
+    return count_parameters(build_model(experiment("default", preset)))
 
 
 def _numel(shape: tuple[int, ...]) -> int:

@@ -10,9 +10,9 @@ import torch
 from ..core.checkpoint import load_checkpoint, read_checkpoint
 from ..core.options import AT_LEAST_1
 from ..core.vocab import ANSWERS, question_text
-from .encoders import AudioEncoder, ClipEncoder, WeightsNotFoundError
-from .pipeline import (add_encoder_options, build_encoders, decode_warnings, extract_device, print_notes,
-                       seconds_option, stated_duration, text_encoder_of)
+from .encoders import AudioEncoder, TextEncoder, VisualEncoder, WeightsNotFoundError
+from .pipeline import (add_encoder_options, build_encoders, build_text, decode_warnings, extract_device, print_notes,
+                       seconds_option, stated_duration)
 from .routes import DEFAULT_ROUTE, get_route
 from .video import VideoDecodeError
 
@@ -46,10 +46,12 @@ def check_question(question: str, top: int) -> None:
         raise ValueError(f"--top {top}: must be >= 1 (the number of answers listed)")
 
 
-def ask(video: str | Path, question: str, checkpoint: str | Path, clip: ClipEncoder, vggish: AudioEncoder,
-        seconds: int | None = 60, top: int = 5, device: str = "cpu", route: str = DEFAULT_ROUTE) -> dict:
+def ask(video: str | Path, question: str, checkpoint: str | Path, clip: VisualEncoder, vggish: AudioEncoder,
+        seconds: int | None = 60, top: int = 5, device: str = "cpu", route: str = DEFAULT_ROUTE,
+        text: TextEncoder | None = None) -> dict:
     """Answer `question` about `video` with a trained checkpoint: {"answer", "top": [(answer, p)], "driver", "push"}.
 
+    clip, vggish: the visual and audio encoders; text: the question encoder (default: `clip`, a CLIP).
     route: decode as the checkpoint's training features were made ("official" for the released ones).
     """
     check_question(question, top)
@@ -59,15 +61,16 @@ def ask(video: str | Path, question: str, checkpoint: str | Path, clip: ClipEnco
         notes.append(f"the checkpoint was trained on T={trained_T} segments, this video is read as "
                      f"{'its own length' if seconds is None else f'{seconds} segments'} "
                      f"(--seconds {trained_T} matches the training)")
-    decoded = get_route(route).decode(video, seconds, frame_transform=clip.preprocess)
+    text = text or clip
+    decoded = get_route(route).decode(video, seconds, frame_transform=clip.preprocess, sample_rate=vggish.sample_rate)
     decoded.info["stated_duration_s"] = stated_duration(video)
     notes += decode_warnings(decoded.info, seconds)
-    tokens = len(clip.tokenizer.encode(question_text(question))) + 2 if hasattr(clip.tokenizer, "encode") else 0
+    tokens = len(text.tokenizer.encode(question_text(question))) + 2 if hasattr(text.tokenizer, "encode") else 0
     if tokens > 77:  # CLIP reads 77 positions, start and end tokens included
         notes.append(f"the question is {tokens} CLIP tokens long: only the first 77 are read (shorten it)")
     visual = clip.encode(torch.stack(decoded.frames))  # [T, D]
     audio = vggish.encode(torch.as_tensor(vggish.preprocess(decoded.audio)))  # [T, audio dim]
-    sentence, words = clip.encode_text([question_text(question)])  # [1, D], [1, 77, D]
+    sentence, words = text.encode_text([question_text(question)])  # [1, D], [1, 77, D]
     model, _cfg = load_checkpoint(checkpoint, map_location=device)
     model.eval()
     batch = {"audio": audio[None], "visual": visual[None], "question": sentence, "words": words}
@@ -86,8 +89,8 @@ def _run_ask(args) -> int:
     try:
         check_question(args.question, args.top)  # before the encoders load
         visual, audio = build_encoders(args)
-        result = ask(args.video, args.question, args.checkpoint, text_encoder_of(visual), audio,
-                     seconds=seconds_option(args.seconds), top=args.top, device=extract_device(args.device), route=args.route)
+        result = ask(args.video, args.question, args.checkpoint, visual, audio, seconds=seconds_option(args.seconds),
+                     top=args.top, device=extract_device(args.device), route=args.route, text=build_text(args, visual))
     except (WeightsNotFoundError, FileNotFoundError, ValueError, VideoDecodeError) as e:
         print(f"avmaster ask: {e}", file=sys.stderr)
         return 1

@@ -38,13 +38,14 @@ from ..core.store import TOKENS_ATTR, FeatureStore
 from ..core.vocab import question_text
 from ..data.annotations import load_annotations
 from .candidates import extract_dataset_choices
-from .encoders import (AUDIO_ENCODERS, DEFAULT_AUDIO_ENCODER, DEFAULT_VISUAL_ENCODER, TINY_ENCODERS, VISUAL_ENCODERS,
-                       AudioEncoder, ClipEncoder, EncoderOptions, VGGishEncoder, VisualEncoder, WeightsNotFoundError,
-                       build_audio_encoder, build_visual_encoder, encoder_attrs, open_clip_module)
-from .routes import DEFAULT_ROUTE, ROUTES, Route, check_route, get_route, route_attrs
+from .encoders import (AUDIO_ENCODERS, DEFAULT_AUDIO_ENCODER, DEFAULT_TEXT_ENCODER, DEFAULT_VISUAL_ENCODER,
+                       TEXT_ENCODERS, TINY_ENCODERS, VISUAL_ENCODERS, AudioEncoder, ClipEncoder, EncoderOptions,
+                       TextEncoder, VGGishEncoder, VisualEncoder, WeightsNotFoundError, build_audio_encoder,
+                       build_text_encoder, build_visual_encoder, encoder_attrs, encoders_protocol, open_clip_module)
+from .routes import DEFAULT_ROUTE, LEGACY_PROTOCOLS, ROUTES, Route, check_route, get_route, route_attrs
 from .video import VideoDecodeError, list_videos, pyav
 
-PROTOCOL = ROUTES["clean"].protocol  # kept for callers of the name; each route has its own
+PROTOCOL = LEGACY_PROTOCOLS["clean"]  # kept for callers of the name; a store's record is routes.route_attrs's
 
 
 # -- sharding and bookkeeping ------------------------------------------------------------------------------
@@ -108,8 +109,8 @@ class _DecodeJobs(torch.utils.data.Dataset):
     """Item i: video i decoded by the route and preprocessed for both encoders, or the reason it failed."""
 
     def __init__(self, videos: list[tuple[str, Path]], seconds: int | None, route: Route,
-                 frame_preprocess: Callable, audio_preprocess: Callable):
-        self.videos, self.seconds, self.route = videos, seconds, route
+                 frame_preprocess: Callable, audio_preprocess: Callable, sample_rate: int):
+        self.videos, self.seconds, self.route, self.sample_rate = videos, seconds, route, sample_rate
         self.frame_preprocess, self.audio_preprocess = frame_preprocess, audio_preprocess
 
     def __len__(self) -> int:
@@ -118,7 +119,8 @@ class _DecodeJobs(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         video_id, path = self.videos[i]
         try:
-            decoded = self.route.decode(path, self.seconds, frame_transform=self.frame_preprocess)
+            decoded = self.route.decode(path, self.seconds, frame_transform=self.frame_preprocess,
+                                        sample_rate=self.sample_rate)
             decoded.info["stated_duration_s"] = stated_duration(path)
             return {"video_id": video_id, "path": str(path), "info": decoded.info,
                     "frames": torch.stack(decoded.frames),  # e.g. CLIP: uint8 [T,3,S,S]
@@ -235,7 +237,7 @@ def extract_videos(videos: dict[str, Path] | str | Path, out: str | Path, visual
         ids = ids[:limit]
     summary = ExtractSummary(store=str(store_path), total=len(ids))
     route = get_route(route)
-    run_attrs = {**encoder_attrs(audio, visual), **route_attrs(route),
+    run_attrs = {**encoder_attrs(audio, visual), **route_attrs(route, audio, visual),
                  "seconds": "video length" if seconds is None else int(seconds)}
     log = FailureLog(failures_path(store_path))
     start = time.perf_counter()
@@ -244,7 +246,8 @@ def extract_videos(videos: dict[str, Path] | str | Path, out: str | Path, visual
         todo = [(v, Path(videos[v])) for v in ids if not (store.has("audio", v) and store.has("visual", v))]
         summary.skipped = len(ids) - len(todo)
         loader = torch.utils.data.DataLoader(
-            _DecodeJobs(todo, seconds, route, visual.preprocess, audio.preprocess), batch_size=None, collate_fn=_single,
+            _DecodeJobs(todo, seconds, route, visual.preprocess, audio.preprocess, audio.sample_rate), batch_size=None,
+            collate_fn=_single,
             num_workers=workers, prefetch_factor=4 if workers else None, persistent_workers=False)
         bar = tqdm(total=len(todo), unit="video", disable=not progress, desc="extract", dynamic_ncols=True)
         pending: list[dict] = []
@@ -301,7 +304,8 @@ def extract_questions(questions: dict[int, str] | Iterable[tuple[int, str]], out
     Each words item records the question's CLIP token count (store.TOKENS_ATTR, for mask_padding); a question
     already stored without one only gets its count (tokenized, not re-encoded)."""
     items = dict(questions)
-    attrs = {"text_extractor": f"open_clip:{clip.name}", "text_weights": clip.weights, "text_dim": clip.dim}
+    attrs = {"text_extractor": f"open_clip:{clip.name}", "text_weights": clip.weights, "text_dim": clip.dim,
+             "text_protocol": encoders_protocol(None, None, clip)}
     written = 0
     with FeatureStore(out, "a") as store:
         _check_provenance(store, attrs)
@@ -420,13 +424,17 @@ def extract_device(name: str) -> str:
     return name
 
 
-def build_encoders(args, need_audio: bool = True) -> tuple[VisualEncoder, AudioEncoder | None]:
-    """(visual, audio) encoders named by --visual-encoder / --audio-encoder (`--encoders tiny`: the test pair)."""
+def _encoder_options(args) -> EncoderOptions:
     device = extract_device(args.device)
     precision = args.precision if args.precision != "auto" else ("fp16" if device.startswith("cuda") else "fp32")
-    options = EncoderOptions(device=device, precision=precision, clip_model=args.clip_model,
-                             pretrained=args.pretrained, clip_weights=args.clip_weights,
-                             vggish_weights=args.vggish_weights)
+    return EncoderOptions(device=device, precision=precision, clip_model=args.clip_model,
+                          pretrained=args.pretrained, clip_weights=args.clip_weights,
+                          vggish_weights=args.vggish_weights, text_model=args.text_model)
+
+
+def build_encoders(args, need_audio: bool = True) -> tuple[VisualEncoder, AudioEncoder | None]:
+    """(visual, audio) encoders named by --visual-encoder / --audio-encoder (`--encoders tiny`: the test pair)."""
+    options = _encoder_options(args)
     visual_name, audio_name = args.visual_encoder, args.audio_encoder
     if args.encoders == "tiny":
         visual_name, audio_name = TINY_ENCODERS["visual"], TINY_ENCODERS["audio"]
@@ -455,11 +463,17 @@ def _weights_named(flag: str, path: str | None):
                          "download it again") from None
 
 
-def text_encoder_of(visual: VisualEncoder):
-    if not hasattr(visual, "encode_text"):
-        raise ValueError(f"question features need a CLIP-style visual encoder with a text tower; "
-                         f"{visual.name} has none: choose --visual-encoder clip or tiny-clip")
-    return visual
+def build_text(args, visual: VisualEncoder | None = None) -> TextEncoder:
+    """The question encoder named by --text-encoder (`--encoders tiny`: tiny-clip), its own choice whatever the
+    visual encoder; the visual encoder itself when it is that very CLIP (one model in memory, not two)."""
+    options = _encoder_options(args)
+    name = TINY_ENCODERS["text"] if args.encoders == "tiny" else args.text_encoder
+    same = {"tiny-clip": "tiny-clip", "clip": options.text_model.replace("/", "-")}.get(name)
+    if isinstance(visual, ClipEncoder) and same == visual.name and (
+            name != "clip" or options.clip_model == options.text_model):
+        return visual
+    with _weights_named("--clip-weights", args.clip_weights if options.clip_model == options.text_model else None):
+        return build_text_encoder(name, options)
 
 
 def add_encoder_options(p: argparse.ArgumentParser) -> None:
@@ -472,6 +486,11 @@ def add_encoder_options(p: argparse.ArgumentParser) -> None:
                    help="clip: open_clip --clip-model/--pretrained (ViT-L/14@336, OpenAI weights); tiny-clip: random")
     g.add_argument("--audio-encoder", choices=sorted(AUDIO_ENCODERS), default=DEFAULT_AUDIO_ENCODER,
                    help="vggish: torchvggish release weights, pre-PCA 128-d; random-vggish: random weights")
+    g.add_argument("--text-encoder", choices=sorted(TEXT_ENCODERS), default=DEFAULT_TEXT_ENCODER,
+                   help="question features: clip = the text tower of --text-model (whatever the visual encoder); "
+                        "tiny-clip: random")
+    g.add_argument("--text-model", default="ViT-L-14-336",
+                   help="open_clip model of the question encoder (default ViT-L/14@336, the paper's)")
     g.add_argument("--encoders", choices=["real", "tiny"], default="real",
                    help="tiny: shortcut for --visual-encoder tiny-clip --audio-encoder random-vggish (tests, benchmarks)")
     g.add_argument("--route", choices=sorted(ROUTES), default=DEFAULT_ROUTE,
@@ -503,7 +522,7 @@ def _run_extract(args) -> int:
         table = load_question_table(args.records, args.questions, args.split, args.root) \
             if args.questions or args.records else None  # ids and texts checked before any video work
         visual, audio = build_encoders(args, need_audio=bool(args.videos))
-        text_encoder = text_encoder_of(visual) if table is not None else None
+        text_encoder = build_text(args, visual) if table is not None else None
         if args.videos:
             summary = extract_videos(args.videos, args.out, visual, audio, seconds=seconds,
                                      batch_frames=args.batch_frames, workers=args.workers, shard=shard,
@@ -521,7 +540,7 @@ def _run_extract(args) -> int:
             print(f"{n} question(s) extracted into {shard_store_path(args.out, shard)}")
             if args.questions:  # multiple-choice datasets (AVQA): the candidate answers, same text path
                 n = extract_dataset_choices(args.questions, args.split, args.root, shard_store_path(args.out, shard),
-                                            text_encoder_of(visual), shard, args.batch_questions)
+                                            text_encoder, shard, args.batch_questions)
                 if n:
                     print(f"candidate answers of {n} question(s) extracted")
     except (WeightsNotFoundError, FileNotFoundError, ValueError, NotImplementedError) as e:

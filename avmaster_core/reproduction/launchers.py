@@ -33,8 +33,8 @@ from ..extract.encoders import ClipEncoder
 from ..extract.pipeline import extract_device, extract_questions
 from ..results.plots import save_table
 from ..training.engine import evaluate, train
-from .plan import (EvalSpec, Inventory, QuestionSpec, ReproduceSettings, RunSpec, finished_on_disk, lock_path,
-                   read_table_avg, run_configs, spec_from_dict, spec_to_dict)
+from .plan import (EvalSpec, FeatureSpec, Inventory, QuestionSpec, ReproduceSettings, RunSpec, finished_on_disk,
+                   lock_path, read_table_avg, run_configs, spec_from_dict, spec_to_dict)
 from .worklock import WorkLock, describe_holder
 
 
@@ -50,6 +50,8 @@ def run_item(spec, settings: ReproduceSettings) -> str:
         return "finished" if result.test_acc is None else f"test {result.test_acc:.2f} %"
     if isinstance(spec, EvalSpec):
         return _evaluate(spec, settings)
+    if isinstance(spec, FeatureSpec):  # never ready in a plan: it needs the videos
+        raise RuntimeError(f"{spec.key} needs the videos: run `{spec.command(settings)}`")
     return _question_features(spec, settings)
 
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..core.official import trained_parameters
 from ..results import paper
+from ..results.paper import TABLE6_PARAMS
 from ..results.plots import save_table
 from .plan import (BLOCKED, CONFLICT, FINISHED, NOTEBOOK_CELL, EvalSpec, Plan, ReproduceSettings, RunSpec, artefacts,
                    build_plan, not_yet, read_table)
@@ -101,6 +103,8 @@ def _item_table(plan: Plan, key: str) -> pd.DataFrame | None:
 def _summary(name: str, table: pd.DataFrame) -> pd.DataFrame:
     if name in ("table2", "table3") or not isinstance(table.columns, pd.MultiIndex):
         return table
+    if name == "table6":
+        return paper.in_table_layout(name, table)
     return paper.summary_columns(table)
 
 
@@ -137,6 +141,8 @@ def ours_table(plan: Plan, name: str) -> pd.DataFrame:
         out = out.reindex(columns=[c for c in base.columns if c in out.columns])
     else:
         out = out.rename_axis("point")
+    if name == "table6":  # the size of the model trained, beside its accuracy
+        out[TABLE6_PARAMS] = trained_parameters(plan.settings.preset) / 1e6
     out.attrs["seeds"] = seeds
     return out
 

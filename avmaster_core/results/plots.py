@@ -27,7 +27,7 @@ from pathlib import Path
 import matplotlib
 
 from ..core.atomic import atomic_write
-from ..training.provenance import write_sidecar
+from ..training.provenance import save_table, write_sidecar  # noqa: F401 (save_table: the notebooks' name)
 
 if "ipykernel" not in sys.modules and "matplotlib.pyplot" not in sys.modules and not os.environ.get("MPLBACKEND"):
     matplotlib.use("Agg")  # headless scripts and tests: never try to open a window
@@ -250,14 +250,6 @@ def save_figure(fig: Figure, path: str | Path, *, dpi: int = DPI) -> Path:
         raise ValueError(f"save_figure: {path} has no suffix; use .png, .pdf or .svg")
     atomic_write(path, lambda f: fig.savefig(f, dpi=dpi, format=path.suffix.lstrip(".").lower()))
     write_sidecar(path)  # <path>.provenance.json: the runs it came from (provenance.py)
-    return path
-
-
-def save_table(table: pd.DataFrame, path: str | Path) -> Path:
-    """Write a result table as CSV, creating folders; atomic (like save_figure); with its provenance sidecar."""
-    # fixed decimals: a rerun rewrites the same bytes (no float noise, so `make demo` leaves git clean)
-    path = atomic_write(path, lambda f: table.round(4).to_csv(f), mode="w")
-    write_sidecar(path)
     return path
 
 

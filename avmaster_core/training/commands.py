@@ -19,11 +19,13 @@ from ..core.checkpoint import read_checkpoint
 from ..core.config import PRESET_TRAINING, SIZES, ModelConfig, check_inference_changes, parse_override
 from ..core.experiments import EXPERIMENT_SEGMENTS
 from ..core.options import AT_LEAST_1, value_type
+from ..core.run_reads import note_run_read
 from ..data.annotations import load_records
 from ..data.scoring import check_prediction_target, read_prediction_file, score, write_predictions
 from .engine import train
 from .evaluation import evaluate
 from .preflight import check_run_inputs, splits_of
+from .provenance import save_table
 from .run_config import DataConfig, TrainConfig, run_name
 
 
@@ -210,7 +212,7 @@ def _evaluate_command(args) -> int:
         out = Path(args.out)
         write_predictions(out / "predictions.json", predictions, dataset=args.dataset, split=args.split,
                           meta={"checkpoint": str(args.checkpoint)})
-        atomic_write(out / f"{args.split}_table.csv", lambda f: table.to_csv(f), mode="w")
+        save_table(table, out / f"{args.split}_table.csv")  # + its provenance sidecar (the checkpoint's run)
         print(f"wrote {out / 'predictions.json'} and {out / f'{args.split}_table.csv'}")
     return 0
 
@@ -222,7 +224,8 @@ def _score_command(args) -> int:
                   missing=args.missing)
     print(table.to_string())
     if args.out:
-        atomic_write(args.out, lambda f: table.to_csv(f), mode="w")
+        note_run_read(Path(args.predictions).parent)  # a run folder's predictions: the table names that run
+        save_table(table, args.out)
         print(f"wrote {args.out}")
     return 0
 

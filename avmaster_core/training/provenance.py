@@ -28,13 +28,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ..core.atomic import atomic_write, write_json
 from ..core.run_reads import note_run_read, reset_reads, runs_read  # noqa: F401 (reset_reads: notebooks)
 import torch
 import dataclasses
 from ..core import __version__
 from ..data.annotations import MissingAnnotationFile, annotation_files, find_annotation_file
 from ..core.store import FeatureStore
-from ..core.atomic import write_json
 from ..core.config import SIZES
 from ..core.experiments import experiment
 from .run_config import config_differences, free_fields
@@ -121,6 +121,14 @@ def read_run_provenance(run_dir: Path) -> tuple[dict | None, dict]:
 
 
 # ------------------------------------------------------------------------------------------ results
+def save_table(table, path) -> Path:
+    """Write a result table as CSV, creating folders; atomic; with its provenance sidecar. Fixed decimals: a
+    rerun rewrites the same bytes (no float noise, so `make demo` leaves git clean)."""
+    path = atomic_write(path, lambda f: table.round(4).to_csv(f), mode="w")
+    write_sidecar(path)
+    return path
+
+
 def write_sidecar(path) -> Path:
     """`<path>.provenance.json`: the runs read since reset_reads(), their commits and configuration hashes."""
     path = Path(path)
