@@ -35,7 +35,7 @@ from .encoders import (AUDIO_ENCODERS, DEFAULT_AUDIO_ENCODER, DEFAULT_VISUAL_ENC
                        AudioEncoder, ClipEncoder, EncoderOptions, VGGishEncoder, VisualEncoder, WeightsNotFoundError,
                        build_audio_encoder, build_visual_encoder, encoder_attrs)
 from .routes import DEFAULT_ROUTE, ROUTES, Route, check_route, get_route, route_attrs
-from .video import VideoDecodeError, list_videos
+from .video import VideoDecodeError, check_video, list_videos
 
 PROTOCOL = ROUTES["clean"].protocol  # kept for callers of the name; each route has its own
 
@@ -495,10 +495,11 @@ def _run_extract(args) -> int:
         seconds = _seconds(args.seconds)
         table = load_question_table(args.records, args.questions, args.split, args.root) \
             if args.questions or args.records else None  # ids and texts checked before any video work
+        videos = list_videos(args.videos) if args.videos else None  # before the encoders load
         visual, audio = build_encoders(args, need_audio=bool(args.videos))
         text_encoder = _text_encoder(visual) if table is not None else None
         if args.videos:
-            summary = extract_videos(args.videos, args.out, visual, audio, seconds=seconds,
+            summary = extract_videos(videos, args.out, visual, audio, seconds=seconds,
                                      batch_frames=args.batch_frames, workers=args.workers, shard=shard,
                                      limit=args.limit, route=args.route)
             print(summary.line())
@@ -522,10 +523,6 @@ def _run_extract(args) -> int:
     except (WeightsNotFoundError, FileNotFoundError, ValueError, NotImplementedError) as e:
         print(f"avmaster extract: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("\navmaster extract: interrupted (Ctrl-C); finished items are saved: rerun the same command to "
-              "continue", file=sys.stderr)
-        return 130
     return status
 
 
@@ -608,11 +605,17 @@ def ask(video: str | Path, question: str, checkpoint: str | Path, clip: ClipEnco
 
 
 def _run_ask(args) -> int:
+    from ..checkpoint import read_checkpoint
+
     try:
-        check_question(args.question, args.top)  # before the encoders load
+        # every input before the encoders and the model load
+        check_question(args.question, args.top)
+        seconds = _seconds(args.seconds)
+        check_video(args.video)
+        read_checkpoint(args.checkpoint)
         visual, audio = build_encoders(args)
         result = ask(args.video, args.question, args.checkpoint, _text_encoder(visual), audio,
-                     seconds=_seconds(args.seconds), top=args.top, device=extract_device(args.device), route=args.route)
+                     seconds=seconds, top=args.top, device=extract_device(args.device), route=args.route)
     except (WeightsNotFoundError, FileNotFoundError, ValueError, VideoDecodeError) as e:
         print(f"avmaster ask: {e}", file=sys.stderr)
         return 1
@@ -641,7 +644,7 @@ def register(subparsers) -> None:
     p.add_argument("--shard", default="0/1", help="i/n: this process takes videos i, i+n, ... into its own store")
     p.add_argument("--limit", type=int, help="at most this many videos (after sharding)")
     _add_encoder_options(p)
-    p.set_defaults(func=_run_extract)
+    p.set_defaults(func=_run_extract, outputs={"out": "file"})
 
     a = subparsers.add_parser("ask", help="answer a question about your own video with a trained checkpoint")
     a.add_argument("video")
