@@ -65,16 +65,22 @@ def _name_file(e: BaseException, path: Path) -> None:
 
 @contextlib.contextmanager
 def signals_deferred():
-    """Hold SIGINT and SIGTERM back while the body runs (a write that must finish); they are delivered, and
-    their handlers run, as soon as it ends. Only the main thread receives them; elsewhere this does nothing."""
+    """Hold Ctrl-C and SIGTERM back while the body runs (a write that must finish): a signal that arrives is
+    noted and raised again, to its own handler, when the body ends. Python runs signal handlers in the main
+    thread only, so elsewhere this does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    pending = []
+    previous = {s: signal.signal(s, lambda signum, frame: pending.append(signum))
+                for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        if pending:
+            signal.raise_signal(pending[0])
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
