@@ -124,7 +124,7 @@ def check_writable(path: Path, kind: str, option: str) -> None:
         other = "a folder" if path.is_dir() else "a file"
         raise AvmasterError(f"{option} {path} is {other}, not {'a folder' if kind == 'folder' else 'a file'}: "
                             f"give {'a new or existing folder' if kind == 'folder' else 'a file name'}")
-    existing = path if path.exists() else path.parent
+    existing = path if path.is_dir() else path.parent
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():

@@ -63,7 +63,6 @@ def check_run_inputs(data_cfg, model_cfg=None, splits: Iterable[str | None] = ("
             records[split] = load_records(data_cfg, split)
         except (ValueError, OSError, KeyError) as e:
             problems.add(f"split {split!r}: {_one_line(e)}")
-    _check_choices(records, model_cfg, data_cfg, problems)
     if records:
         _check_features(data_cfg, model_cfg, records, problems, check_values)
     if problems.items:
@@ -141,19 +140,6 @@ def _check_features(data_cfg, model_cfg, records: dict, problems: _Problems, che
             _, unknown = question_tokens(store, [q for q in questions if store.has("words", q)])
             if unknown:
                 problems.add(word_mask_problem(unknown, store.path))
-
-
-def _check_choices(records: dict, model_cfg, data_cfg, problems: _Problems) -> None:
-    """A multiple-choice model (ModelConfig.choice_scorer) needs records with candidate answers."""
-    scorer = getattr(model_cfg, "choice_scorer", None)
-    if scorer is None:
-        return
-    for split, table in records.items():
-        if "choices" not in table.columns:
-            problems.add(f"split {split!r} of {data_cfg.dataset} has no candidate answers, which this multiple-choice "
-                         f"model (choice_scorer={scorer!r}) scores: train it on --dataset avqa or on the synthetic "
-                         "multiple-choice variant (`avmaster synth --choices 4 --out DIR`), or choose an "
-                         "experiment without candidates (e.g. --experiment default)")
 
 
 def _needed_keys(records: dict, problems: _Problems):

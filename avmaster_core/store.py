@@ -143,8 +143,8 @@ def not_a_store(path: Path) -> str | None:
         head = f.read(2048)
     if not head:
         return f"{path} is an empty file, not a feature store: give the .h5 store that extract/import/synth wrote"
-    if not any(head[i:i + 8] == HDF5_SIGNATURE for i in (0, 512, 1024)):  # HDF5 superblock offsets
-        kind = "a JSON file" if head.lstrip()[:1] in (b"[", b"{") else "not an HDF5 file"
+    if not any(head[i:i + 4] == HDF5_SIGNATURE[:4] for i in (0, 512, 1024)):  # HDF5 superblock offsets
+        kind = "a JSON file" if head.lstrip()[:1] in (b"[", b"{") else "a file of another kind (not HDF5)"
         return (f"{path} is {kind}, not a feature store (.h5): give the store that `avmaster extract`, `store "
                 "import` or `synth` wrote (e.g. <root>/features.h5)")
     return None
