@@ -64,10 +64,13 @@ class Terminated(KeyboardInterrupt):
 def domain_errors() -> tuple[type[BaseException], ...]:
     """The exception classes whose message is the user's news as it is (the package's own, the usual input
     errors); OS errors are worded by `explain`, anything else is reported as an internal error."""
-    from .store import MissingFeatureError
+    from .download import DownloadError
+    from .extract.video import VideoDecodeError
+    from .store import InUseError, MissingFeatureError
     from .vocab import UnknownAnswerError
 
-    return (AvmasterError, ValueError, MissingFeatureError, UnknownAnswerError, NotImplementedError, EOFError)
+    return (AvmasterError, ValueError, MissingFeatureError, UnknownAnswerError, NotImplementedError, EOFError,
+            VideoDecodeError, DownloadError, InUseError)
 
 
 def debug_enabled(argv: list[str]) -> bool:
