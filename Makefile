@@ -22,9 +22,9 @@ demo: $(STAMP)
 	$(PY) -m avmaster_core.notebooks run --mode smoke --out $(NB_OUT) $(PARAMS)
 
 # The executed notebooks of `make demo` / `make reproduce` (NB_OUT) as a static website in build/report/html
-# (Sphinx + myst-nb; offline, nothing re-executed; avmaster_core/report.py). It prints where the site is.
+# (Sphinx + myst-nb; offline, nothing re-executed; avmaster_core/website.py). It prints where the site is.
 report: $(STAMP)
-	$(PY) -m avmaster_core.report --notebooks $(NB_OUT) --out build/report
+	$(PY) -m avmaster_core.website --notebooks $(NB_OUT) --out build/report
 
 # The whole paper from features: trains and evaluates what is missing, then runs the notebooks in full mode.
 reproduce: $(STAMP)

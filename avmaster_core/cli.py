@@ -7,7 +7,7 @@
     avmaster extract / ask            features from raw videos; ask a question  (extract/pipeline.py)
     avmaster benchmark                model speed and memory                    (benchmark.py)
     avmaster runs check DIR           which commit and configuration made runs  (provenance.py)
-    avmaster report                   the executed notebooks as a static website (report.py)
+    avmaster report                   the executed notebooks as a static website (website.py)
 
 Errors: no traceback reaches the user without `--debug` (or AVMASTER_DEBUG=1). Every exception is turned
 into one line `avmaster <command>: <message>` and exit code 1 by `explain`: the package's own messages as
@@ -41,7 +41,7 @@ COMMAND_MODULES = (
     "avmaster_core.store_cli",
     "avmaster_core.reproduce_run",
     "avmaster_core.provenance",
-    "avmaster_core.report",
+    "avmaster_core.website",
 )
 # commands that compute: each gets `--threads` (threads.py), applied before the command runs
 COMPUTING_COMMANDS = ("train", "sweep", "evaluate", "benchmark", "extract", "ask")

@@ -1,4 +1,4 @@
-# Sphinx configuration of `make report` (avmaster_core/report.py copies it beside the generated pages).
+# Sphinx configuration of `make report` (avmaster_core/website.py copies it beside the generated pages).
 # Everything here keeps the site offline: no execution, no script or font from a CDN, no math renderer.
 project = "AV-Master reproduction"
 author = "avmaster"

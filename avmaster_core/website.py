@@ -1,6 +1,6 @@
 """`make report`: the executed notebooks as a static website (Sphinx + myst-nb, Jupyter Book 1's engine).
 
-    python -m avmaster_core.report --notebooks build/notebooks --out build/report   # -> build/report/html/index.html
+    python -m avmaster_core.website --notebooks build/notebooks --out build/report   # -> build/report/html/index.html
 
 The site renders what papermill produced (build/notebooks/*.ipynb after `make demo` or `make reproduce`):
 nothing is re-executed (myst-nb's `nb_execution_mode = "off"`), every figure is the PNG a notebook output
@@ -31,12 +31,11 @@ import os
 import platform
 import re
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import metadata, resources
+from importlib import resources
 from pathlib import Path
 
 import pandas as pd
@@ -351,8 +350,13 @@ def _header_cell(page: NotebookPage) -> str:
     paper_line = "; ".join(f"**{item_label(k)}** ({item_caption(k)})" for k in page.items)
     lines.append(f"**Paper:** {paper_line or 'beyond the paper (no table or figure of its own)'} — {PAPER}.  ")
     params = ", ".join(f"`{k}={v!r}`" for k, v in pm.get("parameters", {}).items()) or "its defaults"
-    lines.append(f"**Made by:** `notebooks/{page.path.name}`, executed by papermill {pm.get('version', '')} "
-                 f"on {str(pm.get('end_time', ''))[:19].replace('T', ' ')} UTC in {pm.get('duration', 0):.0f} s "
+    if pm.get("exception"):
+        run = "**failed** (its outputs stop at the failing cell, below)"
+    elif not pm.get("end_time"):
+        run = "**had not finished** when this site was built (its outputs stop where the run was)"
+    else:
+        run = f"on {str(pm['end_time'])[:19].replace('T', ' ')} UTC in {pm.get('duration') or 0:.0f} s"
+    lines.append(f"**Made by:** `notebooks/{page.path.name}`, executed by papermill {pm.get('version', '')} {run} "
                  f"with {params}; {{download}}`the executed notebook <{page.path.name}>`.  ")
     lines.append("**See also:** {doc}`the reproduction at a glance </index>` · "
                  f"{{ref}}`provenance of this page <{page.anchor}>`")
@@ -370,13 +374,6 @@ def stage_notebook(page: NotebookPage, dest: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- provenance
-def _git(*args: str) -> str:
-    try:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return ""
-
-
 def fingerprint(path: Path, whole_below: int = 64 << 20) -> str:
     """sha256 of a file (first 16 hex digits); of a larger one, of its size, first and last MiB ("partial")."""
     digest = hashlib.sha256()
@@ -401,28 +398,36 @@ def data_fingerprints(data: Path) -> list[dict]:
     return rows
 
 
-def _config_fingerprint(run: Path) -> str:
-    """sha256 of what a run was trained with (config.json's model, train and data parts)."""
-    config = json.loads((run / "config.json").read_text())
-    used = {k: config.get(k) for k in ("model", "train", "data")}
-    return hashlib.sha256(json.dumps(used, sort_keys=True).encode()).hexdigest()[:12]
+def run_row(folder: Path) -> dict:
+    """One finished run folder as the provenance page lists it: seed, test accuracy, the commit that made it and
+    its configuration hash (config.json's "provenance", avmaster_core.provenance; a run made before provenance
+    was recorded says so, and its configuration hash is computed the same way from its config.json), versions."""
+    from . import provenance as prov_module
+
+    prov, record = prov_module.read_run_provenance(folder)
+    summary = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").is_file() else {}
+    store = ((prov or {}).get("data") or {}).get("store") or {}
+    return {"run": os.path.relpath(folder, REPO) if folder.is_relative_to(REPO) else folder.as_posix(),
+            "seed": summary.get("seed", folder.name), "test acc": f"{summary.get('test_acc', math.nan):.2f}",
+            "commit": prov_module.commit_label(prov),
+            "config": (prov or {}).get("config_sha256") or (prov_module.config_hash(record) if record else "—"),
+            "features": f"{store.get('bytes', 0):,} bytes, {store.get('items', {})}" if store else "not recorded",
+            "versions": ", ".join(f"{k} {v}" for k, v in record.get("versions", {}).items())}
 
 
-def run_rows(runs: Path, experiments: list[str]) -> list[dict]:
-    """The finished run folders of `experiments` under `runs`: seed, test accuracy, config fingerprint and
-    versions, from what a run folder holds today (config.json, summary.json: no commit is recorded there yet)."""
-    rows = []
-    for experiment in dict.fromkeys(experiments):
-        for run in sorted((REPO / runs / experiment).glob("*/summary.json")):
-            folder = run.parent
-            summary = json.loads(run.read_text())
-            config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
-            rows.append({"run": folder.relative_to(REPO).as_posix(), "seed": summary.get("seed"),
-                         "test acc": f"{summary.get('test_acc', math.nan):.2f}",
-                         "config": _config_fingerprint(folder) if config else "—",
-                         "versions": ", ".join(f"{k} {v}" for k, v in config.get("versions", {}).items()),
-                         "commit": "not recorded"})
-    return rows
+def item_runs(key: str, page: "NotebookPage", results: Path) -> tuple[str, list[dict]]:
+    """(where the list comes from, the runs behind a paper item): the runs its notebook read, from the sidecar
+    its table was written with (`<results>/<key>.csv.provenance.json`); without one, the finished runs of the
+    experiments that fill its cells in the notebook's runs folder."""
+    from .provenance import SIDECAR_SUFFIX
+
+    sidecar = Path(results) / f"{key}.csv{SIDECAR_SUFFIX}"
+    if sidecar.is_file():
+        runs = [(sidecar.parent / r["run"]).resolve() for r in json.loads(sidecar.read_text())["runs"]]
+        return f"the runs its notebook read (`{sidecar.as_posix()}`)", [run_row(r) for r in runs]
+    folders = [p.parent for e in item_experiments(key) for p in sorted((REPO / page.runs / e).glob("*/summary.json"))]
+    return (f"no sidecar beside its table: the finished runs, in `{page.runs.as_posix()}`, of the experiments that "
+            "fill its cells", [run_row(f) for f in folders])
 
 
 def item_experiments(key: str) -> list[str]:
@@ -434,25 +439,23 @@ def item_experiments(key: str) -> list[str]:
     return list(experiments.filling(key).values()) or [experiments.FULL_MODEL]
 
 
-def provenance(pages: list[NotebookPage], data: Path) -> dict:
+def provenance(pages: list[NotebookPage], data: Path, results: Path) -> dict:
     """Everything the provenance page shows (see the module docstring)."""
-    try:
-        version = metadata.version("avmaster-core")
-    except metadata.PackageNotFoundError:
-        version = "not installed"
-    commit = _git("rev-parse", "HEAD") or "unknown (not a git checkout)"
-    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
     import torch
 
+    from .provenance import code_version
+
+    code = code_version()
+    commit = (code["commit"] or "unknown (not a git checkout)") + (" (with uncommitted changes)" if code["dirty"] else "")
     machine = {"platform": platform.platform(), "processor": platform.machine(), "CPU cores": str(os.cpu_count()),
                "python": platform.python_version(), "torch": torch.__version__,
                "CUDA": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (CPU)"}
     tables = []
     for page in pages:
         for key in page.items:
-            tables.append({"item": item_label(key), "page": page.stem, "runs": page.runs.as_posix(),
-                           "rows": run_rows(page.runs, item_experiments(key))})
-    return {"version": version, "commit": commit + (" (with uncommitted changes)" if dirty else ""),
+            source, rows = item_runs(key, page, results)
+            tables.append({"item": item_label(key), "page": page.stem, "source": source, "rows": rows})
+    return {"version": code["package"], "commit": commit,
             "built": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine,
             "pages": pages, "tables": tables, "data": data_fingerprints(data)}
 
@@ -495,7 +498,7 @@ def build(notebooks: Path = Path("build/notebooks"), out: Path = Path("build/rep
     context = dict(rows=rows, pages=pages, synthetic=synthetic, paper=PAPER, noise_sds=NOISE_SDS,
                    statuses=[REPRODUCED, DIFFERS, PARTLY, RUN_NO_NUMBER, NOT_RUN, NOTHING])
     _render("index.md", source / "index.md", **context)
-    _render("provenance.md", source / "provenance.md", **provenance(pages, data))
+    _render("provenance.md", source / "provenance.md", **provenance(pages, data, results))
     benchmark = REPO / "results" / "synthetic.md"  # the benchmark's description, committed with its runs
     _render("synthetic.md", source / "synthetic.md",
             text=benchmark.read_text() if benchmark.is_file() else "(results/synthetic.md is missing)")
