@@ -14,7 +14,7 @@ from .encoders import AudioEncoder, TextEncoder, VisualEncoder, WeightsNotFoundE
 from .pipeline import (add_encoder_options, build_encoders, build_text, decode_warnings, extract_device, print_notes,
                        seconds_option, stated_duration)
 from .routes import DEFAULT_ROUTE, get_route
-from .video import VideoDecodeError
+from .video import VideoDecodeError, check_video
 
 
 def which_path(out: dict, answer: int) -> tuple[str, dict]:
@@ -87,9 +87,13 @@ def ask(video: str | Path, question: str, checkpoint: str | Path, clip: VisualEn
 
 def _run_ask(args) -> int:
     try:
-        check_question(args.question, args.top)  # before the encoders load
+        # every input before the encoders and the model load
+        check_question(args.question, args.top)
+        seconds = seconds_option(args.seconds)
+        check_video(args.video)
+        read_checkpoint(args.checkpoint)
         visual, audio = build_encoders(args)
-        result = ask(args.video, args.question, args.checkpoint, visual, audio, seconds=seconds_option(args.seconds),
+        result = ask(args.video, args.question, args.checkpoint, visual, audio, seconds=seconds,
                      top=args.top, device=extract_device(args.device), route=args.route, text=build_text(args, visual))
     except (WeightsNotFoundError, FileNotFoundError, ValueError, VideoDecodeError) as e:
         print(f"avmaster ask: {e}", file=sys.stderr)

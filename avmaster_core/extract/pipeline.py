@@ -43,7 +43,7 @@ from .encoders import (AUDIO_ENCODERS, DEFAULT_AUDIO_ENCODER, DEFAULT_TEXT_ENCOD
                        TextEncoder, VGGishEncoder, VisualEncoder, WeightsNotFoundError, build_audio_encoder,
                        build_text_encoder, build_visual_encoder, encoder_attrs, encoders_protocol, open_clip_module)
 from .routes import DEFAULT_ROUTE, LEGACY_PROTOCOLS, ROUTES, Route, check_route, get_route, route_attrs
-from .video import VideoDecodeError, list_videos, pyav
+from .video import VideoDecodeError, check_video, list_videos, pyav
 
 PROTOCOL = LEGACY_PROTOCOLS["clean"]  # kept for callers of the name; a store's record is routes.route_attrs's
 
@@ -521,10 +521,11 @@ def _run_extract(args) -> int:
         seconds = seconds_option(args.seconds)
         table = load_question_table(args.records, args.questions, args.split, args.root) \
             if args.questions or args.records else None  # ids and texts checked before any video work
+        videos = list_videos(args.videos) if args.videos else None  # before the encoders load
         visual, audio = build_encoders(args, need_audio=bool(args.videos))
         text_encoder = build_text(args, visual) if table is not None else None
         if args.videos:
-            summary = extract_videos(args.videos, args.out, visual, audio, seconds=seconds,
+            summary = extract_videos(videos, args.out, visual, audio, seconds=seconds,
                                      batch_frames=args.batch_frames, workers=args.workers, shard=shard,
                                      limit=args.limit, route=args.route)
             print(summary.line())
@@ -546,10 +547,6 @@ def _run_extract(args) -> int:
     except (WeightsNotFoundError, FileNotFoundError, ValueError, NotImplementedError) as e:
         print(f"avmaster extract: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("\navmaster extract: interrupted (Ctrl-C); finished items are saved: rerun the same command to "
-              "continue", file=sys.stderr)
-        return 130
     return status
 
 
@@ -578,4 +575,4 @@ def register(subparsers) -> None:
     p.add_argument("--shard", default="0/1", help="i/n: this process takes videos i, i+n, ... into its own store")
     p.add_argument("--limit", type=AT_LEAST_1, help="at most this many videos (after sharding)")
     add_encoder_options(p)
-    p.set_defaults(func=_run_extract)
+    p.set_defaults(func=_run_extract, outputs={"out": "file"})

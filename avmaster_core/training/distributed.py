@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..core.errors import AvmasterError
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -64,7 +66,7 @@ def resolve_device(pref: str, ctx: DistContext = SINGLE_PROCESS) -> torch.device
         pref = "cuda" if torch.cuda.is_available() else "cpu"
     if pref.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError(f"device {pref!r} was asked for but CUDA is not available; use --device cpu")
+            raise AvmasterError(f"device {pref!r} was asked for but CUDA is not available; use --device cpu")
         if ctx.enabled:
             return torch.device("cuda", ctx.local_rank)
     elif pref != "cpu":

@@ -54,7 +54,8 @@ import torch
 
 from ..core import checkpoint
 from ..core.atomic import atomic_write, write_json, write_text
-from ..core.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, rng_state, save_best, seed_everything, set_rng_state
+from ..core.checkpoint import (CHECKPOINT_FORMAT, load_checkpoint, read_checkpoint, rng_state, save_best,
+                               seed_everything, set_rng_state)
 from ..core.config import ModelConfig
 from ..core.dataset import (AVQADataset, FeatureBank, bank_for, dataset_batches, epoch_order, make_dataset, open_store,
                             require_word_mask)
@@ -211,7 +212,8 @@ def read_resume_point(run: Run, resume: bool) -> dict | None:
     if not resume:
         raise FileExistsError(f"{run.run_dir} already holds a run (last.pt): pass resume=True / --resume to "
                               "continue it, or choose another --out / --seed")
-    saved = torch.load(run.last_checkpoint, map_location="cpu", weights_only=True)
+    saved = read_checkpoint(run.last_checkpoint, remedy=f"move it away (e.g. `mv {run.last_checkpoint} "
+                            f"{run.last_checkpoint}.broken`) and rerun the same command, which then starts this run over")
     check_resumable(saved["config"], run.config_record, run.last_checkpoint)
     return saved
 
