@@ -302,9 +302,25 @@ A finished run (summary.json present) is skipped, an interrupted one resumed: re
 """
 
 
+def shared_experiments(experiments: Iterable[str]) -> tuple[list[str], list[str]]:
+    """(the experiments to train, once each; notes): an experiment whose configuration equals an earlier one's
+    (experiments.run_for) is trained and reported as that one, so one configuration has one run set."""
+    out, notes = [], []
+    for name in experiments:
+        shared = experiment_registry.run_for(name) if name in experiment_registry.REGISTRY else name
+        if shared != name:
+            notes.append(f"{name}: same configuration as {shared}, whose runs it shares")
+        if shared not in out:
+            out.append(shared)
+    return out, notes
+
+
 def _sweep_command(args) -> int:
     from .engine_cli import config_from_args, train_config_for
 
+    args.experiments, notes = shared_experiments(args.experiments)
+    for note in notes:
+        print(f"[avmaster] {note}", file=sys.stderr)
     names = [run_name(e, args.preset) for e in args.experiments]
     if not args.summary_only:
         if not args.dataset or not args.root:
