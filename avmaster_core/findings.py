@@ -33,7 +33,8 @@ class Findings(str):
         return str(self)
 
 
-def _label(row) -> str:
+def flat_label(row) -> str:
+    """A row or column key as text: a tuple joined by " / "."""
     return " / ".join(map(str, row)) if isinstance(row, tuple) else str(row)
 
 
@@ -90,7 +91,7 @@ def compare_rows(paper_values: pd.Series | None, per_seed: dict, reference, name
     """One line per row with a run: our difference from `reference` (points), paired over the seeds both rows
     have ({row: {seed: value}}), with its spread and verdict (gap_verdict), and the paper's difference."""
     names = names or {}
-    name = lambda r: names.get(r, _label(r))  # noqa: E731
+    name = lambda r: names.get(r, flat_label(r))  # noqa: E731
     if not per_seed.get(reference):
         return [f"The reference row {name(reference)} has no run, so no difference can be read."]
     lines = []
@@ -116,7 +117,7 @@ def _paper_difference(paper_values: pd.Series, row, reference, name) -> str:
 def ranking_lines(paper_values: pd.Series | None, mean: pd.Series, names: dict | None = None) -> list[str]:
     """Our ranking of the rows beside the paper's, and how many pairs of rows keep the paper's order."""
     names = names or {}
-    show = lambda rows: " > ".join(names.get(r, _label(r)) for r in rows)  # noqa: E731
+    show = lambda rows: " > ".join(names.get(r, flat_label(r)) for r in rows)  # noqa: E731
     lines = [f"- Ours, best first: {show(_ranking(mean))}."]
     if paper_values is not None and paper_values.notna().any():
         lines.append(f"- Paper, best first: {show(_ranking(paper_values.reindex(mean.dropna().index)))} "
@@ -135,12 +136,12 @@ def table_findings(name: str, paper_df: pd.DataFrame | None, ours: pd.DataFrame,
     `ours.attrs["per_seed"]` ({row: {seed: {column label: value}}}, as ours_tables.ours_rows / over_seeds give)."""
     title = f"**What ours shows ({name}, column {column}).**"
     pick = lambda t: None if t is None or not len(t) else t[[c for c in t.columns  # noqa: E731
-                                                          if _label(c).endswith(column)][0]]
+                                                          if flat_label(c).endswith(column)][0]]
     mean, std, stated = pick(ours), pick(ours_std), pick(paper_df)
     if mean is None or mean.dropna().empty:
         return Findings(f"{title} No row has a run yet, so there is nothing of ours to compare"
                         f"{'; missing: ' + ', '.join(map(str, missing.values())) if missing else ''}.")
-    label = next(_label(c) for c in ours.columns if _label(c).endswith(column))
+    label = next(flat_label(c) for c in ours.columns if flat_label(c).endswith(column))
     if per_seed is None:
         per_seed = {row: {seed: v[label] for seed, v in by_seed.items()}
                     for row, by_seed in ours.attrs.get("per_seed", {}).items()}
@@ -148,7 +149,7 @@ def table_findings(name: str, paper_df: pd.DataFrame | None, ours: pd.DataFrame,
     lines += compare_rows(stated, per_seed, reference, names) if per_seed else \
         ["- No per-seed values given, so no difference is judged (findings pair rows over matched seeds)."]
     if missing:
-        lines.append(f"- Rows without a run (not compared): {', '.join(names.get(r, _label(r)) if names else _label(r) for r in missing)}.")
+        lines.append(f"- Rows without a run (not compared): {', '.join(names.get(r, flat_label(r)) if names else flat_label(r) for r in missing)}.")
     return Findings("\n".join([title, "", *lines, "", WHY_SYNTHETIC if smoke else WHY_REAL]))
 
 
@@ -200,7 +201,7 @@ def benchmark_findings(name: str, paper_df: pd.DataFrame, ours: pd.DataFrame, *,
         others = group[column].drop(index=row, errors="ignore").dropna()
         rank = 1 + int((others > value).sum())
         vs = "the paper gives no value" if pd.isna(stated) else f"paper {stated:.2f}, ours {value - stated:+.2f}"
-        lines.append(f"- {_label(row)}: ours {value:.2f} ({vs}); ours would rank {rank} of {len(others) + 1} "
+        lines.append(f"- {flat_label(row)}: ours {value:.2f} ({vs}); ours would rank {rank} of {len(others) + 1} "
                      f"among the paper's rows of its group.")
     if missing:
         lines.append(f"- {missing} item(s) still missing; `{command}` makes them.")

@@ -54,9 +54,9 @@ def ours_rows(name: str, runs_dir, seeds=None) -> tuple[pd.DataFrame, pd.DataFra
 
 def _per_seed(tables: dict, layout=lambda t: t) -> dict:
     """{seed: {column label: value}} of one row's per-seed one-row tables (findings pair rows over seeds)."""
-    from .findings import _label
+    from .findings import flat_label
 
-    return {int(seed): {_label(c): float(v) for c, v in layout(t).iloc[0].items()} for seed, t in tables.items()}
+    return {int(seed): {flat_label(c): float(v) for c, v in layout(t).iloc[0].items()} for seed, t in tables.items()}
 
 
 def missing(name: str, mean: pd.DataFrame) -> dict:

@@ -47,9 +47,9 @@ class ShippedRun:
 
     def minutes(self) -> float:
         """Training + validation minutes it took (metrics.jsonl), to order runs cheapest first."""
-        from .sweep import _run_minutes
+        from .sweep import run_minutes
 
-        return _run_minutes(self.folder)
+        return run_minutes(self.folder)
 
 
 def shipped_runs(runs="results/runs", only=None) -> list[ShippedRun]:

@@ -179,7 +179,7 @@ def process_alive(pid: int) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------- summaries
-def _run_minutes(run_dir: Path) -> float:
+def run_minutes(run_dir: Path) -> float:
     """Training + validation wall time of a run, in minutes (from metrics.jsonl; test time not included)."""
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
@@ -211,7 +211,7 @@ def summarize(out_dir: str | Path, experiments: Iterable[str], seeds: Iterable[i
         tables = pd.concat([read_run_table(out_dir / name / str(seed)).reindex(columns=columns) for seed in seeds])
         rows += [tables.mean().to_numpy(dtype=float), tables.std(ddof=1).to_numpy(dtype=float)]
         index += [(name, "mean"), (name, "std")]
-        minutes[name] = float(np.mean([_run_minutes(out_dir / name / str(seed)) for seed in seeds]))
+        minutes[name] = float(np.mean([run_minutes(out_dir / name / str(seed)) for seed in seeds]))
     out = pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index, names=["run", "statistic"]), columns=columns)
     out.attrs["seeds"] = {name: seeds for name in experiments}
     out.attrs["minutes"] = minutes

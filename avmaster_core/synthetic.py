@@ -559,6 +559,8 @@ def _parameters(num_videos, questions_per_video, T, seed, noise, visible_prob, s
                   visible_prob=float(visible_prob), silent_prob=float(silent_prob), world_seed=WORLD_SEED)
     if choices:  # only the multiple-choice variant records it: outputs of choices=0 stay valid
         params["choices"] = int(choices)
+    if padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {PADDINGS}, not {padding!r}")
     if padding != "zero":  # likewise: zero-padded outputs (every shipped run's data) keep their metadata
         params["padding"] = padding
     return params
@@ -602,8 +604,6 @@ def generate_synthetic(out_dir, num_videos: int = DEFAULTS["num_videos"],
         raise ValueError(f"need 0 < visible_prob <= 1 and 0 <= silent_prob <= 1; got {visible_prob}, {silent_prob}")
     if choices and not 2 <= choices <= len(ANSWERS):
         raise ValueError(f"choices must be 0 (none) or between 2 and {len(ANSWERS)}, got {choices}")
-    if padding not in PADDINGS:
-        raise ValueError(f"padding must be one of {PADDINGS}, not {padding!r}")
     params = _parameters(num_videos, questions_per_video, T, seed, noise, visible_prob, silent_prob, choices, padding)
     done = out / "synthetic.json"                                       # written last: marks a complete output
     if not overwrite and done.exists() and json.loads(done.read_text()) == params and all(p.exists() for p in paths.values()):
