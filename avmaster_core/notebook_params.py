@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .options import AT_LEAST_0, AT_LEAST_1, Range
+
 # Every notebook imports this module: show wide tables whole (Table II side by side has 26 columns), so
 # neither JupyterLab nor the stored text outputs elide columns with "...".
 pd.set_option("display.max_columns", 60, "display.width", 250)
@@ -26,6 +28,12 @@ pd.set_option("display.max_columns", 60, "display.width", 250)
 SMOKE_RESULTS = Path("../build/smoke/results")
 FULL_RESULTS = Path("../results")
 DEMO_RESULTS = "../results"
+# Where a run with non-default parameters writes when RESULTS is left empty (full tier; the smoke tier writes
+# SMOKE_RESULTS anyway): never over the committed results/, which hold what the defaults make.
+CHANGED_RESULTS = Path("../build/results")
+# Parameters that say where things are, not what is computed: changing only these keeps the default RESULTS.
+LOCATIONS = {"SMOKE", "RESULTS", "RUNS", "ROOT", "STORE", "DATA", "DEVICE", "VIDEOS", "EXTRACT_STORE"}
+PARAMETER_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 # The finished synthetic runs shipped with the repository (CPU-sized models, several seeds), read by the
 # smoke tier's table and figure notebooks; the synthetic benchmark is regenerated under SMOKE_DATA.
 SMOKE_RUNS = Path("../results/runs/synthetic")
@@ -225,7 +233,43 @@ class NotebookSettings:
                   else "0 (the finished runs are read)", "device": self.device, "smoke": self.smoke, "runs (read)": self.runs,
                   "results (written)": self.train_dir if self.train_first else self.results, **{k.lower(): v for k, v in self.extra.items()}}
         lines = [f"{k:>18}: {v}" for k, v in fields.items() if k != "epochs" or self.trains]
-        return "\n".join([*(f"SMOKE changes {c}" for c in self.changes), *lines])
+        return "\n".join([*self.changes, *lines])
+
+
+def notebook_defaults(notebook: str | Path) -> dict | None:
+    """The values of the notebook's `parameters` cell as stored: a path to an .ipynb, or a notebook name looked
+    up in the working directory (a notebook's own folder) and else the repository's notebooks/; None when the
+    file is not found."""
+    import ast
+
+    import papermill
+
+    here = Path(notebook if str(notebook).endswith(".ipynb") else f"{notebook}.ipynb")
+    candidates = [here] + [parent / "notebooks" / here.name for parent in Path(__file__).resolve().parents]
+    path = next((c for c in candidates if str(notebook) and c.is_file()), None)
+    if path is None:
+        return None
+    return {name: ast.literal_eval(p["default"]) for name, p in papermill.inspect_notebook(str(path)).items()}
+
+
+def changed_parameters(notebook: str | Path, values: dict) -> list[str]:
+    """The names among `values` that change what the notebook computes (not LOCATIONS) and differ from the
+    notebook's stored defaults: a run with any of them writes under build/ unless RESULTS is named."""
+    defaults = notebook_defaults(notebook) or {}
+    return sorted(n for n, v in values.items()
+                  if n in defaults and n not in LOCATIONS and v is not None and v != defaults[n])
+
+
+def _check_declared(notebook: str, scope: dict | None, defaults: dict | None) -> None:
+    """Refuse a parameter-like name (upper case) in the notebook's globals that its parameters cell does not
+    declare: papermill injects `-p SEED 2` as a new line, which would otherwise be ignored in silence."""
+    if scope is None or defaults is None:
+        return
+    for name in sorted(n for n in scope if PARAMETER_NAME.match(n) and n not in defaults):
+        close = difflib.get_close_matches(name, list(defaults), n=2)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        raise ParameterError(name, scope[name], f"{notebook} declares no such parameter; {hint}its parameters: "
+                                                f"{', '.join(defaults)}")
 
 
 def _check_choice(name: str, value, choices, remedy: str):
@@ -236,20 +280,37 @@ def _check_choice(name: str, value, choices, remedy: str):
     return value
 
 
-def _seeds(text) -> tuple[int, ...] | None:
-    if isinstance(text, (tuple, list)):  # `-p SEEDS 2,3` arrives as the tuple (2, 3)
+# The numbers of the notebooks' numeric parameters (options.Range, as for the command-line options).
+RANGES = {"EPOCHS": AT_LEAST_0, "SEEDS": AT_LEAST_0, "SECONDS": AT_LEAST_1, "QUESTIONS": AT_LEAST_1,
+          "LENGTHS": AT_LEAST_1}
+
+
+def _number(name: str, value, remedy: str, rng: Range | None = None):
+    """`value` if RANGES[name] (or `rng`) allows it, else a ParameterError saying what is allowed and `remedy`."""
+    problem = (rng or RANGES[name]).problem(value)
+    if problem:
+        raise ParameterError(name, value, f"{problem}; {remedy}")
+    return value
+
+
+def _int_list(name: str, text, example: str, empty: str) -> tuple[int, ...]:
+    """Comma-separated whole numbers in RANGES[name], each once (`-p SEEDS 2,3` arrives as the tuple (2, 3))."""
+    if isinstance(text, (tuple, list)):
         text = ",".join(map(str, text))
     parts = [s for s in str(text).replace(" ", "").strip("()[]").split(",") if s]
-    if not all(p.isdigit() for p in parts):
-        raise ParameterError("SEEDS", text, "give comma-separated whole numbers such as \"1,2,3\", or \"\" for "
-                                            "every finished seed")
-    return tuple(int(p) for p in parts) or None
+    remedy = f"give comma-separated whole numbers such as \"{example}\", each once, or \"\" for {empty}"
+    if not all(p.isdigit() and RANGES[name].problem(int(p)) is None for p in parts) or len(set(parts)) < len(parts):
+        raise ParameterError(name, text, f"{remedy} ({RANGES[name].allowed()} each)")
+    return tuple(int(p) for p in parts)
+
+
+def _seeds(text) -> tuple[int, ...] | None:
+    return _int_list("SEEDS", text, "1,2,3", "every finished seed") or None
 
 
 def _epochs(value, smoke: bool) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ParameterError("EPOCHS", value, "give a whole number of epochs >= 0 (0: the tier's default, "
-                                              f"{DEFAULT_EPOCHS[True]} with SMOKE, {DEFAULT_EPOCHS[False]} without)")
+    _number("EPOCHS", value, f"0 is the tier's default, {DEFAULT_EPOCHS[True]} with SMOKE, "
+                             f"{DEFAULT_EPOCHS[False]} without")
     return value or DEFAULT_EPOCHS[smoke]
 
 
@@ -257,7 +318,7 @@ def _smoke_changes(given: dict) -> list[str]:
     """What SMOKE=True replaces among the parameters the notebook declared, as printable lines."""
     replaced = {"DATASET": "synthetic", "ROOT": SMOKE_DATA.as_posix(), "STORE": "",
                 "DEVICE": "cpu"}
-    return [f"{name} {given[name]!r} -> {value!r} (SMOKE: the bundled synthetic benchmark on CPU; "
+    return [f"SMOKE changes {name} {given[name]!r} -> {value!r} (SMOKE: the bundled synthetic benchmark on CPU; "
             "SMOKE=False honours it)" for name, value in replaced.items()
             if given.get(name) is not None and given[name] != value]
 
@@ -265,7 +326,7 @@ def _smoke_changes(given: dict) -> list[str]:
 def notebook_settings(NOTEBOOK: str = "", *, DATASET: str | None = None, ROOT: str | None = None,
                       STORE: str | None = None, EXPERIMENT: str = "default", PRESET: str = "official",
                       SEEDS: str = "", EPOCHS: int | None = None, DEVICE: str | None = None, SMOKE: bool = True,
-                      RESULTS: str = "", RUNS: str = "", **extra) -> NotebookSettings:
+                      RESULTS: str = "", RUNS: str = "", scope: dict | None = None, **extra) -> NotebookSettings:
     """The notebooks' one-line configuration: every parameter of a notebook's `parameters` cell, checked.
 
     SMOKE=True: the bundled synthetic benchmark on CPU with CPU-sized models (DATASET, ROOT, STORE and
@@ -273,6 +334,9 @@ def notebook_settings(NOTEBOOK: str = "", *, DATASET: str | None = None, ROOT: s
     EPOCHS (0: 1 epoch), results under build/smoke/results unless RESULTS is given. SMOKE=False: real
     features, EPOCHS 0 = 30, results/ (RESULTS, RUNS). PRESET "paper" reads the runs under RUNS/paper/.
     In the table notebooks (NEEDS "rows") EPOCHS > 0 means "train the table's rows first" (`train_rows`).
+    With parameters that differ from the notebook's defaults (`changed_parameters`) and RESULTS empty, the
+    full tier writes CHANGED_RESULTS (build/results), never the committed results/. `scope` (the settings
+    cell passes `globals()`) lets an injected name the notebook does not declare be refused.
     Raises ParameterError naming the parameter, the value found and what to do.
     """
     from .annotations import DATASETS
@@ -294,8 +358,17 @@ def notebook_settings(NOTEBOOK: str = "", *, DATASET: str | None = None, ROOT: s
         "DATASET", DATASET or "music_avqa", [d for d in DATASETS if d != "synthetic"],
         "use one of the real benchmarks (the synthetic one is SMOKE=True)")
     root = SMOKE_DATA if SMOKE else Path(ROOT or f"../data/{dataset}")
-    results = Path(RESULTS) if RESULTS else SMOKE_RESULTS if SMOKE else FULL_RESULTS
-    runs = Path(RUNS) if RUNS else SMOKE_RUNS_OF.get(NOTEBOOK, SMOKE_RUNS) if SMOKE else results / "runs"
+    defaults = notebook_defaults(NOTEBOOK)
+    _check_declared(NOTEBOOK, scope, defaults)
+    values = {"DATASET": DATASET, "EXPERIMENT": EXPERIMENT, "PRESET": PRESET, "SEEDS": SEEDS, "EPOCHS": EPOCHS,
+              **extra}
+    changed = changed_parameters(NOTEBOOK, values) if defaults else []
+    if changed and not SMOKE and not RESULTS:
+        changes.append(f"parameters change RESULTS '' -> {CHANGED_RESULTS.as_posix()!r} ({', '.join(changed)} differ from this "
+                       "notebook's defaults; name RESULTS to write elsewhere, e.g. ../results)")
+    results = Path(RESULTS) if RESULTS else SMOKE_RESULTS if SMOKE else CHANGED_RESULTS if changed else FULL_RESULTS
+    runs = Path(RUNS) if RUNS else SMOKE_RUNS_OF.get(NOTEBOOK, SMOKE_RUNS) if SMOKE else \
+        (Path(RESULTS) if RESULTS else FULL_RESULTS) / "runs"   # changed parameters still read results/runs
     settings = NotebookSettings(dataset, root, None if SMOKE or not STORE else Path(STORE), EXPERIMENT, PRESET,
                                 "cpu" if SMOKE else "full", seeds, epochs, "cpu" if SMOKE else device, SMOKE,
                                 results, runs, bool("rows" in NEEDS.get(NOTEBOOK, ()) and EPOCHS),
@@ -318,9 +391,11 @@ def _check_needs(settings: NotebookSettings, needs: set) -> None:
     """Refuse, before any work, a notebook whose data or runs are not there."""
     from .paper import FULL_MODEL_RUN, finished_runs
 
-    if "data" in needs and not settings.smoke and not settings.root.is_dir():
+    if ("data" in needs or settings.train_first) and not settings.smoke and not settings.root.is_dir():
         raise ParameterError("ROOT", str(settings.root), f"no such folder; fetch the annotations with "
                              f"`avmaster data fetch {settings.dataset}` or point ROOT at them")
+    if "rows" in needs and not settings.train_first:
+        _check_table_runs(settings)
     for need, experiment, name in (("runs", settings.experiment, "EXPERIMENT"), ("full", FULL_MODEL_RUN, "SEEDS")):
         if need not in needs or settings.extra.get("CHECKPOINT"):
             continue
@@ -344,6 +419,25 @@ def _check_needs(settings: NotebookSettings, needs: set) -> None:
         raise ParameterError("SEEDS" if found else name, value, what)
 
 
+def _check_table_runs(settings: NotebookSettings) -> None:
+    """A table notebook that reads finished runs (EPOCHS = 0): refuse a seed no run has, and, without SMOKE,
+    a RUNS folder with no finished run at all (the table would be the paper's numbers beside NaN)."""
+    from .config import EXPERIMENTS
+    from .paper import RUN_TABLE
+
+    found = sorted({int(t.parent.name) for e in EXPERIMENTS for t in (settings.runs / e).glob(f"*/{RUN_TABLE}")
+                    if t.parent.name.isdigit()})
+    missing = [s for s in settings.seeds or () if s not in found]
+    if missing:
+        raise ParameterError("SEEDS", ",".join(map(str, settings.seeds)),
+                             f"no finished run in {settings.runs} has seed(s) {missing} (seeds found: {found}); "
+                             "choose among those, or set EPOCHS > 0 to train the rows with these seeds")
+    if not found and not settings.smoke:
+        raise ParameterError("RUNS", str(settings.runs), "no finished run there (no <experiment>/<seed>/"
+                             "test_table.csv of an experiment); make them with `avmaster reproduce run`, point RUNS at them, or set "
+                             "EPOCHS > 0 with ROOT at your features to train the rows first")
+
+
 def _check_extra(settings: NotebookSettings) -> None:
     """The notebook-specific parameters: files that must exist, numbers that must parse."""
     extra = settings.extra
@@ -353,17 +447,12 @@ def _check_extra(settings: NotebookSettings) -> None:
                                                     "absolute, or \"\" for the default")
     if extra.get("VIDEOS") and not settings.smoke and not Path(extra["VIDEOS"]).is_dir():
         raise ParameterError("VIDEOS", extra["VIDEOS"], "no such folder of videos")
-    if "SECONDS" in extra and (not isinstance(extra["SECONDS"], int) or extra["SECONDS"] < 1):
-        raise ParameterError("SECONDS", extra["SECONDS"], "give a whole number of one-second segments >= 1")
-    if "QUESTIONS" in extra and (isinstance(extra["QUESTIONS"], bool) or not isinstance(extra["QUESTIONS"], int)
-                                 or extra["QUESTIONS"] < 1):
-        raise ParameterError("QUESTIONS", extra["QUESTIONS"], "give how many distinct questions the picker lists, "
-                                                              "a whole number >= 1")
+    if "SECONDS" in extra:
+        _number("SECONDS", extra["SECONDS"], "the number of one-second segments")
+    if "QUESTIONS" in extra:
+        _number("QUESTIONS", extra["QUESTIONS"], "how many distinct questions the picker lists")
     if "LENGTHS" in extra:
-        parts = [p for p in str(extra["LENGTHS"]).replace(" ", "").split(",") if p]
-        if not all(p.isdigit() and int(p) > 0 for p in parts):
-            raise ParameterError("LENGTHS", extra["LENGTHS"], "give comma-separated segment counts such as "
-                                                             "\"2,4,6\", or \"\" for the default")
+        _int_list("LENGTHS", extra["LENGTHS"], "2,4,6", "the default")
 
 
 def _check_question(settings: NotebookSettings) -> None:

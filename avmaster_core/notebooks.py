@@ -7,8 +7,10 @@
 into the virtualenv), each in the notebooks folder (as JupyterLab would), with SMOKE=True (`--mode
 smoke`: CPU, bundled synthetic data and the shipped synthetic runs, minutes; `make demo`) or SMOKE=False
 (`--mode full`: real features, a GPU; `make reproduce`). Both write tables and figures into results/
-(RESULTS=../results; the smoke tables label our numbers "ours (synthetic)"); a notebook run by hand or by
-nbval in SMOKE mode writes into build/smoke/results instead (see `notebook_settings`).
+(RESULTS=../results; the smoke tables label our numbers "ours (synthetic)"), but only for a notebook run with
+its default parameters: with `-p SEEDS 2` (or any parameter that changes what is computed) it writes under
+build/ unless `-p RESULTS ...` is given; a notebook run by hand or by nbval in SMOKE mode writes into
+build/smoke/results (see `notebook_settings`).
 `-p NAME VALUE` overrides a parameter of the notebooks that declare it in their `parameters` cell; the
 value is read as a Python literal when it is one (2, 0.5, False, "x") and as text otherwise (cuda).
 Executed copies go to --out (never into notebooks/). The first failing notebook stops the run with
@@ -39,7 +41,7 @@ DEFAULT_NOTEBOOKS = Path("notebooks")
 
 # The settings of a notebook's parameters cell live in notebook_params; re-exported here (public names).
 from .notebook_params import (DEMO_RESULTS, FULL_RESULTS, SMOKE_DATA, SMOKE_RESULTS, SMOKE_RUNS,  # noqa: E402,F401
-                              NotebookSettings, ParameterError, notebook_settings)
+                              NotebookSettings, ParameterError, changed_parameters, notebook_settings)
 
 
 class NotebookRunError(RuntimeError):
@@ -112,10 +114,17 @@ def run_notebooks(notebooks: list[Path], out: Path, smoke: bool, parameters: dic
     done, start = [], time.perf_counter()
     for i, nb in enumerate(notebooks, 1):
         # Each notebook gets only the parameters its parameters cell declares (papermill warns otherwise).
-        given = {k: v for k, v in {"SMOKE": smoke, "RESULTS": DEMO_RESULTS, **parameters}.items()
-                 if k in declared[nb]}
+        # Results go to results/ only when this notebook runs with its defaults (or RESULTS is named):
+        # with other parameters, notebook_settings writes them under build/ (changed_parameters).
+        given = {k: v for k, v in {"SMOKE": smoke, **parameters}.items() if k in declared[nb]}
+        changed = changed_parameters(nb, given)
+        if "RESULTS" in declared[nb] and "RESULTS" not in given and not changed:
+            given["RESULTS"] = DEMO_RESULTS
         target = out / nb.name
         echo(f"[{i}/{len(notebooks)}] {nb.name} {given} ...", flush=True)
+        if changed and "RESULTS" not in given:
+            echo(f"    {', '.join(changed)} differ from its defaults: its tables and figures go under build/, "
+                 "not results/ (-p RESULTS ../results to replace the committed ones)", flush=True)
         t0 = time.perf_counter()
         try:
             papermill.execute_notebook(str(nb), str(target), parameters=given, kernel_name=KERNEL,

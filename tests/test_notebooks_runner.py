@@ -174,3 +174,50 @@ def test_missing_real_store_is_named(tmp_path):
     settings = runner.notebook_settings(SMOKE=False, ROOT=str(tmp_path))
     with pytest.raises(FileNotFoundError, match="features.h5 not found"):
         settings.ensure_data()
+
+
+def test_an_injected_name_the_notebook_does_not_declare_is_refused(monkeypatch):
+    monkeypatch.chdir(__import__("pathlib").Path(__file__).parents[1] / "notebooks")
+    # papermill -p SEED 2 adds `SEED = 2` after the parameters cell; the settings cell passes globals()
+    with pytest.raises(runner.ParameterError, match=r"SEED = 2: 14_table7_components declares no such parameter; "
+                                                    r"did you mean SEEDS\?"):
+        runner.notebook_settings("14_table7_components", SEEDS="", scope={"SEED": 2, "SEEDS": "", "In": []})
+    assert runner.notebook_settings("14_table7_components", SEEDS="", scope={"SEEDS": "", "_": 1}).seeds is None
+
+
+@pytest.mark.parametrize("params,message", [
+    (dict(SEEDS="9"), r"SEEDS = '9': no finished run in ../results/runs/synthetic has seed\(s\) \[9\] "
+                      r"\(seeds found: \[1, 2, 3\]\)"),
+    (dict(SMOKE=False, RUNS="../build/nowhere"), r"RUNS = '../build/nowhere': no finished run there"),
+    (dict(SMOKE=False, EPOCHS=2, ROOT="/nowhere"), r"ROOT = '/nowhere': no such folder"),
+])
+def test_a_table_notebook_stops_without_its_runs_or_data(params, message, monkeypatch):
+    monkeypatch.chdir(__import__("pathlib").Path(__file__).parents[1] / "notebooks")
+    with pytest.raises(runner.ParameterError, match=message):
+        runner.notebook_settings("14_table7_components", **params)
+
+
+def test_non_default_parameters_never_write_the_committed_results(monkeypatch):
+    monkeypatch.chdir(__import__("pathlib").Path(__file__).parents[1] / "notebooks")
+    assert runner.changed_parameters("14_table7_components", {"SEEDS": 2, "DEVICE": "cuda", "SMOKE": False}) == ["SEEDS"]
+    assert runner.changed_parameters("14_table7_components", {"SEEDS": "", "EPOCHS": 0}) == []
+    runs = "../results/runs/synthetic"  # finished runs to read; the full tier's own results/runs has none
+    default = runner.notebook_settings("14_table7_components", SMOKE=False, SEEDS="", RUNS=runs)
+    changed = runner.notebook_settings("14_table7_components", SMOKE=False, SEEDS="2", RUNS=runs)
+    named = runner.notebook_settings("14_table7_components", SMOKE=False, SEEDS="2", RUNS=runs, RESULTS="../results")
+    assert (str(default.results), str(changed.results), str(named.results)) == \
+        ("../results", "../build/results", "../results")
+    assert "SEEDS differ from this notebook's defaults" in str(changed)
+
+
+@pytest.mark.slow
+def test_the_runner_sends_results_to_build_when_a_parameter_changes(folder, tmp_path, capsys):
+    write_notebook(folder / "20_table.ipynb", "SMOKE = True\nSEEDS = ''\nRESULTS = ''",
+                   "import json\njson.dump({'RESULTS': RESULTS}, open('seen_20.json', 'w'))")
+    out = tmp_path / "out"
+    assert runner.main(["run", "--mode", "smoke", "--out", str(out), "--notebooks", str(folder), "--only", "20"]) == 0
+    assert json.loads((folder / "seen_20.json").read_text()) == {"RESULTS": runner.DEMO_RESULTS}
+    assert runner.main(["run", "--mode", "smoke", "--out", str(out), "--notebooks", str(folder), "--only", "20",
+                        "-p", "SEEDS", "2"]) == 0
+    assert json.loads((folder / "seen_20.json").read_text()) == {"RESULTS": ""}  # notebook_settings: build/
+    assert "SEEDS differ from its defaults: its tables and figures go under build/" in capsys.readouterr().out

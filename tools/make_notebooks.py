@@ -6,7 +6,8 @@
 
 Edit a notebook in JupyterLab as usual. The only cell this tool writes is the one tagged `settings`: it
 passes every name of the cell tagged `parameters` to `notebook_settings(<notebook name>, ...)`, which honours
-or refuses each (avmaster_core.notebook_params), so adding a parameter to a notebook means adding its line to
+or refuses each (avmaster_core.notebook_params), and its globals (`scope=globals()`), so that a name papermill
+injects which the notebook does not declare (`-p SEED 2`) is refused, so adding a parameter to a notebook means adding its line to
 the parameters cell and running this tool. --execute re-runs notebooks in place with their SMOKE defaults
 (working directory notebooks/) and keeps the outputs, which nbval compares (`make test`): cells starting
 with `# NBVAL_CHECK_OUTPUT` must give the same text when re-run, `# NBVAL_IGNORE_OUTPUT` cells only have to
@@ -47,7 +48,7 @@ def declared(cell) -> list[str]:
 
 def settings_source(name: str, parameters_cell) -> str:
     """The settings cell of notebook `name`: every parameter goes to notebook_settings."""
-    args = [f'"{name}"'] + [f"{n}={n}" for n in declared(parameters_cell)]
+    args = [f'"{name}"'] + [f"{n}={n}" for n in declared(parameters_cell)] + ["scope=globals()"]
     lines, line = [], CALL
     for i, arg in enumerate(args):
         piece = arg + (", " if i < len(args) - 1 else ")")
