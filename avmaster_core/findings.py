@@ -171,9 +171,10 @@ def curve_findings(name: str, long: pd.DataFrame, x: str, y: str, hue: str | Non
         values = seed_values(part, x, y) if "seed" in part else {k: {0: v} for k, v in means.items()}
         best, worst = means.idxmax(), means.idxmin()
         gap, sd, seeds = paired_gap(values[best], values[worst])
-        lines.append(f"- {label}best mean at {x} = {best} ({means[best]:.1f}, seeds {sorted(values[best])}), worst "
-                     f"at {worst} ({means[worst]:.1f}, seeds {sorted(values[worst])}); paired gap "
-                     + ("-" if math.isnan(gap) else f"{gap:.2f} points") + f" ({gap_verdict(gap, sd, seeds)}).")
+        paired = "-" if math.isnan(gap) else f"{gap:.2f} points"
+        lines.append(f"- {label}best at {x} = {best} ({means[best]:.1f}), worst at {worst} ({means[worst]:.1f}): a gap "
+                     f"of {means[best] - means[worst]:.2f} points between the means (seeds {sorted(values[best])} "
+                     f"and {sorted(values[worst])}); paired over matched seeds {paired} ({gap_verdict(gap, sd, seeds)}).")
         if reference_x is not None and reference_x in values:
             for point in (p for p in values if p != reference_x):
                 gap, sd, seeds = paired_gap(values[point], values[reference_x])

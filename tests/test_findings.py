@@ -42,8 +42,9 @@ def test_curve_findings_never_set_a_single_seed_point_against_a_mean():
     long = pd.DataFrame({"Weight": "qa", "Value": [0.4, 1.0, 1.0, 1.0], "seed": [1, 1, 2, 3],
                          "Avg": [70.0, 69.1, 66.7, 68.2]})
     text = findings.curve_findings("Fig. 7", long, "Value", "Avg", "Weight", smoke=True, reference_x=1.0)
-    assert "paired gap 0.90 points (one matched seed (1): no spread, not judged)" in text
-    assert "exceeds" not in text and "1.97" not in text  # 70.0 - mean(69.1, 66.7, 68.2) is never shown
+    assert "paired over matched seeds 0.90 points (one matched seed (1): no spread, not judged)" in text
+    assert "a gap of 2.00 points between the means (seeds [1] and [1, 2, 3])" in text  # shown, never judged
+    assert "exceeds" not in text and "beyond noise" not in text
 def test_attention_on_padding_is_not_read_as_a_word():
     released = pd.DataFrame({"where": [1.0, 1e-4], "loudest": [0.0, 1e-4], "<padding>": [0.0, 0.9998]},
                             index=["Visual", "Audio"])
