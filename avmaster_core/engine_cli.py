@@ -198,10 +198,10 @@ def _train_command(args) -> int:
 
 
 def _evaluate_command(args) -> int:
-    from .atomic import atomic_write
     from .checkpoint import read_checkpoint
     from .config import ModelConfig, check_inference_changes
     from .evaluation import evaluate
+    from .plots import save_table
     from .scoring import write_predictions
 
     changes = check_inference_changes(parse_overrides(args.set))
@@ -221,13 +221,14 @@ def _evaluate_command(args) -> int:
         out = Path(args.out)
         write_predictions(out / "predictions.json", predictions, dataset=args.dataset, split=args.split,
                           meta={"checkpoint": str(args.checkpoint)})
-        atomic_write(out / f"{args.split}_table.csv", lambda f: table.to_csv(f), mode="w")
+        save_table(table, out / f"{args.split}_table.csv")  # + its provenance sidecar (the checkpoint's run)
         print(f"wrote {out / 'predictions.json'} and {out / f'{args.split}_table.csv'}")
     return 0
 
 
 def _score_command(args) -> int:
-    from .atomic import atomic_write
+    from .plots import save_table
+    from .provenance import note_run_read
     from .scoring import check_prediction_target, read_prediction_file, score
 
     predictions, header = read_prediction_file(args.predictions)
@@ -236,7 +237,8 @@ def _score_command(args) -> int:
                   missing=args.missing)
     print(table.to_string())
     if args.out:
-        atomic_write(args.out, lambda f: table.to_csv(f), mode="w")
+        note_run_read(Path(args.predictions).parent)  # a run folder's predictions: the table names that run
+        save_table(table, args.out)
         print(f"wrote {args.out}")
     return 0
 
