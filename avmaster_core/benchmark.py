@@ -467,15 +467,17 @@ def run_suite_command(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
+    from .options import AT_LEAST_0, AT_LEAST_1
+
     p = subparsers.add_parser("benchmark", help="training-step / inference speed and peak memory of the model",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--T", type=int, default=60, help="segments per video (default 60)")
+    p.add_argument("--batch-size", type=AT_LEAST_1, default=32)
+    p.add_argument("--T", type=AT_LEAST_1, default=60, help="segments per video (default 60)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     add_threads_argument(p)
-    p.add_argument("--steps", type=int, default=3, help="measured repetitions per path; the median is reported "
+    p.add_argument("--steps", type=AT_LEAST_1, default=3, help="measured repetitions per path; the median is reported "
                    "(e.g. --steps 5 for the median of 5 steps)")
-    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--warmup", type=AT_LEAST_0, default=1)
     p.add_argument("--presets", nargs="+", default=["official", "paper"], choices=["official", "paper"])
     p.add_argument("--amp", action="store_true", help="bf16 autocast")
     p.add_argument("--json", action="store_true", help="also print the results as one JSON line")
@@ -486,12 +488,12 @@ def register(subparsers) -> None:
     g.add_argument("--report", help="also write the suite's markdown report to this file (rewritten per section)")
     g.add_argument("--tiny", action="store_true",
                    help="suite on tiny shapes (narrow model, T=6, batch 4 and 8): a dry run of the same code on CPU")
-    g.add_argument("--suite-steps", type=int, default=20, help="timed steps per measurement (default 20)")
+    g.add_argument("--suite-steps", type=AT_LEAST_1, default=20, help="timed steps per measurement (default 20)")
     g.add_argument("--precision", default="bf16", choices=("bf16", "tf32", "fp32"), help="fast-path precision")
     g.add_argument("--capture", default="auto", choices=("auto", "graph", "compile", "eager"),
                    help="fast-path capture mode (auto: CUDA graph on GPU)")
     g.add_argument("--no-synthetic", action="store_true", help="skip the synthetic-benchmark accuracy check")
-    g.add_argument("--synthetic-epochs", type=int, default=None, help="epochs of each synthetic run (default 8; "
+    g.add_argument("--synthetic-epochs", type=AT_LEAST_1, default=None, help="epochs of each synthetic run (default 8; "
                                                                      "2 with --tiny)")
     p.set_defaults(func=run)
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import experiments as _registry
+from .options import AT_LEAST_1, NON_NEGATIVE, POSITIVE, Range, check_ranges, check_value, parse_text, value_type
 
 _CHOICES = {
     "template_init": ("first_frame", "learned"),
@@ -33,6 +34,15 @@ _CHOICES = {
     "inputs": ("av", "a", "v", "q"),
     "choice_scorer": (None, "match", "dot"),
     "answer_heads": ("all", "trained"),
+}
+# The numbers each numeric field allows (options.Range); `--set` and __post_init__ both check them.
+_RANGES = {
+    **{name: AT_LEAST_1 for name in ("dim", "audio_dim", "visual_dim", "text_dim", "num_answers", "num_templates",
+                                     "focus_heads", "focus_ffn", "context_heads", "context_ffn", "pref_heads",
+                                     "pref_ffn", "decoder_layers", "decoder_heads", "decoder_ffn")},
+    **{name: NON_NEGATIVE for name in ("lambda_qa", "lambda_a", "lambda_v", "lambda_c")},
+    **{name: POSITIVE for name in ("ln_eps", "decoder_ln_eps", "temperature")},
+    "dropout": Range(float, low=0, high=1, open_high=True),
 }
 
 
@@ -169,24 +179,19 @@ class ModelConfig:
 
     def __post_init__(self):
         for name, allowed in _CHOICES.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r}; choose one of {allowed}")
-        for name in ("dim", "audio_dim", "visual_dim", "text_dim", "num_answers", "num_templates",
-                     "focus_heads", "focus_ffn", "context_heads", "pref_heads", "decoder_layers", "decoder_heads"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
+            check_value(f"ModelConfig.{name}", getattr(self, name), choices=allowed)
+        check_ranges(self, _RANGES)
+        for f in dataclasses.fields(self):  # a switch given as text ("False") would count as true
+            if f.type == "bool" and not isinstance(getattr(self, f.name), bool):
+                raise ValueError(f"ModelConfig.{f.name} = {getattr(self, f.name)!r}: a switch takes True or False")
         for name in ("focus_heads", "context_heads", "pref_heads", "decoder_heads"):
             if self.dim % getattr(self, name):
                 raise ValueError(f"ModelConfig.dim={self.dim} is not divisible by {name}={getattr(self, name)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
         if not (self.use_tdpp or self.use_gpap):
             raise ValueError("ModelConfig: use_tdpp and use_gpap cannot both be False (nothing would predict)")
         if self.inputs == "q" and (not self.use_tdpp or self.use_focus or self.use_gpap):
             raise ValueError("ModelConfig.inputs='q' (question only) needs use_tdpp=True, use_focus=False and "
                              "use_gpap=False: without audio and visual only the key fusion over words remains")
-        if self.temperature <= 0:
-            raise ValueError(f"ModelConfig.temperature must be > 0, got {self.temperature}")
 
     # ---------------------------------------------------------------- presets
     @classmethod
@@ -222,6 +227,20 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown ModelConfig fields {unknown}; known fields: {sorted(known)}")
         return cls(**d)
+
+
+def parse_override(name: str, text: str) -> Any:
+    """The value of `--set NAME=TEXT`, read by the field's declared type, choices and range (options.parse_text);
+    ValueError naming the field, the text and what is allowed."""
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    if name not in fields:
+        close = sorted(f for f in fields if name.lower() in f or f in name.lower())[:5]
+        raise ValueError(f"--set {name}={text}: unknown ModelConfig field" +
+                         (f" (did you mean {', '.join(close)}?)" if close else "") +
+                         f"; known: {', '.join(sorted(fields))}")
+    kind, optional = value_type(ModelConfig, name)
+    return parse_text(f"--set {name}", text, kind, optional=optional, choices=_CHOICES.get(name),
+                      rng=_RANGES.get(name))
 
 
 # -------------------------------------------------------------------- the paper preset

@@ -58,7 +58,7 @@ from .distributed import (DistContext, all_sum, barrier, gather_objects, resolve
                           teardown_distributed)
 from .evaluation import accuracy, evaluate, predict, prediction_series, progress_bar
 from .run_config import (DataConfig, RunResult, TrainConfig, config_differences, free_fields,
-                         load_records, make_dataset, open_store, run_dir_for)
+                         load_records, lock_run_folder, make_dataset, open_store, run_dir_for)
 
 # The package's training-facing names (README), wherever they are defined.
 __all__ = ["train", "TrainConfig", "DataConfig", "RunResult", "evaluate", "predict", "load_checkpoint",
@@ -110,11 +110,22 @@ def train(model_cfg, train_cfg: TrainConfig = TrainConfig(), data_cfg: DataConfi
     out_dir/experiment: the run folder is `<out_dir>/<experiment>/<seed>` unless `run_dir` is given.
     resume: continue from `<run_dir>/last.pt` if present (a finished run is only re-scored). Without it an
         existing checkpoint is an error, so a run is never silently overwritten.
+    The run folder has one writer: while training, rank 0 holds its lock (run_config.lock_run_folder), and a
+    second process training into it is refused with RunFolderInUseError naming the first.
     step_callback: called on every rank after each optimiser step (and after any checkpoint of that step)
         with {"epoch", "step", "global_step", "losses"}; useful for logging or for fault-injection tests.
     """
     ctx = setup_distributed(train_cfg.device)
     run_dir = Path(run_dir) if run_dir is not None else run_dir_for(out_dir, experiment, train_cfg.seed)
+    lock = lock_run_folder(run_dir) if ctx.is_main else None  # before anything in the folder is read
+    try:
+        return _train(model_cfg, train_cfg, data_cfg, experiment, run_dir, ctx, resume, step_callback)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(model_cfg, train_cfg, data_cfg, experiment, run_dir, ctx, resume, step_callback) -> RunResult:
     t = Training(model_cfg, train_cfg, data_cfg, experiment, run_dir, ctx,
                  device=resolve_device(train_cfg.device, ctx),
                  config_record=config_record(model_cfg, train_cfg, data_cfg, experiment),

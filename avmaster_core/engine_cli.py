@@ -11,26 +11,23 @@ import dataclasses
 import json
 import os
 import sys
-import typing
 from pathlib import Path
 
+from .options import AT_LEAST_1
 from .preflight import check_run_inputs, splits_of
 from .run_config import DataConfig, TrainConfig, load_records, run_name
 
 
 # ------------------------------------------------------------------------------------- options from dataclasses
-def _value_type(cls, name: str):
-    """int for `int`, `int | None`, ...: the one non-None type of a field's annotation."""
-    hint = typing.get_type_hints(cls)[name]
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if args else hint
-
-
 def add_config_arguments(parser: argparse.ArgumentParser, cls, *, skip=(), required=(), helps=None) -> None:
     """One option per field of the dataclass `cls` that has a "flag" in its metadata (except `skip`).
 
     Every option defaults to None (= the dataclass default, shown in the help). Booleans are switches that
-    set the opposite of the default ("negate" fields, e.g. --no-progress). helps: {field: help} overrides."""
+    set the opposite of the default ("negate" fields, e.g. --no-progress). A field's declared range
+    (options.Range, metadata "range") is the option's type: a value out of range is refused while parsing.
+    helps: {field: help} overrides."""
+    from .options import value_type
+
     helps = helps or {}
     for f in dataclasses.fields(cls):
         flag = f.metadata.get("flag")
@@ -43,7 +40,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls, *, skip=(), requi
         else:
             if f.default is not None and f.name not in helps and f.metadata.get("show_default", True):
                 text += f" (default {f.default})"
-            kwargs.update(type=_value_type(cls, f.name), required=f.name in required)
+            kwargs.update(type=f.metadata.get("range") or value_type(cls, f.name)[0], required=f.name in required)
             for key in ("choices", "metavar"):
                 if key in f.metadata:
                     kwargs[key] = f.metadata[key]
@@ -71,17 +68,28 @@ def train_config_for(preset: str, args: argparse.Namespace) -> TrainConfig:
 
 # ------------------------------------------------------------------------------------------- model options
 def parse_overrides(items: list[str] | None) -> dict:
-    """["dim=64", "contrastive=in_batch"] -> {"dim": 64, "contrastive": "in_batch"} (values read as JSON if they can be)."""
+    """["dim=64", "use_tdpp=false"] -> {"dim": 64, "use_tdpp": False}: each value read by its ModelConfig
+    field's declared type, choices and range (config.parse_override); a ValueError names the field, the text
+    and what is allowed."""
+    from .config import parse_override
+
     changes = {}
     for item in items or []:
         key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--set expects KEY=VALUE (a ModelConfig field), got {item!r}")
-        try:
-            changes[key.strip()] = json.loads(text)
-        except json.JSONDecodeError:
-            changes[key.strip()] = text
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects FIELD=VALUE (a ModelConfig field), got {item!r}")
+        changes[key.strip()] = parse_override(key.strip(), text)
     return changes
+
+
+def override_option(item: str) -> str:
+    """argparse `type` of --set: `item` unchanged once it parses (parse_overrides), so that a bad override is
+    refused with the other bad options, while the command line is read."""
+    try:
+        parse_overrides([item])
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--set ")) from None
+    return item
 
 
 def model_config_for(experiment: str, preset: str, overrides: list[str] | None, size: str = "full"):
@@ -92,19 +100,17 @@ def model_config_for(experiment: str, preset: str, overrides: list[str] | None, 
         model_cfg = config.experiment(experiment, preset, size)
     except KeyError as e:
         raise SystemExit(f"--experiment: {e.args[0]}") from None
-    changes = parse_overrides(overrides)
-    known = {f.name for f in dataclasses.fields(model_cfg)}
-    unknown = sorted(set(changes) - known)
-    if unknown:
-        raise SystemExit(f"--set: unknown ModelConfig field(s) {unknown}; known: {', '.join(sorted(known))}")
-    return dataclasses.replace(model_cfg, **changes)
+    return dataclasses.replace(model_cfg, **parse_overrides(overrides))
 
 
 def run_name_with_overrides(experiment: str, preset: str, overrides: list[str] | None) -> str:
-    """The run folder name (run_config.run_name), + a suffix for --set changes."""
+    """The run folder name (run_config.run_name), + a suffix for --set changes, each spelt as its parsed value
+    (`use_tdpp=False` and `use_tdpp=0` are one run: `+use_tdpp=false`)."""
     name = run_name(experiment, preset)
     if overrides:
-        name += "+" + ",".join(sorted(o.replace("/", "_") for o in overrides))
+        changes = parse_overrides(overrides)
+        name += "+" + ",".join(sorted(f"{k}={v if isinstance(v, str) else json.dumps(v)}".replace("/", "_")
+                                      for k, v in changes.items()))
     return name
 
 
@@ -252,8 +258,9 @@ def _add_train_parser(subparsers) -> None:
                    help="named model configuration (avmaster_core.config.EXPERIMENTS), e.g. default, "
                         "table7/wo_tdpp, table9/len4 (default: default)")
     add_model_arguments(p)
-    p.add_argument("--set", action="append", metavar="FIELD=VALUE",
-                   help="change one ModelConfig field, e.g. --set dim=64 (repeatable)")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE", type=override_option,
+                   help="change one ModelConfig field, read by its type: --set dim=64, --set use_tdpp=false "
+                        "(switches: true/false/1/0), --set combine=mul (repeatable)")
     add_config_arguments(p, DataConfig, required=("dataset", "root"),
                          helps={"T": "segments per video (default: as stored; fig4/T* experiments set it)"})
     add_config_arguments(p, TrainConfig)
@@ -269,7 +276,7 @@ def _add_evaluate_parser(subparsers) -> None:
                  "Load a checkpoint written by `avmaster train`, predict a split and print the accuracies in the "
                  "paper's Table II layout.", _EVALUATE_EPILOG)
     p.add_argument("--checkpoint", required=True, help="best.pt or last.pt of a run folder")
-    p.add_argument("--set", action="append", metavar="FIELD=VALUE",
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE", type=override_option,
                    help="inference-only ModelConfig change, e.g. --set inference_use_a=false (Table XII) or "
                         "--set combine=mul (Table XIII); repeatable")
     add_config_arguments(p, DataConfig, required=("dataset", "root"),
@@ -277,7 +284,7 @@ def _add_evaluate_parser(subparsers) -> None:
                                 "pad": "pad videos shorter than --T (default: the checkpoint's training setting)",
                                 "limit": "score only the first N records (smoke runs)"})
     _add_split(p)
-    p.add_argument("--batch-size", type=int, default=64, help="evaluation batch size (default 64)")
+    p.add_argument("--batch-size", type=AT_LEAST_1, default=64, help="evaluation batch size (default 64)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--amp", action="store_true", help="bf16 mixed precision")
     p.add_argument("--out", help="folder for predictions.json and <split>_table.csv")

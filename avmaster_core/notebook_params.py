@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .options import AT_LEAST_0, AT_LEAST_1, Range
+
 # Every notebook imports this module: show wide tables whole (Table II side by side has 26 columns), so
 # neither JupyterLab nor the stored text outputs elide columns with "...".
 pd.set_option("display.max_columns", 60, "display.width", 250)
@@ -285,20 +287,37 @@ def _check_choice(name: str, value, choices, remedy: str):
     return value
 
 
-def _seeds(text) -> tuple[int, ...] | None:
-    if isinstance(text, (tuple, list)):  # `-p SEEDS 2,3` arrives as the tuple (2, 3)
+# The numbers of the notebooks' numeric parameters (options.Range, as for the command-line options).
+RANGES = {"EPOCHS": AT_LEAST_0, "SEEDS": AT_LEAST_0, "SECONDS": AT_LEAST_1, "QUESTIONS": AT_LEAST_1,
+          "LENGTHS": AT_LEAST_1}
+
+
+def _number(name: str, value, remedy: str, rng: Range | None = None):
+    """`value` if RANGES[name] (or `rng`) allows it, else a ParameterError saying what is allowed and `remedy`."""
+    problem = (rng or RANGES[name]).problem(value)
+    if problem:
+        raise ParameterError(name, value, f"{problem}; {remedy}")
+    return value
+
+
+def _int_list(name: str, text, example: str, empty: str) -> tuple[int, ...]:
+    """Comma-separated whole numbers in RANGES[name], each once (`-p SEEDS 2,3` arrives as the tuple (2, 3))."""
+    if isinstance(text, (tuple, list)):
         text = ",".join(map(str, text))
     parts = [s for s in str(text).replace(" ", "").strip("()[]").split(",") if s]
-    if not all(p.isdigit() for p in parts):
-        raise ParameterError("SEEDS", text, "give comma-separated whole numbers such as \"1,2,3\", or \"\" for "
-                                            "every finished seed")
-    return tuple(int(p) for p in parts) or None
+    remedy = f"give comma-separated whole numbers such as \"{example}\", each once, or \"\" for {empty}"
+    if not all(p.isdigit() and RANGES[name].problem(int(p)) is None for p in parts) or len(set(parts)) < len(parts):
+        raise ParameterError(name, text, f"{remedy} ({RANGES[name].allowed()} each)")
+    return tuple(int(p) for p in parts)
+
+
+def _seeds(text) -> tuple[int, ...] | None:
+    return _int_list("SEEDS", text, "1,2,3", "every finished seed") or None
 
 
 def _epochs(value, smoke: bool) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ParameterError("EPOCHS", value, "give a whole number of epochs >= 0 (0: the tier's default, "
-                                              f"{DEFAULT_EPOCHS[True]} with SMOKE, {DEFAULT_EPOCHS[False]} without)")
+    _number("EPOCHS", value, f"0 is the tier's default, {DEFAULT_EPOCHS[True]} with SMOKE, "
+                             f"{DEFAULT_EPOCHS[False]} without")
     return value or DEFAULT_EPOCHS[smoke]
 
 
@@ -435,17 +454,12 @@ def _check_extra(settings: NotebookSettings) -> None:
                                                     "absolute, or \"\" for the default")
     if extra.get("VIDEOS") and not settings.smoke and not Path(extra["VIDEOS"]).is_dir():
         raise ParameterError("VIDEOS", extra["VIDEOS"], "no such folder of videos")
-    if "SECONDS" in extra and (not isinstance(extra["SECONDS"], int) or extra["SECONDS"] < 1):
-        raise ParameterError("SECONDS", extra["SECONDS"], "give a whole number of one-second segments >= 1")
-    if "QUESTIONS" in extra and (isinstance(extra["QUESTIONS"], bool) or not isinstance(extra["QUESTIONS"], int)
-                                 or extra["QUESTIONS"] < 1):
-        raise ParameterError("QUESTIONS", extra["QUESTIONS"], "give how many distinct questions the picker lists, "
-                                                              "a whole number >= 1")
+    if "SECONDS" in extra:
+        _number("SECONDS", extra["SECONDS"], "the number of one-second segments")
+    if "QUESTIONS" in extra:
+        _number("QUESTIONS", extra["QUESTIONS"], "how many distinct questions the picker lists")
     if "LENGTHS" in extra:
-        parts = [p for p in str(extra["LENGTHS"]).replace(" ", "").split(",") if p]
-        if not all(p.isdigit() and int(p) > 0 for p in parts):
-            raise ParameterError("LENGTHS", extra["LENGTHS"], "give comma-separated segment counts such as "
-                                                             "\"2,4,6\", or \"\" for the default")
+        _int_list("LENGTHS", extra["LENGTHS"], "2,4,6", "the default")
 
 
 def _check_question(settings: NotebookSettings) -> None:

@@ -51,6 +51,10 @@ def check_run_inputs(data_cfg, model_cfg=None, splits: Iterable[str | None] = ("
     None. Raises PreflightError with every problem found (the first `max_listed` listed, then a count)."""
     from .run_config import load_records
 
+    if model_cfg is not None:
+        problem = task_mismatch(data_cfg.dataset, model_cfg)
+        if problem:
+            raise PreflightError(problem, [problem])
     splits = [s for s in dict.fromkeys(splits) if s]
     problems = _Problems()
     records = {}
@@ -64,6 +68,24 @@ def check_run_inputs(data_cfg, model_cfg=None, splits: Iterable[str | None] = ("
     if problems.items:
         raise PreflightError(_summary(problems.items, data_cfg, max_listed), problems.items)
     return records
+
+
+def task_mismatch(dataset: str, model_cfg) -> str | None:
+    """Why a model cannot answer `dataset`'s questions (None: it can). A multiple-choice benchmark (answers
+    index each question's candidates) needs a model that scores the candidates (choice_scorer); a classifier
+    over the answer vocabulary would compare its class indices with candidate indices and score about 0."""
+    from .dataset_registry import get
+
+    spec = get(dataset)
+    if not spec.answers_in_vocab and model_cfg.choice_scorer is None:
+        return (f"--dataset {dataset} is multiple choice (each answer indexes the question's candidates) but the "
+                "model classifies over the answer vocabulary (choice_scorer=None), which scores about 0 %: use "
+                "--experiment avqa/choices (or --set choice_scorer=match --set num_answers=<candidates>)")
+    if spec.answers_in_vocab and model_cfg.choice_scorer is not None:
+        return (f"the model scores candidate answers (choice_scorer={model_cfg.choice_scorer!r}) but --dataset "
+                f"{dataset} has none (its answers are the vocabulary's): use a model without choice_scorer, "
+                "e.g. --experiment default")
+    return None
 
 
 def _one_line(e: BaseException) -> str:

@@ -235,35 +235,40 @@ items that another `reproduce run` (here or on another machine sharing the folde
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     from .config import SIZES
+    from .options import AT_LEAST_1, POSITIVE, field_ranges
+    from .run_config import DataConfig, TrainConfig
 
+    train, data = field_ranges(TrainConfig), field_ranges(DataConfig)  # the same rules as `train`'s options
     p.add_argument("--only", nargs="+", metavar="ARTEFACT", help="tables/figures to cover, e.g. table7 fig4 "
                    "(default: Tables II-V, VII-XIII, Figs. 4-8)")
-    p.add_argument("--seeds", type=int, default=3, help="seeds 1..N per run (default 3)")
+    p.add_argument("--seeds", type=AT_LEAST_1, default=3, help="seeds 1..N per run (default 3)")
     p.add_argument("--data", default="data", help="folder of <dataset>/ annotation folders with features.h5")
     p.add_argument("--store", action="append", metavar="DATASET=PATH", help="another feature store for a dataset")
     p.add_argument("--runs", default="results/runs", help="runs folder (default results/runs)")
     p.add_argument("--results", default="results", help="tables, evaluations, figures (default results)")
     p.add_argument("--preset", default="official", choices=("official", "paper"))
     p.add_argument("--size", default="full", choices=tuple(SIZES), help="model size (cpu: rehearsals)")
-    p.add_argument("--epochs", type=int, help="epochs per run (default 30, the authors')")
-    p.add_argument("--lr", type=float, help="Adam learning rate (default 1e-4)")
-    p.add_argument("--batch-size", type=int, help="training batch size (default 64)")
+    p.add_argument("--epochs", type=train["epochs"], help="epochs per run (default 30, the authors')")
+    p.add_argument("--lr", type=train["lr"], help="Adam learning rate (default 1e-4)")
+    p.add_argument("--batch-size", type=train["batch_size"], help="training batch size (default 64)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda")
     p.add_argument("--amp", action="store_true", help="bf16 mixed precision")
     p.add_argument("--compile", action="store_true", help="the fast path (CUDA-graph-captured train step)")
-    p.add_argument("--limit", type=int, help="first N questions of every split (rehearsals)")
+    p.add_argument("--limit", type=data["limit"], help="first N questions of every split (rehearsals)")
     p.add_argument("--train-on", default="train", choices=("train", "val"),
                    help="val: train on the validation file (a rehearsal where train files are absent)")
     p.add_argument("--encoders", default="real", choices=("real", "tiny"),
                    help="question features: CLIP ViT-L/14@336 (real) or a random tiny CLIP (tests)")
     p.add_argument("--clip-weights", help="local CLIP weights for question features (instead of a download)")
-    p.add_argument("--train-speed", type=float, metavar="SAMPLES/S",
+    p.add_argument("--train-speed", type=POSITIVE, metavar="SAMPLES/S",
                    help="training speed for the GPU estimate (default: the released code on an H200, 151)")
-    p.add_argument("--infer-speed", type=float, metavar="SAMPLES/S", help="inference speed (default 631)")
+    p.add_argument("--infer-speed", type=POSITIVE, metavar="SAMPLES/S", help="inference speed (default 631)")
 
 
 def register(subparsers) -> None:
     """Add `reproduce plan|run` to the `avmaster` command."""
+    from .options import AT_LEAST_0, AT_LEAST_1, UniqueValues
+
     fmt = argparse.RawDescriptionHelpFormatter
     p = subparsers.add_parser("reproduce", help="the whole paper from features: plan, then train and evaluate",
                               description=__doc__.split("\n\n")[0], formatter_class=fmt, epilog=_EPILOG)
@@ -277,7 +282,7 @@ def register(subparsers) -> None:
                          formatter_class=fmt, epilog=_EPILOG)
     _add_common(run)
     run.add_argument("--dry-run", action="store_true", help="print what would be launched; run nothing")
-    run.add_argument("--gpus", nargs="+", type=int, help="local GPU indices: one item per GPU at a time")
+    run.add_argument("--gpus", nargs="+", type=AT_LEAST_0, action=UniqueValues, help="local GPU indices: one item per GPU at a time")
     run.add_argument("--ddp", action="store_true", help="with --gpus: each training over all of them (torchrun)")
     run.add_argument("--slurm", action="store_true", help="submit SLURM job arrays through submitit")
     run.add_argument("--submitit-executor", choices=("slurm", "local", "debug"),
@@ -285,8 +290,8 @@ def register(subparsers) -> None:
     run.add_argument("--submitit-folder", default="results/submitit", help="submitit logs and pickles")
     run.add_argument("--partition", help="SLURM partition")
     run.add_argument("--account", help="SLURM account")
-    run.add_argument("--timeout-min", type=int, default=24 * 60, help="SLURM time limit per task (requeued after)")
-    run.add_argument("--parallel", type=int, default=16, help="array tasks running at once")
+    run.add_argument("--timeout-min", type=AT_LEAST_1, default=24 * 60, help="SLURM time limit per task (requeued after)")
+    run.add_argument("--parallel", type=AT_LEAST_1, default=16, help="array tasks running at once")
     run.add_argument("--no-notebooks", action="store_true", help="do not execute the notebooks at the end")
     run.add_argument("--notebook-out", default="build/notebooks", help="executed notebook copies")
     run.add_argument("--progress", action="store_true", help="progress bars inside each item")

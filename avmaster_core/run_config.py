@@ -3,6 +3,8 @@ and where its folder is.
 
 Each field carries metadata read elsewhere, so that a fact is written once:
     flag, help     its command-line option (show_default=False: the help does not show the default) (engine_cli.add_config_arguments builds `train` and `sweep` from them)
+    range          the numbers it allows (options.Range): its option refuses others while parsing, and
+                   __post_init__ checks them for Python callers
     free           "always": how a run is executed, not what it computes (device, workers, progress, where the
                    data lives...); such fields may differ between a run and a later request for it.
                    "resume": may differ only when resuming (a finished run resumed with more epochs trains on).
@@ -17,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from .dataset_registry import DATASET_NAMES
+from .options import AT_LEAST_0, AT_LEAST_1, NON_NEGATIVE, POSITIVE, check_ranges, field_ranges
+from .store import InUseError, WriterLock, writer_of
 
 
 def _opt(default, help: str, flag: str | None = None, free: str | None = None, **extra):
@@ -34,43 +38,38 @@ class TrainConfig:
     """How to train. Defaults are the authors' released recipe (Adam 1e-4, x0.1 every 8 epochs, 30 epochs,
     batch 64, seed 1)."""
 
-    lr: float = _opt(1e-4, "Adam learning rate", "--lr")
+    lr: float = _opt(1e-4, "Adam learning rate", "--lr", range=POSITIVE)
     betas: tuple[float, float] = _opt((0.9, 0.999), "Adam betas (PyTorch defaults, as in the official code)")
-    weight_decay: float = _opt(0.0, "Adam weight decay (the official code uses none)")
-    lr_step: int = _opt(8, "StepLR step size in epochs: epochs 1-8 at 1e-4, 9-16 at 1e-5, ...")
-    lr_gamma: float = _opt(0.1, "StepLR factor")
+    weight_decay: float = _opt(0.0, "Adam weight decay (the official code uses none)", range=NON_NEGATIVE)
+    lr_step: int = _opt(8, "StepLR step size in epochs: epochs 1-8 at 1e-4, 9-16 at 1e-5, ...", range=AT_LEAST_1)
+    lr_gamma: float = _opt(0.1, "StepLR factor", range=POSITIVE)
     epochs: int = _opt(30, "number of epochs: 30 in the official scripts and in the paper (Sec. IV-A)", "--epochs",
-                       free="resume")
+                       free="resume", range=AT_LEAST_1)
     batch_size: int = _opt(64, "training batch size per process, so per GPU under torchrun; official 64, "
-                               "--preset paper 32 as Sec. IV-A states", "--batch-size")
+                               "--preset paper 32 as Sec. IV-A states", "--batch-size", range=AT_LEAST_1)
     eval_batch_size: int = _opt(64, "evaluation batch size; any size gives the same predictions",
-                                free="always")
-    seed: int = _opt(1, "random seed of torch, numpy, random and the data order; the official seed is 1", "--seed")
+                                free="always", range=AT_LEAST_1)
+    seed: int = _opt(1, "random seed of torch, numpy, random and the data order; the official seed is 1", "--seed",
+                     range=AT_LEAST_0)
     amp: bool = _opt(False, "bf16 mixed precision (the official code trains in fp32)", "--amp")
     compile: bool = _opt(False, "fast path: on one GPU the train step is captured as a CUDA graph "
                                 "(avmaster_core.fast), elsewhere torch.compile; falls back to eager with a warning",
                          "--compile", free="always")
     device: str = _opt("auto", "auto (cuda if available, else cpu), cpu, cuda or cuda:N", "--device", free="always")
     num_workers: int = _opt(0, "DataLoader workers for lazy (not preloaded) features; 0 = main process",
-                            "--num-workers", free="always")
+                            "--num-workers", free="always", range=AT_LEAST_0)
     features_on_device: bool = _opt(True, "keep preloaded features on the GPU: batches are built there",
                                     free="always")
     checkpoint_every_steps: int = _opt(200, "also save last.pt every STEPS steps inside an epoch "
                                             "(0 = epoch ends only)", "--checkpoint-every", free="always",
-                                       metavar="STEPS")
+                                       metavar="STEPS", range=AT_LEAST_0)
     eval_split: str | None = _opt("val", "model selection split; None keeps the last epoch")
     test_split: str | None = _opt("test", "split scored with the best checkpoint at the end; None skips it")
     find_unused_parameters: bool = _opt(True, "DDP: parts of the model may receive no gradient", free="always")
     progress: bool = _opt(True, "no progress bars", "--no-progress", free="always", negate=True)
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "eval_batch_size", "lr_step"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.checkpoint_every_steps < 0:
-            raise ValueError("TrainConfig.checkpoint_every_steps must be >= 0 (0 = only at epoch ends)")
-        if self.lr <= 0:
-            raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
+        check_ranges(self, field_ranges(TrainConfig))
 
 
 @dataclass(frozen=True)
@@ -84,11 +83,15 @@ class DataConfig:
     store: str | None = _opt(None, "HDF5 feature store (default: <root>/features.h5)", "--store", free="always")
     train_split: str = _opt("train", "training split")
     T: int | None = _opt(None, "segments per video: as stored by default (all equal); an int keeps the first T",
-                         "--T")
+                         "--T", range=AT_LEAST_1)
     pad: str | None = _opt(None, "pad videos shorter than --T (default: error)", "--pad", choices=("zero", "edge"))
     preload: bool = _opt(True, "read all features into memory once (False: per item from HDF5, for huge stores)",
                          free="always")
-    limit: int | None = _opt(None, "use only the first N records of each split (smoke runs)", "--limit")
+    limit: int | None = _opt(None, "use only the first N records of each split (smoke runs)", "--limit",
+                             range=AT_LEAST_1)
+
+    def __post_init__(self):
+        check_ranges(self, field_ranges(DataConfig))
 
     def store_path(self) -> Path:
         return Path(self.store) if self.store else Path(self.root) / "features.h5"
@@ -167,6 +170,27 @@ class RunResult:
 def run_dir_for(out_dir: str | os.PathLike, experiment: str, seed: int) -> Path:
     """`<out_dir>/<experiment>/<seed>`: where a run's files go."""
     return Path(out_dir) / experiment / str(seed)
+
+
+RUN_LOCK = ".writer.lock"  # in a run folder while a process writes it: "PID N on HOST" (store.WriterLock)
+
+
+def lock_run_folder(run_dir: Path):
+    """Hold the run folder's writer lock (the feature store's WriterLock on `<run_dir>/.writer.lock`) until
+    `.release()`: a run folder has one writer. Another process's `train`, `sweep` or `reproduce` into the
+    same folder is refused with RunFolderInUseError naming it; a lock left by a killed process is free."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return WriterLock(run_dir, lock_file=run_dir / RUN_LOCK, what="run folder", error=RunFolderInUseError,
+                      remedy="wait for that run to finish (or stop it), or choose another --out, --seed or --name")
+
+
+def run_folder_writer(run_dir: Path) -> str | None:
+    """"PID N on HOST" of the process writing `run_dir` now (None: none)."""
+    return writer_of(run_dir, run_dir / RUN_LOCK)
+
+
+class RunFolderInUseError(InUseError):
+    """Another process writes this run folder (it holds `<run_dir>/.writer.lock`)."""
 
 
 # ------------------------------------------------------------------------------------------------ a run's data

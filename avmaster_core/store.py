@@ -46,7 +46,11 @@ class MissingFeatureError(KeyError):
         return str(self.args[0])
 
 
-class StoreInUseError(OSError):
+class InUseError(OSError):
+    """Another process writes this file or folder (it holds its WriterLock)."""
+
+
+class StoreInUseError(InUseError):
     """Another process holds the store (writing it, or reading it while we want to write)."""
 
 
@@ -55,17 +59,22 @@ def lock_path(store_path: Path) -> Path:
 
 
 class WriterLock:
-    """One writer per store: an exclusive flock on `<store>.lock`, which records "PID N on HOST" of the holder.
+    """One writer per store (or run folder: run_config.lock_run_folder): an exclusive flock on `lock_file`
+    (default `<store>.lock`), which records "PID N on HOST" of the holder.
 
-    The kernel drops the lock when the holder dies, so a stale .lock file never blocks anyone. The file is
-    removed on release; a process that locked a file just removed that way notices (another inode now at the
-    path, or none) and locks again."""
+    The kernel drops the lock when the holder dies, so a stale lock file never blocks anyone: the next writer
+    locks it and writes its own PID over the dead one's. The file is removed on release; a process that locked
+    a file just removed that way notices (another inode now at the path, or none) and locks again.
+    A second writer gets `error` (StoreInUseError) "<what> <target> is in use by PID N on HOST (writing it):
+    <remedy>"."""
 
-    def __init__(self, store_path: Path):
+    def __init__(self, store_path: Path, *, lock_file: Path | None = None, what: str = "feature store",
+                 remedy: str = "wait for that run to finish, or write to another --out",
+                 error: type[InUseError] = StoreInUseError):
         import fcntl
         import socket
 
-        self.path = lock_path(store_path)
+        self.path = Path(lock_file) if lock_file is not None else lock_path(store_path)
         for _ in range(10):
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
             try:
@@ -73,8 +82,7 @@ class WriterLock:
             except OSError:
                 holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
                 os.close(fd)
-                raise StoreInUseError(f"feature store {store_path} is in use by {holder} (writing it): wait for "
-                                      "that run to finish, or write to another --out") from None
+                raise error(f"{what} {store_path} is in use by {holder} (writing it): {remedy}") from None
             try:
                 if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
                     break
@@ -95,11 +103,12 @@ class WriterLock:
             self.fd = None
 
 
-def writer_of(store_path: Path) -> str | None:
-    """"PID N on HOST" of the process writing `store_path` now, or None when no process holds its lock."""
+def writer_of(store_path: Path, lock_file: Path | None = None) -> str | None:
+    """"PID N on HOST" of the process writing `store_path` (holding `lock_file`, default `<store>.lock`) now,
+    or None when no process holds its lock."""
     import fcntl
 
-    path = lock_path(store_path)
+    path = Path(lock_file) if lock_file is not None else lock_path(store_path)
     if not path.is_file():
         return None
     fd = os.open(path, os.O_RDONLY)

@@ -11,8 +11,9 @@ A grid is resumable at every level: a run whose `summary.json` exists is finishe
 checking it was trained with the same configuration), an interrupted one (a `last.pt` without a summary)
 is resumed where it stopped, and the others start. Run folders are the engine's:
 `<out_dir>/<run name>/<seed>/`, where the run name is the experiment, under `paper/` for the paper preset
-(`paper/default`). Several sweeps over the same grid on one machine share the work: each claims a run
-with a lock file (`.sweep.lock`) and skips runs that another live sweep holds.
+(`paper/default`). A run folder has one writer (run_config.lock_run_folder): a run that another process
+(a sweep, `train`, `reproduce`) is writing is skipped with its holder named, so several sweeps over the
+same grid share the work and never train one run twice.
 
 summarize() reads every run's `test_table.csv` (the paper's Table II layout) and gives, per run name, the
 mean and the sample standard deviation (ddof=1) over seeds of every type, modality average and the overall
@@ -24,7 +25,6 @@ import argparse
 import dataclasses
 import json
 import os
-import socket
 import sys
 import time
 from pathlib import Path
@@ -34,15 +34,14 @@ import numpy as np
 import pandas as pd
 
 from . import experiments as experiment_registry
-from .run_config import (DataConfig, RunResult, TrainConfig, config_differences, free_fields, run_dir_for,
-                         run_name)
+from .run_config import (DataConfig, RunFolderInUseError, RunResult, TrainConfig, config_differences,
+                         free_fields, run_dir_for, run_name)
 
 SUMMARY_FILE = "summary.json"
 # Row labels of write_markdown (e.g. results/synthetic.md) for every run name of either preset, from the
 # experiments registry's labels (the run name is kept for traceability).
 RUN_LABELS = {run: experiment_registry.run_label(run)
               for name in experiment_registry.REGISTRY for run in (name, f"paper/{name}")}
-LOCK_FILE = ".sweep.lock"  # "<host> <pid>" of the sweep training this run folder
 STATISTICS = ("mean", "std")
 
 
@@ -92,7 +91,7 @@ def run_grid(experiments: Sequence[str], seeds: Sequence[int], *, preset: str = 
     train_cfg is shared by all runs; its `seed` is replaced by each grid seed. skip_finished=False retrains
     (from scratch) runs that have finished and whose last.pt is gone, and re-tests those that still have it.
     A finished run trained with another configuration is an error (choose another out_dir, or delete it).
-    Runs that another live sweep is training (its lock file) are skipped and left out of the returned list.
+    Runs that another process is writing (its run-folder lock) are skipped and left out of the returned list.
     """
     from tqdm.auto import tqdm
 
@@ -119,15 +118,11 @@ def run_grid(experiments: Sequence[str], seeds: Sequence[int], *, preset: str = 
             if skip_finished:
                 results.append(read_finished_run(run_dir))
                 continue
-        lock = _claim(run_dir)
-        if lock is None:
-            print(f"[avmaster] {run_dir} is being trained by another sweep; skipped", file=sys.stderr)
-            continue
         try:
             results.append(train(model_cfg, seeded_train, run_data, out_dir=out_dir, experiment=name,
                                  resume=True))
-        finally:
-            lock.unlink(missing_ok=True)
+        except RunFolderInUseError as e:  # another process writes it: not ours to train now
+            print(f"[avmaster] skipped: {e}", file=sys.stderr)
     bar.close()
     return results
 
@@ -145,27 +140,6 @@ def check_grid_inputs(experiments, seeds, *, preset: str, size: str, train_cfg: 
             continue
         check_run_inputs(run_data, model_cfg, splits_of(seeded_train, run_data))
         checked.add(run_data)
-
-
-def _claim(run_dir: Path) -> Path | None:
-    """Take `<run_dir>/.sweep.lock` for this process (None if a live process on this host holds it), so that
-    several sweeps over the same grid share the work instead of training one run twice."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock = run_dir / LOCK_FILE
-    mine = f"{socket.gethostname()} {os.getpid()}"
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            host, _, pid = lock.read_text().partition(" ") if lock.exists() else ("", "", "")
-            if host == socket.gethostname() and pid.strip().isdigit() and process_alive(int(pid)):
-                return None
-            lock.unlink(missing_ok=True)  # left by a killed sweep (or another host's: runs are not shared)
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(mine)
-        return lock
-    return None
 
 
 def process_alive(pid: int) -> bool:
@@ -337,6 +311,7 @@ def _sweep_command(args) -> int:
 def register(subparsers) -> None:
     """Add `sweep` to the `avmaster` command."""
     from .engine_cli import add_config_arguments, add_model_arguments
+    from .options import UniqueValues, field_ranges
 
     p = subparsers.add_parser("sweep", help="train a grid of experiments x seeds; print mean ± std tables",
                               formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG,
@@ -345,7 +320,8 @@ def register(subparsers) -> None:
                                           "(mean ± std over seeds) in the paper's Table II layout.")
     p.add_argument("--experiments", nargs="+", required=True,
                    help="named experiments (avmaster_core.config.EXPERIMENTS), e.g. default table7/wo_tdpp")
-    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="seeds (default 1 2 3)")
+    p.add_argument("--seeds", nargs="+", type=field_ranges(TrainConfig)["seed"], action=UniqueValues,
+                   default=[1, 2, 3], help="distinct seeds (default 1 2 3)")
     add_model_arguments(p)
     # The train command's options (run_config field metadata), except --seed: the grid gives the seeds.
     add_config_arguments(p, DataConfig)

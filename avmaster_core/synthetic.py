@@ -800,22 +800,24 @@ def _run(args) -> int:
 
 
 def register(subparsers) -> None:
+    from .options import AT_LEAST_0, AT_LEAST_1, FRACTION, NON_NEGATIVE
+
     p = subparsers.add_parser("synth", help="generate the bundled synthetic benchmark (CPU, seconds)",
                               description="Generate MUSIC-AVQA-like scenes, features and questions "
                                           "(avmaster_core/synthetic.py explains the benchmark).")
     p.add_argument("--out", required=True, help="output folder (avqa-*.json, features.h5, scenes.json)")
-    p.add_argument("--videos", type=int, default=DEFAULTS["num_videos"], help="number of videos (default %(default)s)")
-    p.add_argument("--questions", type=int, default=DEFAULTS["questions_per_video"],
+    p.add_argument("--videos", type=AT_LEAST_1, default=DEFAULTS["num_videos"], help="number of videos (default %(default)s)")
+    p.add_argument("--questions", type=AT_LEAST_1, default=DEFAULTS["questions_per_video"],
                    help="questions per video (default %(default)s)")
-    p.add_argument("--T", type=int, default=DEFAULTS["T"], help="seconds per video (default %(default)s)")
-    p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="scene/question seed (default %(default)s)")
-    p.add_argument("--noise", type=float, default=DEFAULTS["noise"],
+    p.add_argument("--T", type=AT_LEAST_1, default=DEFAULTS["T"], help="seconds per video (default %(default)s)")
+    p.add_argument("--seed", type=AT_LEAST_0, default=DEFAULTS["seed"], help="scene/question seed (default %(default)s)")
+    p.add_argument("--noise", type=NON_NEGATIVE, default=DEFAULTS["noise"],
                    help="per-element feature noise std (default %(default)s)")
-    p.add_argument("--visible-prob", type=float, default=DEFAULTS["visible_prob"],
+    p.add_argument("--visible-prob", type=FRACTION, default=DEFAULTS["visible_prob"],
                    help="chance an instrument is on screen (default %(default)s)")
-    p.add_argument("--silent-prob", type=float, default=DEFAULTS["silent_prob"],
+    p.add_argument("--silent-prob", type=FRACTION, default=DEFAULTS["silent_prob"],
                    help="chance a visible instrument stays silent (default %(default)s)")
-    p.add_argument("--choices", type=int, default=DEFAULTS["choices"], metavar="C",
+    p.add_argument("--choices", type=AT_LEAST_0, default=DEFAULTS["choices"], metavar="C",
                    help="multiple-choice variant (AVQA's task): C candidate answers per question; load it as "
                         "--dataset synthetic_mc (default 0: none)")
     p.add_argument("--overwrite", action="store_true", help="regenerate even if the output exists")

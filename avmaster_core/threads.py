@@ -30,7 +30,9 @@ def add_threads_argument(parser: argparse.ArgumentParser) -> None:
     """Add `--threads N` to `parser` (no-op if it already has one)."""
     if any("--threads" in action.option_strings for action in parser._actions):
         return
-    parser.add_argument("--threads", type=int, default=0, metavar="N", help=THREADS_HELP)
+    from .options import AT_LEAST_0
+
+    parser.add_argument("--threads", type=AT_LEAST_0, default=0, metavar="N", help=THREADS_HELP)
 
 
 def threads_for(args: argparse.Namespace) -> int:
@@ -72,6 +74,10 @@ def apply_threads(args: argparse.Namespace) -> int:
     """Set torch's intra-op thread count from `args` (and `keep_freed_memory`); returns the count now in use."""
     keep_freed_memory()
     n = threads_for(args)
+    cores = os.cpu_count() or 1
+    if n > cores:
+        print(f"warning: --threads {n} is more than the {cores} CPU core(s) of this machine; threads beyond the "
+              "cores compete for them and slow torch down", file=sys.stderr)
     if n:
         torch.set_num_threads(n)
     return torch.get_num_threads()

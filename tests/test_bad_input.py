@@ -296,7 +296,7 @@ def test_ask_refuses_empty_questions_and_bad_top(clips, checkpoint):
     refused(avmaster("ask", clips / "good.mp4", "  ? ", "--checkpoint", checkpoint, "--encoders", "tiny"),
             "the question is empty")
     refused(avmaster("ask", clips / "good.mp4", "Is it loud?", "--checkpoint", checkpoint, "--encoders", "tiny",
-                     "--top", "0"), "--top 0")
+                     "--top", "0"), "argument --top: '0' is not allowed: give a whole number >= 1", code=2)
 
 
 def test_ask_says_what_it_changed(clips, checkpoint):

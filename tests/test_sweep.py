@@ -14,6 +14,7 @@ import pytest
 from avmaster_core import config, engine, sweep
 from avmaster_core.engine import DataConfig, TrainConfig
 from avmaster_core.paper import read_run_table
+from avmaster_core.run_config import RUN_LOCK, lock_run_folder
 
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED_RUNS = REPO / "results" / "runs" / "synthetic"
@@ -59,13 +60,13 @@ def test_run_grid_trains_each_run_once_then_skips_and_summarize_matches(tiny_dat
         return real_train(*args, **kwargs)
 
     monkeypatch.setattr(engine, "train", counting_train)
-    stale = tmp_path / "default" / "2" / sweep.LOCK_FILE  # left by a killed sweep: a pid that cannot be alive
+    stale = tmp_path / "default" / "2" / RUN_LOCK  # left by a killed process: nobody holds its flock
     stale.parent.mkdir(parents=True)
-    stale.write_text(f"{socket.gethostname()} 4194305")
+    stale.write_text(f"PID 4194305 on {socket.gethostname()}")
     first = sweep.run_grid(experiments, seeds, size="tiny", train_cfg=_tiny_train(), data_cfg=data,
                            out_dir=tmp_path, progress=False)
     assert calls == [(e, s) for e in experiments for s in seeds]
-    assert not list(tmp_path.rglob(sweep.LOCK_FILE))  # every lock released
+    assert not list(tmp_path.rglob(RUN_LOCK))  # every lock released
     assert [r.run_dir for r in first] == [tmp_path / e / str(s) for e in experiments for s in seeds]
     saved = json.loads((tmp_path / "table7/wo_gpap/2/config.json").read_text())
     assert saved["model"]["dim"] == TINY["dim"] and saved["model"]["use_gpap"] is False
@@ -120,15 +121,16 @@ def test_run_grid_resumes_an_interrupted_run_and_refuses_a_changed_config(tiny_d
                        data_cfg=data, out_dir=tmp_path, progress=False)
 
 
-def test_run_grid_skips_a_run_that_another_live_sweep_holds(tiny_data, tiny_sizes, tmp_path, monkeypatch):
-    lock = tmp_path / "default" / "1" / sweep.LOCK_FILE
-    lock.parent.mkdir(parents=True)
-    lock.write_text(f"{socket.gethostname()} {os.getpid()}")  # this test process: alive
-    monkeypatch.setattr(engine, "train", lambda *a, **k: pytest.fail("a locked run was trained"))
-    assert sweep.run_grid(["default"], [1], size="tiny", train_cfg=_tiny_train(),
-                          data_cfg=DataConfig(dataset="synthetic", root=str(tiny_data)),
-                          out_dir=tmp_path, progress=False) == []
-    assert lock.is_file()  # not ours to remove
+def test_run_grid_skips_a_run_that_another_writer_holds(tiny_data, tiny_sizes, tmp_path, capsys):
+    lock = lock_run_folder(tmp_path / "default" / "1")  # held like another process's (flock per open file)
+    try:
+        assert sweep.run_grid(["default"], [1], size="tiny", train_cfg=_tiny_train(),
+                              data_cfg=DataConfig(dataset="synthetic", root=str(tiny_data)),
+                              out_dir=tmp_path, progress=False) == []
+        assert f"in use by PID {os.getpid()}" in capsys.readouterr().err
+        assert not (tmp_path / "default" / "1" / "config.json").exists()  # nothing written into it
+    finally:
+        lock.release()
 
 
 def test_summarize_names_the_missing_runs(tmp_path):

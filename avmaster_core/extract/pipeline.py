@@ -626,6 +626,8 @@ def _run_ask(args) -> int:
 
 
 def register(subparsers) -> None:
+    from ..options import AT_LEAST_0, AT_LEAST_1
+
     p = subparsers.add_parser("extract", help="features from raw videos / question text into an HDF5 store",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--videos", help="folder of videos (searched recursively; video_id = file name stem)")
@@ -634,12 +636,12 @@ def register(subparsers) -> None:
     p.add_argument("--split", help="only this split of --questions (default: all)")
     p.add_argument("--root", help="annotation root folder for --questions")
     p.add_argument("--records", help="instead of --questions: a csv/json/jsonl/parquet with question_id, question")
-    p.add_argument("--batch-frames", type=int, default=256, help="frames per CLIP batch (pooled over videos)")
-    p.add_argument("--batch-questions", type=int, default=256)
-    p.add_argument("--workers", type=int, default=min(8, max(1, (os.cpu_count() or 2) - 1)),
+    p.add_argument("--batch-frames", type=AT_LEAST_1, default=256, help="frames per CLIP batch (pooled over videos)")
+    p.add_argument("--batch-questions", type=AT_LEAST_1, default=256)
+    p.add_argument("--workers", type=AT_LEAST_0, default=min(8, max(1, (os.cpu_count() or 2) - 1)),
                    help="decoding processes (0: decode in the main process)")
     p.add_argument("--shard", default="0/1", help="i/n: this process takes videos i, i+n, ... into its own store")
-    p.add_argument("--limit", type=int, help="at most this many videos (after sharding)")
+    p.add_argument("--limit", type=AT_LEAST_1, help="at most this many videos (after sharding)")
     _add_encoder_options(p)
     p.set_defaults(func=_run_extract)
 
@@ -647,6 +649,6 @@ def register(subparsers) -> None:
     a.add_argument("video")
     a.add_argument("question")
     a.add_argument("--checkpoint", required=True, help="a checkpoint written by `avmaster train`")
-    a.add_argument("--top", type=int, default=5)
+    a.add_argument("--top", type=AT_LEAST_1, default=5)
     _add_encoder_options(a)
     a.set_defaults(func=_run_ask)
