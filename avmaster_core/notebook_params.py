@@ -289,6 +289,7 @@ def _check_choice(name: str, value, choices, remedy: str):
 
 # The numbers of the notebooks' numeric parameters (options.Range, as for the command-line options).
 RANGES = {"EPOCHS": AT_LEAST_0, "SEEDS": AT_LEAST_0, "SECONDS": AT_LEAST_1, "QUESTIONS": AT_LEAST_1,
+          "BATCH": AT_LEAST_1, "STEPS": AT_LEAST_1, "FAILURES": AT_LEAST_1,
           "LENGTHS": AT_LEAST_1}
 
 
@@ -458,6 +459,11 @@ def _check_extra(settings: NotebookSettings) -> None:
         _number("SECONDS", extra["SECONDS"], "the number of one-second segments")
     if "QUESTIONS" in extra:
         _number("QUESTIONS", extra["QUESTIONS"], "how many distinct questions the picker lists")
+    for name, what in (("BATCH", "questions in the model walk-through's batch"),
+                       ("STEPS", "optimiser steps of the training loop written out"),
+                       ("FAILURES", "wrong answers shown")):
+        if name in extra:
+            _number(name, extra[name], what)
     if "LENGTHS" in extra:
         _int_list("LENGTHS", extra["LENGTHS"], "2,4,6", "the default")
 
