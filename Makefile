@@ -7,7 +7,7 @@ NB_OUT  ?= build/notebooks
 # make reproduce ARGS="--gpus 0 1 2 3"  (options of `avmaster reproduce run`; --dry-run shows what would run)
 ARGS    ?=
 
-.PHONY: demo reproduce test test-fast mutate lab venv clean
+.PHONY: demo reproduce report test test-fast mutate lab venv clean
 
 venv: $(STAMP)
 
@@ -20,6 +20,11 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(PY) -m avmaster_core.notebooks run --mode smoke --out $(NB_OUT) $(PARAMS)
+
+# The executed notebooks of `make demo` / `make reproduce` (NB_OUT) as a static website in build/report/html
+# (Sphinx + myst-nb; offline, nothing re-executed; avmaster_core/website.py). It prints where the site is.
+report: $(STAMP)
+	$(PY) -m avmaster_core.website --notebooks $(NB_OUT) --out build/report
 
 # The whole paper from features: trains and evaluates what is missing, then runs the notebooks in full mode.
 reproduce: $(STAMP)

@@ -55,7 +55,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -64,6 +63,7 @@ from .records import QUESTION_TYPES, RECORD_COLUMNS
 from .vocab import answer_index, fill_question, parse_templ_values
 
 DERIVED_ID_BASE = 10**12
+MAX_IDS_LISTED = 20  # ids named in a message, then a count (as preflight.MAX_LISTED)
 _AVQA_MODALITY = {"Audio": "Audio", "Visual": "Visual", "Both": "Audio-Visual"}
 V2_EXTRA_FIELDS = ("unmatch_audio", "audio_instrument", "video_instrument", "person")
 
@@ -297,13 +297,22 @@ def _finish(records: pd.DataFrame, dataset: str) -> pd.DataFrame:
         raise AnnotationError(f"derived question ids collide in {dataset}: "
                               f"{derived[derived.duplicated()].tolist()[:5]}; report this")
     dup = records["question_id"].duplicated(keep=False)
-    if dup.any():
-        clash = records[dup].groupby("question_id")["question"].nunique()
-        if (clash > 1).any():
-            warnings.warn(f"{dataset}: {int((clash > 1).sum())} question_id(s) name different questions "
-                          f"(e.g. {clash[clash > 1].index[:5].tolist()}); their question features would be shared",
-                          stacklevel=3)
+    if dup.any():  # predictions and question features are keyed by id: one of the two would be dropped
+        ids = records.loc[dup, "question_id"].drop_duplicates()
+        shown = ", ".join(map(str, ids.head(MAX_IDS_LISTED)))
+        more = f" and {len(ids) - MAX_IDS_LISTED} more" if len(ids) > MAX_IDS_LISTED else ""
+        files = ", ".join(sorted(records.loc[dup, "source_file"].astype(str).unique()))
+        raise AnnotationError(f"{dataset}: {len(ids)} question_id(s) appear more than once in {files} "
+                              f"({shown}{more}); each question needs its own id (predictions and features are "
+                              "stored by id, so all but one would be dropped): fix or re-fetch the file")
     return records
+
+
+def find_annotation_file(root, dataset: str, name: str) -> Path:
+    """Where `load_annotations` reads the file `name` of `dataset` under `root` (MissingAnnotationFile if absent)."""
+    from .dataset_registry import get
+
+    return _find_file(Path(root), get(dataset), name)
 
 
 def _find_file(root: Path, spec, name: str) -> Path:

@@ -82,6 +82,9 @@ def read_checkpoint(path, map_location="cpu") -> dict:
     if not isinstance(ckpt, dict) or "model_config" not in ckpt or "model" not in ckpt:
         raise ValueError(f"{path} is not an avmaster checkpoint (no model_config/model); an official AV-Master "
                          "state dict loads with avmaster_core.from_official_state_dict")
+    from .provenance import note_run_read
+
+    note_run_read(path.parent)  # a table written next will list this run (provenance sidecar)
     return ckpt
 
 

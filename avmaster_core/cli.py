@@ -6,6 +6,8 @@
     avmaster sweep                    experiments x seeds, mean ± std tables    (sweep.py)
     avmaster extract / ask            features from raw videos; ask a question  (extract/pipeline.py)
     avmaster benchmark                model speed and memory                    (benchmark.py)
+    avmaster runs check DIR           which commit and configuration made runs  (provenance.py)
+    avmaster report                   the executed notebooks as a static website (website.py)
 
 Errors: a domain error (bad file, bad option, missing feature, ...; see `domain_errors`) is printed as one
 line `avmaster <command>: <message>` and exits 1; `--debug` or AVMASTER_DEBUG=1 shows the traceback instead.
@@ -30,6 +32,8 @@ COMMAND_MODULES = (
     "avmaster_core.benchmark",
     "avmaster_core.store_cli",
     "avmaster_core.reproduce_run",
+    "avmaster_core.provenance",
+    "avmaster_core.website",
 )
 # commands that compute: each gets `--threads` (threads.py), applied before the command runs
 COMPUTING_COMMANDS = ("train", "sweep", "evaluate", "benchmark", "extract", "ask")

@@ -17,7 +17,8 @@ epoch, "current >= best"), then test it. Every value is a `TrainConfig` field.
 
 One run writes one folder, `<out>/<experiment>/<seed>/`:
 
-    config.json        the resolved model, train and data configs (plus versions)
+    config.json        the resolved model, train and data configs (plus versions), and "provenance": commit,
+                       configuration hash, data and store fingerprints, torch, device, threads (provenance.py)
     metrics.jsonl      one JSON line per epoch: lr, train losses, train/val accuracy, samples/s, time
     best.pt            the best-on-validation weights with their configs (what `load_checkpoint` reads)
     last.pt            everything needed to resume, rewritten every `checkpoint_every_steps` steps and each epoch
@@ -57,6 +58,8 @@ from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, rng_state, save_best
 from .distributed import (DistContext, all_sum, barrier, gather_objects, resolve_device, setup_distributed,
                           teardown_distributed)
 from .evaluation import accuracy, evaluate, predict, prediction_series, progress_bar
+from .preflight import splits_of
+from .provenance import run_provenance
 from .run_config import (DataConfig, RunResult, TrainConfig, config_differences, free_fields,
                          load_records, lock_run_folder, make_dataset, open_store, run_dir_for)
 
@@ -131,6 +134,10 @@ def _train(model_cfg, train_cfg, data_cfg, experiment, run_dir, ctx, resume, ste
                  config_record=config_record(model_cfg, train_cfg, data_cfg, experiment),
                  show=train_cfg.progress and ctx.is_main)
     saved = read_resume_point(t, resume)
+    if ctx.is_main:  # config.json's provenance: code, configuration hash, data, device (provenance.py)
+        t.config_record["provenance"] = run_provenance(
+            t.config_record, data_cfg, splits_of(train_cfg, data_cfg), t.device,
+            earlier=saved["config"].get("provenance") if saved else None)
     prepare_data(t)
     build_model_and_optimizer(t)
     restore(t, saved)

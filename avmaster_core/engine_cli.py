@@ -148,7 +148,7 @@ examples:
   torchrun --nproc_per_node 4 -m avmaster_core.engine train --dataset music_avqa \\
       --root data/music_avqa --batch-size 16
 
-Each run writes <out>/<name>/<seed>/: config.json, metrics.jsonl (one line per epoch), best.pt,
+Each run writes <out>/<name>/<seed>/: config.json (with its provenance: commit, config hash, data), metrics.jsonl (one line per epoch), best.pt,
 last.pt, predictions.json, test_table.csv (the paper's table layout) and summary.json.
 """
 

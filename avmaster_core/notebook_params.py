@@ -349,7 +349,9 @@ def notebook_settings(NOTEBOOK: str = "", *, DATASET: str | None = None, ROOT: s
     """
     from .annotations import DATASETS
     from .config import EXPERIMENTS
+    from .provenance import reset_reads
 
+    reset_reads()  # the tables this notebook writes list the runs it reads from here on
     if not isinstance(SMOKE, bool):
         raise ParameterError("SMOKE", SMOKE, "use True (synthetic benchmark, CPU) or False (real features)")
     _check_choice("PRESET", PRESET, ("official", "paper"),

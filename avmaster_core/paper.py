@@ -473,9 +473,12 @@ def read_run_table(run_dir) -> pd.DataFrame:
     scored in (scoring.score): Table II's two header rows, Table III's three, or one (Tables IV, V)."""
     from pathlib import Path
 
+    from .provenance import note_run_read
+
     path = Path(run_dir) / RUN_TABLE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: the run in {run_dir} has not finished (or was never started)")
+    note_run_read(run_dir)  # a table written next will list this run (provenance sidecar)
     lines = path.read_text().splitlines()
     # a multi-level header is written as rows with an empty first cell (the index has no name on them)
     levels = next(i for i, line in enumerate(lines) if not line.startswith(","))

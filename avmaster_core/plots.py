@@ -242,21 +242,28 @@ def plot_word_attention_panels(variants: dict, *, title: str = "", missing_text:
 
 def save_figure(fig: Figure, path: str | Path, *, dpi: int = DPI) -> Path:
     """Write `fig` to `path` (format from the suffix), creating folders; atomic (avmaster_core.atomic), so a
-    reader never sees half a file."""
+    reader never sees half a file; beside it `<path>.provenance.json`, the runs it came from."""
     from .atomic import atomic_write
+
+    from .provenance import write_sidecar
 
     path = Path(path)
     if not path.suffix:
         raise ValueError(f"save_figure: {path} has no suffix; use .png, .pdf or .svg")
-    return atomic_write(path, lambda f: fig.savefig(f, dpi=dpi, format=path.suffix.lstrip(".").lower()))
+    atomic_write(path, lambda f: fig.savefig(f, dpi=dpi, format=path.suffix.lstrip(".").lower()))
+    write_sidecar(path)  # <path>.provenance.json: the runs it came from (provenance.py)
+    return path
 
 
 def save_table(table: pd.DataFrame, path: str | Path) -> Path:
-    """Write a result table as CSV, creating folders; atomic (like save_figure)."""
+    """Write a result table as CSV, creating folders; atomic (like save_figure); with its provenance sidecar."""
     from .atomic import atomic_write
+    from .provenance import write_sidecar
 
     # fixed decimals: a rerun rewrites the same bytes (no float noise, so `make demo` leaves git clean)
-    return atomic_write(path, lambda f: table.round(4).to_csv(f), mode="w")
+    path = atomic_write(path, lambda f: table.round(4).to_csv(f), mode="w")
+    write_sidecar(path)
+    return path
 
 
 def plot_bars(table: pd.DataFrame, title: str = "", *, ylabel: str = "Accuracy (%)") -> Figure:

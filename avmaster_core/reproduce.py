@@ -562,7 +562,7 @@ def build_plan(settings: ReproduceSettings, only=None) -> Plan:
     from .notebooks import find_notebooks
 
     artefacts, items = {}, {}
-    notebooks = _notebook_of_artefacts(find_notebooks(Path(__file__).resolve().parent.parent / "notebooks")) \
+    notebooks = notebook_of_artefacts(find_notebooks(Path(__file__).resolve().parent.parent / "notebooks")) \
         if (Path(__file__).resolve().parent.parent / "notebooks").is_dir() else {}
     for name in select_artefacts(only):
         art = artefacts[name] = Artefact(name, notebook=notebooks.get(name))
@@ -578,7 +578,7 @@ def build_plan(settings: ReproduceSettings, only=None) -> Plan:
     return plan
 
 
-def _notebook_of_artefacts(notebooks) -> dict[str, Path]:
+def notebook_of_artefacts(notebooks) -> dict[str, Path]:
     """{artefact: notebook} from the notebook names (10_table2_..., 19_table12_13_..., 20_fig4_...)."""
     import re
 

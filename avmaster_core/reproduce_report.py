@@ -103,18 +103,27 @@ def _summary(name: str, table: pd.DataFrame) -> pd.DataFrame:
     return paper.summary_columns(table)
 
 
+def cell_tables(plan: Plan, name: str) -> dict:
+    """{cell label: {seed: its finished test table, one row in the artefact's columns}} of artefact `name`;
+    cells with no finished seed are absent (the report reads the spread over seeds from these)."""
+    out = {}
+    for label, keys in plan.artefacts[name].cells:
+        if label == NOTEBOOK_CELL:  # only makes the notebook wait for the full model: its numbers are Table II's
+            continue
+        tables = {_seed_of(plan.items[k].spec): _item_table(plan, k) for k in keys}
+        found = {seed: _summary(name, t) for seed, t in tables.items() if t is not None}
+        if found:
+            out[label] = found
+    return out
+
+
 def ours_table(plan: Plan, name: str) -> pd.DataFrame:
     """Our finished cells of artefact `name`, mean over seeds, in the paper's row labels and columns
     (`.attrs["seeds"]`: the seeds behind each row). Cells with no finished seed are absent."""
     rows, seeds = {}, {}
-    for label, keys in plan.artefacts[name].cells:
-        if label == NOTEBOOK_CELL:  # only makes the notebook wait for the full model: its numbers are Table II's
-            continue
-        tables = {k: _item_table(plan, k) for k in keys}
-        found = [_summary(name, t) for t in tables.values() if t is not None]
-        if found:
-            rows[label] = pd.concat(found).mean(numeric_only=True)
-            seeds[label] = [_seed_of(plan.items[k].spec) for k, t in tables.items() if t is not None]
+    for label, found in cell_tables(plan, name).items():
+        rows[label] = pd.concat(found.values()).mean(numeric_only=True)
+        seeds[label] = list(found)
     if not rows:
         return pd.DataFrame()
     labels = list(rows)

@@ -92,11 +92,18 @@ def _run_token_counts(args) -> int:
         print(f"avmaster store token-counts: no store {args.store}: give the feature store (.h5) that "
               "`avmaster extract --questions` wrote", file=sys.stderr)
         return 1
+    with FeatureStore(args.store) as store:
+        stored = sum(store.has("words", q) for q in texts)
+    if stored < len(texts) / 2:  # the store holds another dataset's questions (or hardly any of these)
+        print(f"avmaster store token-counts: only {stored} of the {len(texts)} questions of {args.questions} "
+              f"under {args.root} are in {args.store}: it holds another dataset's questions (give the store "
+              f"`avmaster extract --questions {args.questions}` wrote), or extract the rest first; nothing was "
+              "written", file=sys.stderr)
+        return 1
     try:
         with FeatureStore(args.store, "a") as store:
             added = record_token_counts(store, texts)
-            stored = sum(store.has("words", q) for q in texts)
-    except OSError as e:
+    except (OSError, ValueError) as e:
         print(f"avmaster store token-counts: {e}", file=sys.stderr)
         return 1
     print(f"{args.store}: token counts added to {added} question(s); {stored} of the {len(texts)} questions of "

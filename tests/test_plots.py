@@ -95,7 +95,7 @@ def test_save_figure_creates_folders_and_leaves_no_temp_files(tmp_path):
     from PIL import Image
     with Image.open(target) as image:  # 150 dpi by default
         assert image.info["dpi"][0] == pytest.approx(150, abs=1)
-    assert [p.name for p in target.parent.iterdir()] == ["fig8.png"]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["fig8.png", "fig8.png.provenance.json"]  # no temp
     with pytest.raises(ValueError, match="suffix"):
         plots.save_figure(fig, tmp_path / "nosuffix")
 
@@ -106,7 +106,7 @@ def test_save_table_round_trips_the_side_by_side_layout(tmp_path):
     target = plots.save_table(table, tmp_path / "new" / "table2.csv")
     back = pd.read_csv(target, header=[0, 1, 2], index_col=0)
     assert back.shape == table.shape and back.iloc[-1, 12] == 78.51
-    assert [p.name for p in target.parent.iterdir()] == ["table2.csv"]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["table2.csv", "table2.csv.provenance.json"]
 
 
 def test_bars_draw_one_bar_per_row_and_metric():

@@ -334,8 +334,18 @@ def token_counts(texts: list[str], tokenizer=None) -> list[int]:
 
 def record_token_counts(store: FeatureStore, questions: dict, tokenizer=None, batch_size: int = 4096) -> int:
     """Add the token count (store.TOKENS_ATTR) to every stored words item of `questions` (question_id ->
-    text) that has none; returns how many were added. Tokenizes only: the features are not touched."""
-    todo = [q for q in questions if store.has("words", q) and TOKENS_ATTR not in store.file[f"words/{q}"].attrs]
+    text) that has none; returns how many were added. Tokenizes only: the features are not touched.
+    A stored item whose text hash (text_sha1, recorded at extraction) differs from the text given was made
+    from another question: ValueError naming them (the first 20 and a count), nothing written."""
+    stored = [q for q in questions if store.has("words", q)]
+    other = [q for q in stored if store.file[f"words/{q}"].attrs.get("text_sha1", text_hash(questions[q]))
+             != text_hash(questions[q])]
+    if other:
+        more = f" and {len(other) - 20} more" if len(other) > 20 else ""
+        raise ValueError(f"{len(other)} stored question(s) were extracted from other texts than the ones given "
+                         f"(question_id(s) {', '.join(map(str, other[:20]))}{more}): these annotations are not the "
+                         "store's (another dataset?); nothing was written")
+    todo = [q for q in stored if TOKENS_ATTR not in store.file[f"words/{q}"].attrs]
     for start in range(0, len(todo), batch_size):
         part = todo[start:start + batch_size]
         for q, tokens in zip(part, token_counts([question_text(questions[q]) for q in part], tokenizer)):
@@ -380,7 +390,8 @@ def load_question_table(records: str | Path | None = None, dataset: str | None =
 
 
 def _checked_question_table(table, where: str) -> dict[int, str]:
-    """question_id -> text; one ValueError for ids that are not integers and ids given with different texts."""
+    """question_id -> text; one ValueError for ids that are not integers, empty questions and ids given with
+    different texts."""
     import pandas as pd
 
     ids = pd.to_numeric(table["question_id"], errors="coerce")
@@ -390,7 +401,14 @@ def _checked_question_table(table, where: str) -> dict[int, str]:
         problems.append(f"{int(bad.sum())} question_id(s) are not integers (e.g. "
                         f"{table.loc[bad, 'question_id'].head(5).tolist()} at row(s) "
                         f"{[int(i) + 1 for i in table.index[bad][:5]]})")
-    table = pd.DataFrame({"question_id": ids[~bad].astype("int64"), "question": table["question"][~bad].astype(str)})
+    text = table["question"].map(lambda q: "" if q is None or (isinstance(q, float) and q != q) else str(q))
+    empty = text.map(question_text) == ""  # an empty cell would otherwise be stored as the text "nan"
+    if empty.any():
+        problems.append(f"{int(empty.sum())} question(s) are empty (question_id(s) "
+                        f"{table.loc[empty, 'question_id'].head(20).tolist()} at row(s) "
+                        f"{[int(i) + 1 for i in table.index[empty][:20]]})")
+    keep = ~bad & ~empty
+    table = pd.DataFrame({"question_id": ids[keep].astype("int64"), "question": text[keep]})
     table["seen_as"] = table["question"].map(question_text)  # what CLIP sees: "Is it?" and "Is it" agree
     unique = table.drop_duplicates(["question_id", "seen_as"])
     clashes = unique["question_id"][unique["question_id"].duplicated()].unique()
@@ -400,7 +418,8 @@ def _checked_question_table(table, where: str) -> dict[int, str]:
         problems.append(f"{len(clashes)} question_id(s) appear with different texts (e.g. {q}: {variants[0]!r} "
                         f"and {variants[1]!r})")
     if problems:
-        raise ValueError(f"{where}: {'; '.join(problems)}: give each question its own integer id and rerun")
+        raise ValueError(f"{where}: {'; '.join(problems)}: give each question its own integer id and a text, "
+                         "and rerun")
     return dict(zip(unique["question_id"], unique["question"]))
 
 
