@@ -450,8 +450,8 @@ def with_paper_fig5(ours: pd.DataFrame) -> pd.DataFrame:
 # The multiple-choice designs compared on the synthetic multiple-choice variant (docs/avqa.md), by label.
 AVQA_EXPERIMENTS = {"position-only (candidates unseen)": "avqa/position_only",
                     "question-only, candidates scored (match)": "avqa/question_only",
-                    "AV-Master, match (our reading)": registry.MULTIPLE_CHOICE_MODEL,
-                    "AV-Master, dot (alternative)": "avqa/choices_dot"}
+                    "AV-Master, dot (our reading, default)": registry.MULTIPLE_CHOICE_MODEL,
+                    "AV-Master, match (alternative)": "avqa/choices_match"}
 SMOKE_MC_COMMANDS = (
     "avmaster synth --choices 4 --out data/synthetic_mc",
     "OMP_NUM_THREADS=1 avmaster sweep --seeds 1 2 3 --size cpu --dataset synthetic_mc --root data/synthetic_mc "

@@ -19,8 +19,9 @@ avqa_rows) and what they share:
 | music_avqa_v2  | train / val / test, with `subset="balance"` (default) or `"bias"`; or the shorthands "test_bias", "train_balance", "val_bias", ... |
 |                | balance: train_balance.json, balance_valid.json, test_balance.json |
 |                | bias:    train_bias.json,    bias_valid.json,    test_bias.json    |
-| avqa           | train                     | train_qa.json without the held-out videos (AVQA_HOLDOUT) |
-|                | val                       | train_qa.json, the held-out videos only: model selection |
+| avqa           | train                     | train_qa.json without the held-out YouTube videos (AVQA_HOLDOUT) |
+|                | val                       | train_qa.json, the held-out YouTube videos only: model selection |
+|                | train_all                 | all of train_qa.json (the variant that retrains for the epochs chosen on val) |
 |                | test                      | val_qa.json (AVQA publishes no test answers; the paper's "test" is this file) |
 | synthetic_mc   | train / val / test        | avqa-{split}.json of `avmaster synth --choices C` (with `multi_choice`) |
 
@@ -34,8 +35,12 @@ Columns: records.RECORD_COLUMNS, then
 - music_avqa_r: `subset`, `source_question_id` (the published id, shared by the rephrasings of one question);
 - music_avqa_v2: `subset`, `unmatch_audio`, `audio_instrument`, `video_instrument`, `person` (None where absent);
 - avqa: `choices` (the `multi_choice` list), `video_index` (AVQA's numeric `video_id`).
-  AVQA's validation split is a fixed held-out part of train_qa.json, chosen by video (AVQA_HOLDOUT: a
-  salted sha256 of the clip name), so no checkpoint is ever selected on val_qa.json, the scored file.
+  AVQA's records: {"id", "video_name": "<YouTube id>_<start seconds>", "video_id", "question_text",
+  "multi_choice": [4 strings], "answer": index into multi_choice, "question_relation": "Both" | "Sound" | "View",
+  "question_type": a word such as "Happening", "Which", "Where"}; `modality` is Audio-Visual / Audio / Visual.
+  AVQA's validation split is a fixed held-out part of train_qa.json, chosen by YouTube video (AVQA_HOLDOUT: a
+  salted sha256 of the YouTube id, so the clips of one source video stay on one side), and no checkpoint is
+  ever selected on val_qa.json, the scored file. A question id found in both AVQA files is refused.
 - synthetic_mc: `choices` (the record's `multi_choice`); `answer_idx` is the answer's position in it.
   For AVQA, `video_id` is the clip name (`video_name`, e.g. "06GyG4-wONQ_000006"), `question` = `template` =
   `question_text`, `qtype` = `question_type`, `answer` = the chosen string and `answer_idx` = its position
@@ -64,7 +69,8 @@ from .vocab import answer_index, fill_question, parse_templ_values
 
 DERIVED_ID_BASE = 10**12
 MAX_IDS_LISTED = 20  # ids named in a message, then a count (as preflight.MAX_LISTED)
-_AVQA_MODALITY = {"Audio": "Audio", "Visual": "Visual", "Both": "Audio-Visual"}
+# AVQA's `question_relation` (the modality a question needs) -> records.MODALITIES
+_AVQA_MODALITY = {"Sound": "Audio", "View": "Visual", "Both": "Audio-Visual"}
 V2_EXTRA_FIELDS = ("unmatch_audio", "audio_instrument", "video_instrument", "person")
 
 
@@ -229,24 +235,61 @@ def _parse_type(value, where: str) -> tuple[str, str]:
 
 # --------------------------------------------------------------------------- AVQA
 
-# AVQA's model-selection split: the questions of 10% of train_qa.json's videos, picked by a salted hash of the
-# clip name (fixed on every machine; changing the salt or the percent changes the split and must be recorded).
-AVQA_HOLDOUT = {"file": "train_qa.json", "percent": 10, "salt": "avmaster/avqa-holdout/v1"}
+# AVQA's model-selection split: the questions of 10% of train_qa.json's source videos, picked by a salted hash of
+# the YouTube id (fixed on every machine; changing the salt or the percent changes the split and must be recorded).
+# v1 hashed the clip name, so clips of one YouTube video could land on both sides; v2 groups them by YouTube id.
+AVQA_HOLDOUT = {"file": "train_qa.json", "percent": 10, "salt": "avmaster/avqa-holdout/v2", "group": "youtube_id"}
+AVQA_FILES = ("train_qa.json", "val_qa.json")
+
+
+def avqa_youtube_id(video_name: str) -> str:
+    """The YouTube id of an AVQA clip: `video_name` is `<YouTube id>_<start seconds>` ("-HG3Omg_89c_000030" ->
+    "-HG3Omg_89c"; YouTube ids may themselves hold "_"). ValueError for a name without the seconds suffix."""
+    youtube_id, sep, start = video_name.rpartition("_")
+    if not (sep and youtube_id and start.isdigit()):
+        raise ValueError(f"AVQA video_name {video_name!r} is not <YouTube id>_<start seconds>")
+    return youtube_id
 
 
 def avqa_held_out(video_name: str) -> bool:
-    """True when the AVQA clip `video_name` belongs to the held-out (validation) part of train_qa.json."""
-    digest = hashlib.sha256(f"{AVQA_HOLDOUT['salt']}|{video_name}".encode()).digest()
+    """True when the AVQA clip `video_name` belongs to the held-out (validation) part of train_qa.json: every
+    clip of one YouTube video is on the same side."""
+    key = avqa_youtube_id(video_name)
+    digest = hashlib.sha256(f"{AVQA_HOLDOUT['salt']}|{key}".encode()).digest()
     return int.from_bytes(digest[:8], "big") % 100 < AVQA_HOLDOUT["percent"]
 
 
 def avqa_rows(raw: list, path: Path, dataset: str, split: str, subset: str | None) -> list[dict]:
     """The loader of AVQA's format: raw JSON records -> record rows (see the module docstring). From
-    train_qa.json, split "val" keeps the held-out videos (AVQA_HOLDOUT) and split "train" the others."""
+    train_qa.json, split "val" keeps the held-out YouTube videos (AVQA_HOLDOUT) and split "train" the others;
+    a question id that is also in the other AVQA file beside it is refused."""
     rows = [_avqa_row(r, i, path, dataset, split) for i, r in enumerate(raw)]
+    _refuse_ids_in_both_avqa_files(rows, path, dataset)
     if path.name == AVQA_HOLDOUT["file"] and split in ("train", "val"):
         rows = [row for row in rows if avqa_held_out(row["video_id"]) == (split == "val")]
     return rows
+
+
+def _refuse_ids_in_both_avqa_files(rows: list[dict], path: Path, dataset: str) -> None:
+    """Question features and predictions are keyed by question id: an id in both train_qa.json and val_qa.json
+    would share one stored feature (the first written wins), so it is refused, naming the ids and both files."""
+    if path.name not in AVQA_FILES:
+        return
+    other = path.with_name(AVQA_FILES[1 - AVQA_FILES.index(path.name)])
+    if not other.is_file():
+        return
+    from .dataset_registry import get
+
+    spec = get(dataset)
+    other_ids = set()
+    for position, r in enumerate(_read_json_list(other, spec)):
+        qid = _as_int_id(r.get("id") if isinstance(r, dict) else None, f"{other} (record {position})")
+        other_ids.add(qid)
+    both = sorted({row["question_id"] for row in rows} & other_ids)
+    if both:
+        raise AnnotationError(f"{len(both)} question id(s) are in both {path} and {other} (e.g. {both[:5]}); "
+                              f"AVQA's ids are unique across its two files, so one of them is not the published "
+                              f"file: fetch both again with `{spec.obtain_command(path.parent)}`")
 
 
 def synthetic_mc_rows(raw: list, path: Path, dataset: str, split: str, subset: str | None) -> list[dict]:
@@ -274,8 +317,12 @@ def _avqa_row(r, position: int, path: Path, dataset: str, split: str) -> dict:
     if choice is None or not 0 <= choice < len(choices):
         raise AnnotationError(f"{where}: answer {r['answer']!r} does not index multi_choice {choices}")
     if r["question_relation"] not in _AVQA_MODALITY:
-        raise AnnotationError(f"{where}: question_relation {r['question_relation']!r} is not one of "
-                              f"{list(_AVQA_MODALITY)}")
+        raise AnnotationError(f"{where}: question_relation {r['question_relation']!r} is not one of AVQA's "
+                              f"{', '.join(_AVQA_MODALITY)}")
+    try:
+        avqa_youtube_id(str(r["video_name"]))
+    except ValueError as e:
+        raise AnnotationError(f"{where}: {e}") from None
     question_id = _as_int_id(r["id"], where)
     return {
         "question_id": question_id, "video_id": str(r["video_name"]), "template": r["question_text"],

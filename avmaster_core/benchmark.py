@@ -151,9 +151,47 @@ def run(args: argparse.Namespace) -> int:
 # MUSIC-AVQA's official schedule: 30 epochs over the 31,927 training questions at batch 64, validation on
 # 4,568 questions after every epoch, the test split (9,129) once at the end (docs/released-code.md §7).
 MUSIC_AVQA = {"train": 31_927, "val": 4_568, "test": 9_129, "videos": 9_288, "epochs": 30}
-RELEASED_H200 = {"train_ms_b64": 424.0, "train_samples_per_s_b64": 151.0, "infer_samples_per_s_b64": 631.0}
+# The released code on one H200, fp32, T = 60 (docs/released-code.md §11): a training step costs 424 ms at batch 64
+# and 414 ms at batch 32 (bound by kernel launches, not arithmetic); inference 631 samples/s at batch 64.
+RELEASED_H200 = {"train_ms_b64": 424.0, "train_ms_b32": 414.0, "train_samples_per_s_b64": 151.0,
+                 "infer_samples_per_s_b64": 631.0}
+# Operator calls of one step of the plain official model (`operator_calls`: leaf aten ops under torch.profiler, a
+# proxy for the GPU kernel launches that bound the step; width does not change them), a + b T. Counted with
+# `operator_calls(T)`, one torch thread (two add 4 calls), 2026-12-05: training 12,564 / 24,324 / 41,964 at
+# T = 10 / 30 / 60, inference 3,509 / 7,689 / 13,959: exactly linear from T = 10 (tests/test_reproduce_hours.py
+# recounts T = 10 and 11; below T = 10 a few calls more, +4 at T = 2).
+OPERATOR_CALLS = {"train": (6684, 588), "infer": (1419, 209)}
 TARGETS = {"train_samples_per_s": 1500.0, "max_row_rel": 1e-2, "schedule_minutes": 15.0}
 TINY_MODEL = dict(dim=32, focus_heads=2, focus_ffn=64, decoder_heads=2, decoder_layers=1)
+
+
+def operator_calls(segments: int, kind: str = "train") -> int:
+    """Leaf operator calls (aten ops without children, torch.profiler, CPU) of one eager fp32 training step
+    ("train": forward, loss, backward, Adam) or one inference forward ("infer") of the plain official model at T =
+    `segments` (width 32, batch 2: the count depends on neither). OPERATOR_CALLS holds the fitted a + b T."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cfg = ModelConfig.official(dim=32, focus_ffn=64)
+    torch.manual_seed(0)
+    model = build_model(cfg, fast=False)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    batch = random_batch(2, segments, cfg, "cpu")
+
+    def step():
+        if kind == "train":
+            model.train()
+            opt.zero_grad()
+            model.loss(model(batch), batch)["total"].backward()
+            opt.step()
+        else:
+            model.eval()
+            with torch.inference_mode():
+                model(batch)
+
+    step()  # warm-up: lazy initialisations are not part of a step
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    return sum(1 for e in prof.events() if e.name.startswith("aten::") and not e.cpu_children)
 
 
 def _free(device: torch.device) -> None:

@@ -16,10 +16,10 @@ the files share a format.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
-from .annotations import avqa_rows, music_avqa_r_rows, music_avqa_rows, music_avqa_v2_rows, synthetic_mc_rows
+from .annotations import AVQA_HOLDOUT, avqa_rows, music_avqa_r_rows, music_avqa_rows, music_avqa_v2_rows, synthetic_mc_rows
 from .scoring import score_head_tail, score_table2, score_table4, score_table5
 
 GITHUB_RAW = "https://raw.githubusercontent.com"
@@ -66,6 +66,10 @@ class DatasetSpec:
     answers_in_vocab: answer_idx indexes vocab.ANSWERS (False: the record's own `choices`, AVQA).
     licence: the files' licence, as `avmaster data list` prints it.
     obtain: the command that puts the files in <root> ({root} is filled in); default: data fetch.
+    segments: seconds (= feature rows T) per video as its features are stored: MUSIC-AVQA's 60-s videos,
+        AVQA's 10-s VGGSound clips (the reproduce plan scales its step time with it).
+    table1_counts: {split: (Table I column, share)} where a split holds a share of a Table I count (AVQA's
+        train and val are 90 % and 10 % of train_qa.json); other splits: their own column, all of it.
     """
 
     name: str
@@ -79,6 +83,8 @@ class DatasetSpec:
     answers_in_vocab: bool = True
     licence: str = ""
     obtain: str = ""
+    segments: int = 60
+    table1_counts: Mapping[str, tuple[str, float]] = field(default_factory=dict)
 
     def __post_init__(self):
         stray = [f.name for f in self.files if f.dataset != self.name]
@@ -170,12 +176,16 @@ SPECS: tuple[DatasetSpec, ...] = (
         ),
         licence="GPL-3.0, research use only (DragonLiu1995/MUSIC-AVQA-v2.0); *_valid.json from AIM-SKKU/QA-TIGER"),
     # AVQA publishes no test answers: the paper's "test" is val_qa.json. Checkpoints are selected on "val", a
-    # fixed held-out part of train_qa.json by video (annotations.AVQA_HOLDOUT), never on the scored file.
+    # fixed held-out part of train_qa.json by YouTube video (annotations.AVQA_HOLDOUT), never on the scored file.
+    # "train_all" (train + val) is for the variant that retrains for the epoch count chosen on val (docs/avqa.md).
     DatasetSpec(
         "avqa", "AVQA",
         {("train", None): (("train_qa.json", "train", None),), ("val", None): (("train_qa.json", "val", None),),
+         ("train_all", None): (("train_qa.json", "train_all", None),),
          ("test", None): (("val_qa.json", "test", None),)},
-        avqa_rows, "table5", score_table5, answers_in_vocab=False,
+        avqa_rows, "table5", score_table5, answers_in_vocab=False, segments=10,
+        table1_counts={"train": ("# Train QA", 1 - AVQA_HOLDOUT["percent"] / 100),
+                       "val": ("# Train QA", AVQA_HOLDOUT["percent"] / 100), "train_all": ("# Train QA", 1.0)},
         files=(
             OfficialFile("avqa", "train_qa.json", _AVQA, "data/annotation/train_qa.json",
                          git_blob_prefix="dcf7ee2555bb"),
@@ -185,11 +195,11 @@ SPECS: tuple[DatasetSpec, ...] = (
         licence="see AlyssaYoung/AVQA and https://mn.cs.tsinghua.edu.cn/avqa"),
     # The bundled synthetic benchmark: MUSIC-AVQA's format, generated locally
     DatasetSpec("synthetic", "synthetic benchmark", _music_split_files(), music_avqa_rows, "table2",
-                score_table2, obtain="avmaster synth --out {root} --overwrite"),
+                score_table2, obtain="avmaster synth --out {root} --overwrite", segments=10),
     # Its multiple-choice variant (AVQA's task on the synthetic scenes): answers index each record's choices
     DatasetSpec("synthetic_mc", "synthetic benchmark, multiple choice", _music_split_files(), synthetic_mc_rows,
                 "table2", score_table2, answers_in_vocab=False,
-                obtain="avmaster synth --choices 4 --out {root} --overwrite"),
+                obtain="avmaster synth --choices 4 --out {root} --overwrite", segments=10),
 )
 REGISTRY: Mapping[str, DatasetSpec] = {spec.name: spec for spec in SPECS}
 DATASET_NAMES: tuple[str, ...] = tuple(REGISTRY)

@@ -198,10 +198,10 @@ def _train_command(args) -> int:
 
 
 def _evaluate_command(args) -> int:
-    from .atomic import atomic_write
     from .checkpoint import read_checkpoint
     from .config import ModelConfig, check_inference_changes
     from .evaluation import evaluate
+    from .plots import save_table
     from .scoring import write_predictions
 
     changes = check_inference_changes(parse_overrides(args.set))
@@ -221,13 +221,14 @@ def _evaluate_command(args) -> int:
         out = Path(args.out)
         write_predictions(out / "predictions.json", predictions, dataset=args.dataset, split=args.split,
                           meta={"checkpoint": str(args.checkpoint)})
-        atomic_write(out / f"{args.split}_table.csv", lambda f: table.to_csv(f), mode="w")
+        save_table(table, out / f"{args.split}_table.csv")  # + its provenance sidecar (the checkpoint's run)
         print(f"wrote {out / 'predictions.json'} and {out / f'{args.split}_table.csv'}")
     return 0
 
 
 def _score_command(args) -> int:
-    from .atomic import atomic_write
+    from .plots import save_table
+    from .provenance import note_run_read
     from .scoring import check_prediction_target, read_prediction_file, score
 
     predictions, header = read_prediction_file(args.predictions)
@@ -236,7 +237,8 @@ def _score_command(args) -> int:
                   missing=args.missing)
     print(table.to_string())
     if args.out:
-        atomic_write(args.out, lambda f: table.to_csv(f), mode="w")
+        note_run_read(Path(args.predictions).parent)  # a run folder's predictions: the table names that run
+        save_table(table, args.out)
         print(f"wrote {args.out}")
     return 0
 
@@ -268,7 +270,7 @@ def _add_train_parser(subparsers) -> None:
     p.add_argument("--out", default="results/runs", help="runs folder (default results/runs)")
     p.add_argument("--name", help="run folder name under --out (default: the experiment, paper/<experiment> "
                                   "for --preset paper, plus any --set changes)")
-    p.set_defaults(func=_train_command)
+    p.set_defaults(func=_train_command, outputs={"out": "folder"})
 
 
 def _add_evaluate_parser(subparsers) -> None:
@@ -289,7 +291,7 @@ def _add_evaluate_parser(subparsers) -> None:
     p.add_argument("--amp", action="store_true", help="bf16 mixed precision")
     p.add_argument("--out", help="folder for predictions.json and <split>_table.csv")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=_evaluate_command)
+    p.set_defaults(func=_evaluate_command, outputs={"out": "folder"})
 
 
 def _add_score_parser(subparsers) -> None:
@@ -304,7 +306,7 @@ def _add_score_parser(subparsers) -> None:
     p.add_argument("--missing", choices=("error", "wrong"), default="error",
                    help="questions without a prediction: error (default) or count them wrong")
     p.add_argument("--out", help="also write the table to this CSV file")
-    p.set_defaults(func=_score_command)
+    p.set_defaults(func=_score_command, outputs={"out": "file"})
 
 
 def register(subparsers) -> None:

@@ -25,6 +25,10 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 FULL_MODEL = "default"  # the full model: experiments with its configuration reuse its run
+# Table XI's other AV-Master rows: (paper's visual label, audio label, visual encoder, audio encoder); the encoder
+# names are those `avmaster extract` registers (extract/encoders.py) or would register (e.g. "clap", 48 kHz)
+TABLE11_ENCODERS = (("Resnet-18", "VGGish", "resnet18", "vggish"), ("CLIP_B", "VGGish", "clip-b", "vggish"),
+                    ("CLIP_L", "CLAP", "clip", "clap"), ("Internvideo2", "Internvideo2", "internvideo2", "internvideo2"))
 # The full model of a benchmark whose answers are each question's own candidates (AVQA, Table V): it scores the
 # candidates (avmaster_core.choices) instead of classifying over the 42 answers.
 MULTIPLE_CHOICE_MODEL = "avqa/choices"
@@ -40,6 +44,8 @@ class Experiment:
     fills: the paper cells this experiment reproduces: (table, row label) such as ("table7", "w/o. TDPP"), or
         (figure, x value) such as ("fig7", ("lambda_qa", 0.4)).
     segments: the number of segments T fixed at the data level (Fig. 4), None = the data's own.
+    features: (visual, audio) encoder names (extract.encoders registries) of the features it trains on (Table
+        XI), None = the benchmark's own store (CLIP-L/14@336 + VGGish); the model takes that store's widths.
     reading: None when the paper states the setting; otherwise the paper's own words the entry interprets.
     """
 
@@ -48,6 +54,7 @@ class Experiment:
     label: str
     fills: tuple[tuple[str, Any], ...] = ()
     segments: int | None = None
+    features: tuple[str, str] | None = None
     reading: str | None = None
 
     def __post_init__(self):
@@ -76,8 +83,10 @@ _FIG7 = ("Fig. 7's text names 0.4, 1.0 and 1.6 ('Increasing lambda_qa from 0.4 t
          "(e.g. 1.6) accuracy declines slightly'); the grid {0.4, 0.7, 1.0, 1.3, 1.6} is our reading of the figure")
 _AVQA_MC = ("Sec. IV-A / Table V report AVQA accuracy but the paper does not say how AV-Master answers AVQA's "
             "multiple-choice questions (the released code has no AVQA loader); we score each candidate answer's "
-            "CLIP text feature against each head's decoder state with an MLP, as AVQA's own baselines (HCRN/HAVF's "
-            "multiple-choice output unit) do (docs/avqa.md)")
+            "projected CLIP text feature against each head's decoder state by a dot product: the released answer "
+            "head with its 42 rows replaced by the candidates, the smallest change to the decoders (docs/avqa.md)")
+_AVQA_MATCH = ("the same question as avqa/choices, answered the way AVQA's own baselines (HCRN/HAVF's multiple-"
+               "choice output unit) score candidates: an MLP over [h, a, h*a] per candidate (docs/avqa.md)")
 _QUESTION_ONLY = dict(inputs="q", use_focus=False, use_gpap=False, lambda_a=0.0, lambda_v=0.0, lambda_c=0.0)
 FIG7_WEIGHTS = {"lambda_qa": "qa", "lambda_a^p": "a", "lambda_v^p": "v", "lambda_c": "c"}  # paper label -> short
 FIG7_VALUES = (0.4, 0.7, 1.0, 1.3, 1.6)
@@ -86,7 +95,7 @@ OURS = "AV-Master"  # the paper's row name of its own model
 
 ENTRIES: tuple[Experiment, ...] = (
     Experiment("default", {}, "AV-Master",
-               fills=(("table2", OURS), ("table7", OURS), ("table11", ("CLIP_L", "VGGish", OURS)))),
+               fills=(("table2", OURS), ("table6", OURS), ("table7", OURS), ("table11", ("CLIP_L", "VGGish", OURS)))),
     # Table VII: components
     Experiment("table7/wo_all", dict(use_focus=False, use_gpap=False, lambda_c=0.0), "w/o ALL",
                fills=(("table7", "w/o. ALL"),), reading=_WO_ALL),
@@ -131,10 +140,10 @@ ENTRIES: tuple[Experiment, ...] = (
     # AVQA (Table V) as multiple choice: the candidates' text features scored by each head (avmaster_core.choices)
     # Table V's row is filled by this experiment trained on AVQA (a whole-benchmark table: `reproduce` trains it
     # with the avqa protocol, not with the main benchmark's, so no `fills` here; see full_model_for)
-    Experiment("avqa/choices", dict(choice_scorer="match", num_answers=4), "AV-Master, candidates scored (match)",
+    Experiment("avqa/choices", dict(choice_scorer="dot", num_answers=4), "AV-Master, candidates scored (dot)",
                reading=_AVQA_MC),
-    Experiment("avqa/choices_dot", dict(choice_scorer="dot", num_answers=4), "candidates scored (dot), alternative",
-               reading=_AVQA_MC),
+    Experiment("avqa/choices_match", dict(choice_scorer="match", num_answers=4),
+               "candidates scored (match), alternative", reading=_AVQA_MATCH),
     # what the package trained before issue 13: a 4-way classifier over positions that never sees the candidates
     Experiment("avqa/position_only", dict(num_answers=4), "position-only baseline (candidates unseen)"),
     Experiment("avqa/question_only", {**_QUESTION_ONLY, "choice_scorer": "match", "num_answers": 4},
@@ -147,6 +156,11 @@ ENTRIES: tuple[Experiment, ...] = (
     *(Experiment(f"fig4/T{t}", {}, f"{t} segments", fills=(("fig4", t),), segments=t,
                  reading=_FIG4_RETRAIN if t in (48, 60) else f"{_FIG4}. {_FIG4_RETRAIN}")
       for t in FIG4_SEGMENTS),
+    # Table XI: AV-Master on other feature extractors (its CLIP_L + VGGish row is the full model's run): the same
+    # model trained on a store made with those encoders (`avmaster extract --visual-encoder V --audio-encoder A`)
+    *(Experiment(f"table11/{v}+{a}", {}, f"{label_v} + {label_a} features",
+                 fills=(("table11", (label_v, label_a, OURS)),), features=(v, a))
+      for label_v, label_a, v, a in TABLE11_ENCODERS),
     # Fig. 8 (word attention): the official preset with the start token and padding masked out of the words
     Experiment("fig8/mask_padding", dict(mask_padding=True), "words without start token and padding",
                reading=("Sec. III-A(c): word-level features F_t^w = {F_t^2, ..., F_t^L}, L the number of question "
@@ -191,7 +205,7 @@ PRESET_READINGS: tuple[PresetReading, ...] = (
                   "Sec. III-D: 'During inference, we sum all the predicted distributions from the model'. With a "
                   "zero loss weight (Table VIII rows 1-4) a head stays untrained; answer_heads='trained' leaves it out",
                   "as written"),
-    PresetReading("AVQA (Table V)", "candidates scored per head (choice_scorer='match', experiment avqa/choices)",
+    PresetReading("AVQA (Table V)", "candidates scored per head (choice_scorer='dot', experiment avqa/choices)",
                   "the same", "Sec. IV-A / Table V report AVQA accuracy without saying how the four candidate answers "
                   "are scored (docs/avqa.md)", "our reading"),
 )
@@ -214,7 +228,8 @@ def run_for(name: str) -> str:
     from .config import experiment
 
     entry, full = get(name), get(FULL_MODEL)
-    same = entry.segments == full.segments and all(experiment(name, p) == experiment(FULL_MODEL, p)
+    same = entry.segments == full.segments and entry.features == full.features and all(
+        experiment(name, p) == experiment(FULL_MODEL, p)
                                                    for p in ("official", "paper"))
     return FULL_MODEL if same else name
 

@@ -24,7 +24,7 @@ import traceback
 from pathlib import Path
 from typing import Iterator
 
-from .reproduce import (EvalSpec, Inventory, QuestionSpec, ReproduceSettings, RunSpec, finished_on_disk, lock_path,
+from .reproduce import (EvalSpec, FeatureSpec, Inventory, QuestionSpec, ReproduceSettings, RunSpec, finished_on_disk, lock_path,
                         read_table_avg, run_configs, spec_from_dict, spec_to_dict)
 
 
@@ -42,6 +42,8 @@ def run_item(spec, settings: ReproduceSettings) -> str:
         return "finished" if result.test_acc is None else f"test {result.test_acc:.2f} %"
     if isinstance(spec, EvalSpec):
         return _evaluate(spec, settings)
+    if isinstance(spec, FeatureSpec):  # never ready in a plan: it needs the videos
+        raise RuntimeError(f"{spec.key} needs the videos: run `{spec.command(settings)}`")
     return _question_features(spec, settings)
 
 

@@ -86,6 +86,15 @@ def official_parameter_counts() -> dict[str, int]:
     return {"used": used, "dead": total - used, "released_total": total}
 
 
+def trained_parameters(preset: str = "official") -> int:
+    """Parameters of the model this package trains as AV-Master on `preset` (ours in Table VI's Params column;
+    the official preset's equals official_parameter_counts()["used"])."""
+    from .config import experiment
+    from .model import build_model, count_parameters
+
+    return count_parameters(build_model(experiment("default", preset)))
+
+
 def _numel(shape: tuple[int, ...]) -> int:
     n = 1
     for s in shape:

@@ -27,20 +27,26 @@ Where things live (all under the settings' folders):
     <results>/eval/<label>/<seed>/         evaluations: predictions.json, <split>_table.csv
     <results>/reproduce/<artefact>.csv     the paper beside ours, assembled from the two above
 
-GPU time: each missing item's questions divided by a training / inference speed: given with
+GPU time: each missing item's training steps (epochs x ceil(questions / batch)) and inference batches of 64,
+times a step time at the item's T and batch. The speed at the reference shape (T = 60, batch 64) is given with
 `--train-speed/--infer-speed` (e.g. from `avmaster benchmark --gpu-suite`); else measured on this plan's own
 finished runs (metrics.jsonl); else the only GPU figure measured so far, the released code on one H200
 (docs/released-code.md §11: 151 train / 631 inference samples/s, fp32, batch 64; `benchmark.RELEASED_H200`).
+Other shapes are scaled from measured figures (`step_scale`): the step is launch-bound, so with T as the
+operator calls per step (counted: benchmark.OPERATOR_CALLS) and with batch as the released step between batch
+32 (414 ms) and 64 (424 ms).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 LOCK_NAME = ".reproduce.lock"
+REFERENCE_SHAPE = (60, 64)   # (T, batch) of every speed figure: the released code's measured shape
 # Status words, in the order a person cares about them.
 FINISHED, RUNNING, INTERRUPTED, READY, WAITING, BLOCKED, CONFLICT = (
     "finished", "running", "interrupted", "missing", "waiting", "blocked", "conflict")
@@ -49,9 +55,10 @@ MAIN_DATASET = "music_avqa"
 # Test-only benchmarks and the benchmark whose trained model and video features they reuse (MUSIC-AVQA-R
 # rephrases MUSIC-AVQA's test questions over the same videos; its question features join MUSIC-AVQA's store).
 REUSES = {"music_avqa_r": "music_avqa"}
-# Paper rows that need features from other encoders than CLIP-L/14@336 + VGGish (Table XI).
-OTHER_ENCODER_ROWS = {"table11": "rows with ResNet-18, CLIP-B, CLAP or InternVideo2 features need a store made "
-                                 "with those encoders (`avmaster extract` with them)"}
+# Paper rows on features from other encoders than CLIP-L/14@336 + VGGish (Table XI): each has a features item.
+OTHER_ENCODER_ROWS = {"table11": "rows with ResNet-18, CLIP-B, CLAP or InternVideo2 features train on a store made "
+                                 "with those encoders (a 'video features' item: `avmaster extract` on the videos); "
+                                 "extraction time is not in the GPU hours (no measured GPU extraction speed)"}
 # Figures drawn by their notebook from the full model's checkpoints, beyond (or instead of) their runs.
 NOTEBOOK_CELL = "full model, for the notebook"  # the cell that makes a notebook-only figure wait for its runs
 NOTEBOOK_ONLY = {"fig4": "the inference-only curve (first t seconds) is computed by the notebook",
@@ -206,11 +213,16 @@ class ReproduceSettings:
     def root(self, dataset: str) -> Path:
         return Path(self.data) / dataset
 
-    def store(self, dataset: str) -> Path:
+    def store(self, dataset: str, features: tuple[str, str] | None = None) -> Path:
+        """The dataset's feature store; `features` (visual, audio encoder names, Table XI): the store made with
+        those encoders, <data>/<dataset>/features-<visual>-<audio>.h5 (or --store DATASET:<visual>-<audio>=PATH)."""
         given = dict(self.stores)
+        owner = REUSES.get(dataset, dataset)
+        if features:
+            name = "-".join(features)
+            return Path(given.get(f"{owner}:{name}", self.root(owner) / f"features-{name}.h5"))
         if dataset in given:
             return Path(given[dataset])
-        owner = REUSES.get(dataset, dataset)
         return Path(given.get(owner, self.root(owner) / "features.h5"))
 
     def to_dict(self) -> dict:
@@ -237,6 +249,16 @@ class RunSpec:
     @property
     def proto(self) -> Protocol:
         return protocol(self.dataset, self.protocol)
+
+    @property
+    def features(self) -> tuple[str, str] | None:
+        """(visual, audio) encoders of the features it trains on (Table XI rows); None: the dataset's store."""
+        from . import experiments
+
+        return experiments.get(self.experiment).features
+
+    def store(self, settings: ReproduceSettings) -> Path:
+        return settings.store(self.dataset, self.features)
 
     @property
     def name(self) -> str:
@@ -300,7 +322,29 @@ class QuestionSpec:
         return f"{self.key}: CLIP text features of the questions that have none"
 
 
-SPEC_KINDS = {"train": RunSpec, "evaluate": EvalSpec, "questions": QuestionSpec}
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Video (and question) features of a dataset made with other encoders than the default (Table XI rows): a
+    store of its own. The plan cannot make it (it needs the videos): it says the command."""
+
+    dataset: str
+    visual: str
+    audio: str
+
+    @property
+    def key(self) -> str:
+        return f"video features {self.dataset} ({self.visual} + {self.audio})"
+
+    def describe(self) -> str:
+        return f"{self.key}: `avmaster extract` with --visual-encoder {self.visual} --audio-encoder {self.audio}"
+
+    def command(self, settings: ReproduceSettings) -> str:
+        return (f"avmaster extract --videos <{self.dataset} videos> --visual-encoder {self.visual} --audio-encoder "
+                f"{self.audio} --questions {self.dataset} --root {settings.root(self.dataset)} --out "
+                f"{settings.store(self.dataset, (self.visual, self.audio))}")
+
+
+SPEC_KINDS = {"train": RunSpec, "evaluate": EvalSpec, "questions": QuestionSpec, "features": FeatureSpec}
 
 
 def spec_to_dict(spec) -> dict:
@@ -329,8 +373,9 @@ class Item:
     needs: list[str] = field(default_factory=list)   # what it needs first, in words
     after: list[str] = field(default_factory=list)   # keys of plan items it waits for
     questions: int = 0                               # questions it processes (train: one epoch)
-    work: tuple[float, float] = (0.0, 0.0)           # samples left to train, samples left to predict
-    hours: float = 0.0                               # estimated GPU hours left (work / the plan's speed)
+    work: tuple[float, float] = (0.0, 0.0)           # training steps left, inference batches (of 64) left
+    shape: tuple[int, int] = REFERENCE_SHAPE          # (T, training batch) the work runs at
+    hours: float = 0.0                               # estimated GPU hours left (Speed.hours)
     result: str = ""
 
     @property
@@ -415,17 +460,18 @@ class Inventory:
 
         from .paper import paper_table
 
-        column = {"train": "# Train QA", "val": "# Valid QA", "test": "# Test QA"}.get(split.split("_")[0], "# Test QA")
         from .dataset_registry import get
 
+        column = {"train": "# Train QA", "val": "# Valid QA", "test": "# Test QA"}.get(split.split("_")[0], "# Test QA")
+        column, share = get(dataset).table1_counts.get(split, (column, 1.0))  # AVQA: train/val share train_qa.json
         value = paper_table("table1").loc[get(dataset).title, column]
-        n = 0 if pd.isna(value) else int(value)
+        n = 0 if pd.isna(value) else round(int(value) * share)
         return n if self.settings.limit is None else min(n, self.settings.limit)
 
-    def feature_gaps(self, dataset: str, splits) -> tuple[list[str], int]:
+    def feature_gaps(self, dataset: str, splits, store: Path | None = None) -> tuple[list[str], int]:
         """(needs that the plan cannot make: store or video features, number of questions without features; a
-        multiple-choice question also needs its candidates' features)."""
-        store = self.settings.store(dataset)
+        multiple-choice question also needs its candidates' features). store: the dataset's by default."""
+        store = store or self.settings.store(dataset)
         found = {kind: self.keys(store, kind) for kind in ("audio", "visual", "question", "words", "choices")}
         if found["audio"] is None:
             return [self.store_need(store)], 0
@@ -450,10 +496,26 @@ class Inventory:
 # -------------------------------------------------------------------------------------------------------------
 # GPU time
 # -------------------------------------------------------------------------------------------------------------
+def step_scale(kind: str, segments: int, batch: int = REFERENCE_SHAPE[1]) -> float:
+    """Time of one training step ("train", at `batch`) or one inference batch of 64 ("infer") at T = `segments`,
+    relative to the reference shape (T = 60, batch 64). From measured figures: the step is launch-bound, so it
+    scales with the operator calls per step (benchmark.OPERATOR_CALLS, a + b T, counted) and with batch as the
+    released code's H200 step did between its two measured batches (414 ms at 32, 424 ms at 64; linear in
+    between and beyond)."""
+    from .benchmark import OPERATOR_CALLS, RELEASED_H200
+
+    a, b = OPERATOR_CALLS[kind]
+    scale = (a + b * segments) / (a + b * REFERENCE_SHAPE[0])
+    if kind == "train":
+        at32, at64 = RELEASED_H200["train_ms_b32"], RELEASED_H200["train_ms_b64"]
+        scale *= (at32 + (at64 - at32) * (batch - 32) / 32) / at64
+    return scale
+
+
 @dataclass(frozen=True)
 class Speed:
-    train: float   # training samples/s
-    infer: float   # inference samples/s
+    train: float   # training samples/s at the reference shape (T = 60, batch 64)
+    infer: float   # inference samples/s at the reference shape
     source: str
 
     @classmethod
@@ -461,21 +523,32 @@ class Speed:
         from .benchmark import RELEASED_H200
 
         train, infer = RELEASED_H200["train_samples_per_s_b64"], RELEASED_H200["infer_samples_per_s_b64"]
-        source = (f"the released code on one H200 (fp32, batch 64, docs/released-code.md §11): {train:.0f} train / "
-                  f"{infer:.0f} inference samples/s; our fast path has no GPU figure yet (--train-speed/--infer-speed)")
+        source = (f"the released code on one H200 (fp32, T = 60, batch 64, docs/released-code.md §11): {train:.0f} "
+                  f"train / {infer:.0f} inference samples/s; our fast path has no GPU figure yet "
+                  "(--train-speed/--infer-speed)")
         if settings.train_speed or settings.infer_speed:
             train, infer = settings.train_speed or train, settings.infer_speed or infer
-            source = f"given: {train:.0f} train / {infer:.0f} inference samples/s"
-        return cls(train, infer, source)
+            source = f"given: {train:.0f} train / {infer:.0f} inference samples/s at T = 60, batch 64"
+        return cls(train, infer, source + _SCALING)
 
-    def hours(self, work: tuple[float, float]) -> float:
-        """Hours for (samples to train, samples to predict)."""
-        return (work[0] / self.train + work[1] / self.infer) / 3600
+    def step_seconds(self, segments: int, batch: int) -> float:
+        """One training step at T = segments and this batch."""
+        return REFERENCE_SHAPE[1] / self.train * step_scale("train", segments, batch)
+
+    def batch_seconds(self, segments: int) -> float:
+        """One inference batch of 64 at T = segments."""
+        return REFERENCE_SHAPE[1] / self.infer * step_scale("infer", segments)
+
+    def hours(self, work: tuple[float, float], segments: int = REFERENCE_SHAPE[0],
+              batch: int = REFERENCE_SHAPE[1]) -> float:
+        """Hours for (training steps, inference batches of 64) at T = segments, training batch `batch`."""
+        return (work[0] * self.step_seconds(segments, batch) + work[1] * self.batch_seconds(segments)) / 3600
 
     @classmethod
     def measured(cls, plan: "Plan") -> "Speed | None":
-        """The speed of this plan's own finished runs (median over their epochs; metrics.jsonl): once the first
-        run has finished on the user's GPU, the estimate follows that GPU instead of the released code's."""
+        """The speed of this plan's own finished runs (median over their epochs; metrics.jsonl), brought to the
+        reference shape with step_scale: once the first run has finished on the user's GPU, the estimate follows
+        that GPU instead of the released code's."""
         import statistics
 
         inventory, train, infer = plan.inventory or Inventory(plan.settings), [], []
@@ -483,17 +556,31 @@ class Speed:
             metrics = item.spec.folder(plan.settings) / "metrics.jsonl"
             if item.status != FINISHED or not metrics.is_file():
                 continue
+            segments, batch = item.shape
             n_val = inventory.questions(item.spec.dataset, item.spec.proto.val) if item.spec.proto.val else 0
             for row in (json.loads(line) for line in metrics.read_text().splitlines() if line.strip()):
-                train.append(row["samples_per_s"])
+                train.append(row["samples_per_s"] * REFERENCE_SHAPE[1] / batch * step_scale("train", segments, batch))
                 if n_val and row.get("eval_seconds"):
-                    infer.append(n_val / row["eval_seconds"])
+                    infer.append(n_val / row["eval_seconds"] * step_scale("infer", segments))
         if not train or not infer:
             return None
         runs = len({i.key for i in plan.item_list(("train",)) if i.status == FINISHED})
         t, i = statistics.median(train), statistics.median(infer)
-        return cls(t, i, f"the measured speed of this plan's {runs} finished run(s) (metrics.jsonl): {t:.0f} train / "
-                         f"{i:.0f} inference samples/s")
+        return cls(t, i, f"the measured speed of this plan's {runs} finished run(s) (metrics.jsonl), brought to "
+                         f"T = 60, batch 64: {t:.0f} train / {i:.0f} inference samples/s" + _SCALING)
+
+
+_SCALING = ("; other T and batches scaled by the operator calls per step (counted, benchmark.OPERATOR_CALLS) and "
+            "the released step's batch-32/64 figures (414/424 ms)")
+
+
+def segments_of(spec) -> int:
+    """T of the features an item reads: the experiment's own (Fig. 4) or its benchmark's (DatasetSpec.segments)."""
+    from . import dataset_registry, experiments
+
+    run = spec.run if isinstance(spec, EvalSpec) else spec
+    dataset = spec.dataset
+    return experiments.get(run.experiment).segments or dataset_registry.get(REUSES.get(dataset, dataset)).segments
 
 
 # -------------------------------------------------------------------------------------------------------------
@@ -517,8 +604,9 @@ class Plan:
     speed: Speed
     inventory: "Inventory | None" = None   # what was read from disk (annotations stay; features are re-read)
 
-    def item_list(self, kinds=("questions", "train", "evaluate")) -> list[Item]:
-        """Items in the order they must run: question features, trainings, evaluations."""
+    def item_list(self, kinds=("features", "questions", "train", "evaluate")) -> list[Item]:
+        """Items in the order they must run: video features (other encoders), question features, trainings,
+        evaluations."""
         return [i for kind in kinds for i in self.items.values() if i.kind == kind]
 
     def todo(self) -> list[Item]:
@@ -572,6 +660,7 @@ def build_plan(settings: ReproduceSettings, only=None) -> Plan:
                 items.setdefault(spec.key, Item(spec)).artefacts.append(name)
         art.notes += [text for text in (not_yet(name), OTHER_ENCODER_ROWS.get(name), NOTEBOOK_ONLY.get(name)) if text]
     _add_run_items(items)
+    _add_feature_items(items)
     _add_question_items(items, settings)
     plan = Plan(settings, artefacts, items, Speed.of(settings), Inventory(settings))
     refresh(plan)
@@ -629,6 +718,15 @@ def _add_run_items(items: dict[str, Item]) -> None:
             run.artefacts += [a for a in item.artefacts if a not in run.artefacts]
 
 
+def _add_feature_items(items: dict[str, Item]) -> None:
+    """A run on other encoders' features (Table XI) needs their store: one item per (dataset, encoders)."""
+    for item in list(items.values()):
+        if isinstance(item.spec, RunSpec) and item.spec.features:
+            feature = items.setdefault(FeatureSpec(item.spec.dataset, *item.spec.features).key,
+                                       Item(FeatureSpec(item.spec.dataset, *item.spec.features)))
+            feature.artefacts += [a for a in item.artefacts if a not in feature.artefacts]
+
+
 def _splits_used(item: Item, settings: ReproduceSettings) -> tuple[str, list[str]]:
     """(dataset, splits) whose records and features an item reads."""
     spec = item.spec
@@ -643,13 +741,16 @@ def _add_question_items(items: dict[str, Item], settings: ReproduceSettings) -> 
     """One question-features item per dataset, over every split the plan reads from it."""
     splits: dict[str, list[str]] = {}
     for item in list(items.values()):
+        if isinstance(item.spec, FeatureSpec) or (isinstance(item.spec, RunSpec) and item.spec.features):
+            continue  # a store of other encoders gets its questions from its own extraction (FeatureSpec)
         dataset, used = _splits_used(item, settings)
         splits.setdefault(dataset, [])
         splits[dataset] += [s for s in used if s not in splits[dataset]]
     questions = [Item(QuestionSpec(d, tuple(s))) for d, s in splits.items()]
     for q in questions:
-        q.artefacts = sorted({a for i in items.values() if _splits_used(i, settings)[0] == q.spec.dataset
-                              for a in i.artefacts}, key=artefacts().index)
+        q.artefacts = sorted({a for i in items.values() if not isinstance(i.spec, FeatureSpec)
+                              and _splits_used(i, settings)[0] == q.spec.dataset for a in i.artefacts},
+                             key=artefacts().index)
     items.update({q.key: q for q in questions})
 
 
@@ -663,12 +764,12 @@ def refresh(plan: Plan) -> None:
     inventory.forget()
     for item in plan.item_list():
         item.status, item.needs, item.after, item.result, item.work = READY, [], [], "", (0.0, 0.0)
-        {"questions": _question_status, "train": _train_status, "evaluate": _eval_status}[item.kind](
-            item, plan, inventory)
+        {"features": _feature_status, "questions": _question_status, "train": _train_status,
+         "evaluate": _eval_status}[item.kind](item, plan, inventory)
     given = plan.settings.train_speed or plan.settings.infer_speed
     plan.speed = Speed.of(plan.settings) if given else (Speed.measured(plan) or Speed.of(plan.settings))
     for item in plan.item_list():
-        item.hours = 0.0 if item.status == FINISHED else plan.speed.hours(item.work)
+        item.hours = 0.0 if item.status == FINISHED else plan.speed.hours(item.work, *item.shape)
 
 
 def _question_status(item: Item, plan: Plan, inv: Inventory) -> None:
@@ -692,12 +793,42 @@ def _question_status(item: Item, plan: Plan, inv: Inventory) -> None:
         item.status, item.result = FINISHED, f"all {total:,} questions have features"
 
 
+def _feature_status(item: Item, plan: Plan, inv: Inventory) -> None:
+    """Finished when the store of these encoders has every video and question of the splits its runs read;
+    otherwise blocked on the videos (and on any encoder not registered yet), with the command that makes it."""
+    from .extract.encoders import AUDIO_ENCODERS, VISUAL_ENCODERS
+
+    spec, settings = item.spec, plan.settings
+    splits = list(dict.fromkeys(s for i in plan.items.values() if isinstance(i.spec, RunSpec)
+                                and i.spec.features == (spec.visual, spec.audio) for s in _splits_used(i, settings)[1]))
+    store = settings.store(spec.dataset, (spec.visual, spec.audio))
+    item.questions = sum(inv.questions(spec.dataset, s) for s in splits)
+    item.needs = [f"no {kind} encoder {name!r} registered yet (extract/encoders.py: register_{kind}_encoder)"
+                  for kind, name, registry in (("visual", spec.visual, VISUAL_ENCODERS),
+                                               ("audio", spec.audio, AUDIO_ENCODERS)) if name not in registry]
+    missing = inv.missing_files(spec.dataset, splits)
+    if missing:
+        item.needs.append(inv.annotation_need(spec.dataset, missing))
+    elif inv.keys(store, "audio") is not None:
+        gaps, questions = inv.feature_gaps(spec.dataset, splits, store)
+        if not gaps and not questions and not item.needs:
+            item.status, item.result = FINISHED, f"{store} holds every video and question"
+            return
+    item.needs.append(f"videos: `{spec.command(settings)}`")
+    item.status = BLOCKED
+
+
 def _blocked_by_data(item: Item, plan: Plan, inv: Inventory, dataset: str, splits) -> bool:
     """Add to needs / after what annotations and features require; BLOCKED when something the plan cannot
     make is missing, WAITING when only earlier items of the plan are. True when the item cannot run now."""
     hard = [inv.annotation_need(dataset, m) for m in [inv.missing_files(dataset, splits)] if m]
+    features = item.spec.features if isinstance(item.spec, RunSpec) else None
+    if features:  # Table XI: a store of its own, made (with its questions) by a features item
+        feature = FeatureSpec(dataset, *features)
+        if plan.items[feature.key].status != FINISHED:
+            hard.append(f"features of {features[0]} + {features[1]}: {feature.key}")
     if not hard:
-        hard, questions = inv.feature_gaps(dataset, splits)
+        hard, questions = inv.feature_gaps(dataset, splits, item.spec.store(plan.settings) if features else None)
         if questions and not hard:
             key = next(k for k, i in plan.items.items() if i.kind == "questions" and i.spec.dataset == dataset)
             item.after.append(key)
@@ -715,6 +846,9 @@ def lock_path(spec, settings: ReproduceSettings) -> Path:
     if isinstance(spec, QuestionSpec):
         store = settings.store(spec.dataset)
         return store.with_name(f".{store.name}.questions.lock")
+    if isinstance(spec, FeatureSpec):
+        store = settings.store(spec.dataset, (spec.visual, spec.audio))
+        return store.with_name(f".{store.name}.lock")
     return spec.folder(settings) / LOCK_NAME
 
 
@@ -739,11 +873,15 @@ def _train_status(item: Item, plan: Plan, inv: Inventory) -> None:
     folder = spec.folder(settings)
     dataset, splits = _splits_used(item, settings)
     proto = spec.proto
-    epochs = run_configs(spec, settings)[1].epochs
+    train_cfg = run_configs(spec, settings)[1]
+    epochs, batch, eval_batch = train_cfg.epochs, train_cfg.batch_size, train_cfg.eval_batch_size
     n = {s: inv.questions(dataset, s) for s in splits}
     train_split = splits[0]
     item.questions = n[train_split]
-    item.work = (epochs * n[train_split], epochs * (n[proto.val] if proto.val else 0) + n[proto.test])
+    item.shape = (segments_of(spec), batch)
+    n_val = n[proto.val] if proto.val else 0
+    item.work = (epochs * math.ceil(n[train_split] / batch),
+                 epochs * math.ceil(n_val / eval_batch) + math.ceil(n[proto.test] / eval_batch))
     if (folder / "summary.json").is_file():
         diffs = finished_run_differences(spec, settings)
         summary = json.loads((folder / "summary.json").read_text())
@@ -767,7 +905,8 @@ def _train_status(item: Item, plan: Plan, inv: Inventory) -> None:
 def _eval_status(item: Item, plan: Plan, inv: Inventory) -> None:
     spec, settings = item.spec, plan.settings
     item.questions = inv.questions(spec.dataset, spec.split)
-    item.work = (0.0, float(item.questions))
+    item.shape = (segments_of(spec), REFERENCE_SHAPE[1])
+    item.work = (0.0, float(math.ceil(item.questions / REFERENCE_SHAPE[1])))
     if spec.table_path(settings).is_file():
         item.status = FINISHED
         item.result = f"Avg {read_table_avg(spec.table_path(settings), spec.dataset):.2f} %"
@@ -792,15 +931,26 @@ def run_configs(spec: RunSpec, settings: ReproduceSettings):
     from .engine import DataConfig, TrainConfig
     from .sweep import grid_configs
 
+    from .config import PRESET_TRAINING
+
     proto = spec.proto
-    recipe = {k: v for k, v in dict(epochs=settings.epochs, lr=settings.lr, batch_size=settings.batch_size).items()
-              if v is not None}
+    given = {k: v for k, v in dict(epochs=settings.epochs, lr=settings.lr, batch_size=settings.batch_size).items()
+             if v is not None}
+    recipe = {**PRESET_TRAINING[spec.preset], **given}  # the paper preset trains at batch 32 (Sec. IV-A)
     train_cfg = TrainConfig(**recipe, device=settings.device, amp=settings.amp, compile=settings.compile,
                             eval_split=proto.val, test_split=proto.test, progress=settings.progress)
     train_split = proto.val if settings.train_on == "val" and proto.val else proto.train
     data_cfg = DataConfig(dataset=spec.dataset, root=str(settings.root(spec.dataset)),
-                          store=str(settings.store(spec.dataset)), train_split=train_split, limit=settings.limit)
-    return grid_configs(spec.experiment, spec.seed, spec.preset, settings.size, train_cfg, data_cfg)
+                          store=str(spec.store(settings)), train_split=train_split, limit=settings.limit)
+    model_cfg, train_cfg, data_cfg = grid_configs(spec.experiment, spec.seed, spec.preset, settings.size, train_cfg,
+                                                  data_cfg)
+    if spec.features and spec.store(settings).is_file():  # Table XI: the model takes its encoders' widths
+        from .store import FeatureStore
+
+        with FeatureStore(spec.store(settings), "r") as store:
+            widths = {k: int(v) for k, v in store.attrs.items() if k in ("audio_dim", "visual_dim", "text_dim")}
+        model_cfg = dataclasses.replace(model_cfg, **widths)
+    return model_cfg, train_cfg, data_cfg
 
 
 def finished_run_differences(spec: RunSpec, settings: ReproduceSettings) -> list[str]:

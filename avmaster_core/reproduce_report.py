@@ -100,6 +100,8 @@ def _summary(name: str, table: pd.DataFrame) -> pd.DataFrame:
 
     if name in ("table2", "table3") or not isinstance(table.columns, pd.MultiIndex):
         return table
+    if name == "table6":
+        return paper.in_table_layout(name, table)
     return paper.summary_columns(table)
 
 
@@ -138,6 +140,11 @@ def ours_table(plan: Plan, name: str) -> pd.DataFrame:
         out = out.reindex(columns=[c for c in base.columns if c in out.columns])
     else:
         out = out.rename_axis("point")
+    if name == "table6":  # the size of the model trained, beside its accuracy
+        from .official import trained_parameters
+        from .paper import TABLE6_PARAMS
+
+        out[TABLE6_PARAMS] = trained_parameters(plan.settings.preset) / 1e6
     out.attrs["seeds"] = seeds
     return out
 

@@ -261,8 +261,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="question features: CLIP ViT-L/14@336 (real) or a random tiny CLIP (tests)")
     p.add_argument("--clip-weights", help="local CLIP weights for question features (instead of a download)")
     p.add_argument("--train-speed", type=POSITIVE, metavar="SAMPLES/S",
-                   help="training speed for the GPU estimate (default: the released code on an H200, 151)")
-    p.add_argument("--infer-speed", type=POSITIVE, metavar="SAMPLES/S", help="inference speed (default 631)")
+                   help="training speed at T = 60, batch 64, for the GPU estimate (default: the released code on an "
+                        "H200, 151)")
+    p.add_argument("--infer-speed", type=POSITIVE, metavar="SAMPLES/S",
+                   help="inference speed at T = 60, batch 64 (default 631)")
 
 
 def register(subparsers) -> None:

@@ -63,12 +63,15 @@ class TrainConfig:
     checkpoint_every_steps: int = _opt(200, "also save last.pt every STEPS steps inside an epoch "
                                             "(0 = epoch ends only)", "--checkpoint-every", free="always",
                                        metavar="STEPS", range=AT_LEAST_0)
-    eval_split: str | None = _opt("val", "model selection split; None keeps the last epoch")
+    eval_split: str | None = _opt("val", "model selection split; none keeps the last epoch (AVQA's train_all variant, "
+                                         "docs/avqa.md)", "--eval-split", metavar="SPLIT")
     test_split: str | None = _opt("test", "split scored with the best checkpoint at the end; None skips it")
     find_unused_parameters: bool = _opt(True, "DDP: parts of the model may receive no gradient", free="always")
     progress: bool = _opt(True, "no progress bars", "--no-progress", free="always", negate=True)
 
     def __post_init__(self):
+        if self.eval_split in ("none", "None", ""):  # the command line's spelling of "no selection split"
+            object.__setattr__(self, "eval_split", None)
         check_ranges(self, field_ranges(TrainConfig))
 
 
@@ -81,7 +84,8 @@ class DataConfig:
     root: str = _opt("data/synthetic", "folder with the dataset's annotation files", "--root", free="always",
                      show_default=False)
     store: str | None = _opt(None, "HDF5 feature store (default: <root>/features.h5)", "--store", free="always")
-    train_split: str = _opt("train", "training split")
+    train_split: str = _opt("train", "training split (AVQA: train_all = all of train_qa.json, docs/avqa.md)",
+                            "--train-split", metavar="SPLIT")
     T: int | None = _opt(None, "segments per video: as stored by default (all equal); an int keeps the first T",
                          "--T", range=AT_LEAST_1)
     pad: str | None = _opt(None, "pad videos shorter than --T (default: error)", "--pad", choices=("zero", "edge"))

@@ -350,8 +350,13 @@ def _header_cell(page: NotebookPage) -> str:
     paper_line = "; ".join(f"**{item_label(k)}** ({item_caption(k)})" for k in page.items)
     lines.append(f"**Paper:** {paper_line or 'beyond the paper (no table or figure of its own)'} — {PAPER}.  ")
     params = ", ".join(f"`{k}={v!r}`" for k, v in pm.get("parameters", {}).items()) or "its defaults"
-    lines.append(f"**Made by:** `notebooks/{page.path.name}`, executed by papermill {pm.get('version', '')} "
-                 f"on {str(pm.get('end_time', ''))[:19].replace('T', ' ')} UTC in {pm.get('duration', 0):.0f} s "
+    if pm.get("exception"):
+        run = "**failed** (its outputs stop at the failing cell, below)"
+    elif not pm.get("end_time"):
+        run = "**had not finished** when this site was built (its outputs stop where the run was)"
+    else:
+        run = f"on {str(pm['end_time'])[:19].replace('T', ' ')} UTC in {pm.get('duration') or 0:.0f} s"
+    lines.append(f"**Made by:** `notebooks/{page.path.name}`, executed by papermill {pm.get('version', '')} {run} "
                  f"with {params}; {{download}}`the executed notebook <{page.path.name}>`.  ")
     lines.append("**See also:** {doc}`the reproduction at a glance </index>` · "
                  f"{{ref}}`provenance of this page <{page.anchor}>`")

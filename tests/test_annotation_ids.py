@@ -26,7 +26,7 @@ def _load_music(tmp_path, records):
 
 
 def _load_avqa(tmp_path, **fields):
-    r = {"id": 7, "video_name": "clip", "video_id": 3, "question_text": "What is it?",
+    r = {"id": 7, "video_name": "clip_000010", "video_id": 3, "question_text": "What is it?",
          "multi_choice": ["dog", "cat", "car", "bird"], "answer": 1, "question_relation": "Both", **fields}
     (tmp_path / "val_qa.json").write_text(json.dumps([r]), encoding="utf-8")
     return load_annotations("avqa", "test", tmp_path)

@@ -180,7 +180,7 @@ def test_avqa_format(tmp_path):
          "question_text": "How many animals are there in the video?", "multi_choice": ["3", "One", "4", "2"],
          "answer": 3, "question_relation": "Both", "question_type": "Which"},
         {"id": 7, "video_name": "abc_000010", "video_id": 2, "question_text": "What makes the sound?",
-         "multi_choice": ["dog", "cat", "car", "bird"], "answer": 0, "question_relation": "Audio",
+         "multi_choice": ["dog", "cat", "car", "bird"], "answer": 0, "question_relation": "Sound",
          "question_type": "Come From"},
     ])
     records = load_annotations("avqa", "test", tmp_path)

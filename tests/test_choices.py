@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from avmaster_core import choices as mc
+from avmaster_core import experiments
 from avmaster_core.annotations import load_annotations
 from avmaster_core.config import ModelConfig, experiment
 from avmaster_core.dataset import AVQADataset, collate
@@ -78,8 +79,12 @@ def test_without_choice_scorer_the_heads_classify_over_num_answers():
 
 
 def test_avqa_experiments():
-    assert experiment("avqa/choices").choice_scorer == "match"
-    assert experiment("avqa/choices_dot").choice_scorer == "dot"
+    # dot is the default reading (issue 23: ahead on every seed; the smallest change to the decoders), match the
+    # labelled alternative
+    assert experiment("avqa/choices").choice_scorer == "dot"
+    assert experiment("avqa/choices_match").choice_scorer == "match"
+    assert "alternative" in experiments.get("avqa/choices_match").label
+    assert experiments.MULTIPLE_CHOICE_MODEL == "avqa/choices"
     assert experiment("avqa/position_only").choice_scorer is None
     q = experiment("avqa/question_only", size="cpu")
     assert q.inputs == "q" and q.choice_scorer == "match"
@@ -179,8 +184,13 @@ def test_committed_multiple_choice_runs_need_the_candidates_and_use_audio_visual
     if len(table) < 4 or (table["seeds"] < 3).any():
         pytest.skip("the shipped synthetic_mc runs (3 seeds of 4 experiments) are not in this checkout")
     assert table.loc["avqa/position_only", "mean"] < 30
-    for design in ("avqa/choices", "avqa/choices_dot"):
+    for design in ("avqa/choices", "avqa/choices_match"):
         assert table.loc[design, "mean"] >= table.loc["avqa/question_only", "mean"] + 10
+    for design in ("avqa/choices", "avqa/choices_match"):  # each shipped run is the scorer its name says
+        for config in (repo / "results" / "runs" / "synthetic_mc" / design).glob("*/config.json"):
+            saved = json.loads(config.read_text())
+            assert saved["experiment"] == design
+            assert saved["model"]["choice_scorer"] == experiment(design).choice_scorer
     nb = nbformat.read(str(repo / "notebooks" / "13_table5_avqa.ipynb"), as_version=4)
     cell = next(c for c in nb.cells if "record" in c.metadata.get("tags", []))
     text = next(o["data"]["text/plain"] for o in cell.outputs if o.get("output_type") == "execute_result")

@@ -140,7 +140,7 @@ def test_a_new_encoder_is_one_registration_and_the_store_takes_its_width(tmp_pat
     from avmaster_core.store import FeatureStore
 
     class MeanPool:  # a toy audio encoder: 4 band energies per second
-        name, dim = "band-energy", 4
+        name, dim, sample_rate, input = "band-energy", 4, 16000, "4 band energies of each second at 16 kHz"
 
         @staticmethod
         def preprocess(audio):
@@ -163,3 +163,73 @@ def test_a_new_encoder_is_one_registration_and_the_store_takes_its_width(tmp_pat
     with pytest.raises(ValueError, match="audio_dim"):  # VGGish's 128-d features cannot join a 4-d store
         extract_videos({"w": clip_path}, out, visual, encoders.build_audio_encoder("random-vggish"), seconds=2,
                        workers=0, progress=False)
+
+
+
+class _At48k:
+    """A toy audio encoder at CLAP's 48 kHz: it reads [T, 48000] waveforms (the decoders must resample to it)."""
+    name, dim, sample_rate, input = "toy-48k", 2, 48000, "48 kHz mono, each second: RMS and peak"
+
+    def preprocess(self, audio):
+        assert audio.shape[1] == 48000, audio.shape  # one second at its own rate
+        return np.stack([np.sqrt((audio ** 2).mean(1)), np.abs(audio).max(1)], 1)
+
+    def encode(self, x):
+        return torch.as_tensor(x, dtype=torch.float32)
+
+    def describe(self):
+        return {"audio_extractor": "toy 48 kHz"}
+
+
+class _Pixels:
+    """A visual encoder with no text tower (as ResNet-18 or InternVideo2 would be): mean colour per frame."""
+    name, dim, input = "mean-colour", 3, "one RGB frame per second resized to 8x8, mean colour"
+
+    @staticmethod
+    def preprocess(image):
+        return torch.from_numpy(np.array(image.convert("RGB").resize((8, 8)), np.uint8)).permute(2, 0, 1)
+
+    def encode(self, images):
+        return images.float().mean((2, 3))
+
+    def describe(self):
+        return {"visual_extractor": "mean colour"}
+
+
+@pytest.mark.parametrize("route", ["official", "clean"])
+def test_an_encoder_declares_its_sample_rate_and_the_protocol_comes_from_the_encoders(tmp_path, route):
+    from avmaster_core.extract.pipeline import extract_videos
+    from avmaster_core.extract.synthclip import write_clip
+    from avmaster_core.store import FeatureStore
+
+    clip_path = write_clip(tmp_path / "v.mp4", seconds=2, fps=5, tone_hz=440.0)
+    out = tmp_path / "f.h5"
+    extract_videos({"v": clip_path}, out, _Pixels(), _At48k(), seconds=2, workers=0, progress=False, route=route)
+    with FeatureStore(out) as store:
+        rms = store.get("audio", "v")[:, 0]
+        assert store.attrs["audio_sample_rate"] == 48000 and np.all(rms > 0.05)  # the tone, read at 48 kHz
+        protocol = store.attrs["protocol"]
+        assert protocol.startswith(f"avmaster-extract/{route}-2:")
+        assert "visual = mean-colour: one RGB frame per second resized to 8x8" in protocol
+        assert "audio = toy-48k: 48 kHz mono" in protocol and "VGGish" not in protocol and "CLIP" not in protocol
+
+
+def test_the_question_encoder_is_its_own_choice(tmp_path):
+    """A visual encoder without a text tower (Table XI's ResNet-18 / InternVideo2 rows) still gets question
+    features in the same run: --text-encoder is chosen on its own."""
+    import argparse
+
+    from avmaster_core.extract.pipeline import build_text, extract_questions
+    from avmaster_core.store import FeatureStore
+
+    args = argparse.Namespace(encoders="real", text_encoder="tiny-clip", text_model="ViT-L-14-336", device="cpu",
+                              precision="auto", clip_model="ViT-L-14-336", pretrained="openai", clip_weights=None,
+                              vggish_weights=None)
+    text = build_text(args, _Pixels())
+    assert text.name == "tiny-clip" and text.dim == 768
+    extract_questions({7: "Is the cello playing?"}, tmp_path / "q.h5", text, progress=False)
+    with FeatureStore(tmp_path / "q.h5") as store:
+        assert store.get("words", 7).shape == (77, 768)
+        assert store.attrs["text_protocol"].startswith("question = tiny-clip: filled text without '?'")
+    tiny_visual = ClipEncoder.tiny()
+    assert build_text(args, tiny_visual) is tiny_visual  # the same CLIP is not loaded twice

@@ -117,7 +117,7 @@ def test_audio_of_a_generated_clip_is_the_formula(tmp_path, fps):
     assert (np.round(44100 * np.arange(5 * 16000) / 16000) - picks).max() == 1  # the first drift, at 4.54 s
 
 
-def test_bt601_conversion_and_jpeg_round_trip():
+def test_bt601_conversion():
     y, u, v = 120, 90, 170
     frame = av.VideoFrame(16, 16, "yuv444p")
     for plane, value in zip(frame.planes, (y, u, v)):
@@ -128,16 +128,66 @@ def test_bt601_conversion_and_jpeg_round_trip():
     assert np.abs(rgb - np.clip(want, 0, 255)).max() <= 2
     bt709 = frame.reformat(format="rgb24", src_colorspace="ITU709").to_ndarray()[8, 8].astype(float)
     assert np.abs(bt709 - rgb).max() >= 5  # the tag would matter; the official route ignores it
-    image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
-    back = np.asarray(off.jpeg_round_trip(image), float)
-    assert back.shape == image.shape and 0 < np.abs(back - image).mean() < 60
+    # the JPEG path (full-range YUV, mjpeg, Pillow's JFIF decode) gives the same BT.601 colour
+    jpeg = np.asarray(off.decode_jpeg(off.FfmpegJpegWriter().encode(frame)), float)[8, 8]
+    assert np.abs(jpeg - rgb).max() <= 3
+
+
+def _libavcodec_jpegs(path, seconds):
+    """`ffmpeg -i path -r 1 %06d.jpg` written here from libavcodec directly, for the comparison: the -r 1 picks,
+    each picked frame converted to yuvj420p and encoded in order by one mjpeg encoder with time base 1/1 and
+    the default 200 kb/s rate control."""
+    from fractions import Fraction
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = list(container.decode(stream))
+        fps = float(stream.average_rate)
+    picks = off.ffmpeg_r1_picks([float(f.pts * f.time_base) for f in frames], fps)[:seconds]
+    encoder = av.CodecContext.create("mjpeg", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = frames[0].width, frames[0].height, "yuvj420p"
+    encoder.time_base = encoder.framerate = Fraction(1, 1)
+    encoder.bit_rate = 200_000
+    out = []
+    for k, index in enumerate(picks):
+        yuv = frames[index].reformat(format="yuvj420p", interpolation="BICUBIC")
+        yuv.pts, yuv.time_base = k, Fraction(1, 1)
+        out += [bytes(p) for p in encoder.encode(yuv)]
+    return out
+
+
+def test_official_jpeg_step_is_libavcodecs_mjpeg_bit_for_bit(tmp_path):
+    path = write_clip(tmp_path / "j.mp4", seconds=6, fps=25, size=(160, 120), texture=True)
+    reference = _libavcodec_jpegs(path, 6)
+    writer, ours = off.FfmpegJpegWriter(), []
+    with av.open(str(path)) as container:
+        frames = list(container.decode(container.streams.video[0]))
+    times = [float(f.pts * f.time_base) for f in frames]
+    for index in off.ffmpeg_r1_picks(times, 25.0)[:6]:
+        ours.append(writer.encode(frames[index]))
+    assert len(ours) == 6 and ours == reference  # byte for byte
+    # and the route's frames are those JPEGs as Pillow decodes them
+    video = off.decode_video_official(path, seconds=6)
+    for image, data in zip(video.frames, reference):
+        np.testing.assert_array_equal(image, np.asarray(off.decode_jpeg(data)))
+
+
+def test_ffmpegs_jpeg_is_rate_controlled_not_quality_75(tmp_path):
+    """One table for luma and chroma, scaled per frame by the rate control: not Pillow's Annex K tables."""
     import io
 
     from PIL import Image
+
+    path = write_clip(tmp_path / "q.mp4", seconds=5, fps=10, size=(320, 240), texture=True)
+    writer = off.FfmpegJpegWriter()
+    with av.open(str(path)) as container:
+        frames = list(container.decode(container.streams.video[0]))
+    tables = [Image.open(io.BytesIO(writer.encode(f))).quantization for f in frames[::10]]
+    assert all(len(t) == 1 for t in tables)  # one quantisation table, shared by luma and chroma
+    assert len({tuple(t[0]) for t in tables}) > 1  # qscale moves from frame to frame
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=off.JPEG_QUALITY, subsampling="4:2:0")
-    luma = Image.open(io.BytesIO(buffer.getvalue())).quantization[0]
-    assert luma[0] == 8  # Annex K luma DC step 16 at IJG quality 75 (scale 50 %)
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(buffer, format="JPEG", quality=75, subsampling="4:2:0")
+    assert len(Image.open(io.BytesIO(buffer.getvalue())).quantization) == 2  # what the route used to write
 
 
 # -- streams that do not start at 0 (issue 18) ------------------------------------------------------------------
@@ -193,3 +243,15 @@ def test_compare_routes_measures_the_gap_and_plots_it(tmp_path):
     assert result["log_mel"]["official"].shape == result["log_mel"]["clean"].shape == (4, 96, 64)
     figure = plot_route_comparison(result, second=1)
     assert len(figure.axes) == 7  # four panels and three colour bars
+
+
+def test_a_store_of_the_former_jpeg_step_takes_no_new_official_features():
+    import json
+
+    from avmaster_core.extract.routes import ROUTES, check_route
+
+    route = ROUTES["official"]
+    former = {**route.params, "pixels": "BT.601 limited-range YUV->RGB, JPEG (Pillow, quality 75, 4:2:0) round trip"}
+    check_route({"route": "official", "route_params": json.dumps(route.params)}, route, "s.h5")  # same: fine
+    with pytest.raises(ValueError, match=r"s.h5 holds 'official' features made with another pixels step.*quality 75"):
+        check_route({"route": "official", "route_params": json.dumps(former)}, route, "s.h5")

@@ -13,7 +13,7 @@ from avmaster_core.extract.encoders import ClipEncoder, VGGishEncoder
 from avmaster_core.extract.pipeline import (extract_questions, extract_videos, failures_path, parse_shard,
                                             question_text, shard_store_path, which_path)
 from avmaster_core.extract.synthclip import write_clip
-from avmaster_core.extract.routes import ROUTES
+from avmaster_core.extract.routes import LEGACY_PROTOCOLS, ROUTES
 from avmaster_core.store import FeatureStore
 
 
@@ -132,7 +132,7 @@ def test_clean_route_is_the_unchanged_decoder(clips, encoders, tmp_path, monkeyp
     assert [p.name for p in calls] == ["v1.mp4"]
     decoded = original(clips / "v1.mp4", 3, clip.preprocess.crop)
     with FeatureStore(out) as store:
-        assert store.attrs["route"] == "clean" and store.attrs["protocol"].startswith("avmaster-extract/1:")
+        assert store.attrs["route"] == "clean" and store.attrs["protocol"].startswith("avmaster-extract/clean-2:")
         np.testing.assert_allclose(store.get("visual", "v1"), clip.encode_images(torch.stack(decoded.frames)).numpy(),
                                    atol=1e-5)
         np.testing.assert_allclose(store.get("audio", "v1"), vggish.encode(vggish_log_mel(decoded.audio)).numpy(),
@@ -150,7 +150,7 @@ def test_routes_cannot_be_mixed_and_info_shows_the_route(clips, encoders, tmp_pa
     assert "extraction route: clean" in printed and "frames: the frame on screen" in printed
     legacy = tmp_path / "legacy.h5"  # made before routes existed: only the old protocol string says how
     with FeatureStore(legacy, "a") as store:
-        store.set_attrs(protocol=ROUTES["clean"].protocol)
+        store.set_attrs(protocol=LEGACY_PROTOCOLS["clean"])
     with pytest.raises(ValueError, match="'clean' extraction route"):
         extract_videos(clips, legacy, clip, vggish, seconds=2, workers=0, limit=1, progress=False)
     with pytest.raises(ValueError, match="unknown extraction route"):

@@ -102,3 +102,12 @@ def test_runs_check_fails_a_table_that_mixes_commits(run, tmp_path, capsys):
     save_table(read_run_table(a), folder / "table.csv")
     assert cli.main(["runs", "check", str(folder)]) == 1
     assert "MIXED: table.csv combines runs of 2 commits" in capsys.readouterr().out
+
+
+def test_score_out_names_the_run_its_predictions_came_from(run, tiny_data, tmp_path):
+    out = tmp_path / "table2_ours.csv"
+    provenance.reset_reads()  # a fresh `avmaster score` process has read nothing else
+    assert cli.main(["score", "--dataset", "synthetic", "--split", "test", "--root", str(tiny_data),
+                     "--predictions", str(run / "predictions.json"), "--out", str(out)]) == 0
+    side = json.loads((tmp_path / "table2_ours.csv.provenance.json").read_text())
+    assert [(out.parent / r["run"]).resolve() for r in side["runs"]] == [run.resolve()]

@@ -126,6 +126,20 @@ def test_provenance_lists_the_runs_a_tables_sidecar_names(tmp_path):
     assert "no sidecar" in source and [r["seed"] for r in rows] == [1, 2, 3]
 
 
+def test_a_notebook_page_says_what_made_it_and_whether_its_run_finished():
+    done = {"parameters": {"SMOKE": True}, "version": "2.7.0", "end_time": "2026-12-05T15:37:07", "duration": 19.4}
+    page = report.NotebookPage(Path("14_table7_components.ipynb"), ["table7"], done)
+    header = report._header_cell(page)
+    assert "Table VII" in header and "not MUSIC-AVQA" in header and "on 2026-12-05 15:37:07 UTC in 19 s" in header
+    assert "<14_table7_components.ipynb>" in header  # the executed notebook, downloadable
+    running = report.NotebookPage(page.path, ["table7"], {**done, "end_time": None, "duration": None})
+    assert "had not finished" in report._header_cell(running)
+    failed = report.NotebookPage(page.path, ["table7"], {**done, "exception": True})
+    assert "**failed**" in report._header_cell(failed)
+    real = report.NotebookPage(page.path, ["table7"], {**done, "parameters": {"SMOKE": False}})
+    assert "not MUSIC-AVQA" not in report._header_cell(real)
+
+
 def test_no_executed_notebooks_is_one_clear_line(tmp_path, capsys):
     from avmaster_core.cli import main
 
@@ -175,6 +189,7 @@ def _browse(urls: list[str]) -> dict[str, dict]:
     with sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
         browser = p.chromium.launch_persistent_context(
             profile, executable_path=_chromium(), headless=True, chromium_sandbox=False, args=CHROMIUM_ARGS[1:])
+        browser.set_default_timeout(180_000)  # a busy 2-core machine renders the long notebook pages slowly
         try:
             for url in urls:
                 page = browser.new_page()
@@ -186,7 +201,8 @@ def _browse(urls: list[str]) -> dict[str, dict]:
                 page.on("request", lambda r, s=state, b=base: None if r.url.startswith((b, "data:", "blob:", "about:"))
                         else s["outside"].append(r.url))
                 page.goto(url, wait_until="load")
-                page.wait_for_load_state("networkidle")
+                # every image settled (loaded or broken); "networkidle" is no signal on file:// pages
+                page.wait_for_function("[...document.images].every(i => i.complete)")
                 state["images"] = page.evaluate(
                     "[...document.images].map(i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0])")
                 state["glance"] = page.evaluate(

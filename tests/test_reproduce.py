@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -81,14 +82,20 @@ def empty_plan(tmp_path_factory):
 
 
 def test_full_plan_covers_every_artefact_and_blocks_on_missing_annotations(empty_plan):
-    assert list(empty_plan.artefacts) == ["table2", "table3", "table4", "table5", "table7", "table8", "table9",
-                                          "table10", "table11", "table12", "table13", "fig4", "fig5", "fig6",
+    assert list(empty_plan.artefacts) == ["table2", "table3", "table4", "table5", "table6", "table7", "table8",
+                                          "table9", "table10", "table11", "table12", "table13", "fig4", "fig5", "fig6",
                                           "fig7", "fig8"]
     assert list(empty_plan.artefacts) == list(reproduce.artefacts())
     assert all(i.status == BLOCKED for i in empty_plan.items.values())
     default = empty_plan.items["train default seed 1"]
     assert "avqa-train.json" in default.needs[0] and "avmaster data fetch music_avqa" in default.needs[0]
-    assert set(default.artefacts) >= {"table2", "table7", "table12", "fig4", "fig6", "fig8"}
+    assert set(default.artefacts) >= {"table2", "table6", "table7", "table12", "fig4", "fig6", "fig8"}
+    # Table XI: every AV-Master row, each with the features item of its encoders (issue 23)
+    table11 = [k for _, keys in empty_plan.artefacts["table11"].cells for k in keys]
+    assert len(table11) == 15 and "train table11/clip+clap seed 1" in table11
+    clap = empty_plan.items["video features music_avqa (clip + clap)"]
+    assert clap.status == BLOCKED and any("no audio encoder 'clap' registered" in n for n in clap.needs)
+    assert any("--visual-encoder clip --audio-encoder clap" in n for n in clap.needs)
     avqa = empty_plan.items["train avqa/choices on avqa/standard seed 1"]   # Table V: the multiple-choice model
     assert avqa.artefacts == ["table5"] and "train_qa.json" in avqa.needs[0]
     assert "train default on avqa/standard seed 1" not in empty_plan.items
@@ -113,8 +120,10 @@ def test_estimate_uses_the_question_counts_and_the_stated_speed(empty_plan):
     item = empty_plan.items["train default seed 1"]
     speed = empty_plan.speed
     assert "H200" in speed.source and speed.train == 151
-    # without annotation files the counts are the paper's Table I: 31,904 / 4,568 / 9,129
-    expected = (30 * (31904 / 151 + 4568 / 631) + 9129 / 631) / 3600
+    # without annotation files the counts are the paper's Table I: 31,904 / 4,568 / 9,129; at the reference shape
+    # (T = 60, batch 64) a step is 64/151 s and an inference batch of 64 is 64/631 s
+    steps, batches = 30 * math.ceil(31904 / 64), 30 * math.ceil(4568 / 64) + math.ceil(9129 / 64)
+    expected = (steps * 64 / 151 + batches * 64 / 631) / 3600
     assert item.hours == pytest.approx(expected)
     assert "Time estimates from the released code on one H200" in empty_plan.render(details=False)
 
@@ -125,7 +134,7 @@ def test_only_and_given_speed(tmp_path):
     assert list(plan.artefacts) == ["table7"] and plan.speed.source.startswith("given")
     assert len([i for i in plan.items.values() if i.kind == "train"]) == 6
     with pytest.raises(KeyError, match="paper-only"):
-        build_plan(ReproduceSettings(), only=["table6"])
+        build_plan(ReproduceSettings(), only=["table1"])
 
 
 def test_specs_survive_json(tmp_path):
@@ -178,10 +187,13 @@ def test_finished_run_is_read_back(tmp_path):
                  columns=pd.MultiIndex.from_tuples(TABLE2_COLUMNS)).to_csv(folder / "test_table.csv")
     ours = ours_for("table2", data=tmp_path, runs=tmp_path / "runs", results=tmp_path / "res", seeds=(1,))
     assert ours.loc["AV-Master", ("Overall", "Avg")] == 77.5 and ours.attrs["seeds"] == {"AV-Master": [1]}
+    # Table VI: the same run's overall average and the size of the model trained (issue 23)
+    table6 = ours_for("table6", data=tmp_path, runs=tmp_path / "runs", results=tmp_path / "res", seeds=(1,))
+    assert table6.loc["AV-Master", "ACC"] == 77.5 and table6.loc["AV-Master", "Params (millions)"] == 50.646913
     # the estimate now follows the speed measured on this plan's finished run (MUSIC-AVQA val: 4,568 questions)
     assert plan.speed.train == 1000 and plan.speed.infer == pytest.approx(500) and "measured" in plan.speed.source
     evaluation = plan.items["evaluate table12/wo_ape seed 1"]
-    assert evaluation.hours == pytest.approx(9129 / 500 / 3600)
+    assert evaluation.hours == pytest.approx(math.ceil(9129 / 64) * 64 / 500 / 3600)  # batches of 64 at T = 60
     config["model"]["dim"] = 64
     (folder / "config.json").write_text(json.dumps(config, default=list))
     item = build_plan(settings, only=["table2"]).items[spec.key]
@@ -270,14 +282,14 @@ def _avqa_folder(root, videos=12, per_video=3):
         return {"id": i, "video_name": video, "video_id": i, "question_text": f"What makes sound {i % 5}?",
                 "multi_choice": [answers[(i + k) % 6] for k in range(4)], "answer": i % 4,
                 "question_relation": "Both", "question_type": "Which"}
-    names = [f"clip{v:04d}_000010" for v in range(videos)]   # clip 4 falls in the held-out validation part
+    names = [f"clip{v:04d}_000010" for v in range(videos)]   # clip 8 falls in the held-out validation part
     train = [record(i, names[i % videos]) for i in range(videos * per_video)]
-    test = [record(1000 + i, f"test{i % 4}") for i in range(8)]
+    test = [record(1000 + i, f"test{i % 4}_000000") for i in range(8)]
     (root / "train_qa.json").write_text(json.dumps(train))
     (root / "val_qa.json").write_text(json.dumps(test))
     rng = np.random.default_rng(0)
     with FeatureStore(root / "features.h5", "a") as store:
-        for video in names + [f"test{i}" for i in range(4)]:
+        for video in names + [f"test{i}_000000" for i in range(4)]:
             store.put("audio", video, rng.standard_normal((4, 128), dtype=np.float32))
             store.put("visual", video, rng.standard_normal((4, 768), dtype=np.float32))
 
@@ -302,7 +314,7 @@ def test_reproduce_trains_the_multiple_choice_model_for_table5(tmp_path):
         assert len(store.keys("choices")) == 44 and store.get("choices", 1000).shape == (4, store.widths["text_dim"])
     folder = tmp_path / "runs" / "avqa" / "standard" / "avqa" / "choices" / "1"
     config = json.loads((folder / "config.json").read_text())
-    assert config["model"]["choice_scorer"] == "match" and config["train"]["eval_split"] == "val"
+    assert config["model"]["choice_scorer"] == "dot" and config["train"]["eval_split"] == "val"
     ours = ours_table(plan, "table5")
     assert list(ours.columns) == ["Total Accuracy (%)"] and 0 <= ours.loc["AV-Master", "Total Accuracy (%)"] <= 100
     from avmaster_core import paper

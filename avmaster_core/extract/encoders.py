@@ -8,11 +8,15 @@ Audio:    per one-second chunk, a 96 x 64 log-mel patch (the first 0.96 s), VGGi
 
 Weights never download silently into a failure: `WeightsNotFoundError` names the file and where to put it.
 
-The interface every encoder follows (`AudioEncoder`, `VisualEncoder`): `name`, output width `dim`,
-`preprocess` (picklable: it runs in decode workers) and `encode` (batched, on the encoder's device), plus
-`describe()` for the store's attributes. `AUDIO_ENCODERS` and `VISUAL_ENCODERS` map a name to a factory;
-adding an encoder (e.g. a Table XI row) is one factory registered with `register_audio_encoder` /
-`register_visual_encoder`, and `avmaster extract --audio-encoder/--visual-encoder` offers it.
+The interface every encoder follows (`AudioEncoder`, `VisualEncoder`, `TextEncoder`): `name`, output width
+`dim`, `input` (what it reads, in words: the store's `protocol` record is built from these), `preprocess`
+(picklable: it runs in decode workers) and `encode` (batched, on the encoder's device), plus `describe()` for
+the store's attributes; an audio encoder also declares its `sample_rate` (the decoders resample to it: 16 kHz
+for VGGish, 48 kHz for a CLAP). `AUDIO_ENCODERS`, `VISUAL_ENCODERS` and `TEXT_ENCODERS` map a name to a
+factory; adding an encoder (e.g. a Table XI row) is one factory registered with `register_audio_encoder` /
+`register_visual_encoder` / `register_text_encoder`, and `avmaster extract --audio-encoder/--visual-encoder/
+--text-encoder` offers it. The question-text encoder is its own choice (default CLIP ViT-L/14@336's text
+tower, whatever the visual encoder).
 """
 from __future__ import annotations
 
@@ -296,6 +300,14 @@ class ClipEncoder:
             words, sentence = project(x), project(pooled)  # [N,77,D], [N,D]
         return sentence.float().cpu(), words.float().cpu()
 
+    @property
+    def input(self) -> str:  # the visual interface's description of what it reads
+        return (f"one RGB frame per second, CLIP preprocessing (bicubic {self.preprocess.resize_mode}-side resize to "
+                f"{self.preprocess.size}, center crop, CLIP mean/std), encode_image")
+
+    text_input = ("filled text without '?', CLIP tokens (77), EOT state @ text_projection and all 77 states @ "
+                  "text_projection")
+
     def describe(self) -> dict:
         return {"visual_extractor": f"open_clip:{self.name}", "clip_weights": self.weights,
                 "clip_image_size": self.preprocess.size, "clip_embed_dim": self.embed_dim,
@@ -321,6 +333,8 @@ class VGGishEncoder:
     """torchvggish's VGG without the PCA/quantisation postprocessor: the raw 128-d `vggish/embedding`."""
 
     dim = 128
+    sample_rate = 16000  # what its log-mel front end expects (torchvggish's vggish_params.SAMPLE_RATE)
+    input = "16 kHz mono, each second alone, first 96 log-mel frames, VGGish pre-PCA"
     preprocess = staticmethod(vggish_log_mel)  # [T, 16000] waveform -> [T, 96, 64] log-mel patches
 
     def __init__(self, model, weights: str, device="cpu"):
@@ -366,11 +380,13 @@ class VGGishEncoder:
 # -- the interface and the registries --------------------------------------------------------------------------
 @runtime_checkable
 class AudioEncoder(Protocol):
-    """One-second waveforms -> one `dim`-wide vector per second."""
+    """One-second waveforms at `sample_rate` -> one `dim`-wide vector per second."""
     name: str
     dim: int
+    sample_rate: int  # Hz of the waveforms it reads; the decoders resample to it
+    input: str        # what it reads, in words (the store's protocol record)
 
-    def preprocess(self, audio: np.ndarray) -> Any: ...  # [T, 16000] float waveform -> a stackable [T, ...] input
+    def preprocess(self, audio: np.ndarray) -> Any: ...  # [T, sample_rate] float waveform -> a stackable [T, ...]
 
     def encode(self, inputs) -> torch.Tensor: ...  # [N, ...] -> float32 [N, dim] on CPU
 
@@ -382,11 +398,24 @@ class VisualEncoder(Protocol):
     """One frame per second -> one `dim`-wide vector per frame."""
     name: str
     dim: int
+    input: str            # what it reads, in words (the store's protocol record)
     preprocess: Callable  # one upright RGB PIL image -> a tensor [C, H, W] (runs in decode workers)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor: ...  # [N, C, H, W] -> float32 [N, dim] on CPU
 
     def describe(self) -> dict: ...
+
+
+@runtime_checkable
+class TextEncoder(Protocol):
+    """Question texts -> a sentence feature [dim] and 77 word features [77, dim] (CLIP's text path)."""
+    name: str
+    dim: int
+    weights: str
+    text_input: str  # what it reads, in words (the store's protocol record)
+    tokenizer: Any   # CLIP BPE: token counts for mask_padding
+
+    def encode_text(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 @dataclass
@@ -398,12 +427,14 @@ class EncoderOptions:
     pretrained: str = "openai"
     clip_weights: str | None = None
     vggish_weights: str | None = None
+    text_model: str = "ViT-L-14-336"  # the question encoder's CLIP (the paper's), whatever the visual encoder
 
 
 AUDIO_ENCODERS: dict[str, Callable[[EncoderOptions], AudioEncoder]] = {}
 VISUAL_ENCODERS: dict[str, Callable[[EncoderOptions], VisualEncoder]] = {}
-DEFAULT_AUDIO_ENCODER, DEFAULT_VISUAL_ENCODER = "vggish", "clip"
-TINY_ENCODERS = {"audio": "random-vggish", "visual": "tiny-clip"}  # `--encoders tiny`
+TEXT_ENCODERS: dict[str, Callable[[EncoderOptions], TextEncoder]] = {}
+DEFAULT_AUDIO_ENCODER, DEFAULT_VISUAL_ENCODER, DEFAULT_TEXT_ENCODER = "vggish", "clip", "clip"
+TINY_ENCODERS = {"audio": "random-vggish", "visual": "tiny-clip", "text": "tiny-clip"}  # `--encoders tiny`
 
 
 def register_audio_encoder(name: str):
@@ -416,6 +447,13 @@ def register_audio_encoder(name: str):
 def register_visual_encoder(name: str):
     def add(factory):
         VISUAL_ENCODERS[name] = factory
+        return factory
+    return add
+
+
+def register_text_encoder(name: str):
+    def add(factory):
+        TEXT_ENCODERS[name] = factory
         return factory
     return add
 
@@ -433,6 +471,10 @@ def build_audio_encoder(name: str = DEFAULT_AUDIO_ENCODER, options: EncoderOptio
 
 def build_visual_encoder(name: str = DEFAULT_VISUAL_ENCODER, options: EncoderOptions | None = None) -> VisualEncoder:
     return _build(VISUAL_ENCODERS, "visual", name, options)
+
+
+def build_text_encoder(name: str = DEFAULT_TEXT_ENCODER, options: EncoderOptions | None = None) -> TextEncoder:
+    return _build(TEXT_ENCODERS, "text", name, options)
 
 
 @register_audio_encoder("vggish")
@@ -454,16 +496,34 @@ def _clip(o: EncoderOptions) -> ClipEncoder:
 
 
 @register_visual_encoder("tiny-clip")
+@register_text_encoder("tiny-clip")
 def _tiny_clip(o: EncoderOptions) -> ClipEncoder:
     """A random 2-layer CLIP with 768-d output (TINY_CLIP): tests and pipeline benchmarks."""
     return ClipEncoder.tiny(device=o.device)
+
+
+@register_text_encoder("clip")
+def _clip_text(o: EncoderOptions) -> ClipEncoder:
+    """The text tower of open_clip `--text-model` (default ViT-L/14@336, the paper's question encoder) with
+    `--pretrained`; `--clip-weights` when it names the same model as the visual CLIP."""
+    weights = o.clip_weights if o.text_model == o.clip_model else None
+    return ClipEncoder.load(o.text_model, o.pretrained, weights, device=o.device, precision=o.precision)
 
 
 def encoder_attrs(audio: AudioEncoder | None, visual: VisualEncoder | None) -> dict:
     """The store attributes naming the encoders and their widths (the store checks items against the widths)."""
     attrs = {}
     if audio is not None:
-        attrs.update(audio.describe(), audio_encoder=audio.name, audio_dim=audio.dim)
+        attrs.update(audio.describe(), audio_encoder=audio.name, audio_dim=audio.dim,
+                     audio_sample_rate=audio.sample_rate)
     if visual is not None:
         attrs.update(visual.describe(), visual_encoder=visual.name, visual_dim=visual.dim)
     return attrs
+
+
+def encoders_protocol(audio: AudioEncoder | None, visual: VisualEncoder | None, text: TextEncoder | None) -> str:
+    """The encoders' part of a store's `protocol` record, from their own descriptions (`input`, `text_input`)."""
+    parts = [f"visual = {visual.name}: {visual.input}" if visual is not None else "",
+             f"audio = {audio.name}: {audio.input}" if audio is not None else "",
+             f"question = {text.name}: {text.text_input}" if text is not None else ""]
+    return "; ".join(p for p in parts if p)

@@ -14,8 +14,12 @@ Audio
 
 Frames
 4. ffmpeg's constant-frame-rate rule for `-r 1` (`ffmpeg_r1_picks`): which decoded frame becomes JPEG k.
-5. ffmpeg converts the frame's YUV to RGB with BT.601 coefficients whatever the video's colour tag, and
-   writes a JPEG; the JPEG is decoded again before CLIP (`jpeg_round_trip`).
+5. ffmpeg converts the frame to full-range YUV (yuvj420p for 4:2:0 video; libswscale) and encodes it with
+   libavcodec's `mjpeg` encoder at its defaults: time base 1/1 (`-r 1`), rate control at 200 kb/s, i.e. the
+   MPEG-1 intra matrix scaled per frame (one table for luma and chroma; qscale moves from frame to frame
+   within a video, so every written frame, a repeated one included, goes through one encoder in order:
+   `FfmpegJpegWriter`). Pillow decodes the JPEG (JFIF, BT.601 full range) before CLIP, as the released scripts
+   read the frames.
 """
 from __future__ import annotations
 
@@ -35,15 +39,18 @@ CFR_DROP, CFR_DUPLICATE = -1.1, 1.1  # ffmpeg's vsync=cfr thresholds (in output 
 # A frame exactly at a threshold (t = k - 1.1 - 1/fps happens at 30 and 50 fps) is written, as measured:
 # ffmpeg's timestamps carry extra precision there, so compare with a small tolerance instead of raw floats.
 THRESHOLD_EPS = 1e-6
-# ffmpeg's default MJPEG output is rate-controlled (200 kb/s, i.e. ~25 KB per JPEG at 1 frame/s), not a fixed
-# quantiser. We use the standard (Annex K) tables at IJG quality 75 with 4:2:0 chroma: the released frames
-# measured 25-37 KB per 640x360 frame, which is where quality 75 lands on such content, and it is the
-# quality Pillow used in the other frame script of the same repository (moviepy route).
-JPEG_QUALITY = 75
+# ffmpeg's default MJPEG output: libavcodec's mjpeg encoder with its defaults (rate control at AVCodecContext's
+# default 200 kb/s, time base 1/1 from `-r 1`), fed full-range YUV. Until issue 23 this step was a Pillow
+# quality-75 round trip (Annex K tables): an approximation, 2.7-10.5 % off the real JPEGs' CLIP input.
+JPEG_BIT_RATE = 200_000
+# the pixel format ffmpeg negotiates for the mjpeg encoder from the decoder's (full range: the "j" formats)
+FULL_RANGE = {"yuv420p": "yuvj420p", "yuv422p": "yuvj422p", "yuv444p": "yuvj444p",
+              "yuvj420p": "yuvj420p", "yuvj422p": "yuvj422p", "yuvj444p": "yuvj444p"}
 PARAMS = {"audio": "ffmpeg s16 stereo 44.1 kHz from the first audio sample; moviepy 1.0.1 sample picking "
                    "round(44100 n / 16000) with its buffer drift, clip +-0.99, int16 truncation; channel mean / 32768",
           "frames": "ffmpeg -r 1 (vsync cfr, thresholds -1.1/+1.1, input frame duration 1/fps) from the file's start time",
-          "pixels": f"BT.601 limited-range YUV->RGB, JPEG (Pillow, quality {JPEG_QUALITY}, 4:2:0) round trip"}
+          "pixels": f"full-range YUV (yuvj420p for 4:2:0, libswscale), libavcodec mjpeg at its defaults (time base "
+                    f"1/1, rate control {JPEG_BIT_RATE // 1000} kb/s), decoded by Pillow (JFIF BT.601)"}
 
 
 # -- audio -----------------------------------------------------------------------------------------------------
@@ -121,9 +128,10 @@ def _recentre(buffer, buffer_start, read_pos, target, n_input):
     return buffer, new_start, read_pos
 
 
-def moviepy_resample(samples: np.ndarray, duration: float, n_output: int | None = None) -> np.ndarray:
-    """int16 [N, C] at 44.1 kHz -> the int16 [n_output, C] wav moviepy writes (silence past the end)."""
-    picks = moviepy_sample_indices(len(samples), duration, n_output)
+def moviepy_resample(samples: np.ndarray, duration: float, n_output: int | None = None,
+                     rate_out: int = SAMPLE_RATE) -> np.ndarray:
+    """int16 [N, C] at 44.1 kHz -> the int16 [n_output, C] wav moviepy writes at `rate_out` (silence past the end)."""
+    picks = moviepy_sample_indices(len(samples), duration, n_output, rate_out=rate_out)
     out = np.zeros((len(picks), samples.shape[1]), np.float64)
     valid = picks >= 0
     out[valid] = samples[picks[valid]].astype(np.float64) / 32768.0  # the reader's int16 -> float
@@ -191,18 +199,55 @@ def bt601_rgb(frame) -> np.ndarray:
     return frame.reformat(format="rgb24", src_colorspace="ITU601", dst_colorspace="ITU601").to_ndarray()
 
 
-def jpeg_round_trip(rgb: np.ndarray, quality: int = JPEG_QUALITY):
-    """Encode an RGB uint8 array as a baseline JPEG (JFIF BT.601 YCbCr, 4:2:0) and decode it: a PIL image."""
+class FfmpegJpegWriter:
+    """The JPEG step of `ffmpeg -i VIDEO -r 1 %06d.jpg` for one video: every written frame, in order, through one
+    libavcodec `mjpeg` encoder with ffmpeg's defaults (its rate control carries over from frame to frame)."""
+
+    def __init__(self, bit_rate: int = JPEG_BIT_RATE):
+        self.bit_rate, self.codec, self.written = bit_rate, None, 0
+
+    def encode(self, frame) -> bytes:
+        """One decoded PyAV frame -> the bytes of the JPEG ffmpeg writes for it."""
+        from fractions import Fraction
+
+        import av
+
+        pix_fmt = FULL_RANGE.get(frame.format.name, "yuvj420p")
+        if self.codec is None:
+            self.codec = av.CodecContext.create("mjpeg", "w")
+            self.codec.width, self.codec.height, self.codec.pix_fmt = frame.width, frame.height, pix_fmt
+            self.codec.time_base = self.codec.framerate = Fraction(1, 1)
+            self.codec.bit_rate = self.bit_rate
+        yuv = frame.reformat(format=pix_fmt, interpolation="BICUBIC")  # ffmpeg's default sws flags
+        yuv.pts, yuv.time_base = self.written, Fraction(1, 1)
+        self.written += 1
+        packets = self.codec.encode(yuv)
+        if len(packets) != 1:  # an intra-only encoder without delay: one packet per frame
+            raise VideoDecodeError(f"the mjpeg encoder returned {len(packets)} packets for one frame")
+        return bytes(packets[0])
+
+
+def decode_jpeg(data: bytes):
+    """A JPEG's pixels as the released scripts read them: Pillow, RGB."""
+    import io
+
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image.convert("RGB")
+
+
+def jpeg_round_trip(rgb: np.ndarray, quality: int = 75):
+    """Encode an RGB uint8 array as a baseline JPEG (Pillow, Annex K tables at `quality`, 4:2:0) and decode it.
+    The official route's approximation before issue 23 (FfmpegJpegWriter replaces it); kept for comparisons."""
     import io
 
     from PIL import Image
 
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="JPEG", quality=quality, subsampling="4:2:0")
-    buffer.seek(0)
-    image = Image.open(buffer)
-    image.load()
-    return image.convert("RGB")
+    return decode_jpeg(buffer.getvalue())
 
 
 def _decode_frames(container, stream, seconds: int | None, transform: Callable, origin: float):
@@ -210,10 +255,11 @@ def _decode_frames(container, stream, seconds: int | None, transform: Callable, 
     rate = stream.average_rate or stream.guessed_rate
     sampler = CfrSampler(float(rate) if rate else 0.0)
     chosen, times, rotation = [], [], 0
-    last = None  # (time, av frame, its transformed image or None): ffmpeg may write the previous frame again
+    last = None  # (time, av frame): ffmpeg may write the previous frame again
+    writer = FfmpegJpegWriter()
 
-    def take(frame):
-        return transform(upright(jpeg_round_trip(bt601_rgb(frame)), rotation))
+    def take(frame):  # every written frame is encoded (a repeat too: the rate control has moved on)
+        return transform(upright(decode_jpeg(writer.encode(frame)), rotation))
 
     for index, frame in enumerate(container.decode(stream)):
         t = float(frame.pts * frame.time_base) if frame.pts is not None else index / float(rate or 25)
@@ -222,14 +268,11 @@ def _decode_frames(container, stream, seconds: int | None, transform: Callable, 
         t -= origin
         copies_previous, copies = sampler.push(t)
         if copies_previous and last is not None:
-            if last[2] is None:
-                last = (last[0], last[1], take(last[1]))
-            chosen += [last[2]] * copies_previous
+            chosen += [take(last[1]) for _ in range(copies_previous)]
             times += [last[0]] * copies_previous
-        image = take(frame) if copies else None
-        chosen += [image] * copies
+        chosen += [take(frame) for _ in range(copies)]
         times += [t] * copies
-        last = (t, frame, image)
+        last = (t, frame)
         if seconds is not None and len(chosen) >= seconds:
             break
     if not chosen:
@@ -238,11 +281,12 @@ def _decode_frames(container, stream, seconds: int | None, transform: Callable, 
 
 
 def decode_video_official(path: str | Path, seconds: int | None = 60,
-                          frame_transform: Callable | None = None) -> DecodedVideo:
+                          frame_transform: Callable | None = None, sample_rate: int = SAMPLE_RATE) -> DecodedVideo:
     """Decode `path` as the released features' scripts did (see the module docstring); same output as decode_video.
 
     Frames: JPEG k of `ffmpeg -r 1` for k < seconds (the last one repeated if there are fewer); audio: the
-    16 kHz moviepy wav from the first audio sample, cut or padded with silence to `seconds` s.
+    moviepy wav at `sample_rate` (`write_audiofile(fps=...)`: 16 kHz for VGGish) from the first audio sample, cut
+    or padded with silence to `seconds` s.
     info["frame_times_s"] holds each frame's time from the file's start time.
     """
     import av
@@ -269,12 +313,12 @@ def decode_video_official(path: str | Path, seconds: int | None = 60,
         with av.open(str(path)) as container:
             if container.streams.audio:
                 samples = decode_s16_stereo_44k(container, container.streams.audio[0])
-                wav = moviepy_resample(samples, duration, target * SAMPLE_RATE)
-                audio = (wav.astype(np.float32).mean(axis=1) / 32768.0).reshape(target, SAMPLE_RATE)
+                wav = moviepy_resample(samples, duration, target * sample_rate, rate_out=sample_rate)
+                audio = (wav.astype(np.float32).mean(axis=1) / 32768.0).reshape(target, sample_rate)
                 info.update(audio_missing=False, audio_duration_s=round(len(samples) / FFMPEG_RATE, 3),
                             audio_silent=bool(np.abs(audio).max() < 1e-4))
             else:
-                audio = np.zeros((target, SAMPLE_RATE), np.float32)
+                audio = np.zeros((target, sample_rate), np.float32)
                 info.update(audio_missing=True, audio_silent=True, audio_duration_s=0.0)
     except VideoDecodeError:
         raise

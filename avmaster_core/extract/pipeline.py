@@ -31,13 +31,14 @@ import torch
 
 from ..atomic import write_json
 from ..store import TOKENS_ATTR, FeatureStore
-from .encoders import (AUDIO_ENCODERS, DEFAULT_AUDIO_ENCODER, DEFAULT_VISUAL_ENCODER, TINY_ENCODERS, VISUAL_ENCODERS,
-                       AudioEncoder, ClipEncoder, EncoderOptions, VGGishEncoder, VisualEncoder, WeightsNotFoundError,
-                       build_audio_encoder, build_visual_encoder, encoder_attrs)
-from .routes import DEFAULT_ROUTE, ROUTES, Route, check_route, get_route, route_attrs
-from .video import VideoDecodeError, list_videos
+from .encoders import (AUDIO_ENCODERS, DEFAULT_AUDIO_ENCODER, DEFAULT_TEXT_ENCODER, DEFAULT_VISUAL_ENCODER,
+                       TEXT_ENCODERS, TINY_ENCODERS, VISUAL_ENCODERS, AudioEncoder, ClipEncoder, EncoderOptions,
+                       TextEncoder, VGGishEncoder, VisualEncoder, WeightsNotFoundError, build_audio_encoder,
+                       build_text_encoder, build_visual_encoder, encoder_attrs, encoders_protocol)
+from .routes import DEFAULT_ROUTE, LEGACY_PROTOCOLS, ROUTES, Route, check_route, get_route, route_attrs
+from .video import VideoDecodeError, check_video, list_videos
 
-PROTOCOL = ROUTES["clean"].protocol  # kept for callers of the name; each route has its own
+PROTOCOL = LEGACY_PROTOCOLS["clean"]  # kept for callers of the name; a store's record is routes.route_attrs's
 
 
 # -- sharding and bookkeeping ------------------------------------------------------------------------------
@@ -101,8 +102,8 @@ class _DecodeJobs(torch.utils.data.Dataset):
     """Item i: video i decoded by the route and preprocessed for both encoders, or the reason it failed."""
 
     def __init__(self, videos: list[tuple[str, Path]], seconds: int | None, route: Route,
-                 frame_preprocess: Callable, audio_preprocess: Callable):
-        self.videos, self.seconds, self.route = videos, seconds, route
+                 frame_preprocess: Callable, audio_preprocess: Callable, sample_rate: int):
+        self.videos, self.seconds, self.route, self.sample_rate = videos, seconds, route, sample_rate
         self.frame_preprocess, self.audio_preprocess = frame_preprocess, audio_preprocess
 
     def __len__(self) -> int:
@@ -111,7 +112,8 @@ class _DecodeJobs(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         video_id, path = self.videos[i]
         try:
-            decoded = self.route.decode(path, self.seconds, frame_transform=self.frame_preprocess)
+            decoded = self.route.decode(path, self.seconds, frame_transform=self.frame_preprocess,
+                                        sample_rate=self.sample_rate)
             decoded.info["stated_duration_s"] = stated_duration(path)
             return {"video_id": video_id, "path": str(path), "info": decoded.info,
                     "frames": torch.stack(decoded.frames),  # e.g. CLIP: uint8 [T,3,S,S]
@@ -230,7 +232,7 @@ def extract_videos(videos: dict[str, Path] | str | Path, out: str | Path, visual
         ids = ids[:limit]
     summary = ExtractSummary(store=str(store_path), total=len(ids))
     route = get_route(route)
-    run_attrs = {**encoder_attrs(audio, visual), **route_attrs(route),
+    run_attrs = {**encoder_attrs(audio, visual), **route_attrs(route, audio, visual),
                  "seconds": "video length" if seconds is None else int(seconds)}
     log = FailureLog(failures_path(store_path))
     start = time.perf_counter()
@@ -239,7 +241,8 @@ def extract_videos(videos: dict[str, Path] | str | Path, out: str | Path, visual
         todo = [(v, Path(videos[v])) for v in ids if not (store.has("audio", v) and store.has("visual", v))]
         summary.skipped = len(ids) - len(todo)
         loader = torch.utils.data.DataLoader(
-            _DecodeJobs(todo, seconds, route, visual.preprocess, audio.preprocess), batch_size=None, collate_fn=_single,
+            _DecodeJobs(todo, seconds, route, visual.preprocess, audio.preprocess, audio.sample_rate), batch_size=None,
+            collate_fn=_single,
             num_workers=workers, prefetch_factor=4 if workers else None, persistent_workers=False)
         bar = tqdm(total=len(todo), unit="video", disable=not progress, desc="extract", dynamic_ncols=True)
         pending: list[dict] = []
@@ -298,7 +301,8 @@ def extract_questions(questions: dict[int, str] | Iterable[tuple[int, str]], out
     from tqdm.auto import tqdm
 
     items = dict(questions)
-    attrs = {"text_extractor": f"open_clip:{clip.name}", "text_weights": clip.weights, "text_dim": clip.dim}
+    attrs = {"text_extractor": f"open_clip:{clip.name}", "text_weights": clip.weights, "text_dim": clip.dim,
+             "text_protocol": encoders_protocol(None, None, clip)}
     written = 0
     with FeatureStore(out, "a") as store:
         _check_provenance(store, attrs)
@@ -432,13 +436,17 @@ def extract_device(name: str) -> str:
     return name
 
 
-def build_encoders(args, need_audio: bool = True) -> tuple[VisualEncoder, AudioEncoder | None]:
-    """(visual, audio) encoders named by --visual-encoder / --audio-encoder (`--encoders tiny`: the test pair)."""
+def _encoder_options(args) -> EncoderOptions:
     device = extract_device(args.device)
     precision = args.precision if args.precision != "auto" else ("fp16" if device.startswith("cuda") else "fp32")
-    options = EncoderOptions(device=device, precision=precision, clip_model=args.clip_model,
-                             pretrained=args.pretrained, clip_weights=args.clip_weights,
-                             vggish_weights=args.vggish_weights)
+    return EncoderOptions(device=device, precision=precision, clip_model=args.clip_model,
+                          pretrained=args.pretrained, clip_weights=args.clip_weights,
+                          vggish_weights=args.vggish_weights, text_model=args.text_model)
+
+
+def build_encoders(args, need_audio: bool = True) -> tuple[VisualEncoder, AudioEncoder | None]:
+    """(visual, audio) encoders named by --visual-encoder / --audio-encoder (`--encoders tiny`: the test pair)."""
+    options = _encoder_options(args)
     visual_name, audio_name = args.visual_encoder, args.audio_encoder
     if args.encoders == "tiny":
         visual_name, audio_name = TINY_ENCODERS["visual"], TINY_ENCODERS["audio"]
@@ -467,11 +475,17 @@ def _weights_named(flag: str, path: str | None):
                          "download it again") from None
 
 
-def _text_encoder(visual: VisualEncoder):
-    if not hasattr(visual, "encode_text"):
-        raise ValueError(f"question features need a CLIP-style visual encoder with a text tower; "
-                         f"{visual.name} has none: choose --visual-encoder clip or tiny-clip")
-    return visual
+def build_text(args, visual: VisualEncoder | None = None) -> TextEncoder:
+    """The question encoder named by --text-encoder (`--encoders tiny`: tiny-clip), its own choice whatever the
+    visual encoder; the visual encoder itself when it is that very CLIP (one model in memory, not two)."""
+    options = _encoder_options(args)
+    name = TINY_ENCODERS["text"] if args.encoders == "tiny" else args.text_encoder
+    same = {"tiny-clip": "tiny-clip", "clip": options.text_model.replace("/", "-")}.get(name)
+    if isinstance(visual, ClipEncoder) and same == visual.name and (
+            name != "clip" or options.clip_model == options.text_model):
+        return visual
+    with _weights_named("--clip-weights", args.clip_weights if options.clip_model == options.text_model else None):
+        return build_text_encoder(name, options)
 
 
 def _add_encoder_options(p: argparse.ArgumentParser) -> None:
@@ -484,6 +498,11 @@ def _add_encoder_options(p: argparse.ArgumentParser) -> None:
                    help="clip: open_clip --clip-model/--pretrained (ViT-L/14@336, OpenAI weights); tiny-clip: random")
     g.add_argument("--audio-encoder", choices=sorted(AUDIO_ENCODERS), default=DEFAULT_AUDIO_ENCODER,
                    help="vggish: torchvggish release weights, pre-PCA 128-d; random-vggish: random weights")
+    g.add_argument("--text-encoder", choices=sorted(TEXT_ENCODERS), default=DEFAULT_TEXT_ENCODER,
+                   help="question features: clip = the text tower of --text-model (whatever the visual encoder); "
+                        "tiny-clip: random")
+    g.add_argument("--text-model", default="ViT-L-14-336",
+                   help="open_clip model of the question encoder (default ViT-L/14@336, the paper's)")
     g.add_argument("--encoders", choices=["real", "tiny"], default="real",
                    help="tiny: shortcut for --visual-encoder tiny-clip --audio-encoder random-vggish (tests, benchmarks)")
     g.add_argument("--route", choices=sorted(ROUTES), default=DEFAULT_ROUTE,
@@ -514,10 +533,11 @@ def _run_extract(args) -> int:
         seconds = _seconds(args.seconds)
         table = load_question_table(args.records, args.questions, args.split, args.root) \
             if args.questions or args.records else None  # ids and texts checked before any video work
+        videos = list_videos(args.videos) if args.videos else None  # before the encoders load
         visual, audio = build_encoders(args, need_audio=bool(args.videos))
-        text_encoder = _text_encoder(visual) if table is not None else None
+        text_encoder = build_text(args, visual) if table is not None else None
         if args.videos:
-            summary = extract_videos(args.videos, args.out, visual, audio, seconds=seconds,
+            summary = extract_videos(videos, args.out, visual, audio, seconds=seconds,
                                      batch_frames=args.batch_frames, workers=args.workers, shard=shard,
                                      limit=args.limit, route=args.route)
             print(summary.line())
@@ -535,16 +555,12 @@ def _run_extract(args) -> int:
                 from ..choices import extract_dataset_choices
 
                 n = extract_dataset_choices(args.questions, args.split, args.root, shard_store_path(args.out, shard),
-                                            _text_encoder(visual), shard, args.batch_questions)
+                                            text_encoder, shard, args.batch_questions)
                 if n:
                     print(f"candidate answers of {n} question(s) extracted")
     except (WeightsNotFoundError, FileNotFoundError, ValueError, NotImplementedError) as e:
         print(f"avmaster extract: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("\navmaster extract: interrupted (Ctrl-C); finished items are saved: rerun the same command to "
-              "continue", file=sys.stderr)
-        return 130
     return status
 
 
@@ -587,10 +603,12 @@ def check_question(question: str, top: int) -> None:
         raise ValueError(f"--top {top}: must be >= 1 (the number of answers listed)")
 
 
-def ask(video: str | Path, question: str, checkpoint: str | Path, clip: ClipEncoder, vggish: AudioEncoder,
-        seconds: int | None = 60, top: int = 5, device: str = "cpu", route: str = DEFAULT_ROUTE) -> dict:
+def ask(video: str | Path, question: str, checkpoint: str | Path, clip: VisualEncoder, vggish: AudioEncoder,
+        seconds: int | None = 60, top: int = 5, device: str = "cpu", route: str = DEFAULT_ROUTE,
+        text: TextEncoder | None = None) -> dict:
     """Answer `question` about `video` with a trained checkpoint: {"answer", "top": [(answer, p)], "driver", "push"}.
 
+    clip, vggish: the visual and audio encoders; text: the question encoder (default: `clip`, a CLIP).
     route: decode as the checkpoint's training features were made ("official" for the released ones).
     """
     from ..checkpoint import load_checkpoint, read_checkpoint
@@ -603,15 +621,16 @@ def ask(video: str | Path, question: str, checkpoint: str | Path, clip: ClipEnco
         notes.append(f"the checkpoint was trained on T={trained_T} segments, this video is read as "
                      f"{'its own length' if seconds is None else f'{seconds} segments'} "
                      f"(--seconds {trained_T} matches the training)")
-    decoded = get_route(route).decode(video, seconds, frame_transform=clip.preprocess)
+    text = text or clip
+    decoded = get_route(route).decode(video, seconds, frame_transform=clip.preprocess, sample_rate=vggish.sample_rate)
     decoded.info["stated_duration_s"] = stated_duration(video)
     notes += _warnings(decoded.info, seconds)
-    tokens = len(clip.tokenizer.encode(question_text(question))) + 2 if hasattr(clip.tokenizer, "encode") else 0
+    tokens = len(text.tokenizer.encode(question_text(question))) + 2 if hasattr(text.tokenizer, "encode") else 0
     if tokens > 77:  # CLIP reads 77 positions, start and end tokens included
         notes.append(f"the question is {tokens} CLIP tokens long: only the first 77 are read (shorten it)")
     visual = clip.encode(torch.stack(decoded.frames))  # [T, D]
     audio = vggish.encode(torch.as_tensor(vggish.preprocess(decoded.audio)))  # [T, audio dim]
-    sentence, words = clip.encode_text([question_text(question)])  # [1, D], [1, 77, D]
+    sentence, words = text.encode_text([question_text(question)])  # [1, D], [1, 77, D]
     model, _cfg = load_checkpoint(checkpoint, map_location=device)
     model.eval()
     batch = {"audio": audio[None], "visual": visual[None], "question": sentence, "words": words}
@@ -627,11 +646,17 @@ def ask(video: str | Path, question: str, checkpoint: str | Path, clip: ClipEnco
 
 
 def _run_ask(args) -> int:
+    from ..checkpoint import read_checkpoint
+
     try:
-        check_question(args.question, args.top)  # before the encoders load
+        # every input before the encoders and the model load
+        check_question(args.question, args.top)
+        seconds = _seconds(args.seconds)
+        check_video(args.video)
+        read_checkpoint(args.checkpoint)
         visual, audio = build_encoders(args)
-        result = ask(args.video, args.question, args.checkpoint, _text_encoder(visual), audio,
-                     seconds=_seconds(args.seconds), top=args.top, device=extract_device(args.device), route=args.route)
+        result = ask(args.video, args.question, args.checkpoint, visual, audio, seconds=seconds,
+                     top=args.top, device=extract_device(args.device), route=args.route, text=build_text(args, visual))
     except (WeightsNotFoundError, FileNotFoundError, ValueError, VideoDecodeError) as e:
         print(f"avmaster ask: {e}", file=sys.stderr)
         return 1
@@ -662,7 +687,7 @@ def register(subparsers) -> None:
     p.add_argument("--shard", default="0/1", help="i/n: this process takes videos i, i+n, ... into its own store")
     p.add_argument("--limit", type=AT_LEAST_1, help="at most this many videos (after sharding)")
     _add_encoder_options(p)
-    p.set_defaults(func=_run_extract)
+    p.set_defaults(func=_run_extract, outputs={"out": "file"})
 
     a = subparsers.add_parser("ask", help="answer a question about your own video with a trained checkpoint")
     a.add_argument("video")

@@ -1,7 +1,8 @@
 """Extraction routes: how a video becomes T frames and T one-second waveforms before the encoders.
 
 - `official` (default for the MUSIC-AVQA family): the released features' scripts, emulated step by step
-  (`official_route`): ffmpeg `-r 1` frame times, BT.601 + JPEG pixels, moviepy 1.0.1 sample-picking resampler,
+  (`official_route`): ffmpeg `-r 1` frame times, ffmpeg's own MJPEG pixels (libavcodec mjpeg, rate control,
+  BT.601 decode), moviepy 1.0.1 sample-picking resampler,
   audio from the first audio sample. Use it to evaluate the authors' checkpoints or compare with the paper.
 - `clean` (for new data): the frame on screen at each whole second, uncompressed pixels, an anti-aliased
   resampler, audio aligned to the first video frame (`video.decode_video`).
@@ -33,20 +34,23 @@ CLEAN_PARAMS = {"audio": "libswresample to 16 kHz s16 per channel, channel mean 
                          "video frame by the streams' timestamps",
                 "frames": "the frame on screen at each whole second from the first video frame (last pts <= k)",
                 "pixels": "libswscale RGB24 as tagged, uncompressed"}
-_ENCODING = ("; visual = encoder preprocessing of each frame (CLIP: bicubic shortest-side resize, center crop, "
-             "CLIP mean/std), encode_image; audio = each second alone, first 96 log-mel frames, VGGish pre-PCA; "
-             "question = filled text without '?', CLIP EOT state @ text_projection and all 77 states @ "
-             "text_projection")
 ROUTES = {
     "official": Route("official", official_route.decode_video_official, official_route.PARAMS,
-                      "avmaster-extract/official-1: ffmpeg -r 1 JPEG frames (BT.601), moviepy 1.0.1 16 kHz wav "
-                      "from the first audio sample" + _ENCODING),
-    "clean": Route("clean", decode_video, CLEAN_PARAMS,  # the protocol string of stores made before routes existed
-                   "avmaster-extract/1: T one-second segments from the first video frame; visual = the frame on "
-                   "screen at each whole second (last pts <= t), CLIP preprocessing (bicubic shortest-side resize, "
-                   "center crop, CLIP mean/std), encode_image; audio = 16 kHz s16/32768 channel mean, each second "
-                   "alone, first 96 log-mel frames, VGGish pre-PCA; question = filled text without '?', CLIP EOT "
-                   "state @ text_projection and all 77 states @ text_projection"),
+                      "avmaster-extract/official-2: ffmpeg -r 1 JPEG frames (libavcodec mjpeg at its defaults, BT.601), "
+                      "moviepy 1.0.1 wav at the audio encoder's rate from the first audio sample"),
+    "clean": Route("clean", decode_video, CLEAN_PARAMS,
+                   "avmaster-extract/clean-2: T one-second segments from the first video frame; the frame on screen "
+                   "at each whole second (last pts <= t), uncompressed; audio resampled (libswresample) to the audio "
+                   "encoder's rate, s16/32768 channel mean"),
+}
+# The `protocol` of stores made before routes existed (today's clean route with CLIP + VGGish); and of official-route
+# stores made before issue 23 (Pillow quality-75 JPEGs; their route_params say so too). Both stay readable.
+LEGACY_PROTOCOLS = {
+    "clean": "avmaster-extract/1: T one-second segments from the first video frame; visual = the frame on screen at "
+             "each whole second (last pts <= t), CLIP preprocessing (bicubic shortest-side resize, center crop, CLIP "
+             "mean/std), encode_image; audio = 16 kHz s16/32768 channel mean, each second alone, first 96 log-mel "
+             "frames, VGGish pre-PCA; question = filled text without '?', CLIP EOT state @ text_projection and all "
+             "77 states @ text_projection",
 }
 DEFAULT_ROUTE = "official"
 
@@ -57,19 +61,32 @@ def get_route(name: str) -> Route:
     return ROUTES[name]
 
 
-def route_attrs(route: Route) -> dict:
-    return {"route": route.name, "route_params": json.dumps(route.params, sort_keys=True), "protocol": route.protocol}
+def route_attrs(route: Route, audio=None, visual=None, text=None) -> dict:
+    """The store attributes of a route: its name, its steps, and the `protocol` record built from the route's
+    own line and the encoders' descriptions (extract.encoders.encoders_protocol)."""
+    from .encoders import encoders_protocol
+
+    encoders = encoders_protocol(audio, visual, text)
+    return {"route": route.name, "route_params": json.dumps(route.params, sort_keys=True),
+            "protocol": route.protocol + (f"; {encoders}" if encoders else "")}
 
 
 def check_route(store_attrs: dict, route: Route, store_path) -> None:
     """Refuse to add features of `route` to a store made by another route."""
     old = store_attrs.get("route")
-    if old is None and store_attrs.get("protocol") == ROUTES["clean"].protocol:
+    if old is None and store_attrs.get("protocol") == LEGACY_PROTOCOLS["clean"]:
         old = "clean"  # a store made before routes existed: its decoder is today's clean route
     if old is not None and str(old) != route.name:
         raise ValueError(f"{store_path} holds features made by the '{old}' extraction route; this run uses "
                          f"'{route.name}'. Routes cannot be mixed in one store: write to another --out, or rerun "
                          f"with --route {old}")
+    saved = store_attrs.get("route_params")
+    if old is not None and saved is not None:  # same route, another version of one of its steps
+        changed = sorted(k for k, v in json.loads(saved).items() if route.params.get(k) != v)
+        if changed:
+            raise ValueError(f"{store_path} holds '{old}' features made with another {', '.join(changed)} step "
+                             f"(store: {json.loads(saved)[changed[0]]!r}; now: {route.params.get(changed[0])!r}). "
+                             "Its features stay readable; new ones go to another --out")
 
 
 # -- the two routes side by side ---------------------------------------------------------------------------------
@@ -84,13 +101,13 @@ def pixel_psnr(video_path: str | Path, frames: int = 5) -> np.ndarray:
     """PSNR (dB) between the two routes' pixels of the same decoded frames (first `frames` frames)."""
     import av
 
-    values = []
+    values, writer = [], official_route.FfmpegJpegWriter()
     with av.open(str(video_path)) as container:
         for index, frame in enumerate(container.decode(container.streams.video[0])):
             if index >= frames:
                 break
             clean = np.asarray(frame.to_image(), np.float64)
-            official = np.asarray(official_route.jpeg_round_trip(official_route.bt601_rgb(frame)), np.float64)
+            official = np.asarray(official_route.decode_jpeg(writer.encode(frame)), np.float64)
             mse = np.mean((clean - official) ** 2)
             values.append(99.0 if mse == 0 else 10 * np.log10(255.0 ** 2 / mse))
     return np.array(values)

@@ -115,13 +115,14 @@ def _decode_frames(container, stream, seconds: int | None, frame_transform: Call
     return chosen, info
 
 
-def _decode_audio(container, stream, seconds: int, video_start: float) -> tuple[np.ndarray, dict]:
+def _decode_audio(container, stream, seconds: int, video_start: float,
+                  sample_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, dict]:
     import av
 
-    resampler = av.AudioResampler(format="s16p", layout=None, rate=SAMPLE_RATE)  # keep channels; mean below
+    resampler = av.AudioResampler(format="s16p", layout=None, rate=sample_rate)  # keep channels; mean below
     chunks: list[np.ndarray] = []
     first_time = None
-    wanted = seconds * SAMPLE_RATE
+    wanted = seconds * sample_rate
 
     def add(frames):
         for out in frames:
@@ -135,25 +136,26 @@ def _decode_audio(container, stream, seconds: int, video_start: float) -> tuple[
         total = sum(len(c) for c in chunks)
         # enough: `wanted` after the part the alignment below cuts (audio ahead of the video), plus a 2 s margin
         ahead = 0.0 if first_time is None else max(0.0, video_start - first_time)
-        if total > wanted + (ahead + 2) * SAMPLE_RATE:
+        if total > wanted + (ahead + 2) * sample_rate:
             break
     add(resampler.resample(None))  # flush
     samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     # align: audio sample 0 sits at first_time on the container timeline; video t = 0 at video_start
-    shift = round(((first_time if first_time is not None else video_start) - video_start) * SAMPLE_RATE)
+    shift = round(((first_time if first_time is not None else video_start) - video_start) * sample_rate)
     samples = np.concatenate([np.zeros(shift, np.float32), samples]) if shift > 0 else samples[-shift:]
-    audio_duration = len(samples) / SAMPLE_RATE
+    audio_duration = len(samples) / sample_rate
     out = np.zeros(wanted, np.float32)
     n = min(wanted, len(samples))
     out[:n] = samples[:n]
     info = {"audio_duration_s": round(audio_duration, 3), "audio_channels": stream.codec_context.channels,
             "audio_rate_in": stream.rate, "audio_silent": bool(n == 0 or np.abs(out[:n]).max() < 1e-4)}
-    return out.reshape(seconds, SAMPLE_RATE), info
+    return out.reshape(seconds, sample_rate), info
 
 
 def decode_video(path: str | Path, seconds: int | None = 60,
-                 frame_transform: Callable | None = None) -> DecodedVideo:
-    """Decode `path` into `seconds` one-second segments (None: the video's own length).
+                 frame_transform: Callable | None = None, sample_rate: int = SAMPLE_RATE) -> DecodedVideo:
+    """Decode `path` into `seconds` one-second segments (None: the video's own length), the audio at
+    `sample_rate` (the audio encoder's: 16 kHz for VGGish).
 
     frame_transform: applied to each chosen frame (a PIL RGB image); default returns an RGB uint8 [H,W,3] array.
     Raises VideoDecodeError with the reason when the file cannot be used.
@@ -174,10 +176,10 @@ def decode_video(path: str | Path, seconds: int | None = 60,
         with av.open(str(path)) as container:  # reopen: demuxing the audio from the start is simplest
             if container.streams.audio:
                 audio, audio_info = _decode_audio(container, container.streams.audio[0], len(frames),
-                                                  info["video_start_s"])
+                                                  info["video_start_s"], sample_rate)
                 info.update(audio_info, audio_missing=False)
             else:
-                audio = np.zeros((len(frames), SAMPLE_RATE), np.float32)
+                audio = np.zeros((len(frames), sample_rate), np.float32)
                 info.update(audio_missing=True, audio_silent=True, audio_duration_s=0.0)
     except VideoDecodeError:
         raise
@@ -185,6 +187,26 @@ def decode_video(path: str | Path, seconds: int | None = 60,
         raise VideoDecodeError(f"{type(e).__name__}: {e}") from e
     info["seconds"] = len(frames)
     return DecodedVideo(frames=frames, audio=audio, info=info)
+
+
+def check_video(path: str | Path) -> None:
+    """VideoDecodeError naming `path` unless it is a file whose container opens and holds a video stream
+    (reads the header only: a check before any encoder loads)."""
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise VideoDecodeError(f"video {path} {'is a folder' if path.is_dir() else 'does not exist'}: give a video "
+                               f"file ({', '.join(VIDEO_EXTENSIONS)})")
+    size = path.stat().st_size
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoDecodeError(f"{path} holds no video stream (an audio-only file?): give a video file")
+    except (av.error.FFmpegError, OSError, ValueError) as e:
+        raise VideoDecodeError(f"{path} ({size} bytes) cannot be opened as a video ({type(e).__name__}: "
+                               f"{getattr(e, 'strerror', None) or e}); it is empty, truncated or not a video: "
+                               "give another file or download it again") from None
 
 
 def list_videos(folder: str | Path) -> dict[str, Path]:
