@@ -80,7 +80,7 @@ def notebooks_folder() -> Path:
 
 def work_in_notebooks_folder() -> None:
     """Every path of a notebook (its defaults, what it writes, the parameters given) is relative to notebooks/,
-    as in JupyterLab: a kernel started elsewhere (`papermill notebooks/02_training.ipynb out.ipynb` from the
+    as in JupyterLab: a kernel started elsewhere (`papermill notebooks/03_training.ipynb out.ipynb` from the
     repository root or any folder) moves there first, so that nothing is read or written outside the repository
     but where the parameters point."""
     import os
