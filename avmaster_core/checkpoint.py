@@ -68,24 +68,59 @@ def save_last(path: Path, model, optimizer, scheduler, config_record: dict, rngs
                 **loop_state}, path)
 
 
-def read_checkpoint(path, map_location="cpu") -> dict:
-    """The dict of an avmaster checkpoint; a clear error for a missing file or another kind of file."""
+REMEDY = "use a best.pt/last.pt written by `avmaster train`"
+
+
+def read_checkpoint(path, map_location="cpu", remedy: str = REMEDY) -> dict:
+    """The dict of an avmaster checkpoint, its weights checked against its model configuration; a ValueError
+    naming the file for a missing, unreadable (truncated, foreign) or mismatched one. remedy: what to do."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist; train a model (`avmaster train`) first")
+    if path.is_dir():
+        raise ValueError(f"checkpoint {path} is a folder: give the best.pt or last.pt inside it")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError:
+        raise  # permission, I/O: the CLI words these
     except Exception as e:  # noqa: BLE001 - empty, truncated, random bytes, arbitrary pickles: all "not readable"
         raise ValueError(f"checkpoint {path} ({path.stat().st_size} bytes) cannot be read "
-                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'}); it may be "
-                         "truncated or not a checkpoint: use a best.pt/last.pt written by `avmaster train`") from None
+                         f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else 'no detail'}); it may "
+                         f"be truncated or not a checkpoint: {remedy}") from None
     if not isinstance(ckpt, dict) or "model_config" not in ckpt or "model" not in ckpt:
         raise ValueError(f"{path} is not an avmaster checkpoint (no model_config/model); an official AV-Master "
                          "state dict loads with avmaster_core.from_official_state_dict")
+    check_weights(ckpt, f"checkpoint {path}", remedy)
     from .provenance import note_run_read
 
     note_run_read(path.parent)  # a table written next will list this run (provenance sidecar)
     return ckpt
+
+
+def check_weights(ckpt: dict, source: str, remedy: str = REMEDY) -> None:
+    """ValueError unless the weights of `ckpt` are exactly those of the model its configuration builds (names
+    and shapes; the model is built on the meta device: no memory, no compute)."""
+    from .config import ModelConfig
+    from .model import build_model
+
+    try:
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in build_model(ModelConfig.from_dict(ckpt["model_config"]))
+                        .state_dict().items()}
+    except (TypeError, ValueError, KeyError) as e:
+        raise ValueError(f"{source}: its model_config does not describe a model of this version "
+                         f"({type(e).__name__}: {e}); {remedy}") from None
+    weights = ckpt["model"] if isinstance(ckpt["model"], dict) else {}
+    found = {k: tuple(getattr(v, "shape", ())) for k, v in weights.items()}
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    wrong = [f"{k} {found[k]} (expected {expected[k]})" for k in expected if k in found and found[k] != expected[k]]
+    problems = [f"{len(items)} {what} (e.g. {', '.join(items[:3])})"
+                for what, items in (("weights missing", missing), ("unknown weights", unexpected),
+                                    ("weights of the wrong shape", wrong)) if items]
+    if problems:
+        raise ValueError(f"{source} does not hold the weights of its model: {'; '.join(problems)}; it is damaged "
+                         f"or was edited: {remedy}")
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu", changes: dict | None = None):

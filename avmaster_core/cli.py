@@ -9,16 +9,24 @@
     avmaster runs check DIR           which commit and configuration made runs  (provenance.py)
     avmaster report                   the executed notebooks as a static website (website.py)
 
-Errors: a domain error (bad file, bad option, missing feature, ...; see `domain_errors`) is printed as one
-line `avmaster <command>: <message>` and exits 1; `--debug` or AVMASTER_DEBUG=1 shows the traceback instead.
-Ctrl-C exits 130 with how to continue; a closed output pipe (`avmaster data list | head`) exits quietly.
+Errors: no traceback reaches the user without `--debug` (or AVMASTER_DEBUG=1). Every exception is turned
+into one line `avmaster <command>: <message>` and exit code 1 by `explain`: the package's own messages as
+they are, OS errors (disk full, permission, read-only file system, a file where a folder should be) with
+the file and what to do, anything else as an internal error to report. Ctrl-C exits 130 and SIGTERM (kill,
+SLURM, containers) 143, both with how to continue (RESUME_HINTS); an atomic write in progress is finished
+first (atomic.signals_deferred). A closed output pipe (`avmaster data list | head`) exits quietly.
+Before a command runs, the files and folders it will write (`outputs=` in its parser's defaults) are
+checked (`check_outputs`), so that a bad --out fails in a second, not after the work.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import errno
 import os
+import signal
 import sys
+from pathlib import Path
 
 from .threads import add_threads_argument, apply_threads
 
@@ -53,11 +61,20 @@ class AvmasterError(Exception):
     """Base class for errors that are the user's input, not a bug: the CLI prints them as one line."""
 
 
-def domain_errors() -> tuple[type[BaseException], ...]:
-    """The exception classes the CLI reports as a message (the package's own, and the usual input errors)."""
-    from .store import MissingFeatureError
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that it unwinds like Ctrl-C (locks released, `finally` run)."""
 
-    return (AvmasterError, ValueError, OSError, MissingFeatureError, NotImplementedError, EOFError)
+
+def domain_errors() -> tuple[type[BaseException], ...]:
+    """The exception classes whose message is the user's news as it is (the package's own, the usual input
+    errors); OS errors are worded by `explain`, anything else is reported as an internal error."""
+    from .download import DownloadError
+    from .extract.video import VideoDecodeError
+    from .store import InUseError, MissingFeatureError
+    from .vocab import UnknownAnswerError
+
+    return (AvmasterError, ValueError, MissingFeatureError, UnknownAnswerError, NotImplementedError, EOFError,
+            VideoDecodeError, DownloadError, InUseError)
 
 
 def debug_enabled(argv: list[str]) -> bool:
@@ -98,29 +115,74 @@ def check_device_option(args: argparse.Namespace) -> None:
                                 "use --device cpu (or --device auto)")
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    """The files and folders a command will write, checked before it starts: `outputs` in its parser's
+    defaults maps an option's dest to "file" or "folder" (e.g. {"out": "folder"})."""
+    for dest, kind in (getattr(args, "outputs", None) or {}).items():
+        value = getattr(args, dest, None)
+        if value:
+            check_writable(Path(value), kind, "--" + dest.replace("_", "-") if dest != "store" else "store")
+
+
+def check_writable(path: Path, kind: str, option: str) -> None:
+    """AvmasterError unless `path` can be written as a `kind` ("file" or "folder"): it is not the other kind,
+    no part of it is a file, and its nearest existing folder accepts new entries. Writes nothing."""
+    if path.exists() and path.is_dir() != (kind == "folder"):
+        other = "a folder" if path.is_dir() else "a file"
+        raise AvmasterError(f"{option} {path} is {other}, not {'a folder' if kind == 'folder' else 'a file'}: "
+                            f"give {'a new or existing folder' if kind == 'folder' else 'a file name'}")
+    existing = path if path.is_dir() else path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise AvmasterError(f"{option} {path}: {existing} is a file, so no folder can be made under it: give "
+                            "another path")
+    target = path if path.exists() else existing
+    if not os.access(target, os.W_OK | (os.X_OK if target.is_dir() else 0)):
+        why = "is on a read-only file system" if _read_only_fs(existing) else "is not writable by you"
+        raise AvmasterError(f"{option} {path}: {target} {why}: give a path in a folder you can write")
+
+
+def _read_only_fs(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def run_command(func, args: argparse.Namespace, argv: list[str], command: str) -> int:
     """Run a parsed command with the CLI's error policy (module docstring); returns the exit code."""
     debug = debug_enabled(argv)
     try:
+        signal.signal(signal.SIGTERM, _on_sigterm)  # SIGTERM unwinds like Ctrl-C instead of killing mid-write
+    except ValueError:  # not the main thread (e.g. called from a test thread): keep the default
+        pass
+    try:
         apply_threads(args)
         check_device_option(args)
+        check_outputs(args)
         code = int(func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
         return code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         sys.unraisablehook = lambda unraisable: None  # objects cut off mid-construction complain when collected
         hint = RESUME_HINTS.get(command, "rerun the same command to continue")
-        print(f"\navmaster {command}: interrupted (Ctrl-C); {hint}", file=sys.stderr)
-        return 130
+        what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted (Ctrl-C)"
+        print(f"\navmaster {command}: {what}; {hint}", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
     except BrokenPipeError:
         # The reader of our output went away (`| head`): no traceback; silence the final flush as well.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
-    except domain_errors() as e:
+    except Exception as e:  # noqa: BLE001 - the boundary: every error becomes one line (module docstring)
         if debug:
             raise
-        print(f"avmaster {command}: {error_text(e)}", file=sys.stderr)
+        print(f"avmaster {command}: {explain(e, command)}", file=sys.stderr)
         return 1
 
 
@@ -129,6 +191,51 @@ def error_text(e: BaseException) -> str:
     one line, except the lists of preflight.PreflightError."""
     text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
     return text.strip() or type(e).__name__
+
+
+def explain(e: BaseException, command: str) -> str:
+    """The one-line message of any exception at the command boundary (module docstring)."""
+    if isinstance(e, domain_errors()) or (isinstance(e, OSError) and not e.errno):
+        return error_text(e)  # the package's own message (its OSErrors carry no errno)
+    os_error = os_error_in(e)
+    if os_error is not None and os_error.errno in OS_ADVICE:
+        name = os_error.filename or "a file"
+        return OS_ADVICE[os_error.errno].format(file=name, detail=os_error.strerror or "",
+                                                resume=RESUME_HINTS.get(command, "rerun the same command"))
+    if isinstance(e, OSError):
+        return f"{error_text(e)} (the file system refused: {errno.errorcode.get(e.errno, e.errno)})"
+    return (f"internal error ({type(e).__name__}: {' '.join(error_text(e).split())[:300]}): this is a bug, not "
+            "your input; rerun with --debug for the traceback and report it")
+
+
+def os_error_in(e: BaseException) -> OSError | None:
+    """The OSError with an errno that `e` is or was caused by (torch wraps a failed write in a RuntimeError)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno:
+            return e
+        e = e.__cause__ if e.__cause__ is not None else None if e.__suppress_context__ else e.__context__
+    return None
+
+
+# What to do about the OS errors a user's files, disks and permissions cause ({file}, {detail}, {resume}).
+OS_ADVICE = {
+    errno.ENOSPC: "no space left on the device while writing {file}; what was written before is intact (writes "
+                  "are atomic): free space or choose an --out on a disk with room, then {resume}",
+    errno.EDQUOT: "disk quota exceeded while writing {file}; what was written before is intact (writes are "
+                  "atomic): free space or choose an --out on a disk with room, then {resume}",
+    errno.EACCES: "permission denied: {file}: give a file or folder you can read (inputs) or write (--out)",
+    errno.EPERM: "operation not permitted on {file}: give a file or folder you own",
+    errno.EROFS: "{file} is on a read-only file system: write to a folder on a writable disk (--out)",
+    errno.ENOTDIR: "{file}: a part of this path is a file, not a folder: give a path made of folders",
+    errno.EISDIR: "{file} is a folder where a file is expected: give the file inside it",
+    errno.ENOENT: "no such file or folder: {file}: check the path",
+    errno.EEXIST: "{file} exists and is not a folder: give another path",
+    errno.EMFILE: "too many open files ({detail}): raise the limit (`ulimit -n 4096`) or use fewer --workers",
+    errno.EIO: "input/output error reading or writing {file}: the disk or network file system failed; check it "
+               "and {resume}",
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -65,7 +65,9 @@ def resolve_device(pref: str, ctx: DistContext = SINGLE_PROCESS) -> torch.device
         pref = "cuda" if torch.cuda.is_available() else "cpu"
     if pref.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError(f"device {pref!r} was asked for but CUDA is not available; use --device cpu")
+            from .cli import AvmasterError
+
+            raise AvmasterError(f"device {pref!r} was asked for but CUDA is not available; use --device cpu")
         if ctx.enabled:
             return torch.device("cuda", ctx.local_rank)
     elif pref != "cpu":

@@ -54,7 +54,8 @@ import torch
 
 from .atomic import atomic_write, write_json, write_text
 from . import checkpoint
-from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, rng_state, save_best, seed_everything, set_rng_state
+from .checkpoint import (CHECKPOINT_FORMAT, load_checkpoint, read_checkpoint, rng_state, save_best, seed_everything,
+                         set_rng_state)
 from .distributed import (DistContext, all_sum, barrier, gather_objects, resolve_device, setup_distributed,
                           teardown_distributed)
 from .evaluation import accuracy, evaluate, predict, prediction_series, progress_bar
@@ -182,7 +183,8 @@ def read_resume_point(t: Training, resume: bool) -> dict | None:
     if not resume:
         raise FileExistsError(f"{t.run_dir} already holds a run (last.pt): pass resume=True / --resume to "
                               "continue it, or choose another --out / --seed")
-    saved = torch.load(t.last_path, map_location="cpu", weights_only=True)
+    saved = read_checkpoint(t.last_path, remedy=f"move it away (e.g. `mv {t.last_path} {t.last_path}.broken`) and "
+                            "rerun the same command, which then starts this run over")
     check_resumable(saved["config"], t.config_record, t.last_path)
     return saved
 

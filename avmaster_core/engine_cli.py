@@ -270,7 +270,7 @@ def _add_train_parser(subparsers) -> None:
     p.add_argument("--out", default="results/runs", help="runs folder (default results/runs)")
     p.add_argument("--name", help="run folder name under --out (default: the experiment, paper/<experiment> "
                                   "for --preset paper, plus any --set changes)")
-    p.set_defaults(func=_train_command)
+    p.set_defaults(func=_train_command, outputs={"out": "folder"})
 
 
 def _add_evaluate_parser(subparsers) -> None:
@@ -291,7 +291,7 @@ def _add_evaluate_parser(subparsers) -> None:
     p.add_argument("--amp", action="store_true", help="bf16 mixed precision")
     p.add_argument("--out", help="folder for predictions.json and <split>_table.csv")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=_evaluate_command)
+    p.set_defaults(func=_evaluate_command, outputs={"out": "folder"})
 
 
 def _add_score_parser(subparsers) -> None:
@@ -306,7 +306,7 @@ def _add_score_parser(subparsers) -> None:
     p.add_argument("--missing", choices=("error", "wrong"), default="error",
                    help="questions without a prediction: error (default) or count them wrong")
     p.add_argument("--out", help="also write the table to this CSV file")
-    p.set_defaults(func=_score_command)
+    p.set_defaults(func=_score_command, outputs={"out": "file"})
 
 
 def register(subparsers) -> None:

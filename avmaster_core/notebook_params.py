@@ -65,6 +65,39 @@ SMOKE_RUNS_OF = {"21_fig5_input_modalities": Path("../results/runs/synthetic_dec
                                                              "18_table11_feature_extractors")}}
 
 
+def notebooks_folder() -> Path:
+    """The repository's notebooks/ folder, found from this package's own location (a checkout or an editable
+    install), else the working directory when it holds the notebooks (JupyterLab's, for a copied notebook)."""
+    for parent in Path(__file__).resolve().parents:
+        if (parent / "pyproject.toml").is_file() and any((parent / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+            return parent / "notebooks"
+    if any(Path.cwd().glob("[0-9][0-9]_*.ipynb")):
+        return Path.cwd()
+    raise FileNotFoundError(f"cannot find the notebooks folder: the package at {Path(__file__).parent} is not in a "
+                            "checkout of the repository; run the notebook from its own folder")
+
+
+def work_in_notebooks_folder() -> None:
+    """Every path of a notebook (its defaults, what it writes, the parameters given) is relative to notebooks/,
+    as in JupyterLab: a kernel started elsewhere (`papermill notebooks/02_training.ipynb out.ipynb` from the
+    repository root or any folder) moves there first, so that nothing is read or written outside the repository
+    but where the parameters point."""
+    import os
+
+    folder = notebooks_folder()
+    if Path.cwd().resolve() != folder.resolve():
+        print(f"working folder: {folder} (was {Path.cwd()}; relative paths are read from notebooks/)")
+        os.chdir(folder)
+
+# The smoke tier's variant benchmarks, by the name of their runs folder: (--dataset, data folder, the command
+# that makes it; results/synthetic.md sections 5-6).
+SMOKE_BENCHMARKS = {
+    "synthetic_decorrelated": ("synthetic", "data/synthetic_decorrelated", "avmaster synth --out "
+                               "data/synthetic_decorrelated --visible-prob 0.5 --silent-prob 0.6 && "),
+    "synthetic_mc": ("synthetic_mc", "data/synthetic_mc", "avmaster synth --choices 4 --out data/synthetic_mc && "),
+}
+
+
 class ParameterError(ValueError):
     """A notebook parameter that cannot be honoured; the message says which, what was found, what to do."""
 
@@ -164,12 +197,15 @@ class NotebookSettings:
     def sweep_command(self, experiments) -> str:
         """The command that trains the given experiments into this notebook's runs folder."""
         seeds = " ".join(map(str, self.seeds or (1, 2, 3)))
-        tier = (f"--size cpu --dataset synthetic --root {SMOKE_DATA.as_posix().removeprefix('../')} --device cpu "
+        # the smoke tier's runs of a variant benchmark (SMOKE_RUNS_OF) are trained on that benchmark
+        dataset, data, make = SMOKE_BENCHMARKS.get(self.runs_root.name, ("synthetic", SMOKE_DATA.as_posix(), ""))
+        tier = (f"--size cpu --dataset {dataset} --root {data.removeprefix('../')} --device cpu "
                 "--epochs 10 --lr 1e-3 --batch-size 32") if self.smoke else \
             f"--dataset {self.dataset} --root {self.root.as_posix().removeprefix('../')}"
+        make = make if self.smoke else ""
         preset = " --preset paper" if self.preset == "paper" else ""
         out = self.runs_root.as_posix().removeprefix("../")
-        return (f"OMP_NUM_THREADS=1 avmaster sweep --experiments {' '.join(experiments)} --seeds {seeds}{preset} "
+        return (f"{make}OMP_NUM_THREADS=1 avmaster sweep --experiments {' '.join(experiments)} --seeds {seeds}{preset} "
                 f"{tier} --out {out}")
 
     def train_rows(self, experiments) -> Path:
@@ -343,6 +379,7 @@ def notebook_settings(NOTEBOOK: str = "", *, DATASET: str | None = None, ROOT: s
     from .config import EXPERIMENTS
     from .provenance import reset_reads
 
+    work_in_notebooks_folder()
     reset_reads()  # the tables this notebook writes list the runs it reads from here on
     if not isinstance(SMOKE, bool):
         raise ParameterError("SMOKE", SMOKE, "use True (synthetic benchmark, CPU) or False (real features)")
@@ -454,7 +491,26 @@ def _check_extra(settings: NotebookSettings) -> None:
     if "QUESTIONS" in extra:
         _number("QUESTIONS", extra["QUESTIONS"], "how many distinct questions the picker lists")
     if "LENGTHS" in extra:
-        _int_list("LENGTHS", extra["LENGTHS"], "2,4,6", "the default")
+        parts = _int_list("LENGTHS", extra["LENGTHS"], "2,4,6", "the default")
+        stored = _stored_length(settings) if parts else None
+        if stored is not None and max(parts) > stored:
+            raise ParameterError("LENGTHS", extra["LENGTHS"], f"the videos in {settings.data_config().store_path()} "
+                                 f"have {stored} segments and this curve cuts them shorter, never longer: give "
+                                 f"segment counts from 1 to {stored}")
+
+
+def _stored_length(settings: NotebookSettings) -> int | None:
+    """The number of segments of the first stored video (None when there is no store to read)."""
+    from .store import FeatureStore
+
+    if settings.smoke:
+        settings.ensure_data()
+    path = Path(settings.data_config().store_path())
+    if not path.is_file():
+        return None
+    with FeatureStore(path) as store:
+        keys = store.keys("visual")
+        return int(store.file[f"visual/{keys[0]}"].shape[0]) if keys else None
 
 
 def _check_question(settings: NotebookSettings) -> None:
@@ -471,3 +527,4 @@ def _check_question(settings: NotebookSettings) -> None:
                              f"no test question of {settings.dataset} reads so; use one of its test questions, "
                              f"e.g. {examples}")
     settings.extra["question_id"] = int(found["question_id"].iloc[0])
+

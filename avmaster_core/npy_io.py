@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +31,11 @@ _SINGLETON = {"question", "words"}  # stored on disk with a leading [1, ...] axi
 
 def import_npy(store_path: str | Path, folders: dict[str, str | Path], progress: bool = True,
                **attrs) -> dict[str, int]:
-    """Copy `{kind: folder of <key>.npy}` into the store; returns {kind: items written}. Skips existing items."""
+    """Copy `{kind: folder of <key>.npy}` into the store; returns {kind: items written}. Skips existing items.
+
+    Every file is checked before anything is written (`check_npy_files`: readable, numeric, finite, the shape
+    of its kind, one width per kind); a refused input writes nothing, and a `.partial` left by an earlier run
+    whose widths differ from this input's (built from input that was refused since) is discarded."""
     from tqdm.auto import tqdm
 
     unknown = set(folders) - set(KINDS)
@@ -44,24 +50,27 @@ def import_npy(store_path: str | Path, folders: dict[str, str | Path], progress:
         if not files:
             raise FileNotFoundError(f"{kind} folder {folder} holds no .npy files")
         plan[kind] = files
-    check_npy_files([f for files in plan.values() for f in files])
-    written = {}  # the store learns each width (ViT-B/32: 512, ...) from the first item and enforces it
+    widths = check_npy_files(plan, store_widths(store_path))
+    discard_stale_partial(store_path, widths)
+    written = {}
     with staged_store(store_path) as store:
+        store.expect_widths(**widths)
         if attrs:
             store.set_attrs(**attrs)
         for kind, files in plan.items():
             present = set(store.keys(kind))
             todo = [f for f in files if f.stem not in present]
             for f in tqdm(todo, desc=f"import {kind}", unit="item", disable=not progress):
-                array = load_npy(f)
-                if kind in _SINGLETON and array.ndim == len(KINDS[kind]) + 1 and array.shape[0] == 1:
-                    array = array[0]
-                try:
-                    store.put(kind, f.stem, array)
-                except ValueError as e:
-                    raise ValueError(f"{f}: {e}") from None
+                store.put(kind, f.stem, _unwrap(kind, load_npy(f)))
             written[kind] = len(todo)
     return written
+
+
+def _unwrap(kind: str, array: np.ndarray) -> np.ndarray:
+    """Questions are stored on disk with a leading [1, ...] axis (module docstring); the store keeps none."""
+    if kind in _SINGLETON and array.ndim == len(KINDS[kind]) + 1 and array.shape[0] == 1:
+        return array[0]
+    return array
 
 
 def load_npy(path: Path, mmap_mode: str | None = None) -> np.ndarray:
@@ -77,26 +86,81 @@ def load_npy(path: Path, mmap_mode: str | None = None) -> np.ndarray:
                          "re-export it with numpy.save, or remove it from the folder") from None
 
 
-def check_npy_files(files: list[Path], max_listed: int = 20) -> None:
-    """Read every file's .npy header (cheap: memory-mapped) before anything is written; one ValueError that
-    lists the unreadable ones (the first `max_listed`, then a count)."""
-    problems = []
-    for f in files:
-        try:
-            load_npy(f, mmap_mode="r")
-        except ValueError as e:
-            problems.append(str(e))
+def store_widths(store_path: str | Path) -> dict[str, int]:
+    """The widths an existing store holds ({} for a new one)."""
+    if not Path(store_path).exists():
+        return {}
+    with FeatureStore(store_path, "r") as store:
+        return dict(store.widths)
+
+
+def check_npy_files(plan: dict[str, list[Path]], widths: dict[str, int] | None = None,
+                    max_listed: int = 20) -> dict[str, int]:
+    """Read every file before anything is written: readable, numeric, finite, the shape of its kind
+    (store.KINDS), and per kind one width: the store's (`widths`) where it has one, else the one most files
+    have. One ValueError lists every odd file (the first `max_listed`, then a count); returns the widths."""
+    known = dict(widths or {})
+    widths, problems, shapes, total = dict(known), [], {}, 0
+    for kind, files in plan.items():
+        expected = KINDS[kind]
+        for f in files:
+            total += 1
+            try:
+                array = _unwrap(kind, load_npy(f, mmap_mode="r"))
+            except ValueError as e:
+                problems.append(str(e))
+                continue
+            if array.ndim != len(expected) or any(isinstance(e, int) and e != n for e, n in zip(expected, array.shape)):
+                layout = tuple("T" if e is None else e if isinstance(e, int) else "width" for e in expected)
+                problems.append(f"{f}: shape {array.shape}, where a {kind} feature is {layout}: remove it")
+                continue
+            if not np.isfinite(array).all():
+                problems.append(f"{f}: contains NaN or inf: re-extract it, or remove it from the folder")
+                continue
+            shapes[f] = (kind, array.shape[-1])
+    for kind in plan:
+        name = KINDS[kind][-1]
+        found = Counter(width for k, width in shapes.values() if k == kind)
+        if not found:
+            continue
+        if name in known:
+            width, source = known[name], f"the store holds {name}={known[name]}"
+        else:
+            width = found.most_common(1)[0][0]
+            source = f"{found[width]} of the {sum(found.values())} {kind} files have {name}={width}"
+        widths[name] = width
+        problems += [f"{f}: width {w}, where {source}: remove it, or import it into another store"
+                     for f, (k, w) in shapes.items() if k == kind and w != width]
     if problems:
         more = f"; ... and {len(problems) - max_listed} more" if len(problems) > max_listed else ""
-        raise ValueError(f"{len(problems)} of {len(files)} .npy file(s) cannot be imported, nothing was written: "
+        raise ValueError(f"{len(problems)} of {total} .npy file(s) cannot be imported, nothing was written: "
                          + "; ".join(problems[:max_listed]) + more)
+    return widths
+
+
+def discard_stale_partial(store_path: str | Path, widths: dict[str, int]) -> None:
+    """Remove `<store>.partial` when it holds widths other than `widths` (it was built from input refused
+    since, e.g. by an older version that learnt a width from an odd file); say so."""
+    partial = partial_path(Path(store_path))
+    if not partial.exists():
+        return
+    with FeatureStore(partial, "r") as staged:
+        clash = {k: v for k, v in staged.widths.items() if k in widths and widths[k] != v}
+    if clash:
+        partial.unlink()
+        print(f"discarded {partial}: it holds {', '.join(f'{k}={v}' for k, v in clash.items())}, this input "
+              f"{', '.join(f'{k}={widths[k]}' for k in clash)}", file=sys.stderr)
+
+
+def partial_path(final: Path) -> Path:
+    return final.with_name(final.name + ".partial")
 
 
 @contextlib.contextmanager
 def staged_store(store_path: str | Path):
     """An open store to fill that becomes `store_path` only on success (see the module docstring)."""
     final = Path(store_path)
-    partial = final.with_name(final.name + ".partial")
+    partial = partial_path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     lock = WriterLock(final)  # held for the whole job: the store and its .partial have one writer
     try:
@@ -141,24 +205,23 @@ def export_npy(store_path: str | Path, out_dir: str | Path, kinds: list[str] | N
     return written
 
 
+MERGE_AGREE = ("visual_extractor", "clip_weights", "audio_extractor", "vggish_weights", "protocol", "seconds",
+               "text_extractor", "text_weights", "audio_encoder", "visual_encoder", "route", "route_params", *WIDTHS)
+
+
 def merge_stores(out_path: str | Path, inputs: list[str | Path], progress: bool = True) -> dict[str, int]:
-    """Copy every item of `inputs` (e.g. the shards of one extraction) into `out_path`. Attributes must agree."""
+    """Copy every item of `inputs` (e.g. the shards of one extraction) into `out_path`. Every input is opened
+    and its attributes (encoders, route, widths; MERGE_AGREE) compared with the others' and the output's
+    before anything is written; one ValueError lists every input that is missing, unreadable or disagrees."""
     from tqdm.auto import tqdm
 
-    written = {kind: 0 for kind in KINDS}
     if not inputs:
         raise ValueError("no input stores to merge")
-    with FeatureStore(inputs[0], "r") as first:
-        reference = first.attrs
+    check_mergeable(out_path, inputs)
+    written = {kind: 0 for kind in KINDS}
     with staged_store(out_path) as out:
         for path in inputs:
             with FeatureStore(path, "r") as src:
-                for k in ("visual_extractor", "clip_weights", "audio_extractor", "vggish_weights", "protocol",
-                          "seconds", "text_extractor", "text_weights", "audio_encoder", "visual_encoder",
-                          "route", "route_params"):
-                    mine, theirs = reference.get(k), src.attrs.get(k)
-                    if mine is not None and theirs is not None and str(mine) != str(theirs):
-                        raise ValueError(f"cannot merge {path}: {k} is {theirs!r} there but {mine!r} in {inputs[0]}")
                 out.set_attrs(**{k: v for k, v in src.attrs.items() if k not in WIDTHS})  # widths: learnt per item
                 for kind in KINDS:
                     present = set(out.keys(kind))
@@ -168,3 +231,26 @@ def merge_stores(out_path: str | Path, inputs: list[str | Path], progress: bool 
                         out.put(kind, key, ds[()], **dict(ds.attrs))
                         written[kind] += 1
     return written
+
+
+def check_mergeable(out_path: str | Path, inputs: list[str | Path]) -> None:
+    """ValueError listing every input store that does not open or whose attributes (MERGE_AGREE, widths
+    included) differ from the first one's or the output store's."""
+    problems, reference, where = [], {}, {}
+    stores = ([out_path] if Path(out_path).exists() else []) + list(inputs)
+    for path in stores:
+        try:
+            with FeatureStore(path, "r") as store:
+                attrs = {**store.attrs, **store.widths}
+        except (OSError, ValueError) as e:
+            problems.append(str(e).split("; ")[0] if isinstance(e, FileNotFoundError) else str(e))
+            continue
+        for k in MERGE_AGREE:
+            if k in attrs and k in reference and str(attrs[k]) != str(reference[k]):
+                problems.append(f"{path}: {k} is {attrs[k]!r} there but {reference[k]!r} in {where[k]}")
+            elif k in attrs and k not in reference:
+                reference[k], where[k] = attrs[k], path
+    if problems:
+        raise ValueError(f"cannot merge into {out_path}, nothing was written: " + "; ".join(problems)
+                         + ": give only stores made with the same encoders and route (`avmaster store info` "
+                         "shows them)")

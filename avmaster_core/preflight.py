@@ -116,8 +116,10 @@ def _check_features(data_cfg, model_cfg, records: dict, problems: _Problems, che
         videos, audio_videos, questions = _needed_keys(records, problems)
         widths = _expected_widths(store, model_cfg, problems)
         lengths: dict[str, int] = {}
-        for kind, keys in (("audio", audio_videos), ("visual", videos), ("question", questions),
-                           ("words", questions)):
+        kinds = [("audio", audio_videos), ("visual", videos), ("question", questions), ("words", questions)]
+        if getattr(model_cfg, "choice_scorer", None) and all("choices" in t.columns for t in records.values()):
+            kinds.append(("choices", questions))  # the candidate answers' text features (multiple choice)
+        for kind, keys in kinds:
             missing = set(store.missing(kind, keys))
             for key, splits in keys.items():
                 if key in missing:

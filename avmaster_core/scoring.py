@@ -94,7 +94,9 @@ def correctness(records: pd.DataFrame, predictions, *, missing: str = "error") -
         guess = preds[qid]
         if isinstance(guess, str):
             if not avqa:
-                answer_index(guess, where=f"the prediction for question_id {qid}")  # unknown string: clear error
+                answer_index(guess, where=f"the prediction for question_id {qid}",  # unknown string: clear error
+                             remedy="A prediction is one of these strings or its index (0-41), as `avmaster "
+                                    "train`/`evaluate` write them: predict this split again, or correct the file.")
             correct.append(guess == answer)
         else:
             if not avqa and not 0 <= guess < NUM_ANSWERS:

@@ -26,6 +26,8 @@ from typing import Iterable
 import h5py
 import numpy as np
 
+from .atomic import signals_deferred
+
 KINDS: dict[str, tuple[int | str | None, ...]] = {
     # kind: expected shape; None = any length (T), a name = a width the store learns and then enforces
     "audio": (None, "audio_dim"),
@@ -52,6 +54,10 @@ class InUseError(OSError):
 
 class StoreInUseError(InUseError):
     """Another process holds the store (writing it, or reading it while we want to write)."""
+
+
+class StoreNotFileError(ValueError):
+    """The path given as a store is a folder or a file of another kind (see `not_a_store`)."""
 
 
 def lock_path(store_path: Path) -> Path:
@@ -121,8 +127,35 @@ def writer_of(store_path: Path, lock_file: Path | None = None) -> str | None:
         os.close(fd)
 
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def not_a_store(path: Path) -> str | None:
+    """Why `path` cannot be a feature store at all (a folder, an empty file, a file of another kind), or None
+    when it is an HDF5 file (or does not exist). Reads only the first bytes."""
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.h5"))
+        return (f"{path} is a folder, not a feature store (.h5 file): give the store itself"
+                + (f", e.g. {path / inside[0]}" if inside else ""))
+    if not path.is_file():
+        return None
+    with open(path, "rb") as f:
+        head = f.read(2048)
+    if not head:
+        return f"{path} is an empty file, not a feature store: give the .h5 store that extract/import/synth wrote"
+    if not any(head[i:i + 4] == HDF5_SIGNATURE[:4] for i in (0, 512, 1024)):  # HDF5 superblock offsets
+        kind = "a JSON file" if head.lstrip()[:1] in (b"[", b"{") else "a file of another kind (not HDF5)"
+        return (f"{path} is {kind}, not a feature store (.h5): give the store that `avmaster extract`, `store "
+                "import` or `synth` wrote (e.g. <root>/features.h5)")
+    return None
+
+
 def _open_error(path: Path, error: OSError) -> OSError:
-    """Why h5py could not open the store, and what to do: wait for a holder, or move a broken file away."""
+    """Why h5py could not open the store, and what to do: wait for a holder, give the right file, or (only an
+    HDF5 file that no process holds and that does not open) move a broken file away."""
+    wrong = not_a_store(path)
+    if wrong is not None:
+        return StoreNotFileError(wrong)
     holder = writer_of(path)
     if holder is not None:
         return StoreInUseError(f"feature store {path} is in use by {holder} (writing it): wait for that run to "
@@ -150,6 +183,9 @@ class FeatureStore:
                 "import .npy folders (`avmaster store import`) or generate the synthetic benchmark (`avmaster synth`)"
             )
         self._lock = None
+        wrong = not_a_store(self.path)  # a folder or a JSON file given as the store: say so, never "damaged"
+        if wrong is not None:
+            raise StoreNotFileError(wrong)
         if mode != "r":
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if lock:  # lock=False: the caller holds the lock of the store this file becomes (npy_io staging)
@@ -241,17 +277,18 @@ class FeatureStore:
             if isinstance(dim, str):
                 self._learn_width(dim, size)
         tmp = f"{_TMP}/{kind}_{key}"
-        if tmp in self.file:
-            del self.file[tmp]
-        # lzf: fast, built into h5py; CLIP word features are mostly zero padding and shrink several-fold.
-        ds = self.file.create_dataset(tmp, data=array, compression="lzf" if array.size >= 1024 else None)
-        for k, v in attrs.items():
-            ds.attrs[k] = v
-        if name in self.file:
-            del self.file[name]
-        self.file.require_group(kind)
-        self.file.move(tmp, name)
-        self.file.flush()
+        with signals_deferred():  # Ctrl-C / SIGTERM take effect after this item (atomic.signals_deferred)
+            if tmp in self.file:
+                del self.file[tmp]
+            # lzf: fast, built into h5py; CLIP word features are mostly zero padding and shrink several-fold.
+            ds = self.file.create_dataset(tmp, data=array, compression="lzf" if array.size >= 1024 else None)
+            for k, v in attrs.items():
+                ds.attrs[k] = v
+            if name in self.file:
+                del self.file[name]
+            self.file.require_group(kind)
+            self.file.move(tmp, name)
+            self.file.flush()
 
     def link(self, kind: str, key, target) -> None:
         """Make `kind/key` name the same stored item as `kind/target` (e.g. questions with identical text)."""

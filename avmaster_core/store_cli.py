@@ -127,18 +127,18 @@ def register(subparsers) -> None:
     imp.add_argument("--root", help="folder holding " + ", ".join(f"{v}/" for v in RELEASED_DIRS.values()))
     for kind, name in RELEASED_DIRS.items():
         imp.add_argument(f"--{kind}", help=f"folder of <id>.npy {kind} features (default: ROOT/{name})")
-    imp.set_defaults(func=_run_import)
+    imp.set_defaults(func=_run_import, outputs={"store": "file"})
 
     exp = sub.add_parser("export", help="HDF5 store -> per-item .npy folders (released layout)")
     exp.add_argument("store")
     exp.add_argument("--out", required=True, help="folder to write " + ", ".join(f"{v}/" for v in RELEASED_DIRS.values()))
     exp.add_argument("--kinds", help="comma-separated subset of " + ",".join(KINDS))
-    exp.set_defaults(func=_run_export)
+    exp.set_defaults(func=_run_export, outputs={"out": "folder"})
 
     mer = sub.add_parser("merge", help="join stores (e.g. `extract --shard i/n` outputs) into one")
     mer.add_argument("inputs", nargs="+")
     mer.add_argument("--out", required=True)
-    mer.set_defaults(func=_run_merge)
+    mer.set_defaults(func=_run_merge, outputs={"out": "file"})
 
     tok = sub.add_parser("token-counts", help="record each stored question's CLIP token count (the word "
                                               "positions ModelConfig.mask_padding keeps), from the annotation texts")
@@ -146,7 +146,7 @@ def register(subparsers) -> None:
     tok.add_argument("--questions", metavar="DATASET", required=True, help="the dataset whose questions the store holds")
     tok.add_argument("--root", required=True, help="its annotation folder")
     tok.add_argument("--split", help="only this split (default: every split with an annotation file)")
-    tok.set_defaults(func=_run_token_counts)
+    tok.set_defaults(func=_run_token_counts, outputs={"store": "file"})
 
     inf = sub.add_parser("info", help="item counts, shapes and provenance attributes of a store")
     inf.add_argument("store")

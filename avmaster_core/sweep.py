@@ -328,4 +328,4 @@ def register(subparsers) -> None:
     add_config_arguments(p, TrainConfig, skip=("seed",))
     p.add_argument("--out", default="results/runs", help="runs folder (default results/runs)")
     p.add_argument("--summary-only", action="store_true", help="train nothing; print the table of finished runs")
-    p.set_defaults(func=_sweep_command)
+    p.set_defaults(func=_sweep_command, outputs={"out": "folder"})

@@ -822,4 +822,4 @@ def register(subparsers) -> None:
                         "--dataset synthetic_mc (default 0: none)")
     p.add_argument("--overwrite", action="store_true", help="regenerate even if the output exists")
     p.add_argument("--ceilings", action="store_true", help="also print the question-only and decoded-scene ceilings")
-    p.set_defaults(func=_run)
+    p.set_defaults(func=_run, outputs={"out": "folder"})

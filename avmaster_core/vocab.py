@@ -27,16 +27,19 @@ INSTRUMENTS: tuple[str, ...] = (
 class UnknownAnswerError(KeyError):
     """An answer string that is not one of the 42 official answers."""
 
+    def __str__(self) -> str:  # KeyError quotes its message; print it plainly
+        return str(self.args[0])
 
-def answer_index(answer: str, where: str = "") -> int:
-    """Index of `answer` in ANSWERS; a clear error naming the record (`where`) otherwise."""
+
+def answer_index(answer: str, where: str = "",
+                 remedy: str = "Fix the annotation or map it to an official answer.") -> int:
+    """Index of `answer` in ANSWERS; a clear error naming the record (`where`) and what to do otherwise."""
     try:
         return ANSWER_TO_INDEX[answer]
     except KeyError:
         raise UnknownAnswerError(
             f"unknown answer {answer!r}{' in ' + where if where else ''}: it is not one of the "
-            f"{NUM_ANSWERS} official MUSIC-AVQA answers (avmaster_core.vocab.ANSWERS). "
-            "Fix the annotation or map it to an official answer."
+            f"{NUM_ANSWERS} official MUSIC-AVQA answers (avmaster_core.vocab.ANSWERS). {remedy}"
         ) from None
 
 

@@ -286,9 +286,10 @@ def test_store_merge_failing_halfway_leaves_the_output_as_it_was(tmp_path):
         s.put("audio", "y", np.zeros((3, 64)))  # another width: refused when merged
     with FeatureStore(out, "a") as s:
         s.put("audio", "w", np.zeros((3, 128)))
-    refused(avmaster("store", "merge", one, two, "--out", out), "expected (None, 128)", "was not changed")
+    refused(avmaster("store", "merge", one, two, "--out", out), "audio_dim is 64 there but 128", "nothing was written")
     with FeatureStore(out) as s:
         assert s.keys("audio") == ["w"]
+    assert not Path(f"{out}.partial").exists()
 
 
 # -------------------------------------------------------------------------------------------------------- ask
@@ -319,3 +320,173 @@ def test_broken_pipe_is_quiet():
     done = subprocess.run(f"{sys.executable} -m avmaster_core.cli data list --root /nonexistent | true",
                           shell=True, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+
+
+# ------------------------------------------------------------------------------------------ issue 24 (round 2)
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def trained(synth, tmp_path_factory) -> Path:
+    """A finished one-epoch run folder (runs/default/1) on the tiny benchmark."""
+    runs = tmp_path_factory.mktemp("trained") / "runs"
+    done = avmaster("train", *TRAIN_FAST, "--root", synth, "--out", runs)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return runs / "default" / "1"
+
+
+def test_resume_from_a_truncated_last_pt_says_how_to_start_over_and_that_works(synth, trained, tmp_path):
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(trained, runs / "default" / "1")
+    last = runs / "default" / "1" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])
+    command = ["train", *TRAIN_FAST, "--root", synth, "--out", runs, "--resume"]
+    err = refused(avmaster(*command), f"checkpoint {last} (1000 bytes) cannot be read", "mv ")
+    advice = err[err.index("`mv ") + 1:]
+    subprocess.run(advice[:advice.index("`")], shell=True, check=True)  # the advised move ...
+    assert avmaster(*command).returncode == 0  # ... and the same command starts the run over
+
+
+def test_checkpoint_missing_weights_is_named_before_any_data(synth, checkpoint, tmp_path):
+    saved = torch.load(checkpoint, weights_only=True)
+    saved["model"] = {k: v for i, (k, v) in enumerate(saved["model"].items()) if i % 2}
+    path = tmp_path / "missing.pt"
+    torch.save(saved, path)
+    refused(avmaster("evaluate", "--checkpoint", path, "--dataset", "synthetic", "--root", tmp_path / "absent"),
+            f"checkpoint {path} does not hold the weights of its model", "weights missing")
+
+
+def test_score_with_an_unknown_predicted_answer(synth, tmp_path):
+    path = _predictions(synth, tmp_path / "p.json", "test")
+    data = json.loads(path.read_text())
+    first = next(iter(data["predictions"]))
+    data["predictions"][first] = "banjo-xyz"
+    path.write_text(json.dumps(data))
+    err = refused(avmaster("score", "--dataset", "synthetic", "--root", synth, "--predictions", path),
+                  "unknown answer 'banjo-xyz' in the prediction for question_id")
+    assert "annotation" not in err
+
+
+FULL_DISK = """import sys, avmaster_core.atomic as a
+orig = a.atomic_write
+def full(path, write, **kw):  # last.pt goes to /dev/full: torch's write fails as on a full disk
+    if not str(path).endswith("last.pt"):
+        return orig(path, write, **kw)
+    fdopen, a.os.fdopen = a.os.fdopen, lambda fd, mode, **k: open("/dev/full", mode)
+    try:
+        return orig(path, write, **kw)
+    finally:
+        a.os.fdopen = fdopen
+a.atomic_write = full
+from avmaster_core.cli import main
+sys.exit(main())
+"""
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_disk_full_while_writing_last_pt_says_so_and_resume_works(synth, tmp_path):
+    command = ["train", *TRAIN_FAST, "--root", synth, "--out", tmp_path / "runs"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "AVMASTER_DEBUG": ""}
+    done = subprocess.run([sys.executable, "-c", FULL_DISK, *map(str, command)], capture_output=True, text=True,
+                          env=env, cwd=REPO, timeout=300)
+    run = tmp_path / "runs" / "default" / "1"
+    refused(done, f"no space left on the device while writing {run / 'last.pt'}", "--resume")
+    assert "enforce fail" not in done.stderr and not list(run.glob(".*.tmp"))  # no half file left
+    assert avmaster(*command, "--resume").returncode == 0  # the advice, on a disk with room
+
+
+def test_a_json_file_or_a_folder_given_as_store_is_named(synth, tmp_path):
+    json_file = synth / "avqa-train.json"
+    err = refused(avmaster("train", *TRAIN_FAST, "--root", synth, "--store", json_file, "--out", tmp_path / "r"),
+                  f"{json_file} is a JSON file, not a feature store")
+    assert "move it away" not in err and not (tmp_path / "r").exists()
+    err = refused(avmaster("store", "info", synth), f"{synth} is a folder, not a feature store",
+                  f"e.g. {synth / 'features.h5'}")
+    assert "move it away" not in err
+
+
+def test_an_out_that_cannot_be_written_is_refused_before_any_work(synth, checkpoint, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    refused(avmaster("train", *TRAIN_FAST, "--root", synth, "--out", afile), f"--out {afile} is a file, not a folder")
+    refused(avmaster("evaluate", "--checkpoint", checkpoint, "--dataset", "synthetic", "--root", synth,
+                     "--out", afile / "eval"), "is a file, so no folder can be made under it")
+    assert afile.read_text() == "keep me"
+
+
+def test_ask_and_extract_check_their_inputs_before_any_encoder_loads(checkpoint, clips, tmp_path):
+    # --clip-weights points nowhere: had the encoders been built first, that would be the error
+    encoders = ["--visual-encoder", "clip", "--clip-weights", tmp_path / "absent.pt", "--device", "cpu"]
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    refused(avmaster("ask", empty, "Is it loud?", "--checkpoint", checkpoint, *encoders),
+            f"{empty} (0 bytes) cannot be opened as a video")
+    refused(avmaster("ask", tmp_path / "nope.mp4", "Is it loud?", "--checkpoint", checkpoint, *encoders),
+            f"video {tmp_path / 'nope.mp4'} does not exist")
+    refused(avmaster("ask", clips / "good.mp4", "Is it loud?", "--checkpoint", checkpoint, *encoders,
+                     "--seconds", "0"), "--seconds")
+    (tmp_path / "videos").mkdir()
+    refused(avmaster("extract", "--videos", tmp_path / "videos", "--out", tmp_path / "o.h5", *encoders),
+            f"no video files", str(tmp_path / "videos"))
+    assert not (tmp_path / "o.h5").exists()
+
+
+def test_store_import_names_the_odd_file_and_the_rerun_works(tmp_path):
+    folder = tmp_path / "npy2"
+    folder.mkdir()
+    for i in range(30):
+        np.save(folder / f"v{i:03d}.npy", np.zeros((6, 128), np.float32))
+    np.save(folder / "a000.npy", np.zeros((6, 64), np.float32))
+    out = tmp_path / "w" / "i.h5"
+    err = refused(avmaster("store", "import", out, "--audio", folder),
+                  f"{folder / 'a000.npy'}: width 64, where 30 of the 31 audio files have audio_dim=128")
+    assert "v000.npy" not in err and not out.parent.exists()
+    (folder / "a000.npy").unlink()
+    done = avmaster("store", "import", out, "--audio", folder)
+    assert done.returncode == 0 and "audio 30" in done.stdout, done.stderr
+
+
+def sigterm_once(args: list, ready: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "AVMASTER_DEBUG": ""}
+    proc = subprocess.Popen([sys.executable, "-m", "avmaster_core.cli", *map(str, args)], env=env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not ready.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=240)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_sigterm_in_train_and_store_import_is_like_ctrl_c(synth, tmp_path):
+    runs = tmp_path / "runs"
+    run = runs / "default" / "1"
+    done = sigterm_once(["train", *TRAIN_FAST, "--epochs", "500", "--checkpoint-every", "1", "--root", synth,
+                         "--out", runs], run / "last.pt")
+    refused(done, "terminated (SIGTERM)", "--resume", code=143)
+    torch.load(run / "last.pt", weights_only=True)  # complete
+    assert not list(run.glob("*.lock")) and not list(run.glob(".*.tmp"))
+    folder = tmp_path / "npy"
+    folder.mkdir()
+    for i in range(2000):
+        np.save(folder / f"v{i:04d}.npy", np.zeros((6, 128), np.float32))
+    store = tmp_path / "s.h5"
+    done = sigterm_once(["store", "import", store, "--audio", folder], Path(f"{store}.partial"))
+    refused(done, "terminated (SIGTERM)", "rerun the same command", code=143)
+    assert not Path(f"{store}.lock").exists()
+    assert avmaster("store", "import", store, "--audio", folder).returncode == 0  # continues from the .partial
+
+
+def test_a_notebook_run_from_another_folder_stays_in_the_repository(tmp_path):
+    """`papermill notebooks/03_evaluation.ipynb out.ipynb` from any folder: paths are the repository's."""
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "papermill", str(REPO / "notebooks" / "03_evaluation.ipynb"),
+                           "out.ipynb", "-k", "python3"], capture_output=True, text=True, env=env, cwd=work,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["elsewhere", "out.ipynb"]

@@ -185,7 +185,34 @@ def test_read_checkpoint_refuses_pickled_code_and_honours_map_location(tmp_path)
     torch.save({"model_config": {}, "model": {}, "extra": _NotPlain()}, tmp_path / "code.pt")
     with pytest.raises(Exception, match="[Ww]eights only load failed"):
         checkpoint.read_checkpoint(tmp_path / "code.pt")  # weights_only=True: no arbitrary objects
-    torch.save({"model_config": {}, "model": {"w": torch.zeros(2)}}, tmp_path / "plain.pt")
+    import dataclasses
+
+    from avmaster_core import config
+    from avmaster_core.model import build_model
+
+    cfg = config.experiment("default", "official", "cpu")
+    torch.save({"model_config": dataclasses.asdict(cfg), "model": build_model(cfg).state_dict()},
+               tmp_path / "plain.pt")
     seen = []
     checkpoint.read_checkpoint(tmp_path / "plain.pt", map_location=lambda s, loc: seen.append(loc) or s)
-    assert seen == ["cpu"]
+    assert set(seen) == {"cpu"}
+
+
+def test_read_checkpoint_refuses_weights_that_do_not_fit_the_model(tmp_path):
+    """A checkpoint whose weights are not its configuration's model (missing, unknown or reshaped keys) is
+    refused when read, naming the file and the keys, before any data or model is loaded (issue 24)."""
+    import dataclasses
+
+    from avmaster_core import config
+    from avmaster_core.model import build_model
+
+    cfg = config.experiment("default", "official", "cpu")
+    weights = build_model(cfg).state_dict()
+    first = next(iter(weights))
+    for name, model in (("missing", {k: v for k, v in weights.items() if k != first}),
+                        ("unknown", {**weights, "extra.w": torch.zeros(1)}),
+                        ("wrong shape", {**weights, first: torch.zeros(1)})):
+        path = tmp_path / f"{name.replace(' ', '_')}.pt"
+        torch.save({"model_config": dataclasses.asdict(cfg), "model": model}, path)
+        with pytest.raises(ValueError, match=f"checkpoint {path} does not hold the weights of its model: 1 "):
+            checkpoint.read_checkpoint(path)

@@ -36,7 +36,7 @@ from .encoders import (AUDIO_ENCODERS, DEFAULT_AUDIO_ENCODER, DEFAULT_TEXT_ENCOD
                        TextEncoder, VGGishEncoder, VisualEncoder, WeightsNotFoundError, build_audio_encoder,
                        build_text_encoder, build_visual_encoder, encoder_attrs, encoders_protocol)
 from .routes import DEFAULT_ROUTE, LEGACY_PROTOCOLS, ROUTES, Route, check_route, get_route, route_attrs
-from .video import VideoDecodeError, list_videos
+from .video import VideoDecodeError, check_video, list_videos
 
 PROTOCOL = LEGACY_PROTOCOLS["clean"]  # kept for callers of the name; a store's record is routes.route_attrs's
 
@@ -533,10 +533,11 @@ def _run_extract(args) -> int:
         seconds = _seconds(args.seconds)
         table = load_question_table(args.records, args.questions, args.split, args.root) \
             if args.questions or args.records else None  # ids and texts checked before any video work
+        videos = list_videos(args.videos) if args.videos else None  # before the encoders load
         visual, audio = build_encoders(args, need_audio=bool(args.videos))
         text_encoder = build_text(args, visual) if table is not None else None
         if args.videos:
-            summary = extract_videos(args.videos, args.out, visual, audio, seconds=seconds,
+            summary = extract_videos(videos, args.out, visual, audio, seconds=seconds,
                                      batch_frames=args.batch_frames, workers=args.workers, shard=shard,
                                      limit=args.limit, route=args.route)
             print(summary.line())
@@ -560,10 +561,6 @@ def _run_extract(args) -> int:
     except (WeightsNotFoundError, FileNotFoundError, ValueError, NotImplementedError) as e:
         print(f"avmaster extract: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("\navmaster extract: interrupted (Ctrl-C); finished items are saved: rerun the same command to "
-              "continue", file=sys.stderr)
-        return 130
     return status
 
 
@@ -649,10 +646,16 @@ def ask(video: str | Path, question: str, checkpoint: str | Path, clip: VisualEn
 
 
 def _run_ask(args) -> int:
+    from ..checkpoint import read_checkpoint
+
     try:
-        check_question(args.question, args.top)  # before the encoders load
+        # every input before the encoders and the model load
+        check_question(args.question, args.top)
+        seconds = _seconds(args.seconds)
+        check_video(args.video)
+        read_checkpoint(args.checkpoint)
         visual, audio = build_encoders(args)
-        result = ask(args.video, args.question, args.checkpoint, visual, audio, seconds=_seconds(args.seconds),
+        result = ask(args.video, args.question, args.checkpoint, visual, audio, seconds=seconds,
                      top=args.top, device=extract_device(args.device), route=args.route, text=build_text(args, visual))
     except (WeightsNotFoundError, FileNotFoundError, ValueError, VideoDecodeError) as e:
         print(f"avmaster ask: {e}", file=sys.stderr)
@@ -684,7 +687,7 @@ def register(subparsers) -> None:
     p.add_argument("--shard", default="0/1", help="i/n: this process takes videos i, i+n, ... into its own store")
     p.add_argument("--limit", type=AT_LEAST_1, help="at most this many videos (after sharding)")
     _add_encoder_options(p)
-    p.set_defaults(func=_run_extract)
+    p.set_defaults(func=_run_extract, outputs={"out": "file"})
 
     a = subparsers.add_parser("ask", help="answer a question about your own video with a trained checkpoint")
     a.add_argument("video")

@@ -189,6 +189,26 @@ def decode_video(path: str | Path, seconds: int | None = 60,
     return DecodedVideo(frames=frames, audio=audio, info=info)
 
 
+def check_video(path: str | Path) -> None:
+    """VideoDecodeError naming `path` unless it is a file whose container opens and holds a video stream
+    (reads the header only: a check before any encoder loads)."""
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise VideoDecodeError(f"video {path} {'is a folder' if path.is_dir() else 'does not exist'}: give a video "
+                               f"file ({', '.join(VIDEO_EXTENSIONS)})")
+    size = path.stat().st_size
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoDecodeError(f"{path} holds no video stream (an audio-only file?): give a video file")
+    except (av.error.FFmpegError, OSError, ValueError) as e:
+        raise VideoDecodeError(f"{path} ({size} bytes) cannot be opened as a video ({type(e).__name__}: "
+                               f"{getattr(e, 'strerror', None) or e}); it is empty, truncated or not a video: "
+                               "give another file or download it again") from None
+
+
 def list_videos(folder: str | Path) -> dict[str, Path]:
     """video_id (the file name without extension) -> path, for every video file under `folder` (recursive)."""
     folder = Path(folder)
