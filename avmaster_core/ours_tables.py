@@ -92,6 +92,22 @@ def labelled(table: pd.DataFrame | None, names: dict) -> pd.DataFrame | None:
     return None if table is None else table.rename(index=names)
 
 
+def stacked(both: pd.DataFrame) -> pd.DataFrame:
+    """A side-by-side table (`paper.side_by_side`: column level 0 = source) with the sources as rows, so that
+    a wide table (Table II: 13 columns per source) fits the screen with each method's paper and our rows
+    next to each other; rows without numbers (no run of ours) are left out."""
+    return both.stack(level=0, future_stack=True).dropna(how="all")
+
+
+def mean_pm_std(mean: pd.DataFrame, std: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
+    """Text cells "68.0 ± 1.2" (mean ± sample s.d. over seeds); a row with one seed has no spread and reads
+    "60.9 (1 seed)" instead of "± nan"."""
+    text = mean.round(digits).astype(str)
+    spread = std.reindex_like(mean)
+    return text.where(spread.isna(), text + " ± " + spread.round(digits).astype(str)).where(
+        ~spread.isna() | mean.isna(), text + " (1 seed)")
+
+
 def over_seeds(per_seed: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """{seed: table with the same rows and columns} -> (mean, std with ddof=1) over seeds; attrs["seeds"]
     maps each row to the seeds averaged (e.g. analysis.inference_variants run once per checkpoint)."""

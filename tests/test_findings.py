@@ -88,3 +88,16 @@ def test_the_smoke_tier_reads_the_real_runs_for_these_tables():
     assert settings.runs_root == Path("../results/runs")
     rows = ours_tables.benchmark_rows("table4", settings)
     assert "--runs results/runs --results results" in rows.command  # repository-root paths, as a shell takes them
+
+
+def test_one_seed_reads_one_seed_and_wide_tables_stack():
+    from avmaster_core import ours_tables
+
+    mean = pd.DataFrame({"Avg": [68.04, 60.91]}, index=["AV-Master", "L_qa"])
+    std = pd.DataFrame({"Avg": [1.23, math.nan]}, index=["AV-Master", "L_qa"])
+    assert ours_tables.mean_pm_std(mean, std)["Avg"].tolist() == ["68.0 ± 1.2", "60.9 (1 seed)"]
+    both = pd.concat({"paper": pd.DataFrame({"Avg": [78.51, 70.0]}, index=["AV-Master", "QA-TIGER"]),
+                      "ours": mean.loc[["AV-Master"]]}, axis=1)
+    rows = ours_tables.stacked(both)
+    assert list(rows.index) == [("AV-Master", "paper"), ("AV-Master", "ours"), ("QA-TIGER", "paper")]
+    assert list(rows.columns) == ["Avg"]
