@@ -187,10 +187,10 @@ def test_read_checkpoint_refuses_pickled_code_and_honours_map_location(tmp_path)
         checkpoint.read_checkpoint(tmp_path / "code.pt")  # weights_only=True: no arbitrary objects
     import dataclasses
 
-    from avmaster_core.core import config
+    from avmaster_core.core import config, experiments
     from avmaster_core.core.model import build_model
 
-    cfg = config.experiment("default", "official", "cpu")
+    cfg = experiments.experiment("default", "official", "cpu")
     torch.save({"model_config": dataclasses.asdict(cfg), "model": build_model(cfg).state_dict()},
                tmp_path / "plain.pt")
     seen = []
@@ -203,10 +203,10 @@ def test_read_checkpoint_refuses_weights_that_do_not_fit_the_model(tmp_path):
     refused when read, naming the file and the keys, before any data or model is loaded (issue 24)."""
     import dataclasses
 
-    from avmaster_core.core import config
+    from avmaster_core.core import config, experiments
     from avmaster_core.core.model import build_model
 
-    cfg = config.experiment("default", "official", "cpu")
+    cfg = experiments.experiment("default", "official", "cpu")
     weights = build_model(cfg).state_dict()
     first = next(iter(weights))
     for name, model in (("missing", {k: v for k, v in weights.items() if k != first}),

@@ -155,16 +155,16 @@ def test_score_advice_for_an_unknown_predicted_answer_is_not_about_annotations()
 
 
 def test_a_multiple_choice_experiment_on_data_without_candidates_is_refused(tiny_data):
-    from avmaster_core.core import config
+    from avmaster_core.core import config, experiments
     from avmaster_core.training.preflight import PreflightError, check_run_inputs
     from avmaster_core.training.run_config import DataConfig
 
     with pytest.raises(PreflightError) as info:
-        check_run_inputs(DataConfig("synthetic", str(tiny_data)), config.experiment("avqa/choices", "official", "cpu"),
+        check_run_inputs(DataConfig("synthetic", str(tiny_data)), experiments.experiment("avqa/choices", "official", "cpu"),
                          ["train"])
     text = str(info.value)
     assert "--dataset synthetic has none" in text and "--experiment default" in text
-    config.experiment("default", "official", "cpu")  # the advised experiment exists
+    experiments.experiment("default", "official", "cpu")  # the advised experiment exists
 
 
 # ------------------------------------------------------------------------------------------ store import
@@ -224,7 +224,7 @@ def test_notebooks_work_in_the_repository_from_any_folder(tmp_path, monkeypatch)
 
     monkeypatch.chdir(tmp_path)
     assert notebooks_folder() == REPO / "notebooks"
-    settings = notebook_settings("03_evaluation", SMOKE=True)
+    settings = notebook_settings("04_evaluation", SMOKE=True)
     assert Path.cwd() == REPO / "notebooks"  # relative paths (../data, ../results) are the repository's
     assert (Path.cwd() / settings.runs_root).resolve().is_relative_to(REPO)
     assert not list(tmp_path.iterdir())
