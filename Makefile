@@ -7,7 +7,7 @@ NB_OUT  ?= build/notebooks
 # make reproduce ARGS="--gpus 0 1 2 3"  (options of `avmaster reproduce run`; --dry-run shows what would run)
 ARGS    ?=
 
-.PHONY: demo reproduce report test test-fast mutate lab venv clean
+.PHONY: demo reproduce report test test-fast mutate verify-runs lab venv clean
 
 venv: $(STAMP)
 
@@ -40,6 +40,11 @@ test-fast: $(STAMP)
 # Mutation testing of the modules the paper's numbers depend on (docs/mutation.md; about 40 min on one CPU core).
 mutate: $(STAMP)
 	$(PY) tools/mutate.py $(MUTATE_ARGS)
+
+# Not in CI: re-train every shipped synthetic run (cheapest first, one thread) and require bit-identical metrics;
+# resumable (runs recorded in build/verify-runs/verified.json are skipped). About 6.5 h of single-thread CPU.
+verify-runs: $(STAMP)
+	OMP_NUM_THREADS=1 nice $(PY) -m avmaster_core.remake --out build/verify-runs $(VERIFY_ARGS)
 
 # make lab LAB_ARGS="--port 8890 --no-browser"; as root (containers) --allow-root is added.
 LAB_ARGS ?=

@@ -158,6 +158,35 @@ def question_word_attention(checkpoint, dataset: str, root, question_id: int, sp
     return table
 
 
+# ------------------------------------------------------------------------------------------------ per template
+def template_accuracy(runs_dir, experiments: dict, dataset: str, root, split: str = "test", seeds=None) -> pd.DataFrame:
+    """Test accuracy (%) per question template of finished runs ({label: experiment}), from their
+    predictions.json: one row per template (modality, type, questions) and per label the mean and sample s.d.
+    (ddof=1) over the seeds found, so that one template carrying a type's or a preset's gap is seen."""
+    from .annotations import load_annotations
+    from .scoring import read_predictions, score_by_template
+
+    records = load_annotations(dataset, split, root)
+    out, seeds_used = None, {}
+    for label, name in experiments.items():
+        found = paper.finished_runs(runs_dir, name, seeds)
+        per_seed = {seed: score_by_template(records, read_predictions(Path(runs_dir) / name / str(seed) /
+                                                                      "predictions.json"))
+                    for seed in found}
+        if not per_seed:
+            continue
+        first = next(iter(per_seed.values()))
+        out = first[["modality", "qtype", "questions"]].copy() if out is None else out
+        stacked = pd.concat({s: t["accuracy"] for s, t in per_seed.items()}, axis=1)
+        out[(label, "mean")] = stacked.mean(axis=1)
+        out[(label, "sd")] = stacked.std(axis=1, ddof=1)
+        seeds_used[label] = sorted(per_seed)
+    if out is None:
+        return pd.DataFrame()
+    out.attrs["seeds"] = seeds_used
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ Tables XII / XIII
 def experiment_changes(name: str) -> dict:
     """The ModelConfig fields a named experiment changes relative to the full model (`default`)."""
@@ -221,18 +250,51 @@ def answer_heads_comparison(checkpoints: dict, dataset: str, root, split: str = 
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
+def untrained_heads(run_dir) -> list[str]:
+    """The preference heads a finished run built but never trained (loss weight 0), from its config.json."""
+    import json
+
+    model = json.loads((Path(run_dir) / "config.json").read_text())["model"]
+    return [h for h in ("a", "v") if model.get("use_gpap") and model.get(f"lambda_{h}") == 0]
+
+
+def trained_heads_rows(name: str, runs_dir, dataset: str, root, seeds=None, *, store=None,
+                       device: str = "auto") -> pd.DataFrame:
+    """Overall accuracy (column Avg, mean over seeds) of table `name`'s rows as their TRAINED heads answer
+    (answer_heads="trained"): a run that built a preference head it never trained (Table VIII rows 1-4) is
+    re-scored from its best.pt; the others' test tables already are. attrs: "per_seed" {row: {seed: {"Avg": v}}}
+    (for findings), "rescored" [(row, seed)], "left_out" [(row, seed)]: runs with an untrained head and no best.pt."""
+    from .checkpoint import load_checkpoint
+
+    per_seed, rescored, left_out, data = {}, [], [], None
+    for row, experiment in paper.EXPERIMENT_ROWS[name].items():
+        for seed, table in paper.finished_runs(runs_dir, experiment, seeds).items():
+            run_dir = Path(runs_dir) / experiment / str(seed)
+            value = float(paper.summary_columns(table)["Avg"].iloc[0])
+            if untrained_heads(run_dir):
+                if not (run_dir / "best.pt").is_file():
+                    left_out.append((row, seed))
+                    continue
+                data = data or load_split(dataset, "test", root, store=store)
+                model, _ = load_checkpoint(run_dir / "best.pt", changes={"answer_heads": "trained"})
+                value = float(paper.summary_columns(_score_model(model, data, device))["Avg"].iloc[0])
+                rescored.append((row, seed))
+            per_seed.setdefault(row, {})[seed] = {"Avg": value}
+    out = pd.DataFrame({"Avg": {row: sum(v["Avg"] for v in by.values()) / len(by) for row, by in per_seed.items()}})
+    out.attrs.update(per_seed=per_seed, rescored=rescored, left_out=left_out,
+                     seeds={row: sorted(by) for row, by in per_seed.items()})
+    return out
+
+
 def table8_checkpoints(runs_dir, seeds=None) -> dict[str, Path]:
-    """{"<row>: <losses> (<experiment> seed <s>)": best.pt} of Table VIII's rows whose finished runs (their own, or
-    an experiment's with the same configuration) keep a checkpoint, for `answer_heads_comparison`."""
+    """{"<row>: <losses> (<experiment> seed <s>)": best.pt} of Table VIII's rows whose finished runs (of the row's
+    shared run set, experiments.run_for) keep a checkpoint, for `answer_heads_comparison`."""
     from . import ours_tables
 
     names, out = ours_tables.row_names("table8"), {}
-    for row, experiment in paper.EXPERIMENT_ROWS["table8"].items():
-        for name in [experiment, *ours_tables.equivalent_experiments(experiment)]:
-            found = finished_checkpoints(runs_dir, name, seeds)
-            out.update({f"{row}: {names[row]} ({name} seed {seed})": path for seed, path in found.items()})
-            if found:
-                break
+    for row, name in paper.EXPERIMENT_ROWS["table8"].items():
+        found = finished_checkpoints(runs_dir, name, seeds)
+        out.update({f"{row}: {names[row]} ({name} seed {seed})": path for seed, path in found.items()})
     return out
 
 
@@ -431,9 +493,11 @@ def run_histories(runs_dir, experiment: str = paper.FULL_MODEL_RUN, seeds=None) 
 
 
 def with_paper_fig5(ours: pd.DataFrame) -> pd.DataFrame:
-    """Fig. 5 as a table: rows A+Q / V+Q / A+V+Q, the paper's AV-Master Avg (only A+Q and V+Q are stated)
-    beside our mean summary columns (from `runs_summary` over FIG5_EXPERIMENTS)."""
-    stated = paper.paper_table("fig5").set_index("Input")["Accuracy"]
+    """Fig. 5 as a table: rows A+Q / V+Q / A+V+Q, the paper's AV-Master Avg (A+Q and V+Q as Fig. 5 states
+    them; A+V+Q is the full model, Table II's overall average, 78.51) beside our mean summary columns (from
+    `runs_summary` over FIG5_EXPERIMENTS)."""
+    stated = paper.paper_table("fig5").set_index("Input")["Accuracy"].reindex(list(FIG5_EXPERIMENTS))
+    stated["A+V+Q"] = float(paper.paper_table("table2").loc[paper.OURS, ("Overall", "Avg")])
     mean = ours.groupby("label", sort=False)[list(paper.SUMMARY_COLUMNS)].mean() if len(ours) else \
         pd.DataFrame(columns=list(paper.SUMMARY_COLUMNS), dtype=float)
     table = pd.DataFrame(index=pd.Index(list(FIG5_EXPERIMENTS), name="Input"))

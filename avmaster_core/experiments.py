@@ -12,8 +12,8 @@ the paper's words in `reading`. Everything else is derived from here:
     Experiment.inference_only      True when it only re-scores a trained full model (ModelConfig metadata)
 
 To add an ablation: add one `Experiment(...)` to ENTRIES (and, if it needs a new switch, the field in
-ModelConfig). Experiments whose configuration equals the full model's (`default`) reuse its run instead of
-training again (`run_for`).
+ModelConfig). Experiments with equal configurations share one run set, that of the first of them in registry
+order (`run_for`, derived from the configurations: `table8/qa+a+v` uses `table7/wo_dpcl`'s runs).
 
 This module imports nothing from the package at import time (config imports it); functions that need a
 ModelConfig import it when called.
@@ -74,6 +74,11 @@ _WO_ALL = ("Table VII names the row 'w/o. ALL' without defining it; we turn off 
 _MUL = "Table XIII names 'MUL' without a formula; we read it as p_qa + p_a * p_v"
 _W_ADD = ("Table XIII names 'W-ADD' without a formula; we read it as p_qa + w_a p_a + w_v p_v with (w_a, w_v) the "
           "softmax of each head's max probability")
+_LOGIT_SUM = ("The released code adds the three heads' raw logits and calls it ADD. Its argmax equals the argmax of the "
+              "PRODUCT of the three softmax distributions (log p_qa + log p_a + log p_v is the logit sum minus each "
+              "head's normaliser, which is the same for every answer), so it is not the paper's ADD (a sum of "
+              "distributions); Table XIII shows it as a row of its own")
+LOGIT_SUM_ROW = "logit sum (released)"  # Table XIII's extra row: not in the paper's table
 _FIG4 = ("Fig. 4's text names segment lengths 48 and 60 ('When the segment length is 48, ... a slight drop'); "
          "the points 12, 24 and 36 are our reading of the figure's x axis")
 _FIG4_RETRAIN = ("Fig. 4 / Sec. IV-D(f) ('we conducted an ablation study on the segment length') does not say whether "
@@ -126,8 +131,12 @@ ENTRIES: tuple[Experiment, ...] = (
     Experiment("table12/wo_avpe", dict(inference_use_a=False, inference_use_v=False), "w/o AVPE",
                fills=(("table12", "w/o. AVPE"),)),
     Experiment("table12/full", {}, "both preference distributions", fills=(("table12", OURS),)),
-    # Table XIII: combination (ADD = the preset's own sum; MUL and W-ADD are our reading)
-    Experiment("table13/add", {}, "ADD", fills=(("table13", "ADD"),)),
+    # Table XIII: combination. ADD is the paper's sum of the three distributions (whatever the preset's own
+    # combination); the released code's logit sum is a row of its own (see _LOGIT_SUM); MUL and W-ADD are our reading
+    Experiment("table13/add", dict(combine="prob_sum"), "ADD: sum of the three distributions",
+               fills=(("table13", "ADD"),)),
+    Experiment("table13/logit_sum", dict(combine="logits_sum"), "logit sum (released code)",
+               fills=(("table13", LOGIT_SUM_ROW),), reading=_LOGIT_SUM),
     Experiment("table13/mul", dict(combine="mul"), "MUL", fills=(("table13", "MUL"),), reading=_MUL),
     Experiment("table13/w_add", dict(combine="w_add"), "W-ADD", fills=(("table13", "W-ADD"),), reading=_W_ADD),
     # Fig. 5: input modalities
@@ -222,16 +231,39 @@ def get(name: str) -> Experiment:
     return REGISTRY[name]
 
 
-def run_for(name: str) -> str:
-    """The run that gives `name`'s results: the full model's run when `name` configures exactly the full model
-    (on both presets, same segments), else `name`'s own run."""
+def _configuration(name: str) -> tuple:
+    """What a run of `name` trains and scores: its model configuration on both presets and its segments."""
     from .config import experiment
 
-    entry, full = get(name), get(FULL_MODEL)
-    same = entry.segments == full.segments and entry.features == full.features and all(
-        experiment(name, p) == experiment(FULL_MODEL, p)
-                                                   for p in ("official", "paper"))
-    return FULL_MODEL if same else name
+    entry = get(name)
+    return (repr(experiment(name, "official")), repr(experiment(name, "paper")), entry.segments, entry.features)
+
+
+def shared_runs() -> Mapping[str, str]:
+    """{experiment: the experiment whose runs give its results}, derived from the configurations: experiments
+    whose configurations are equal (on both presets, same segments) share ONE run set, that of the first of them
+    in registry order (the full model `default` first; `table8/qa+a+v` -> `table7/wo_dpcl`)."""
+    global _SHARED
+    if _SHARED is None:
+        first: dict[tuple, str] = {}
+        _SHARED = MappingProxyType({e.name: first.setdefault(_configuration(e.name), e.name) for e in ENTRIES})
+    return _SHARED
+
+
+_SHARED: Mapping[str, str] | None = None
+
+
+def run_for(name: str) -> str:
+    """The run that gives `name`'s results: the first experiment in registry order with `name`'s configuration
+    (`shared_runs`; `name` itself when no earlier one has it)."""
+    get(name)
+    return shared_runs()[name]
+
+
+def same_configuration(name: str) -> list[str]:
+    """The other experiments whose runs are `name`'s runs (same shared run set)."""
+    run = run_for(name)
+    return [other for other, shared in shared_runs().items() if shared == run and other != name]
 
 
 def full_model_for(dataset: str) -> str:
@@ -243,15 +275,20 @@ def full_model_for(dataset: str) -> str:
     return FULL_MODEL if dataset_spec(dataset).answers_in_vocab else MULTIPLE_CHOICE_MODEL
 
 
-def filling(source: str) -> dict:
-    """{row label or x value: run} of every cell of the paper's table or figure `source` that an experiment
-    fills, in registry order (a cell filled by several entries keeps the first)."""
+def filled_by(source: str) -> dict:
+    """{row label or x value: experiment} of every cell of the paper's table or figure `source` that an
+    experiment fills, in registry order (a cell filled by several entries keeps the first)."""
     cells: dict = {}
     for entry in ENTRIES:
         for where, key in entry.fills:
             if where == source and key not in cells:
-                cells[key] = run_for(entry.name)
+                cells[key] = entry.name
     return cells
+
+
+def filling(source: str) -> dict:
+    """{row label or x value: run} of `source`'s cells: each cell's experiment's shared run (`run_for`)."""
+    return {key: run_for(name) for key, name in filled_by(source).items()}
 
 
 def sources() -> tuple[str, ...]:

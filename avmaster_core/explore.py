@@ -74,9 +74,18 @@ class Explorer:
             scenes = load_scenes(root)
         return cls(model, data, dataset, top, scenes)
 
-    def questions(self, limit: int | None = None) -> list[tuple[str, int]]:
-        """[(label, question_id)] for a picker: each distinct question text once (its first video)."""
-        records = self.data.records.drop_duplicates("question")
+    def question_types(self) -> list[str]:
+        """The split's question types as "<modality> / <type>" (e.g. "Audio / Counting"), for the picker."""
+        records = self.data.records
+        return list(dict.fromkeys(records["modality"] + " / " + records["qtype"]))
+
+    def questions(self, limit: int | None = None, kind: str | None = None) -> list[tuple[str, int]]:
+        """[(label, question_id)] for a picker: each distinct question text once (its first video); `kind`
+        keeps one question type ("Audio / Counting", see `question_types`)."""
+        records = self.data.records
+        if kind:
+            records = records[(records["modality"] + " / " + records["qtype"]) == kind]
+        records = records.drop_duplicates("question")
         records = records if limit is None else records.head(limit)
         return [(f"{q}? [{v}]", int(i)) for q, v, i in
                 zip(records["question"].str.rstrip("?"), records["video_id"], records["question_id"])]
@@ -101,24 +110,65 @@ class Explorer:
                             heads, words, focus, str(record["video_id"]), scene_table(self.scenes.get(record["video_id"])))
 
     def widget(self, question_id: int | None = None, limit: int | None = 200):
-        """An ipywidgets box: a question picker and the figure of the chosen question (redrawn on change)."""
+        """An ipywidgets box: a question-type filter, a question picker and the figure of the chosen question
+        (redrawn on change). Where no kernel runs (a saved copy, a static viewer) the box shows the figure of
+        the first question as a picture (`fallback_box`)."""
         import ipywidgets as widgets
 
         choices = self.questions(limit)
         ids = [i for _, i in choices]
         start = question_id if question_id in ids else ids[0]
+        kinds = widgets.Dropdown(options=[("every type", "")] + [(k, k) for k in self.question_types()], value="",
+                                 description="type")
         picker = widgets.Dropdown(options=choices, value=start, description="question",
                                   layout=widgets.Layout(width="95%"))
         shown = widgets.Output()
+        first = question_figure(self.view(start))
 
         def draw(change=None):
             # set the widget's outputs directly: `with shown:` capture hung headless runs under ipykernel 7
             shown.outputs = ()
             shown.append_display_data(question_figure(self.view(picker.value)))
 
+        def filter_questions(change):
+            options = self.questions(limit, kinds.value or None)
+            if options:
+                picker.options = options  # the picker's value follows, which redraws the figure
+
         picker.observe(draw, names="value")
-        draw()
-        return widgets.VBox([picker, shown])
+        kinds.observe(filter_questions, names="value")
+        shown.append_display_data(first)
+        return fallback_box()([kinds, picker, shown], fallback=first)
+
+
+def _png(fig: Figure) -> str:
+    import base64
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def fallback_box():
+    """The VBox class whose output carries a picture for viewers without a kernel (ipywidgets imported here,
+    only when a widget is built)."""
+    import ipywidgets as widgets
+
+    class FallbackBox(widgets.VBox):
+        """A VBox whose saved output also carries a PNG of its first figure: a viewer without a kernel (or
+        without the widget's state) shows that picture instead of a dead widget."""
+
+        def __init__(self, children, fallback: Figure):
+            super().__init__(children)
+            self._fallback_png = _png(fallback)
+
+        def _repr_mimebundle_(self, **kwargs):
+            bundle = super()._repr_mimebundle_(**kwargs) or {}
+            return {**bundle, "image/png": self._fallback_png}
+
+    return FallbackBox
+
 
 
 def head_distributions(out: dict, top: int, truth: str) -> pd.DataFrame:

@@ -2,9 +2,11 @@
 
     findings.table_findings("table7", paper_df, ours, ours_std, smoke=True)   # -> IPython Markdown
 
-Each text compares our ranking of the rows with the paper's, says which of our differences from the
-reference row exceed the seed spread (the two rows' sample standard deviations, ddof=1, added), and why
-ours may differ from the paper. Nothing here is written by hand per notebook: change the runs and the
+Each text compares our ranking of the rows with the paper's, gives each row's difference from the reference
+row paired over the seeds both have (the mean and sample s.d., ddof=1, of the per-seed differences; a gap
+under two s.d. is "within noise", one matched seed is not judged, a single-seed point is never set against a
+mean over other seeds), and says why ours may differ from the paper. Nothing is compared across commits:
+every value comes from the runs the notebook read. Nothing here is written by hand per notebook: change the runs and the
 text changes with them.
 """
 from __future__ import annotations
@@ -31,7 +33,8 @@ class Findings(str):
         return str(self)
 
 
-def _label(row) -> str:
+def flat_label(row) -> str:
+    """A row or column key as text: a tuple joined by " / "."""
     return " / ".join(map(str, row)) if isinstance(row, tuple) else str(row)
 
 
@@ -52,26 +55,53 @@ def _concordance(paper_values: pd.Series, ours_values: pd.Series) -> tuple[int, 
     return same, total
 
 
-def compare_rows(paper_values: pd.Series | None, mean: pd.Series, std: pd.Series | None, reference,
-                 names: dict | None = None, seeds: dict | None = None) -> list[str]:
-    """One line per row with a run: our difference from `reference` (points), whether it exceeds the seed
-    spread (std of both rows, ddof=1, added; a row with one seed has no spread) and the paper's difference."""
+NOISE_SDS = 2  # a paired gap under this many standard deviations of the per-seed differences is "within noise"
+
+
+def paired_gap(values: dict, reference: dict) -> tuple[float, float, list]:
+    """(mean difference, sample s.d. of the differences (ddof=1; NaN under two seeds), matched seeds) of
+    {seed: value} against {seed: value} over the seeds both have: like is compared with like, never one seed's
+    point with another set's mean."""
+    seeds = sorted(set(values) & set(reference))
+    diffs = [values[s] - reference[s] for s in seeds]
+    mean = sum(diffs) / len(diffs) if diffs else math.nan
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)) if len(diffs) > 1 else math.nan
+    return mean, sd, seeds
+
+
+def gap_verdict(gap: float, sd: float, seeds: list) -> str:
+    """How a paired gap reads: no matched seed, one (no spread, not judged), within noise (under NOISE_SDS s.d.
+    of the per-seed differences) or beyond it."""
+    if not seeds:
+        return "no seed in common: not compared"
+    if len(seeds) == 1:
+        return f"one matched seed ({seeds[0]}): no spread, not judged"
+    where = f"paired over seeds {', '.join(map(str, seeds))}, s.d. of the differences {sd:.2f}"
+    return (f"within noise, under {NOISE_SDS} s.d.; {where}" if abs(gap) < NOISE_SDS * sd
+            else f"beyond noise, at least {NOISE_SDS} s.d.; {where}")
+
+
+def seed_values(long: pd.DataFrame, by, column: str) -> dict:
+    """{row: {seed: value}} of `column` from a long table with one row per (row, seed), `by` naming the row."""
+    return {key: dict(zip(part["seed"].astype(int), part[column].astype(float)))
+            for key, part in long.groupby(by, sort=False)}
+
+
+def compare_rows(paper_values: pd.Series | None, per_seed: dict, reference, names: dict | None = None) -> list[str]:
+    """One line per row with a run: our difference from `reference` (points), paired over the seeds both rows
+    have ({row: {seed: value}}), with its spread and verdict (gap_verdict), and the paper's difference."""
     names = names or {}
-    name = lambda r: names.get(r, _label(r))  # noqa: E731
-    if reference not in mean.dropna().index:
+    name = lambda r: names.get(r, flat_label(r))  # noqa: E731
+    if not per_seed.get(reference):
         return [f"The reference row {name(reference)} has no run, so no difference can be read."]
     lines = []
-    for row, value in mean.dropna().items():
-        if row == reference:
+    for row, values in per_seed.items():
+        if row == reference or not values:
             continue
-        diff = value - mean[reference]
-        spread = (std.get(row, math.nan) + std.get(reference, math.nan)) if std is not None else math.nan
-        verdict = ("within the seed spread" if abs(diff) <= spread else "exceeds the seed spread") \
-            if not math.isnan(spread) else "no seed spread (one seed)"
+        gap, sd, seeds = paired_gap(values, per_seed[reference])
         stated = "" if paper_values is None else _paper_difference(paper_values, row, reference, name)
-        n = f", {len(seeds[row])} seed(s)" if seeds and row in seeds else ""
-        width = "" if math.isnan(spread) else f", ±{spread:.2f}"
-        lines.append(f"- {name(row)}: ours {diff:+.2f} points vs {name(reference)} ({verdict}{width}{n}){stated}")
+        shown = "" if math.isnan(gap) else f"ours {gap:+.2f} points "
+        lines.append(f"- {name(row)}: {shown}vs {name(reference)} ({gap_verdict(gap, sd, seeds)}){stated}")
     return lines
 
 
@@ -87,7 +117,7 @@ def _paper_difference(paper_values: pd.Series, row, reference, name) -> str:
 def ranking_lines(paper_values: pd.Series | None, mean: pd.Series, names: dict | None = None) -> list[str]:
     """Our ranking of the rows beside the paper's, and how many pairs of rows keep the paper's order."""
     names = names or {}
-    show = lambda rows: " > ".join(names.get(r, _label(r)) for r in rows)  # noqa: E731
+    show = lambda rows: " > ".join(names.get(r, flat_label(r)) for r in rows)  # noqa: E731
     lines = [f"- Ours, best first: {show(_ranking(mean))}."]
     if paper_values is not None and paper_values.notna().any():
         lines.append(f"- Paper, best first: {show(_ranking(paper_values.reindex(mean.dropna().index)))} "
@@ -100,46 +130,56 @@ def ranking_lines(paper_values: pd.Series | None, mean: pd.Series, names: dict |
 
 def table_findings(name: str, paper_df: pd.DataFrame | None, ours: pd.DataFrame, ours_std: pd.DataFrame | None,
                    *, smoke: bool, reference=paper.OURS, column: str = paper.AVG, names: dict | None = None,
-                   missing: dict | None = None) -> Findings:
-    """The closing paragraph of a table notebook from the table it showed (`column`: the one compared)."""
+                   missing: dict | None = None, per_seed: dict | None = None) -> Findings:
+    """The closing paragraph of a table notebook from the table it showed (`column`: the one compared).
+    Differences are paired over matched seeds: `per_seed` {row: {seed: value of column}}, by default from
+    `ours.attrs["per_seed"]` ({row: {seed: {column label: value}}}, as ours_tables.ours_rows / over_seeds give)."""
     title = f"**What ours shows ({name}, column {column}).**"
     pick = lambda t: None if t is None or not len(t) else t[[c for c in t.columns  # noqa: E731
-                                                          if _label(c).endswith(column)][0]]
+                                                          if flat_label(c).endswith(column)][0]]
     mean, std, stated = pick(ours), pick(ours_std), pick(paper_df)
     if mean is None or mean.dropna().empty:
         return Findings(f"{title} No row has a run yet, so there is nothing of ours to compare"
                         f"{'; missing: ' + ', '.join(map(str, missing.values())) if missing else ''}.")
-    seeds = ours.attrs.get("seeds")
+    label = next(flat_label(c) for c in ours.columns if flat_label(c).endswith(column))
+    if per_seed is None:
+        per_seed = {row: {seed: v[label] for seed, v in by_seed.items()}
+                    for row, by_seed in ours.attrs.get("per_seed", {}).items()}
     lines = ranking_lines(stated, mean, names)
-    lines += compare_rows(stated, mean, std, reference, names, seeds)
+    lines += compare_rows(stated, per_seed, reference, names) if per_seed else \
+        ["- No per-seed values given, so no difference is judged (findings pair rows over matched seeds)."]
     if missing:
-        lines.append(f"- Rows without a run (not compared): {', '.join(names.get(r, _label(r)) if names else _label(r) for r in missing)}.")
+        lines.append(f"- Rows without a run (not compared): {', '.join(names.get(r, flat_label(r)) if names else flat_label(r) for r in missing)}.")
     return Findings("\n".join([title, "", *lines, "", WHY_SYNTHETIC if smoke else WHY_REAL]))
 
 
 def curve_findings(name: str, long: pd.DataFrame, x: str, y: str, hue: str | None, *, smoke: bool,
                    reference_x=None) -> Findings:
-    """The closing paragraph of a curve figure: per group, the best and worst x and whether their gap
-    exceeds the seed spread there (ddof=1), and the difference from `reference_x` where given."""
+    """The closing paragraph of a curve figure: per group, the best and worst x (mean over seeds) and their gap
+    paired over the seeds both points have (gap_verdict: never one seed's point against another point's mean),
+    and the difference of every x from `reference_x` where given."""
     title = f"**What ours shows ({name}).**"
     if long.empty:
         return Findings(f"{title} No point has a run yet.")
     lines = []
-    seed_sd = long.groupby([c for c in (hue, x) if c])[y].std(ddof=1).max()  # where several seeds exist
     for group, part in (long.groupby(hue, sort=False) if hue else [(None, long)]):
-        stats = part.groupby(x)[y].agg(["mean", "std"])
-        if len(stats) < 2:
-            lines.append(f"- {group}: one point only ({x} = {stats.index[0]}), no trend to read.")
-            continue
-        best, worst = stats["mean"].idxmax(), stats["mean"].idxmin()
-        gap = stats.loc[best, "mean"] - stats.loc[worst, "mean"]
-        spread = stats.loc[best, "std"] + stats.loc[worst, "std"]
-        verdict = (f"one seed at one end, so compare with the largest seed s.d. measured, {seed_sd:.2f}"
-                   if not math.isnan(seed_sd) else "no seed spread (one seed per point)") if math.isnan(spread) else \
-            ("exceeds the seed spread" if gap > spread else "within the seed spread")
+        means = part.groupby(x)[y].mean()
         label = f"{group}: " if group is not None else ""
-        lines.append(f"- {label}best at {x} = {best} ({stats.loc[best, 'mean']:.1f}), worst at {worst} "
-                     f"({stats.loc[worst, 'mean']:.1f}): a gap of {gap:.2f} points, {verdict}.")
+        if len(means) < 2:
+            lines.append(f"- {label}one point only ({x} = {means.index[0]}), no trend to read.")
+            continue
+        values = seed_values(part, x, y) if "seed" in part else {k: {0: v} for k, v in means.items()}
+        best, worst = means.idxmax(), means.idxmin()
+        gap, sd, seeds = paired_gap(values[best], values[worst])
+        paired = "-" if math.isnan(gap) else f"{gap:.2f} points"
+        lines.append(f"- {label}best at {x} = {best} ({means[best]:.1f}), worst at {worst} ({means[worst]:.1f}): a gap "
+                     f"of {means[best] - means[worst]:.2f} points between the means (seeds {sorted(values[best])} "
+                     f"and {sorted(values[worst])}); paired over matched seeds {paired} ({gap_verdict(gap, sd, seeds)}).")
+        if reference_x is not None and reference_x in values:
+            for point in (p for p in values if p != reference_x):
+                gap, sd, seeds = paired_gap(values[point], values[reference_x])
+                shown = "" if math.isnan(gap) else f"{gap:+.2f} points "
+                lines.append(f"  - {x} = {point} vs {reference_x}: {shown}({gap_verdict(gap, sd, seeds)})")
     return Findings("\n".join([title, "", *lines, "", WHY_SYNTHETIC if smoke else WHY_REAL]))
 
 
@@ -162,7 +202,7 @@ def benchmark_findings(name: str, paper_df: pd.DataFrame, ours: pd.DataFrame, *,
         others = group[column].drop(index=row, errors="ignore").dropna()
         rank = 1 + int((others > value).sum())
         vs = "the paper gives no value" if pd.isna(stated) else f"paper {stated:.2f}, ours {value - stated:+.2f}"
-        lines.append(f"- {_label(row)}: ours {value:.2f} ({vs}); ours would rank {rank} of {len(others) + 1} "
+        lines.append(f"- {flat_label(row)}: ours {value:.2f} ({vs}); ours would rank {rank} of {len(others) + 1} "
                      f"among the paper's rows of its group.")
     if missing:
         lines.append(f"- {missing} item(s) still missing; `{command}` makes them.")

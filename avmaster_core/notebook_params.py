@@ -51,7 +51,8 @@ DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 NEEDS = {
     "10_table2_music_avqa": {"rows"}, "14_table7_components": {"rows"}, "15_table8_losses": {"rows"},
     "16_table9_template_length": {"rows"}, "17_table10_weight_sharing": {"rows"},
-    "00_quick_start": {"data", "runs"}, "02_training": {"data"}, "03_evaluation": {"data", "runs"},
+    "00_quick_start": {"data", "runs"}, "02_model": {"data"}, "03_training": {"data"},
+    "04_evaluation": {"data", "runs"},
     "19_table12_13_inference_variants": {"data", "full"}, "20_fig4_segment_length": {"data", "full"},
     "22_fig6_focus_steps": {"data", "full"}, "24_fig8_word_attention": {"data", "full", "question"},
     "30_presets": {"data"}, "31_ask_your_video": {"runs"}, "32_explore_a_question": {"data", "runs", "question"},
@@ -79,7 +80,7 @@ def notebooks_folder() -> Path:
 
 def work_in_notebooks_folder() -> None:
     """Every path of a notebook (its defaults, what it writes, the parameters given) is relative to notebooks/,
-    as in JupyterLab: a kernel started elsewhere (`papermill notebooks/02_training.ipynb out.ipynb` from the
+    as in JupyterLab: a kernel started elsewhere (`papermill notebooks/03_training.ipynb out.ipynb` from the
     repository root or any folder) moves there first, so that nothing is read or written outside the repository
     but where the parameters point."""
     import os
@@ -145,8 +146,11 @@ class NotebookSettings:
 
     @property
     def ours_label(self) -> str:
-        """The `source` label of our numbers in the side-by-side tables: says when they are synthetic."""
-        return "ours (synthetic)" if self.dataset == "synthetic" else "ours"
+        """The `source` label of our numbers in the side-by-side tables: says when they are synthetic, and when
+        they are the decorrelated synthetic variant (Fig. 5's smoke runs)."""
+        if self.dataset != "synthetic":
+            return "ours"
+        return "ours (synthetic, decorrelated)" if self.runs_root.name == "synthetic_decorrelated" else "ours (synthetic)"
 
     @property
     def new_runs(self) -> Path:
@@ -297,11 +301,14 @@ def changed_parameters(notebook: str | Path, values: dict) -> list[str]:
 
 
 def _check_declared(notebook: str, scope: dict | None, defaults: dict | None) -> None:
-    """Refuse a parameter-like name (upper case) in the notebook's globals that its parameters cell does not
-    declare: papermill injects `-p SEED 2` as a new line, which would otherwise be ignored in silence."""
+    """Refuse a parameter-like name (upper case, a scalar value) in the notebook's globals that its parameters
+    cell does not declare: papermill injects `-p SEED 2` as a new line, which would otherwise be ignored in
+    silence."""
     if scope is None or defaults is None:
         return
-    for name in sorted(n for n in scope if PARAMETER_NAME.match(n) and n not in defaults):
+    injected = (str, int, float, bool, type(None))  # what `-p NAME VALUE` gives; an imported constant is not
+    for name in sorted(n for n, v in scope.items()
+                       if PARAMETER_NAME.match(n) and n not in defaults and isinstance(v, injected)):
         close = difflib.get_close_matches(name, list(defaults), n=2)
         hint = f"did you mean {' or '.join(close)}? " if close else ""
         raise ParameterError(name, scope[name], f"{notebook} declares no such parameter; {hint}its parameters: "
@@ -318,6 +325,7 @@ def _check_choice(name: str, value, choices, remedy: str):
 
 # The numbers of the notebooks' numeric parameters (options.Range, as for the command-line options).
 RANGES = {"EPOCHS": AT_LEAST_0, "SEEDS": AT_LEAST_0, "SECONDS": AT_LEAST_1, "QUESTIONS": AT_LEAST_1,
+          "BATCH": AT_LEAST_1, "STEPS": AT_LEAST_1, "FAILURES": AT_LEAST_1,
           "LENGTHS": AT_LEAST_1}
 
 
@@ -490,6 +498,11 @@ def _check_extra(settings: NotebookSettings) -> None:
         _number("SECONDS", extra["SECONDS"], "the number of one-second segments")
     if "QUESTIONS" in extra:
         _number("QUESTIONS", extra["QUESTIONS"], "how many distinct questions the picker lists")
+    for name, what in (("BATCH", "questions in the model walk-through's batch"),
+                       ("STEPS", "optimiser steps of the training loop written out"),
+                       ("FAILURES", "wrong answers shown")):
+        if name in extra:
+            _number(name, extra[name], what)
     if "LENGTHS" in extra:
         parts = _int_list("LENGTHS", extra["LENGTHS"], "2,4,6", "the default")
         stored = _stored_length(settings) if parts else None

@@ -3,8 +3,8 @@
     mean, std = ours_rows("table8", "results/runs/synthetic")
     mean.attrs["seeds"], mean.attrs["stand_in"]   # {row: seeds}, {row: experiment whose runs fill it}
 
-Like `paper.ours_table`, but a row without runs of its own experiment takes the runs of another experiment
-with the same model configuration (Table VIII row 5, L_qa + L_a^p + L_v^p, is `table7/wo_dpcl`), and the
+Like `paper.ours_table` (a row whose configuration equals an earlier experiment's reads that one's runs,
+experiments.run_for: Table VIII row 5, L_qa + L_a^p + L_v^p, is `table7/wo_dpcl`, and says so), and the
 standard deviation over seeds is the sample one (ddof=1), as everywhere in the notebooks and md files.
 Also the labels that say each row's setting (Tables VIII-X number their rows), and `benchmark_rows`: our
 rows of the tables whose rows are other benchmarks or encoders (III, IV, XI), from `avmaster reproduce`'s
@@ -13,66 +13,50 @@ runs and evaluations, with what is missing and the command that makes it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
 
 from . import paper
 
-# Experiments whose configuration differs from another's outside the model config (the data's segment
-# count): never stand-ins.
-NOT_STAND_INS = ("fig4/",)
+def stand_ins(name: str) -> dict:
+    """{row: experiment whose runs fill it} of table `name`'s rows filled by another experiment with the same
+    configuration (experiments.run_for: Table VIII row 5, L_qa + L_a^p + L_v^p, is `table7/wo_dpcl`)."""
+    from . import experiments
 
-
-@lru_cache(maxsize=None)
-def _model_configs() -> dict[str, str]:
-    from .config import EXPERIMENTS, experiment
-
-    return {name: repr(experiment(name)) for name in EXPERIMENTS if not name.startswith(NOT_STAND_INS)}
-
-
-def equivalent_experiments(name: str) -> list[str]:
-    """Other experiments whose model configuration equals `name`'s (so one's runs answer the other)."""
-    configs = _model_configs()
-    if name not in configs:
-        return []
-    return [other for other, cfg in configs.items() if other != name and cfg == configs[name]]
-
-
-def _runs_for(experiment: str, runs_dir, seeds) -> tuple[str, dict]:
-    """(experiment whose runs are used, {seed: table}): its own runs, else an equivalent experiment's."""
-    runs = paper.finished_runs(runs_dir, experiment, seeds)
-    if runs:
-        return experiment, runs
-    for other in equivalent_experiments(experiment):
-        runs = paper.finished_runs(runs_dir, other, seeds)
-        if runs:
-            return other, runs
-    return experiment, {}
+    return {row: experiments.run_for(own) for row, own in experiments.filled_by(name).items()
+            if experiments.run_for(own) != own}
 
 
 def ours_rows(name: str, runs_dir, seeds=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(mean, std with ddof=1) of our finished runs in table `name`'s layout; rows without any run are absent.
     attrs: "seeds" {row: seeds}, "stand_in" {row: experiment used instead of the row's own}."""
-    rows = paper.EXPERIMENT_ROWS[name]
-    means, stds, used, stand_in = {}, {}, {}, {}
+    rows, shared = paper.EXPERIMENT_ROWS[name], stand_ins(name)
+    means, stds, used, stand_in, per_seed = {}, {}, {}, {}, {}
     for label, experiment in rows.items():
-        source, runs = _runs_for(experiment, runs_dir, seeds)
+        runs = paper.finished_runs(runs_dir, experiment, seeds)
         if not runs:
             continue
         tables = pd.concat([paper.in_table_layout(name, t) for t in runs.values()])
         means[label], stds[label] = tables.mean(), tables.std(ddof=1)
         used[label] = sorted(runs)
-        if source != experiment:
-            stand_in[label] = source
+        per_seed[label] = _per_seed(runs, lambda t: paper.in_table_layout(name, t))
+        if label in shared:
+            stand_in[label] = shared[label]
     reference = paper.ours_table(name, runs_dir, seeds)  # the layout (index names, columns) of ours
     out = [pd.DataFrame([v[label].reindex(reference.columns).to_numpy(dtype=float) for label in means],
                         index=pd.Index(list(means), name=reference.index.name), columns=reference.columns)
            for v in (means, stds)]
     for frame in out:
-        frame.attrs.update(seeds=used, stand_in=stand_in)
+        frame.attrs.update(seeds=used, stand_in=stand_in, per_seed=per_seed)
     return out[0], out[1]
+
+
+def _per_seed(tables: dict, layout=lambda t: t) -> dict:
+    """{seed: {column label: value}} of one row's per-seed one-row tables (findings pair rows over seeds)."""
+    from .findings import flat_label
+
+    return {int(seed): {flat_label(c): float(v) for c, v in layout(t).iloc[0].items()} for seed, t in tables.items()}
 
 
 def missing(name: str, mean: pd.DataFrame) -> dict:
@@ -108,6 +92,22 @@ def labelled(table: pd.DataFrame | None, names: dict) -> pd.DataFrame | None:
     return None if table is None else table.rename(index=names)
 
 
+def stacked(both: pd.DataFrame) -> pd.DataFrame:
+    """A side-by-side table (`paper.side_by_side`: column level 0 = source) with the sources as rows, so that
+    a wide table (Table II: 13 columns per source) fits the screen with each method's paper and our rows
+    next to each other; rows without numbers (no run of ours) are left out."""
+    return both.stack(level=0, future_stack=True).dropna(how="all")
+
+
+def mean_pm_std(mean: pd.DataFrame, std: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
+    """Text cells "68.0 ± 1.2" (mean ± sample s.d. over seeds); a row with one seed has no spread and reads
+    "60.9 (1 seed)" instead of "± nan"."""
+    text = mean.round(digits).astype(str)
+    spread = std.reindex_like(mean)
+    return text.where(spread.isna(), text + " ± " + spread.round(digits).astype(str)).where(
+        ~spread.isna() | mean.isna(), text + " (1 seed)")
+
+
 def over_seeds(per_seed: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """{seed: table with the same rows and columns} -> (mean, std with ddof=1) over seeds; attrs["seeds"]
     maps each row to the seeds averaged (e.g. analysis.inference_variants run once per checkpoint)."""
@@ -117,9 +117,10 @@ def over_seeds(per_seed: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     first = next(iter(per_seed.values()))
     grouped = stacked.groupby(level=1, sort=False)
     mean, std = grouped.mean().reindex(first.index), grouped.std(ddof=1).reindex(first.index)
+    by_row = {row: _per_seed({seed: t.loc[[row]] for seed, t in per_seed.items()}) for row in first.index}
     for frame in (mean, std):
         frame.index.name = first.index.name
-        frame.attrs.update(seeds={row: sorted(per_seed) for row in first.index}, stand_in={})
+        frame.attrs.update(seeds={row: sorted(per_seed) for row in first.index}, stand_in={}, per_seed=by_row)
     return mean, std
 
 

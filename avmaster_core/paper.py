@@ -459,7 +459,9 @@ def _experiment_rows() -> dict[str, dict]:
     for source in experiments.sources():
         if source.startswith("table"):
             cells, order = experiments.filling(source), list(paper_table(source).index)
-            rows[source] = dict(sorted(cells.items(), key=lambda item: order.index(item[0])))
+            # the paper's rows in its order, then rows of ours it does not have (Table XIII's logit sum)
+            rows[source] = dict(sorted(cells.items(), key=lambda item: order.index(item[0]) if item[0] in order
+                                       else len(order)))
     return dict(sorted(rows.items(), key=lambda item: NAMES.index(item[0])))
 
 
@@ -551,12 +553,19 @@ def ours_table(name: str, runs_dir="results/runs", seeds=None, statistic: str = 
 def side_by_side(name: str, ours: pd.DataFrame | None = None, ours_label: str = "ours") -> pd.DataFrame:
     """The paper's table `name` and ours next to each other: top column level `source` = paper / ours
     (`ours_label`, e.g. "ours (synthetic)"), rows = the paper's rows (ours is NaN where we have no run)."""
-    paper = paper_table(name)
+    paper = with_rows_of(paper_table(name), ours)
     numeric = [c for c in paper.columns if pd.api.types.is_float_dtype(paper[c])]
     if ours is None:
         ours = pd.DataFrame(index=paper.index, columns=paper[numeric].columns, dtype=float)
     return pd.concat({"paper": paper, ours_label: ours.reindex(index=paper.index, columns=paper[numeric].columns)},
                      axis=1, names=["source"])
+
+
+def with_rows_of(paper: pd.DataFrame, ours: pd.DataFrame | None) -> pd.DataFrame:
+    """The paper's table with the rows of `ours` it does not publish appended (values NaN: "not published"),
+    e.g. Table XIII's logit sum of the released code."""
+    extra = [] if ours is None else [r for r in ours.index if r not in paper.index]
+    return paper if not extra else paper.reindex(list(paper.index) + extra)
 
 
 def missing_rows(name: str, ours: pd.DataFrame) -> dict:

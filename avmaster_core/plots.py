@@ -20,6 +20,7 @@ panels (never as bars to compare on one axis), one colour per source (`SOURCE_CO
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -384,13 +385,22 @@ def plot_paper_and_ours(paper_df: pd.DataFrame | None, ours: pd.DataFrame | None
 
 def plot_points(df: pd.DataFrame, x: str, y: str, hue: str | None = None, *, title: str = "",
                 expected: dict | None = None, references: dict | None = None, xlabel: str | None = None,
-                ylabel: str = "accuracy (%)", ylim=(0, 100)) -> Figure:
-    """Mean ± s.d. over seeds (ddof=1) of `y` per `x` (one line per `hue` group), zero-based; raw seeds as
-    dots. expected: {group: [x values]} that should have a point: those without one say "no run" in place.
-    references: {label: level} as dashed horizontal lines."""
+                ylabel: str = "accuracy (%)", ylim=None, paper_note: str = "") -> Figure:
+    """Mean ± s.d. over seeds (ddof=1) of `y` per `x` (one line per `hue` group); raw seeds as dots.
+    expected: {group: [x values]} that should have a point: those without one say "no run" in place.
+    references: {label: level} as dashed horizontal lines. ylim None: an axis fitted to the points, so that
+    effects of a few points show (the label says it is not zero-based; a reference level outside it is
+    named in the legend); (0, 100) for the full scale. paper_note: what the paper reports for this figure
+    (its numbers or its described trend), printed under the axes beside ours."""
     missing = [c for c in (x, y, hue) if c is not None and c not in df.columns]
     if missing:
         raise KeyError(f"plot_points: columns {missing} not in the table (it has {list(df.columns)})")
+    zoomed = ylim is None
+    if zoomed:
+        values = df[y].dropna()
+        low, high = (float(values.min()), float(values.max())) if len(values) else (0.0, 100.0)
+        margin = max(1.0, 0.25 * (high - low))
+        ylim = (max(0.0, low - margin), min(100.0, high + margin))
     groups = list(dict.fromkeys(df[hue])) if hue else [None]
     groups += [g for g in (expected or {}) if g not in groups]
     fig = Figure(figsize=(8.6, 4.2), layout="constrained")
@@ -417,11 +427,14 @@ def plot_points(df: pd.DataFrame, x: str, y: str, hue: str | None = None, *, tit
             if len(level) != 1:
                 continue
             level = next(iter(level.values()))
+        where = "" if ylim[0] <= level <= ylim[1] else (", below this axis" if level < ylim[0] else ", above this axis")
         ax.axhline(level, color=REFERENCE_COLOUR, linestyle=("--", ":", "-.")[k % 3], linewidth=1,
-                   label=f"{label} ({level:.1f})")
+                   label=f"{label} ({level:.1f}{where})")
     ax.set_ylim(*ylim)
     ax.set_xlabel(xlabel or x)
-    ax.set_ylabel(ylabel)
+    ax.set_ylabel(f"{ylabel}, axis fitted to the points" if zoomed else ylabel)
+    if paper_note:
+        fig.text(0.01, -0.02, f"paper: {paper_note}", fontsize=7.5, wrap=True, va="top", color=PAPER_COLOUR)
     ax.legend(fontsize=7, title=ERRORBAR_NOTE, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if title:
         ax.set_title(title, fontsize=10)
@@ -430,3 +443,122 @@ def plot_points(df: pd.DataFrame, x: str, y: str, hue: str | None = None, *, tit
 
 if "ipykernel" in sys.modules:
     show_figures_inline()
+
+
+def plot_focus_trajectory(steps: dict, *, title: str = "How the focus templates move (eq. 1-2)") -> Figure:
+    """TDPP's focus sampling segment by segment. `steps`: {modality label: templates per step [B, T, K, D]}
+    (V^1..V^T of eq. 1; V^0 is the first frame or the learned templates). Left: how far segment t moves the
+    templates, ||V^t - V^(t-1)|| / ||V^(t-1)|| (mean over the batch, one line per template k; lines that
+    coincide are templates that stay copies of each other). Right: how different the K templates are from
+    each other at step t (1 - mean pairwise cosine; 0 = all K identical)."""
+    fig = Figure(figsize=(11, 3.8))
+    move_ax, spread_ax = fig.subplots(1, 2)
+    palette = sns.color_palette("tab10", len(steps))
+    for (label, z), colour in zip(steps.items(), palette):
+        z = np.asarray(z, dtype=float)  # [B, T, K, D]
+        t = np.arange(2, z.shape[1] + 1)
+        moved = np.linalg.norm(z[:, 1:] - z[:, :-1], axis=-1) / np.linalg.norm(z[:, :-1], axis=-1)  # [B, T-1, K]
+        for k, series in enumerate(moved.mean(axis=0).T):
+            move_ax.plot(t, series, color=colour, alpha=0.35 + 0.65 / (k + 1), lw=1.2,
+                         label=label if k == 0 else None)
+        unit = z / np.linalg.norm(z, axis=-1, keepdims=True)
+        cos = np.einsum("btkd,btjd->btkj", unit, unit)
+        k = z.shape[2]
+        spread = 1 - (cos.sum(axis=(-1, -2)) - k) / max(k * (k - 1), 1)  # [B, T]
+        spread = np.where(np.abs(spread) < 1e-9, 0.0, spread)  # float rounding of identical rows is 0
+        spread_ax.plot(np.arange(1, z.shape[1] + 1), spread.mean(axis=0), color=colour, marker="o", label=label)
+    move_ax.set(xlabel="segment t (focus step)", ylabel="relative move ||V^t - V^(t-1)|| / ||V^(t-1)||",
+                title="how far segment t moves each template")
+    spread_ax.set(xlabel="segment t (focus step)", ylabel="1 - mean cosine between the K templates",
+                  title="how different the K templates are")
+    spread_ax.set_ylim(0, max(1.0, spread_ax.get_ylim()[1]))  # 0 = the K templates are copies of one
+    move_ax.set_ylim(bottom=0)
+    for ax in (move_ax, spread_ax):
+        ax.legend(loc="best", fontsize=8, frameon=True)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_training_losses(rows: pd.DataFrame, *, title: str = "Loss on each training batch (eq. 5-7)") -> Figure:
+    """The loss terms per optimiser step, one line per term ("qa", "a", "v", "c", "total"); `rows` has
+    columns step, term, loss. Zero-based; the legend sits outside the axes so it never covers a line."""
+    fig = Figure(figsize=(8.6, 3.6), layout="constrained")
+    ax = fig.subplots()
+    palette = sns.color_palette("colorblind", rows["term"].nunique())
+    for colour, (term, part) in zip(palette, rows.groupby("term", sort=False)):
+        ax.plot(part["step"], part["loss"], color=colour, lw=2.2 if term == "total" else 1.2, label=term)
+    ax.set(xlabel="optimiser step", ylabel="loss on the batch", title=title)
+    ax.set_ylim(0, max(float(rows["loss"].max()) * 1.05, 1e-3))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    return fig
+
+
+def plot_confusion(counts: pd.DataFrame, *, title: str = "") -> Figure:
+    """A confusion matrix: rows the true answers, columns the predicted ones (counts of questions), each
+    row's share written in its cells; the diagonal is what the model gets right."""
+    shares = counts.div(counts.sum(axis=1).replace(0, 1), axis=0)
+    size = max(4.0, 0.55 * len(counts.columns) + 2.5)
+    fig = Figure(figsize=(size + 1.5, max(3.2, 0.45 * len(counts) + 1.6)), layout="constrained")
+    ax = fig.subplots()
+    sns.heatmap(shares, annot=counts, fmt="d", cmap="Oranges", vmin=0, vmax=1, ax=ax,
+                cbar_kws={"label": "share of the true answer's questions"})
+    ax.set(xlabel="predicted answer", ylabel="true answer", title=title)
+    ax.tick_params(axis="x", rotation=45)
+    return fig
+
+
+def plot_contact_sheet(frames, *, columns: int = 10, title: str = "") -> Figure:
+    """The frames picked for the visual features, one per one-second segment, in a grid, each labelled
+    with its segment's time ("t = 7 s": the frame on screen at that second)."""
+    rows = math.ceil(len(frames) / columns)
+    fig = Figure(figsize=(1.25 * columns, 1.05 * rows + 0.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
+    for t, ax in enumerate(axes):
+        ax.axis("off")
+        if t < len(frames):
+            ax.imshow(np.asarray(frames[t]))
+            ax.set_title(f"t = {t} s", fontsize=7)
+    fig.suptitle(title or f"the {len(frames)} frames the visual encoder sees, one per second")
+    return fig
+
+
+def plot_audio_input(audio, patches, *, seconds: int = 3, title: str = "") -> Figure:
+    """What VGGish sees: the 16 kHz waveform of the first `seconds` segments (top) and, per second, its
+    log-mel patch (96 frames of 10 ms x 64 mel bands), the audio encoder's input."""
+    seconds = min(seconds, len(audio))
+    fig = Figure(figsize=(3.4 * seconds, 5.2), layout="constrained")
+    grid = fig.add_gridspec(2, seconds, height_ratios=[1, 1.4])
+    wave = fig.add_subplot(grid[0, :])
+    signal = np.asarray(audio[:seconds], dtype=float).ravel()
+    wave.plot(np.arange(len(signal)) / 16000, signal, lw=0.4, color=OURS_COLOUR)
+    for t in range(1, seconds):
+        wave.axvline(t, color=REFERENCE_COLOUR, ls="--", lw=0.8)
+    wave.set(xlabel="time (s); dashed: segment boundaries", ylabel="amplitude", xlim=(0, seconds),
+             title="16 kHz mono waveform")
+    for t in range(seconds):
+        ax = fig.add_subplot(grid[1, t])
+        image = ax.imshow(np.asarray(patches[t]).T, origin="lower", aspect="auto", cmap="magma")
+        ax.set(xlabel="10 ms frame", ylabel="mel band" if t == 0 else "", title=f"log-mel patch, second {t}")
+    fig.colorbar(image, ax=ax, label="log mel energy")
+    fig.suptitle(title or "the audio encoder's input")
+    return fig
+
+
+def plot_clip_preprocessing(image, cropped, *, title: str = "") -> Figure:
+    """CLIP's preprocessing of one frame: the decoded frame, and the square it becomes (shortest side resized
+    to the model's size, centre crop) before normalisation with CLIP's channel means and deviations."""
+    fig = Figure(figsize=(8.6, 3.6), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    frame = np.asarray(image)
+    left.imshow(frame)
+    left.set_title(f"decoded frame, {frame.shape[1]} x {frame.shape[0]} pixels", fontsize=9)
+    square = np.asarray(cropped).transpose(1, 2, 0)
+    right.imshow(square)
+    right.set_title(f"resized and centre-cropped, {square.shape[1]} x {square.shape[0]}", fontsize=9)
+    for ax in (left, right):
+        ax.axis("off")
+    fig.suptitle(title or "CLIP's preprocessing")
+    return fig

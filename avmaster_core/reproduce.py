@@ -656,8 +656,9 @@ def build_plan(settings: ReproduceSettings, only=None) -> Plan:
         art = artefacts[name] = Artefact(name, notebook=notebooks.get(name))
         for label, specs in _artefact_specs(name, settings):
             art.cells.append((label, [s.key for s in specs]))
-            for spec in specs:
-                items.setdefault(spec.key, Item(spec)).artefacts.append(name)
+            for spec in specs:  # a run shared by several cells (Fig. 7's four 1.0 points) is one item
+                item = items.setdefault(spec.key, Item(spec))
+                item.artefacts += [] if name in item.artefacts else [name]
         art.notes += [text for text in (not_yet(name), OTHER_ENCODER_ROWS.get(name), NOTEBOOK_ONLY.get(name)) if text]
     _add_run_items(items)
     _add_feature_items(items)

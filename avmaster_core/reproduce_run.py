@@ -194,7 +194,26 @@ def _launcher_from_args(args):
     return InOrder()
 
 
+SYNTHETIC_OUT = "build/remake/runs"  # where the synthetic tier re-makes the shipped runs (--runs)
+
+
+def _synthetic_tier(args, dry_run: bool) -> int:
+    """--tier synthetic: every shipped synthetic run (--shipped) re-trained from its config.json into --runs."""
+    from .remake import reproduce_synthetic
+
+    try:
+        differ = reproduce_synthetic(args.shipped, args.runs or SYNTHETIC_OUT, args.data, args.only, dry_run=dry_run)
+    except (KeyError, ValueError) as e:
+        raise SystemExit(f"avmaster reproduce: {e.args[0] if e.args else e}") from None
+    if differ:
+        print(f"{differ} re-made run(s) differ from the shipped ones (the code or data changed what they compute)")
+    return 0
+
+
 def _plan_command(args) -> int:
+    if args.tier == "synthetic":
+        return _synthetic_tier(args, dry_run=True)
+    args.runs = args.runs or "results/runs"
     try:
         plan = build_plan(settings_from_args(args), args.only)
     except KeyError as e:
@@ -204,6 +223,9 @@ def _plan_command(args) -> int:
 
 
 def _run_command(args) -> int:
+    if args.tier == "synthetic":
+        return _synthetic_tier(args, dry_run=args.dry_run)
+    args.runs = args.runs or "results/runs"
     start = time.perf_counter()
     try:
         plan = run_plan(settings_from_args(args), args.only, _launcher_from_args(args), dry_run=args.dry_run,
@@ -224,6 +246,8 @@ examples:
   avmaster reproduce run --gpus 0 1 2 3                    # four local GPUs, one run each
   avmaster reproduce run --gpus 0 1 2 3 --ddp              # one run at a time over four GPUs (torchrun)
   avmaster reproduce run --slurm --partition gpu --parallel 32 --timeout-min 720
+  avmaster reproduce run --tier synthetic --dry-run       # every shipped synthetic run: status, CPU minutes
+  avmaster reproduce run --tier synthetic --only synthetic/default   # re-make runs (a key or prefix) on CPU
   # a dress rehearsal on CPU (tests/test_reproduce_rehearsal.py): tiny model, few questions
   avmaster reproduce run --only table2 --size cpu --epochs 1 --limit 40 --train-on val --device cpu \\
       --encoders tiny --seeds 1
@@ -244,7 +268,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=AT_LEAST_1, default=3, help="seeds 1..N per run (default 3)")
     p.add_argument("--data", default="data", help="folder of <dataset>/ annotation folders with features.h5")
     p.add_argument("--store", action="append", metavar="DATASET=PATH", help="another feature store for a dataset")
-    p.add_argument("--runs", default="results/runs", help="runs folder (default results/runs)")
+    p.add_argument("--tier", default="paper", choices=("paper", "synthetic"),
+                   help="paper (default): the paper's tables and figures from features; synthetic: re-train every "
+                        "shipped synthetic run (--shipped) from its own config.json into --runs, on CPU")
+    p.add_argument("--shipped", default="results/runs",
+                   help="--tier synthetic: the shipped runs whose configurations are re-made (default results/runs)")
+    p.add_argument("--runs", help=f"runs folder (default results/runs; --tier synthetic: {SYNTHETIC_OUT})")
     p.add_argument("--results", default="results", help="tables, evaluations, figures (default results)")
     p.add_argument("--preset", default="official", choices=("official", "paper"))
     p.add_argument("--size", default="full", choices=tuple(SIZES), help="model size (cpu: rehearsals)")

@@ -121,6 +121,16 @@ def score(records: pd.DataFrame, predictions, *, missing: str = "error", name: s
     return REGISTRY[dataset].scorer(records, predictions, missing=missing, name=name)
 
 
+def score_by_template(records: pd.DataFrame, predictions, *, missing: str = "error") -> pd.DataFrame:
+    """Accuracy (%) per question template (records["template"]), with its modality, type and question count,
+    in the records' order of first appearance: what one template carries of a type's or the overall number."""
+    correct = correctness(records, predictions, missing=missing)
+    table = records.assign(correct=correct).groupby("template", sort=False).agg(
+        modality=("modality", "first"), qtype=("qtype", "first"), questions=("correct", "size"),
+        accuracy=("correct", "mean"))
+    return table.assign(accuracy=100 * table["accuracy"])
+
+
 def score_head_tail(records, predictions, *, missing="error", name="ours") -> pd.DataFrame:
     """MUSIC-AVQA-R: Table III's layout when every record is labelled head or tail (split "test"), else
     Table II's (split "headtail" carries no head/tail labels)."""

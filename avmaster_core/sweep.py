@@ -153,7 +153,7 @@ def process_alive(pid: int) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------- summaries
-def _run_minutes(run_dir: Path) -> float:
+def run_minutes(run_dir: Path) -> float:
     """Training + validation wall time of a run, in minutes (from metrics.jsonl; test time not included)."""
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
@@ -185,7 +185,7 @@ def summarize(out_dir: str | Path, experiments: Iterable[str], seeds: Iterable[i
         tables = pd.concat([read_run_table(out_dir / name / str(seed)).reindex(columns=columns) for seed in seeds])
         rows += [tables.mean().to_numpy(dtype=float), tables.std(ddof=1).to_numpy(dtype=float)]
         index += [(name, "mean"), (name, "std")]
-        minutes[name] = float(np.mean([_run_minutes(out_dir / name / str(seed)) for seed in seeds]))
+        minutes[name] = float(np.mean([run_minutes(out_dir / name / str(seed)) for seed in seeds]))
     out = pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index, names=["run", "statistic"]), columns=columns)
     out.attrs["seeds"] = {name: seeds for name in experiments}
     out.attrs["minutes"] = minutes
@@ -276,9 +276,25 @@ A finished run (summary.json present) is skipped, an interrupted one resumed: re
 """
 
 
+def shared_experiments(experiments: Iterable[str]) -> tuple[list[str], list[str]]:
+    """(the experiments to train, once each; notes): an experiment whose configuration equals an earlier one's
+    (experiments.run_for) is trained and reported as that one, so one configuration has one run set."""
+    out, notes = [], []
+    for name in experiments:
+        shared = experiment_registry.run_for(name) if name in experiment_registry.REGISTRY else name
+        if shared != name:
+            notes.append(f"{name}: same configuration as {shared}, whose runs it shares")
+        if shared not in out:
+            out.append(shared)
+    return out, notes
+
+
 def _sweep_command(args) -> int:
     from .engine_cli import config_from_args, train_config_for
 
+    args.experiments, notes = shared_experiments(args.experiments)
+    for note in notes:
+        print(f"[avmaster] {note}", file=sys.stderr)
     names = [run_name(e, args.preset) for e in args.experiments]
     if not args.summary_only:
         if not args.dataset or not args.root:

@@ -21,7 +21,8 @@ cue). So audio questions need audio, visual questions need visual, and AV questi
 which instrument sounds are asked only when that is identifiable: every class that sounds occurs once.
 
 Question features are laid out like CLIP's (start token, one state per word, the end-token state,
-zero padding up to 77); the sentence feature is the end-token state. Each word has a fixed vector; an
+zero padding up to 77, or with padding="context" CLIP-like non-zero padding that carries the sentence); the
+sentence feature is the end-token state. Each word has a fixed vector; an
 instrument name's vector shares a part with that class's appearance code (CLIP's joint space), and the
 sentence state is order-sensitive, so the model must read which instrument/position is asked about.
 
@@ -58,7 +59,7 @@ from typing import Callable
 import numpy as np
 
 from .atomic import write_text
-from .store import FeatureStore
+from .store import TOKENS_ATTR, FeatureStore
 from .vocab import ANSWERS, INSTRUMENTS, fill_question
 
 GENERATOR = "avmaster_core.synthetic"
@@ -75,7 +76,11 @@ MARGIN = 0.25         # loudness / rhythm differences smaller than this are neve
 # visible_prob: chance an instrument is on screen; silent_prob: chance a visible one stays silent. Lower
 # visible_prob / higher silent_prob decorrelate "visible" from "sounding", so audio questions need audio.
 DEFAULTS = dict(num_videos=600, questions_per_video=10, T=10, seed=0, noise=0.5, visible_prob=0.75, silent_prob=0.3,
-                choices=0)
+                choices=0, padding="zero")
+# What the word features hold after the end token: "zero" (what every shipped run was trained on) or "context"
+# (like CLIP's: its causal attention gives every position after the end token a state that carries the sentence,
+# so real padding is neither zero nor the same for every question; see question_features)
+PADDINGS = ("zero", "context")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -199,8 +204,10 @@ def word_vector(word: str) -> np.ndarray:
     return vec
 
 
-def question_features(question: str) -> tuple[np.ndarray, np.ndarray]:
-    """CLIP-like (sentence [768], words [77,768]) of the filled question text."""
+def question_features(question: str, padding: str = "zero") -> tuple[np.ndarray, np.ndarray]:
+    """CLIP-like (sentence [768], words [77,768]) of the filled question text. padding="context": each position
+    after the end token holds 0.7 x the sentence state + a pad-token state + a small position code, non-zero
+    and question-dependent like CLIP's (ModelConfig.mask_padding is then measured against realistic padding)."""
     tokens = question.lower().split()
     if len(tokens) > WORDS_LEN - 2:
         raise ValueError(f"question {question!r} has {len(tokens)} words; at most {WORDS_LEN - 2} fit")
@@ -213,6 +220,11 @@ def question_features(question: str) -> tuple[np.ndarray, np.ndarray]:
         summary += np.roll(vec, 7 * i)                                   # order-sensitive summary
     sentence = summary * (np.sqrt(VISUAL_DIM) / np.linalg.norm(summary))
     words[len(tokens) + 1] = sentence                                    # the end-token state
+    if padding == "context":
+        for j in range(len(tokens) + 2, WORDS_LEN):
+            words[j] = 0.7 * sentence + 0.5 * word_vector("<pad>") + 0.1 * word_vector(f"<position {j}>")
+    elif padding != "zero":
+        raise ValueError(f"padding must be one of {PADDINGS}, not {padding!r}")
     return sentence.astype(np.float32), words
 
 
@@ -540,12 +552,17 @@ def _split_of_videos(n: int, rng) -> list[str]:
     return splits
 
 
-def _parameters(num_videos, questions_per_video, T, seed, noise, visible_prob, silent_prob, choices=0) -> dict:
+def _parameters(num_videos, questions_per_video, T, seed, noise, visible_prob, silent_prob, choices=0,
+                padding="zero") -> dict:
     params = dict(generator=GENERATOR, version=VERSION, num_videos=int(num_videos),
                   questions_per_video=int(questions_per_video), T=int(T), seed=int(seed), noise=float(noise),
                   visible_prob=float(visible_prob), silent_prob=float(silent_prob), world_seed=WORLD_SEED)
     if choices:  # only the multiple-choice variant records it: outputs of choices=0 stay valid
         params["choices"] = int(choices)
+    if padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {PADDINGS}, not {padding!r}")
+    if padding != "zero":  # likewise: zero-padded outputs (every shipped run's data) keep their metadata
+        params["padding"] = padding
     return params
 
 
@@ -570,8 +587,8 @@ def generate_synthetic(out_dir, num_videos: int = DEFAULTS["num_videos"],
                        questions_per_video: int = DEFAULTS["questions_per_video"], T: int = DEFAULTS["T"],
                        seed: int = DEFAULTS["seed"], noise: float = DEFAULTS["noise"], overwrite: bool = False,
                        progress: bool = False, visible_prob: float = DEFAULTS["visible_prob"],
-                       silent_prob: float = DEFAULTS["silent_prob"], choices: int = DEFAULTS["choices"]
-                       ) -> dict[str, Path]:
+                       silent_prob: float = DEFAULTS["silent_prob"], choices: int = DEFAULTS["choices"],
+                       padding: str = DEFAULTS["padding"]) -> dict[str, Path]:
     """Write the synthetic benchmark into out_dir; returns {"train","val","test","features","scenes": path}.
     choices=C >= 2 writes the multiple-choice variant (see the module docstring); 0 = none.
 
@@ -587,7 +604,7 @@ def generate_synthetic(out_dir, num_videos: int = DEFAULTS["num_videos"],
         raise ValueError(f"need 0 < visible_prob <= 1 and 0 <= silent_prob <= 1; got {visible_prob}, {silent_prob}")
     if choices and not 2 <= choices <= len(ANSWERS):
         raise ValueError(f"choices must be 0 (none) or between 2 and {len(ANSWERS)}, got {choices}")
-    params = _parameters(num_videos, questions_per_video, T, seed, noise, visible_prob, silent_prob, choices)
+    params = _parameters(num_videos, questions_per_video, T, seed, noise, visible_prob, silent_prob, choices, padding)
     done = out / "synthetic.json"                                       # written last: marks a complete output
     if not overwrite and done.exists() and json.loads(done.read_text()) == params and all(p.exists() for p in paths.values()):
         return paths
@@ -623,9 +640,11 @@ def generate_synthetic(out_dir, num_videos: int = DEFAULTS["num_videos"],
                     for kind in ("question", "words"):
                         store.link(kind, question_id, text_owner[question])
                 else:
-                    sentence, words = question_features(question)
+                    sentence, words = question_features(question, padding)
                     store.put("question", question_id, sentence)
-                    store.put("words", question_id, words)
+                    # non-zero padding hides the word positions: record the token count (start + words + end)
+                    counts_attr = {} if padding == "zero" else {TOKENS_ATTR: len(question.split()) + 2}
+                    store.put("words", question_id, words, **counts_attr)
                     text_owner[question] = question_id
                 record = {
                     "video_id": video_id, "question_id": question_id,
@@ -781,7 +800,8 @@ def _run(args) -> int:
     t0 = time.perf_counter()
     paths = generate_synthetic(args.out, num_videos=args.videos, questions_per_video=args.questions,
                                T=args.T, seed=args.seed, noise=args.noise, overwrite=args.overwrite, progress=True,
-                               visible_prob=args.visible_prob, silent_prob=args.silent_prob, choices=args.choices)
+                               visible_prob=args.visible_prob, silent_prob=args.silent_prob, choices=args.choices,
+                               padding=args.padding)
     seconds = time.perf_counter() - t0
     for name in ("train", "val", "test"):
         n = len(_load_split(args.out, name))
@@ -820,6 +840,9 @@ def register(subparsers) -> None:
     p.add_argument("--choices", type=AT_LEAST_0, default=DEFAULTS["choices"], metavar="C",
                    help="multiple-choice variant (AVQA's task): C candidate answers per question; load it as "
                         "--dataset synthetic_mc (default 0: none)")
+    p.add_argument("--padding", default=DEFAULTS["padding"], choices=PADDINGS,
+                   help="word features after the end token: zero (default; every shipped run's data) or context "
+                        "(non-zero and question-dependent, like CLIP's; recorded in synthetic.json)")
     p.add_argument("--overwrite", action="store_true", help="regenerate even if the output exists")
     p.add_argument("--ceilings", action="store_true", help="also print the question-only and decoded-scene ceilings")
     p.set_defaults(func=_run, outputs={"out": "folder"})

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -70,7 +72,9 @@ def test_inference_variants_rescore_the_same_weights(run):
                            changes={"inference_use_a": False})
     assert t12.loc["w/o. APE", "Avg"] == pytest.approx(no_audio[scoring.OVERALL].iloc[0])
     t13 = analysis.inference_variants("table13", {1: ckpt, 2: ckpt}, "synthetic", root, device="cpu")
-    assert t13.attrs["changes"] == {"W-ADD": {"combine": "w_add"}, "MUL": {"combine": "mul"}, "ADD": {}}
+    assert t13.attrs["changes"] == {"W-ADD": {"combine": "w_add"}, "MUL": {"combine": "mul"},
+                                    "ADD": {"combine": "prob_sum"}, "logit sum (released)": {}}
+    assert t13.loc["logit sum (released)", "Avg"] == pytest.approx(full[scoring.OVERALL].iloc[0])
     assert t13.attrs["seeds"]["ADD"] == [1, 2]
     with pytest.raises(ValueError, match="no checkpoints"):
         analysis.inference_variants("table12", {}, "synthetic", root)
@@ -148,7 +152,7 @@ def test_runs_summaries_for_the_figures(fake_runs):
         ("A+Q", 1, 0.0), ("A+V+Q", 1, 100.0), ("A+V+Q", 2, 0.0)]
     assert analysis.missing_runs(fake_runs, analysis.FIG5_EXPERIMENTS) == ["fig5/v+q"]
     fig5 = analysis.with_paper_fig5(summary)
-    assert fig5.loc["A+Q", ("paper", "Avg")] == 69.8 and np.isnan(fig5.loc["A+V+Q", ("paper", "Avg")])
+    assert fig5.loc["A+Q", ("paper", "Avg")] == 69.8 and fig5.loc["A+V+Q", ("paper", "Avg")] == 78.51  # Table II
     assert fig5.loc["A+V+Q", ("ours", "Avg")] == 50.0 and np.isnan(fig5.loc["V+Q", ("ours", "Avg")])
     fig7 = analysis.fig7_table(fake_runs)
     assert set(zip(fig7["Weight"], fig7["Value"])) == {("lambda_qa", 0.4)} | {(w, 1.0) for w in analysis.FIG7_WEIGHTS}
@@ -176,6 +180,17 @@ def test_answer_heads_comparison_changes_only_models_with_untrained_heads(run, t
     full, _ = evaluate(partial.best_checkpoint, "synthetic", "test", root, device="cpu", progress=False)
     assert table.loc["L_qa", "all"] == pytest.approx(full[scoring.OVERALL].iloc[0])  # the released evaluation
     assert table[["all", "trained"]].dtypes.tolist() == [np.float64, np.float64]
+    # Table VIII's findings read the trained heads: row 1 re-scored from its checkpoint, row 6 its test table
+    runs = tmp_path / "runs"
+    shutil.copytree(partial.run_dir, runs / "table8/qa/1")
+    shutil.copytree(Path(ckpt).parent, runs / "default/1")
+    rows = analysis.trained_heads_rows("table8", runs, "synthetic", root, device="cpu")
+    assert rows.loc[1, "Avg"] == pytest.approx(table.loc["L_qa", "trained"])
+    assert rows.loc[6, "Avg"] == pytest.approx(table.loc["full", "all"])
+    assert rows.attrs["rescored"] == [(1, 1)] and rows.attrs["per_seed"][1] == {1: {"Avg": rows.loc[1, "Avg"]}}
+    (runs / "table8/qa/1/best.pt").unlink()  # an untrained head and no checkpoint: left out, never the "all" number
+    left = analysis.trained_heads_rows("table8", runs, "synthetic", root, device="cpu")
+    assert 1 not in left.index and left.attrs["left_out"] == [(1, 1)]
 
 
 def test_experiment_readings_quote_the_paper():
@@ -183,3 +198,14 @@ def test_experiment_readings_quote_the_paper():
     assert {"avqa/choices", "table13/mul", "fig7/qa=0.4", "fig4/T48"} <= set(readings.index)
     assert readings["paper's words (our reading)"].str.len().min() > 20
     assert readings.loc["table13/mul", "fills"] == "table13 MUL"
+
+
+def test_template_accuracy_shows_what_each_template_carries(run):
+    root, runs, _ = run
+    table = analysis.template_accuracy(runs, {"full": "default"}, "synthetic", root)
+    records = analysis.load_split("synthetic", "test", root).records
+    assert table["questions"].sum() == len(records) and set(table.index) == set(records["template"])
+    # the question-weighted mean of the per-template accuracies is the run's overall accuracy
+    overall = (table[("full", "mean")] * table["questions"]).sum() / table["questions"].sum()
+    assert overall == pytest.approx(paper.finished_runs(runs, "default")[1][scoring.OVERALL].iloc[0])
+    assert table.attrs["seeds"] == {"full": [1]}

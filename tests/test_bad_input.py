@@ -481,11 +481,11 @@ def test_sigterm_in_train_and_store_import_is_like_ctrl_c(synth, tmp_path):
 
 
 def test_a_notebook_run_from_another_folder_stays_in_the_repository(tmp_path):
-    """`papermill notebooks/03_evaluation.ipynb out.ipynb` from any folder: paths are the repository's."""
+    """`papermill notebooks/04_evaluation.ipynb out.ipynb` from any folder: paths are the repository's."""
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "papermill", str(REPO / "notebooks" / "03_evaluation.ipynb"),
+    done = subprocess.run([sys.executable, "-m", "papermill", str(REPO / "notebooks" / "04_evaluation.ipynb"),
                            "out.ipynb", "-k", "python3"], capture_output=True, text=True, env=env, cwd=work,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

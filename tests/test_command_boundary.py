@@ -224,7 +224,7 @@ def test_notebooks_work_in_the_repository_from_any_folder(tmp_path, monkeypatch)
 
     monkeypatch.chdir(tmp_path)
     assert notebooks_folder() == REPO / "notebooks"
-    settings = notebook_settings("03_evaluation", SMOKE=True)
+    settings = notebook_settings("04_evaluation", SMOKE=True)
     assert Path.cwd() == REPO / "notebooks"  # relative paths (../data, ../results) are the repository's
     assert (Path.cwd() / settings.runs_root).resolve().is_relative_to(REPO)
     assert not list(tmp_path.iterdir())

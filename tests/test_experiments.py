@@ -53,14 +53,52 @@ def test_inference_fields_come_from_metadata_and_evaluation_refuses_the_others()
 
 def test_inference_only_experiments_are_tables_xii_and_xiii_variants():
     only = {e.name for e in experiments.ENTRIES if e.inference_only}
-    assert only == {"table12/wo_ape", "table12/wo_vpe", "table12/wo_avpe", "table13/mul", "table13/w_add"}
+    assert only == {"table12/wo_ape", "table12/wo_vpe", "table12/wo_avpe", "table13/add", "table13/logit_sum",
+                    "table13/mul", "table13/w_add"}
+
+
+def test_table13_add_is_the_sum_of_the_distributions_on_both_presets():
+    # the paper's ADD sums probabilities; the released logit sum is its own row, not "ADD" on the official preset
+    for preset in ("official", "paper"):
+        assert config.experiment("table13/add", preset).combine == "prob_sum"
+        assert config.experiment("table13/logit_sum", preset).combine == "logits_sum"
+    assert paper.EXPERIMENT_ROWS["table13"] == {"ADD": "table13/add", "MUL": "table13/mul", "W-ADD": "table13/w_add",
+                                                experiments.LOGIT_SUM_ROW: "table13/logit_sum"}
+    assert "PRODUCT" in experiments.get("table13/logit_sum").reading
+
+
+def test_the_logit_sum_ranks_answers_as_the_product_of_the_distributions():
+    import torch
+
+    from avmaster_core.model import combine_logits
+    torch.manual_seed(0)
+    heads = {k: torch.randn(64, 42) * 3 for k in ("qa", "a", "v")}
+    cfg = config.experiment("table13/logit_sum")
+    product = torch.stack([torch.log_softmax(v, -1) for v in heads.values()]).sum(0)
+    assert torch.equal(combine_logits(heads, cfg).argmax(-1), product.argmax(-1))
+    summed = combine_logits(heads, config.experiment("table13/add"))
+    assert not torch.equal(summed.argmax(-1), product.argmax(-1))  # ADD is another operator
+
+
+def test_equal_configurations_share_one_run_set_derived_from_the_configurations():
+    shared = experiments.shared_runs()
+    assert shared["table8/qa+a+v"] == "table7/wo_dpcl" and shared["table7/wo_dpcl"] == "table7/wo_dpcl"
+    assert {shared[f"fig7/{w}=1.0"] for w in ("qa", "a", "v", "c")} == {experiments.FULL_MODEL}
+    assert shared["table8/all"] == shared["table12/full"] == experiments.FULL_MODEL
+    assert paper.EXPERIMENT_ROWS["table8"][5] == "table7/wo_dpcl"
+    # derived, not listed: every pair of experiments with equal configurations maps to one run, the others do not
+    for a in experiments.REGISTRY:
+        for b in experiments.REGISTRY:
+            same = experiments._configuration(a) == experiments._configuration(b)
+            assert (shared[a] == shared[b]) == same, (a, b)
+    assert experiments.same_configuration("table7/wo_dpcl") == ["table8/qa+a+v"]
 
 
 def test_every_filled_cell_exists_in_the_paper_and_every_run_is_named():
     for entry in experiments.ENTRIES:
         for source, key in entry.fills:
             assert source in paper.NAMES, entry.name
-            if source.startswith("table"):
+            if source.startswith("table") and key != experiments.LOGIT_SUM_ROW:  # our extra row of Table XIII
                 assert key in paper.paper_table(source).index, (entry.name, key)
     for rows in paper.EXPERIMENT_ROWS.values():
         assert set(rows.values()) <= set(config.EXPERIMENTS)

@@ -67,12 +67,21 @@ def test_the_figure_has_its_four_panels_outside_pyplot(explorer):
 def test_the_widget_lists_questions_and_starts_on_the_chosen_one(explorer):
     pytest.importorskip("ipywidgets")
     box = explorer.widget(17, limit=30)
-    picker = box.children[0]
+    kinds, picker, shown = box.children
     assert picker.value == 17 and len(picker.options) == 30
-    shown = box.children[1]
     assert len(shown.outputs) == 1  # the chosen question's figure
     picker.value = picker.options[3][1]
     assert len(shown.outputs) == 1  # redrawn, not appended
+    assert "image/png" in box._repr_mimebundle_()  # a viewer without a kernel shows a picture
+
+
+def test_the_picker_filters_by_question_type(explorer):
+    pytest.importorskip("ipywidgets")
+    kinds, picker, _ = explorer.widget(17, limit=None).children
+    kinds.value = "Audio / Counting"
+    expected = {q for q in explorer.data.records.query("modality == 'Audio' and qtype == 'Counting'")["question"]}
+    assert picker.options and {label.split("? [")[0] for label, _ in picker.options} <= \
+        {q.rstrip("?") for q in expected}
 
 
 def test_an_unknown_question_and_a_partial_model_are_refused(explorer):

@@ -15,15 +15,36 @@ from avmaster_core.notebook_params import notebook_settings
 
 def test_a_reference_row_without_a_paper_value_is_said_so_never_nan():
     stated = pd.Series({"A+Q": 69.8, "V+Q": 76.9, "A+V+Q": math.nan})  # Fig. 5: no A+V+Q bar in the paper
-    mean = pd.Series({"V+Q": 60.8, "A+V+Q": 68.9})
-    lines = findings.compare_rows(stated, mean, pd.Series({"V+Q": 1.0, "A+V+Q": 1.1}), "A+V+Q")
-    assert lines == ["- V+Q: ours -8.10 points vs A+V+Q (exceeds the seed spread, ±2.10); "
-                     "no paper value (A+V+Q not published)"]
+    per_seed = {"V+Q": {1: 60.0, 2: 61.0, 3: 61.4}, "A+V+Q": {1: 68.0, 2: 69.5, 3: 69.2}}
+    lines = findings.compare_rows(stated, per_seed, "A+V+Q")
+    assert lines[0].startswith("- V+Q: ours -8.10 points vs A+V+Q (beyond noise, at least 2 s.d.; paired over "
+                               "seeds 1, 2, 3, s.d. of the differences 0.36)")
+    assert lines[0].endswith("; no paper value (A+V+Q not published)")
     assert "nan" not in "".join(lines)
-    both = findings.compare_rows(pd.Series({"a": 70.0, "b": 72.5}), pd.Series({"a": 60.0, "b": 61.0}), None, "a")
+    both = findings.compare_rows(pd.Series({"a": 70.0, "b": 72.5}), {"a": {1: 60.0}, "b": {1: 61.0}}, "a")
     assert both[0].endswith("; paper +2.50")
 
 
+def test_differences_are_paired_over_matched_seeds_and_small_gaps_are_within_noise():
+    # a seed effect shared by both rows: the means differ by 1.0, the per-seed differences hardly vary
+    per_seed = {"full": {1: 66.0, 2: 68.0, 3: 70.0}, "ablation": {1: 67.0, 2: 69.1, 3: 70.9},
+                "noisy": {1: 70.0, 2: 66.0, 3: 71.0}, "one seed": {1: 75.0}, "other seeds": {7: 80.0}}
+    lines = dict(line.split(": ", 1) for line in findings.compare_rows(None, per_seed, "full"))
+    assert lines["- ablation"].startswith("ours +1.00 points vs full (beyond noise")
+    assert "within noise, under 2 s.d." in lines["- noisy"]
+    # a single-seed point is compared with the same seed of the reference, never with its 3-seed mean
+    assert lines["- one seed"] == "ours +9.00 points vs full (one matched seed (1): no spread, not judged)"
+    assert lines["- other seeds"] == "vs full (no seed in common: not compared)"
+
+
+def test_curve_findings_never_set_a_single_seed_point_against_a_mean():
+    # Fig. 7 as shipped: each point seed 1 only, the 1.0 point the full model's three seeds
+    long = pd.DataFrame({"Weight": "qa", "Value": [0.4, 1.0, 1.0, 1.0], "seed": [1, 1, 2, 3],
+                         "Avg": [70.0, 69.1, 66.7, 68.2]})
+    text = findings.curve_findings("Fig. 7", long, "Value", "Avg", "Weight", smoke=True, reference_x=1.0)
+    assert "paired over matched seeds 0.90 points (one matched seed (1): no spread, not judged)" in text
+    assert "a gap of 2.00 points between the means (seeds [1] and [1, 2, 3])" in text  # shown, never judged
+    assert "exceeds" not in text and "beyond noise" not in text
 def test_attention_on_padding_is_not_read_as_a_word():
     released = pd.DataFrame({"where": [1.0, 1e-4], "loudest": [0.0, 1e-4], "<padding>": [0.0, 0.9998]},
                             index=["Visual", "Audio"])
@@ -67,3 +88,16 @@ def test_the_smoke_tier_reads_the_real_runs_for_these_tables():
     assert settings.runs_root == Path("../results/runs")
     rows = ours_tables.benchmark_rows("table4", settings)
     assert "--runs results/runs --results results" in rows.command  # repository-root paths, as a shell takes them
+
+
+def test_one_seed_reads_one_seed_and_wide_tables_stack():
+    from avmaster_core import ours_tables
+
+    mean = pd.DataFrame({"Avg": [68.04, 60.91]}, index=["AV-Master", "L_qa"])
+    std = pd.DataFrame({"Avg": [1.23, math.nan]}, index=["AV-Master", "L_qa"])
+    assert ours_tables.mean_pm_std(mean, std)["Avg"].tolist() == ["68.0 ± 1.2", "60.9 (1 seed)"]
+    both = pd.concat({"paper": pd.DataFrame({"Avg": [78.51, 70.0]}, index=["AV-Master", "QA-TIGER"]),
+                      "ours": mean.loc[["AV-Master"]]}, axis=1)
+    rows = ours_tables.stacked(both)
+    assert list(rows.index) == [("AV-Master", "paper"), ("AV-Master", "ours"), ("QA-TIGER", "paper")]
+    assert list(rows.columns) == ["Avg"]

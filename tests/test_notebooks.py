@@ -48,7 +48,7 @@ def record_of(path: Path) -> dict:
 
 def test_the_notebook_list_covers_the_paper():
     names = [p.stem for p in NOTEBOOKS]
-    for expected in ("00_quick_start", "01_features", "02_training", "03_evaluation", "30_presets",
+    for expected in ("00_quick_start", "01_features", "02_model", "03_training", "04_evaluation", "30_presets",
                      "31_ask_your_video", "32_explore_a_question"):
         assert expected in names
     tables = {m.group(1) for n in names for m in [re.match(r"1\d_(table\d+)", n)] if m}
@@ -70,7 +70,9 @@ def test_conventions(path):
         tree = ast.parse(cell.source)
         assert not [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.Lambda))], \
             f"logic belongs in avmaster_core, not in a notebook cell:\n{cell.source}"
-        if cell is not params[0]:  # the parameters cell is a list of flat scalars, as long as it needs
+        # the parameters cell is a list of flat scalars, as long as it needs; the walk-throughs (0x) compute
+        # their subject in visible steps, so their cells are as long as a step is
+        if cell is not params[0] and not path.name.startswith("0"):
             assert len(cell.source.splitlines()) <= MAX_CELL_LINES, cell.source
     settings = [c for c in code_cells(nb) if "notebook_settings(" in c.source]
     assert len(settings) == 1 and "settings" in settings[0].metadata.get("tags", [])
@@ -279,18 +281,23 @@ def test_table_records_are_the_shipped_runs(stem, table):
     shipped()
     recorded = record_of(notebook(stem))
     ours, _ = ours_tables.ours_rows(table, RUNS)
-    assert len(recorded) == len(ours) and len(recorded) >= 1
-    for row, value in recorded.items():
+    # every row of ours is recorded; Table VIII also records the trained heads' numbers its findings compare
+    rows = {row: value for row, value in recorded.items() if row in ours.index}
+    assert len(rows) == len(ours) >= 1
+    assert table == "table8" or len(recorded) == len(ours)
+    for row, value in rows.items():
         assert value == pytest.approx(float(ours.loc[row].iloc[-1]), abs=SAME), row
 
 
 def test_pipeline_records():
     first = shipped()[min(shipped())][scoring.OVERALL].iloc[0]
     assert record_of(notebook("00_quick_start"))["overall"] == pytest.approx(first, abs=SAME)
-    evaluation = record_of(notebook("03_evaluation"))
+    model = record_of(notebook("02_model"))  # the walk-through's step-by-step forward is the package's
+    assert model["max_difference"] < 1e-6 and model["steps"] == 10 and model["templates"] == 8
+    evaluation = record_of(notebook("04_evaluation"))
     assert evaluation["seeds"] == len(shipped())
     assert evaluation["overall_mean"] == pytest.approx(overall(), abs=SAME)
-    training = record_of(notebook("02_training"))
+    training = record_of(notebook("03_training"))
     assert 0 < training["new_run_test_acc"] < 100
     features = record_of(notebook("01_features"))
     assert features == {"videos": 3, "feature_rows": 3 + 3 + 2 + 2}
@@ -300,7 +307,7 @@ def test_inference_and_figure_records_agree_with_the_test_tables():
     full = overall()
     variants = record_of(notebook("19_table12_13_inference_variants"))
     assert variants["XII AV-Master"] == pytest.approx(full, abs=SAME)
-    assert variants["XIII ADD"] == pytest.approx(full, abs=SAME)
+    assert variants["XIII logit sum (released)"] == pytest.approx(full, abs=SAME)  # the official preset's own sum
     assert all(0 <= v <= 100 for v in variants.values())
     steps = record_of(notebook("22_fig6_focus_steps"))
     assert steps[max(steps)] == pytest.approx(full, abs=ONE_QUESTION)

@@ -129,8 +129,8 @@ def test_notebook_settings_smoke_never_writes_real_results(tmp_path):
 
 
 @pytest.mark.parametrize("notebook,params,message", [
-    ("03_evaluation", dict(EXPERIMENT="table7/wo_tdpp", SEEDS="9"), r"SEEDS = '9'.*finished seeds \[1, 2, 3\]"),
-    ("03_evaluation", dict(EXPERIMENT="table7/wo_tdpp", SEEDS="1"), r"EXPERIMENT = 'table7/wo_tdpp'.*keep no checkpoint"),
+    ("04_evaluation", dict(EXPERIMENT="table7/wo_tdpp", SEEDS="9"), r"SEEDS = '9'.*finished seeds \[1, 2, 3\]"),
+    ("04_evaluation", dict(EXPERIMENT="table7/wo_tdpp", SEEDS="1"), r"EXPERIMENT = 'table7/wo_tdpp'.*keep no checkpoint"),
     ("00_quick_start", dict(PRESET="paper"), r"EXPERIMENT = 'default'.*keep no checkpoint"),
     ("00_quick_start", dict(EXPERIMENT="table8/qa+c"), r"EXPERIMENT = 'table8/qa\+c'.*no finished run.*avmaster sweep"),
     ("00_quick_start", dict(EXPERIMENT="table7/wo_tdp"), r"did you mean 'table7/wo_tdpp'"),
@@ -181,7 +181,7 @@ def test_an_injected_name_the_notebook_does_not_declare_is_refused(monkeypatch):
     # papermill -p SEED 2 adds `SEED = 2` after the parameters cell; the settings cell passes globals()
     with pytest.raises(runner.ParameterError, match=r"SEED = 2: 14_table7_components declares no such parameter; "
                                                     r"did you mean SEEDS\?"):
-        runner.notebook_settings("14_table7_components", SEEDS="", scope={"SEED": 2, "SEEDS": "", "In": []})
+        runner.notebook_settings("14_table7_components", SEEDS="", scope={"SEED": 2, "SEEDS": "", "In": [], "ANSWERS": ("yes", "no")})
     assert runner.notebook_settings("14_table7_components", SEEDS="", scope={"SEEDS": "", "_": 1}).seeds is None
 
 

@@ -153,7 +153,13 @@ def test_points_mark_missing_runs_and_use_sample_std():
     segments = ax.containers[0].lines[2][0].get_segments()
     spans = sorted(round(s[1][1] - s[0][1], 4) for s in segments)
     assert spans == [0.0, 4.0]  # 2 x std(ddof=1) of 60, 62, 64; one seed: no bar
-    assert ax.get_ylim() == (0.0, 100.0)
+    assert ax.get_ylim() == (52.75, 66.25)  # fitted: 55-64 with a quarter of the range each side
+    assert "axis fitted to the points" in ax.get_ylabel()
+    full = plots.plot_points(df, "Value", "Avg", "Weight", ylim=(0, 100), references={"question-only": 39.5},
+                             paper_note="accuracy peaks at 1.0")
+    assert full.axes[0].get_ylim() == (0.0, 100.0) and any("peaks at 1.0" in t.get_text() for t in full.texts)
+    fitted = plots.plot_points(df, "Value", "Avg", "Weight", references={"question-only": 39.5}).axes[0]
+    assert any("39.5, below this axis" in t.get_text() for t in fitted.get_legend().get_texts())
 
 
 def test_figures_show_inline_in_a_kernel():

@@ -114,6 +114,22 @@ def test_full_plan_items(empty_plan):
                                               "table4/balance-trained-music_avqa_v2-test_bias"}
     assert all(e.run.experiment == "default" for e in evaluations)
     assert kinds.count("questions") == 4
+    assert "table8/qa+a+v" not in trains and "table7/wo_dpcl" in trains  # one configuration, one run set
+
+
+def test_plan_items_are_unique_and_counted_by_hand(tmp_path):
+    plan = build_plan(ReproduceSettings(data=str(tmp_path / "d"), runs=str(tmp_path / "r"), results=str(tmp_path / "o"),
+                                        seeds=(1, 2)), ["fig7", "table7", "table8"])
+    # by hand: Fig. 7 = 4 weights x 4 values other than 1.0 + the full model = 17 runs; Table VII adds its 5
+    # ablations; Table VIII adds qa, qa+c, qa+c+a, qa+c+v (qa+a+v is table7/wo_dpcl, all is default): 26 runs
+    # x 2 seeds + one question-features item
+    trains = [i for i in plan.items.values() if i.kind == "train"]
+    assert len(trains) == 26 * 2 and len(plan.items) == 53
+    assert len({(i.spec.experiment, i.spec.seed) for i in trains}) == len(trains)
+    fig7 = plan.artefact_items("fig7")
+    assert len(fig7) == 17 * 2 == len({i.key for i in fig7})
+    assert all(len(i.artefacts) == len(set(i.artefacts)) for i in plan.items.values())  # default: fig7 once
+    assert plan.items["train default seed 1"].artefacts.count("fig7") == 1
 
 
 def test_estimate_uses_the_question_counts_and_the_stated_speed(empty_plan):

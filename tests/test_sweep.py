@@ -218,3 +218,12 @@ def test_a_field_missing_from_a_saved_config_reads_as_its_default():
     assert config_differences(saved, current) == []
     current["model"]["mask_padding"] = True
     assert config_differences(saved, current) == ["model.mask_padding: False -> True"]
+
+
+def test_a_sweep_trains_one_run_set_per_configuration():
+    from avmaster_core.sweep import shared_experiments
+
+    runs, notes = shared_experiments(["table8/qa+a+v", "table7/wo_dpcl", "default", "table8/all", "fig7/qa=1.0"])
+    assert runs == ["table7/wo_dpcl", "default"]
+    assert notes[0] == "table8/qa+a+v: same configuration as table7/wo_dpcl, whose runs it shares"
+    assert len(notes) == 3

@@ -214,3 +214,41 @@ def test_visibility_knobs_decorrelate_seeing_and_hearing():
     assert sounding_given_visible(variant) < sounding_given_visible(default) - 0.2
     with pytest.raises(ValueError, match="visible_prob"):
         S.generate_synthetic("/nonexistent", visible_prob=0.0)
+
+
+def test_context_padding_is_realistic_recorded_and_leaves_the_default_alone(tmp_path):
+    """padding="context": after the end token the words are non-zero and depend on the question (as CLIP's), the
+    token counts are recorded so mask_padding still finds the words, and synthetic.json says which padding; the
+    default keeps today's zero padding and metadata (every shipped run's data)."""
+    import torch
+
+    from avmaster_core import config
+    from avmaster_core.analysis import load_split
+    from avmaster_core.model import build_model
+
+    tiny = dict(num_videos=12, questions_per_video=4, T=4, seed=5)
+    S.generate_synthetic(tmp_path / "zero", **tiny)
+    S.generate_synthetic(tmp_path / "context", **tiny, padding="context")
+    assert "padding" not in json.loads((tmp_path / "zero" / "synthetic.json").read_text())
+    assert json.loads((tmp_path / "context" / "synthetic.json").read_text())["padding"] == "context"
+    records = _records(tmp_path / "zero", "test")
+    with FeatureStore(tmp_path / "zero" / "features.h5") as zero, FeatureStore(tmp_path / "context" / "features.h5") as ctx:
+        pads = []
+        for r in records:
+            n = len(S.fill_question(r["question_content"], r["templ_values"]).split()) + 2  # start, words, end
+            a, b = zero.get("words", r["question_id"]), ctx.get("words", r["question_id"])
+            assert np.array_equal(a[:n], b[:n]) and not a[n:].any()
+            assert (np.abs(b[n:]).max(axis=1) > 1).all()                          # every padding row non-zero
+            assert ctx.file[f"words/{r['question_id']}"].attrs["tokens"] == n
+            pads.append(b[n + 1])
+        assert len({p.tobytes() for p in pads}) > 1                               # question-dependent
+    # a model that masks the padding answers the same on both; one that attends to it does not
+    for mask, same in ((True, True), (False, False)):
+        torch.manual_seed(0)
+        cfg = config.ModelConfig.official(dim=32, focus_ffn=64, dropout=0.0, mask_padding=mask)
+        model = build_model(cfg).eval()
+        logits = [model(load_split("synthetic", "test", tmp_path / p).bank.gather(torch.arange(8)))["logits"]
+                  for p in ("zero", "context")]
+        assert torch.allclose(logits[0], logits[1], atol=1e-5) == same, mask
+    with pytest.raises(ValueError, match="padding must be one of"):
+        S.question_features("is it", padding="noise")
