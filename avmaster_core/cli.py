@@ -155,9 +155,17 @@ def run_command(func, args: argparse.Namespace, argv: list[str], command: str) -
     """Run a parsed command with the CLI's error policy (module docstring); returns the exit code."""
     debug = debug_enabled(argv)
     try:
-        signal.signal(signal.SIGTERM, _on_sigterm)  # SIGTERM unwinds like Ctrl-C instead of killing mid-write
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)  # unwinds like Ctrl-C instead of killing mid-write
     except ValueError:  # not the main thread (e.g. called from a test thread): keep the default
-        pass
+        previous = None
+    try:
+        return _run_guarded(func, args, debug, command)
+    finally:
+        if previous is not None:  # a SIGTERM after the command's end terminates as usual
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run_guarded(func, args: argparse.Namespace, debug: bool, command: str) -> int:
     try:
         apply_threads(args)
         check_device_option(args)

@@ -471,7 +471,7 @@ def test_sigterm_in_train_and_store_import_is_like_ctrl_c(synth, tmp_path):
     assert not list(run.glob("*.lock")) and not list(run.glob(".*.tmp"))
     folder = tmp_path / "npy"
     folder.mkdir()
-    for i in range(2000):
+    for i in range(8000):  # long enough (seconds) for the signal to arrive mid-import
         np.save(folder / f"v{i:04d}.npy", np.zeros((6, 128), np.float32))
     store = tmp_path / "s.h5"
     done = sigterm_once(["store", "import", store, "--audio", folder], Path(f"{store}.partial"))
