@@ -31,7 +31,7 @@ def test_the_makefile_lab_target_serves_the_notebooks_folder_on_localhost():
 
 def test_make_lab_allows_root_and_passes_extra_arguments():
     """Jupyter refuses to start as root without --allow-root (containers); LAB_ARGS reaches jupyter."""
-    shown = subprocess.run(["make", "-n", "-W", ".venv/.installed", "lab", "LAB_ARGS=--port 8890 --no-browser"],
+    shown = subprocess.run(["make", "--no-print-directory", "-n", "-W", ".venv/.installed", "lab", "LAB_ARGS=--port 8890 --no-browser"],
                            cwd=REPO, capture_output=True, text=True, check=True).stdout.splitlines()[-1]
     command = subprocess.run(["sh", "-c", f"echo {shown}"], capture_output=True, text=True).stdout
     assert command.strip().endswith("--port 8890 --no-browser") and LAB_COMMAND in command
