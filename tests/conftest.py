@@ -36,6 +36,13 @@ TIMING_FIELDS = {"samples_per_s", "train_seconds", "eval_seconds"}
 
 
 # ---------------------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(autouse=True)
+def _restore_working_folder(monkeypatch):
+    """`notebook_settings` moves a kernel into notebooks/ (os.chdir); called in this process it would move pytest
+    too, and nbval, which runs after these tests, reads tests/nbval_sanitize.cfg relative to the working folder."""
+    monkeypatch.chdir(Path.cwd())
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The folder of real annotation files; skips the test cleanly where it is absent, except under CI=true,

@@ -53,13 +53,13 @@ def test_run_grid_trains_each_run_once_then_skips_and_summarize_matches(tiny_dat
     data = DataConfig(dataset="synthetic", root=str(tiny_data))
     experiments, seeds = ["default", "table7/wo_gpap"], [1, 2]
     calls = []
-    real_train = engine.train
+    real_train = sweep.train
 
     def counting_train(*args, **kwargs):
         calls.append((kwargs["experiment"], args[1].seed))
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "train", counting_train)
+    monkeypatch.setattr(sweep, "train", counting_train)  # the name run_grid calls
     stale = tmp_path / "default" / "2" / RUN_LOCK  # left by a killed process: nobody holds its flock
     stale.parent.mkdir(parents=True)
     stale.write_text(f"PID 4194305 on {socket.gethostname()}")
