@@ -178,6 +178,12 @@ def test_token_mix_is_tanh_cosine_similarity_times_rows():
 
 
 # ------------------------------------------------------------------------------------ focus capture, key fusion
+def _additive_pool(vectors: list, weight, bias):
+    """sum_j softmax_j(w^T tanh(v_j) + b) v_j: the additive attention of eq. (2) and eq. (3)."""
+    scores = _softmax(np.array([(weight @ np.tanh(v) + bias)[0] for v in vectors]))
+    return sum(a * v for a, v in zip(scores, vectors))
+
+
 def test_additive_first_stage_is_eq_2_by_hand():
     torch.manual_seed(0)
     stage = AdditiveFirstStage(4, 6).double()
@@ -190,8 +196,7 @@ def test_additive_first_stage_is_eq_2_by_hand():
         for i in range(3):
             s = [w["linear1.weight"] @ z.numpy()[n, i] + w["linear1.bias"] + w["linear2.weight"] @ frames.numpy()[n, j]
                  + w["linear2.bias"] + w["b"] for j in range(3)]
-            alpha = _softmax(np.array([(w["w.weight"] @ np.tanh(sj) + w["w.bias"])[0] for sj in s]))
-            out[n, i] = w["linear3.weight"] @ sum(a * sj for a, sj in zip(alpha, s)) + w["linear3.bias"]
+            out[n, i] = w["linear3.weight"] @ _additive_pool(s, w["w.weight"], w["w.bias"]) + w["linear3.bias"]
     np.testing.assert_allclose(stage(z, frames).detach().numpy(), out, rtol=1e-10, atol=1e-10)
 
 
@@ -207,8 +212,7 @@ def test_slot_pooling_is_eq_3_by_hand():
         for n in range(5):
             q = [context.numpy()[b, n] + w["proj.weight"] @ slots.numpy()[b, k] + w["proj.bias"] + w["beta"]
                  for k in range(3)]
-            g = _softmax(np.array([(w["score.weight"] @ np.tanh(qk) + w["score.bias"])[0] for qk in q]))
-            out[b, n] = sum(gk * qk for gk, qk in zip(g, q))
+            out[b, n] = _additive_pool(q, w["score.weight"], w["score.bias"])
     np.testing.assert_allclose(pool(context, slots).detach().numpy(), out, rtol=1e-10, atol=1e-10)
 
 
