@@ -76,7 +76,8 @@ MODULES = {
                       ("tests/test_scoring.py", "tests/test_scoring_contract.py")),
     # issue 28: every other module whose code changes a number, a table, a plan or a figure
     "choices": Module("choices", ("avmaster_core/core/choices.py",), ("avmaster_core.core.choices.*",),
-                      ("tests/test_formulas.py", "tests/test_choices.py::test_missing_or_malformed_choices_are_named",
+                      ("tests/test_formulas.py", "tests/test_choice_inputs.py",
+                       "tests/test_choices.py::test_missing_or_malformed_choices_are_named",
                        "tests/test_choices.py::test_avqa_experiments")),
     "experiments": Module("experiments", ("avmaster_core/core/experiments.py",), ("avmaster_core.core.experiments.*",),
                           ("tests/test_experiments.py",)),
