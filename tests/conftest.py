@@ -17,7 +17,6 @@ tests share a worker.
 """
 from __future__ import annotations
 
-import functools
 import json
 import os
 import subprocess
@@ -56,24 +55,25 @@ def pytest_xdist_make_scheduler(config, log):
 
     class SuiteScopes(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return xdist_scope(nodeid, config.rootpath)
+            return xdist_scope(nodeid)
 
     return SuiteScopes(config, log)
 
 
-def xdist_scope(nodeid: str, root: Path) -> str:
+# Modules whose module-scoped fixture is expensive (a training run, executed notebooks, a rehearsal, a full-size
+# state dict): their tests share one worker, so that it is built once. Cheap module fixtures are built once per
+# worker instead, which keeps large modules such as test_bad_input.py spread over the workers.
+ONE_WORKER_MODULES = {"test_analysis.py", "test_engine.py", "test_official.py", "test_provenance.py", "test_report.py",
+                      "test_reproduce_rehearsal.py"}
+
+
+def xdist_scope(nodeid: str) -> str:
     """The unit of work of a test under pytest-xdist: the notebook for nbval's cells (they run in order in one
-    kernel), the module for the tests of a module that has module-scoped fixtures (built once, not once per
-    worker), else the test itself."""
+    kernel), the module for the tests of ONE_WORKER_MODULES, else the test itself."""
     path = nodeid.split("::", 1)[0]
-    if path.endswith(".ipynb") or _has_module_fixtures(root / path):
+    if path.endswith(".ipynb") or Path(path).name in ONE_WORKER_MODULES:
         return path
     return nodeid
-
-
-@functools.cache
-def _has_module_fixtures(module: Path) -> bool:
-    return module.suffix == ".py" and 'scope="module"' in module.read_text()
 
 
 # ---------------------------------------------------------------------------------------------------- fixtures
