@@ -107,6 +107,11 @@ MODULES = {
                    "epoch_order", "question_tokens", "word_mask", "FeatureBank.gather", "FeatureBank._audio_rows",
                    "Batches.__init__", "Batches.__len__", "Batches._gathered", "iterate_batches", "_fit_length"),
         ("tests/test_dataset_rules.py",)),
+    "engine (schedule, checkpoint choice)": Module(
+        "engine", ("avmaster_core/training/engine.py",),
+        _functions("avmaster_core.training.engine", "end_of_epoch", "restore", "build_model_and_optimizer",
+                   "LoopState.as_dict", "LoopState.from_saved"),
+        ("tests/test_engine_rules.py",)),
     "evaluation": Module("evaluation", ("avmaster_core/training/evaluation.py",),
                          _functions("avmaster_core.training.evaluation", "predict", "accuracy", "prediction_series"),
                          ("tests/test_distributed_units.py",)),
