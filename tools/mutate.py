@@ -83,9 +83,11 @@ MODULES = {
                           ("tests/test_experiments.py",)),
     "ours_tables": Module("ours_tables", ("avmaster_core/results/ours_tables.py",),
                           ("avmaster_core.results.ours_tables.*",),
-                          ("tests/test_findings.py",
+                          ("tests/test_ours_tables.py", "tests/test_findings.py",
                            "tests/test_notebook_params_full.py::test_rows_and_stand_in_rows_average_exactly_the_seeds_given")),
-    "findings": Module("findings", ("avmaster_core/results/findings.py",), ("avmaster_core.results.findings.*",),
+    "findings": Module("findings", ("avmaster_core/results/findings.py",),
+                       _functions("avmaster_core.results.findings", "paired_gap", "gap_verdict", "seed_values",
+                                  "compare_rows", "_paper_difference", "_ranking", "_concordance"),
                        ("tests/test_findings.py",)),
     "reproduce plan": Module(
         "plan", ("avmaster_core/reproduction/plan.py",),
@@ -96,10 +98,9 @@ MODULES = {
     "notebook_params": Module(
         "notebook_params", ("avmaster_core/results/notebook_params.py",),
         _functions("avmaster_core.results.notebook_params", "notebook_settings", "_seeds", "_int_list", "_epochs",
-                   "_number", "_smoke_changes", "changed_parameters", "_check_needs", "_check_table_runs",
-                   "_check_extra", "_stored_length", "_check_question", "NotebookSettings.runs",
-                   "NotebookSettings.train_config", "NotebookSettings.data_config", "NotebookSettings.ensure_data",
-                   "NotebookSettings.train_dir", "NotebookSettings.new_runs", "NotebookSettings.run_name"),
+                   "_smoke_changes", "changed_parameters", "NotebookSettings.runs", "NotebookSettings.train_config",
+                   "NotebookSettings.data_config", "NotebookSettings.ensure_data", "NotebookSettings.train_dir",
+                   "NotebookSettings.run_name"),
         ("tests/test_notebook_params_full.py", "tests/test_notebooks_runner.py")),
     "dataset (batches, negatives, word mask)": Module(
         "dataset", ("avmaster_core/core/dataset.py",),
