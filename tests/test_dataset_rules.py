@@ -32,9 +32,15 @@ def test_negatives_are_a_pure_function_of_seed_and_epoch():
     assert not torch.equal(a, draw_negatives(50, seed=4, epoch=2))
     expected = np.random.default_rng([3, 2, 1]).integers(0, 49, size=50)  # stream 1, skipping each own index
     np.testing.assert_array_equal(a.numpy(), expected + (expected >= np.arange(50)))
-    g = torch.Generator().manual_seed(0)
-    unseeded = draw_negatives(50, generator=g)
+    assert torch.equal(draw_negatives(50, seed=3), draw_negatives(50, seed=3, epoch=0))
+    np.testing.assert_array_equal(negative_indices(50, 3, 2), a.numpy())
+    unseeded = draw_negatives(50, generator=torch.Generator().manual_seed(0))
     assert (unseeded != torch.arange(50)).all() and unseeded.max() < 50
+    assert torch.equal(unseeded, draw_negatives(50, generator=torch.Generator().manual_seed(0)))
+    pairs = draw_negatives(2, generator=torch.Generator().manual_seed(1))
+    assert pairs.tolist() == [1, 0]
+    for seed in (None, 4):  # drawn (or moved) to the device asked for
+        assert draw_negatives(6, seed=seed, device="meta").device.type == "meta"
     with pytest.raises(ValueError, match="negatives need at least 2 items, got 1"):
         draw_negatives(1, seed=0)
 
@@ -110,6 +116,14 @@ def test_gather_reads_each_items_rows_and_pads_the_words():
     plain = _bank().gather(items)
     assert torch.equal(plain["audio"], bank.audio[[1, 1]])   # no audio_index: the video's own audio
     assert not {"word_mask", "neg_audio", "neg_visual", "choices"} & set(plain)
+    with_choices = _bank()
+    with_choices.choices = torch.arange(5.0)[:, None, None].expand(5, 3, 2)
+    assert torch.equal(with_choices.gather(items)["choices"], with_choices.choices[[4, 1]])
+    short = _bank(tokens=torch.tensor([2, 3, 4, 5]))
+    short.words_len = 4                                       # the bank's own word length
+    batch = short.gather(items)
+    assert batch["words"].shape == (2, 4, 5) and torch.equal(batch["word_mask"], word_mask(torch.tensor([5, 4]), 4))
+    assert _meta(bank).gather(items, negatives)["index"].device.type == "meta"  # items moved to the bank
 
 
 @pytest.mark.parametrize("batch_size,drop_last,sizes", [(2, False, [2, 2, 1]), (2, True, [2, 2]), (5, False, [5]),
