@@ -80,7 +80,7 @@ MODULES = {
                        "tests/test_choices.py::test_missing_or_malformed_choices_are_named",
                        "tests/test_choices.py::test_avqa_experiments")),
     "experiments": Module("experiments", ("avmaster_core/core/experiments.py",), ("avmaster_core.core.experiments.*",),
-                          ("tests/test_experiments.py",)),
+                          ("tests/test_experiment_registry.py", "tests/test_experiments.py")),
     "ours_tables": Module("ours_tables", ("avmaster_core/results/ours_tables.py",),
                           ("avmaster_core.results.ours_tables.*",),
                           ("tests/test_ours_tables.py", "tests/test_findings.py",
