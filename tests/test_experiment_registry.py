@@ -99,3 +99,29 @@ def test_an_entrys_changes_are_a_read_only_copy():
     assert isinstance(entry.changes, MappingProxyType) and dict(entry.changes) == {"lambda_c": 0.5}
     with pytest.raises(TypeError):
         entry.changes["lambda_c"] = 1.0
+
+
+def test_shared_runs_are_derived_once_from_the_configurations(monkeypatch):
+    monkeypatch.setattr(experiments, "_SHARED", None)  # derive again here, not from the import's cache
+    shared = experiments.shared_runs()
+    assert isinstance(shared, MappingProxyType) and experiments.shared_runs() is shared
+    assert list(shared) == list(experiments.REGISTRY)
+    assert shared["table8/qa+a+v"] == "table7/wo_dpcl" and shared["table9/len8"] == experiments.FULL_MODEL
+    assert shared["fig4/T12"] == "fig4/T12" and shared["table11/clip+clap"] == "table11/clip+clap"
+    assert all(shared[shared[name]] == shared[name] for name in shared)  # a run set's owner owns itself
+
+
+def test_presets_sizes_and_refusals():
+    from avmaster_core.core.config import SIZES, ModelConfig
+
+    assert experiment("default") == ModelConfig.official()
+    assert experiment("default", "paper") == ModelConfig.paper()
+    assert experiment("table9/len2", "paper", "cpu") == dataclasses.replace(ModelConfig.paper(), **SIZES["cpu"],
+                                                                         num_templates=2)
+    with pytest.raises(ValueError, match=r"^preset must be 'official' or 'paper', got 'Official'$"):
+        experiment("default", "Official")
+    with pytest.raises(ValueError, match=rf"^unknown size 'huge'; choose one of {', '.join(SIZES)}$"):
+        experiment("default", size="huge")
+    with pytest.raises(KeyError) as info:
+        experiment("nope")
+    assert info.value.args[0] == f"unknown experiment 'nope'; known: {', '.join(experiments.REGISTRY)}"
