@@ -110,20 +110,35 @@ def test_only_rank_0_writes(tmp_path, recorded, monkeypatch):
     assert state.history[0]["train_samples"] == 8 and state.history[0]["train_acc"] == 25.0
 
 
-def test_adam_and_steplr_from_the_train_config(tmp_path):
+@pytest.mark.parametrize("compile_", [False, True])
+def test_adam_and_steplr_from_the_train_config(tmp_path, compile_):
+    from avmaster_core.core.model import build_model
     from conftest import tiny_model
 
-    cfg = SimpleNamespace(seed=3, lr=2e-3, betas=(0.8, 0.9), weight_decay=0.01, lr_step=4, lr_gamma=0.3, compile=False)
+    cfg = SimpleNamespace(seed=3, lr=2e-3, betas=(0.8, 0.9), weight_decay=0.01, lr_step=4, lr_gamma=0.3,
+                          compile=compile_)
     run = SimpleNamespace(train_cfg=cfg, model_cfg=tiny_model(), device=torch.device("cpu"))
     opt = engine.build_model_and_optimizer(run)
     group = opt.optimizer.param_groups[0]
     assert isinstance(opt.optimizer, torch.optim.Adam)
     assert (group["lr"], group["betas"], group["weight_decay"]) == (2e-3, (0.8, 0.9), 0.01)
+    assert opt.optimizer.defaults["fused"] is (None if compile_ else True)  # fused Adam on CPU (benchmark)
     assert (opt.scheduler.step_size, opt.scheduler.gamma) == (4, 0.3)
     assert opt.forward is opt.model and opt.runner is None
-    assert sum(p.numel() for p in group["params"]) == sum(p.numel() for p in opt.model.parameters())
+    assert [id(p) for p in group["params"]] == [id(p) for p in opt.model.parameters()]
+    assert sum(p.numel() for p in opt.model.parameters()) == sum(p.numel() for p in build_model(tiny_model()).parameters())
     again = engine.build_model_and_optimizer(run)  # seeded: the same initial weights
     assert all(torch.equal(a, b) for a, b in zip(opt.model.state_dict().values(), again.model.state_dict().values()))
+
+
+def test_the_model_goes_to_the_runs_device_and_adam_is_fused_only_on_cpu():
+    from conftest import tiny_model
+
+    cfg = SimpleNamespace(seed=0, lr=1e-3, betas=(0.9, 0.99), weight_decay=0.0, lr_step=1, lr_gamma=0.5, compile=False)
+    opt = engine.build_model_and_optimizer(SimpleNamespace(train_cfg=cfg, model_cfg=tiny_model(),
+                                                           device=torch.device("meta")))
+    assert all(p.device.type == "meta" for p in opt.model.parameters())
+    assert opt.optimizer.defaults["fused"] is None
 
 
 @pytest.mark.parametrize("finished,next_epoch,epochs,still_finished", [
@@ -131,7 +146,7 @@ def test_adam_and_steplr_from_the_train_config(tmp_path):
     (True, 6, 8, False),    # finished, more epochs asked: trains on
     (True, 5, 5, False), (False, 6, 5, False)])
 def test_a_resumed_run_continues_where_last_pt_stopped(tmp_path, finished, next_epoch, epochs, still_finished,
-                                                       monkeypatch):
+                                                       monkeypatch, capsys):
     run = _run(tmp_path, epochs=epochs)
     opt = _opt(run)
     rngs = []
@@ -141,12 +156,13 @@ def test_a_resumed_run_continues_where_last_pt_stopped(tmp_path, finished, next_
     saved = {"model": opt.model.state_dict(), "optimizer": opt.optimizer.state_dict(),
              "scheduler": opt.scheduler.state_dict(), "rng": ["rank0", "rank1"], **state.as_dict()}
     restored = engine.restore(run, opt, saved)
+    assert capsys.readouterr().err == f"[avmaster] resuming {tmp_path} at epoch {next_epoch}, step 3\n"
     assert restored.finished == still_finished
     assert (restored.next_epoch, restored.next_step, restored.best_val_acc, restored.best_epoch) == (next_epoch, 3, 61.0, 2)
     assert restored.history == [{"epoch": 1}] and restored.sums == {"seen": 1.0} and rngs == ["rank0"]
-    rank3 = _run(tmp_path, ctx=DistContext(rank=3, world_size=4))
-    engine.restore(rank3, opt, saved)
-    assert rngs[-1] == "rank0"  # a rank last.pt has no state for takes rank 0's
+    for rank in (2, 3):
+        engine.restore(_run(tmp_path, ctx=DistContext(rank=rank, world_size=4)), opt, saved)
+        assert rngs[-1] == "rank0"  # a rank last.pt has no state for takes rank 0's
     engine.restore(_run(tmp_path, ctx=DistContext(rank=1, world_size=2)), opt, saved)
-    assert rngs[-1] == "rank1"
+    assert rngs[-1] == "rank1" and capsys.readouterr().err == ""  # only rank 0 says it resumes
     assert engine.restore(run, opt, None) == LoopState()
