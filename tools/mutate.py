@@ -165,6 +165,8 @@ def run(module: Module, names: list[str] | None = None) -> int:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the package must come from mutants/
     env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("AVMASTER_SHARED_DATA", str(REPO.parent / "shared" / "data"))
+    if names:  # mutmut maps tests to functions once and then only adds new tests: an assertion added to an
+        (folder / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)  # existing test would go unseen
     mutmut = Path(sys.executable).parent / "mutmut"  # the script, not `python -m` (mutmut re-imports itself)
     return subprocess.run([str(mutmut), "run", "--max-children", "1", *(names or module.patterns)],
                           cwd=folder, env=env).returncode
