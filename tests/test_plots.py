@@ -188,3 +188,21 @@ def test_word_attention_panels_show_each_model_and_say_where_one_has_no_run():
     assert [t.get_text() for t in missing.texts] == ["no run: make it"]
     with pytest.raises(ValueError, match="no variant"):
         plots.plot_word_attention_panels({})
+
+
+def test_plotted_values_read_back_what_a_figure_draws():
+    """plots.plotted_values (recorded beside every saved figure): bars of either orientation, a curve's means
+    with its seeds' dots (not the error bars' caps), reference lines apart, heat-map cells without the colour
+    bar's gradient."""
+    seeds = pd.DataFrame({"x": [1, 1, 2, 2], "seed": [1, 2, 1, 2], "acc": [60.0, 61.0, 65.0, 66.5]})
+    curve = plots.plotted_values(plots.plot_points(seeds, "x", "acc", references={"question-only": 39.47}))[0]
+    assert [p[1:] for p in curve["points"]] == [[1.0, 60.5], [2.0, 65.75]]
+    assert sorted(curve["dots"]) == [[1.0, 60.0], [1.0, 61.0], [2.0, 65.0], [2.0, 66.5]]
+    assert curve["references"] == [39.47] and curve["bars"] == []
+    paper_row = paper_table("table7")
+    panels = plots.plotted_values(plots.plot_paper_and_ours(paper_row, paper_row - 10.0, "Table VII"))
+    assert sorted(v for p in panels for v in p["bars"]) == sorted(
+        np.round(np.concatenate([paper_row.to_numpy().ravel(), paper_row.to_numpy().ravel() - 10.0]), 4).tolist())
+    weights = np.array([[0.1, 0.9], [0.6, 0.4]])
+    heat = plots.plotted_values(plots.plot_word_attention(["where", "is"], weights, row_labels=["Visual", "Audio"]))
+    assert [a["cells"] for a in heat] == [[0.1, 0.9, 0.6, 0.4]]
