@@ -206,3 +206,16 @@ def test_plotted_values_read_back_what_a_figure_draws():
     weights = np.array([[0.1, 0.9], [0.6, 0.4]])
     heat = plots.plotted_values(plots.plot_word_attention(["where", "is"], weights, row_labels=["Visual", "Audio"]))
     assert [a["cells"] for a in heat] == [[0.1, 0.9, 0.6, 0.4]]
+
+
+def test_a_saved_line_figure_keeps_what_the_paper_reports_under_its_axes(tmp_path):
+    """plot_points prints the paper's numbers or trend under the axes (Figs. 4, 6, 7); the saved PNG keeps that
+    text (save_figure crops to what is drawn, as the notebooks show it) instead of cutting it off."""
+    from PIL import Image
+
+    seeds = pd.DataFrame({"x": [1, 2], "seed": [1, 1], "acc": [60.0, 65.0]})
+    plain = plots.save_figure(plots.plot_points(seeds, "x", "acc"), tmp_path / "plain.png")
+    noted = plots.save_figure(plots.plot_points(seeds, "x", "acc", paper_note="accuracy rises with x, then falls"),
+                              tmp_path / "noted.png")
+    with Image.open(noted) as with_note, Image.open(plain) as without:
+        assert with_note.height > without.height + 10   # the note's line is in the file

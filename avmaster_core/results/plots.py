@@ -252,7 +252,8 @@ def save_figure(fig: Figure, path: str | Path, *, dpi: int = DPI) -> Path:
     path = Path(path)
     if not path.suffix:
         raise ValueError(f"save_figure: {path} has no suffix; use .png, .pdf or .svg")
-    atomic_write(path, lambda f: fig.savefig(f, dpi=dpi, format=path.suffix.lstrip(".").lower()))
+    # bbox_inches="tight", as the notebooks show it: text placed under the axes (plot_points' paper_note) is kept
+    atomic_write(path, lambda f: fig.savefig(f, dpi=dpi, format=path.suffix.lstrip(".").lower(), bbox_inches="tight"))
     write_sidecar(path, sha256=hashlib.sha256(path.read_bytes()).hexdigest(), plotted=plotted_values(fig))
     return path
 
