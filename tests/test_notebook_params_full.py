@@ -22,12 +22,12 @@ import pandas as pd
 import pytest
 
 from avmaster_core.results import analysis, explore, ours_tables, paper
-from avmaster_core.results.notebook_params import NEEDS, notebook_defaults, notebook_settings
+from avmaster_core.results.notebook_params import NEEDS, notebook_defaults, notebook_settings, notebooks_folder
 from avmaster_core.results.notebooks import find_notebooks
 from avmaster_core.training import evaluation
 from avmaster_core.training.run_config import RUN_TABLE, read_run_table
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = notebooks_folder().parent  # the checkout (also from a copy of the tests, as `make mutate` runs them)
 NOTEBOOKS = {nb.stem: nb for nb in find_notebooks(REPO / "notebooks")}
 SHIPPED_TABLE = REPO / "results" / "runs" / "synthetic" / "default" / "1" / RUN_TABLE
 
