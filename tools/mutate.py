@@ -94,7 +94,7 @@ MODULES = {
         _functions("avmaster_core.reproduction.plan", "artefacts", "dataset_tables", "not_yet", "dataset_cells", "cells",
                    "select_artefacts", "build_plan", "_artefact_specs", "_add_run_items", "_add_feature_items",
                    "_splits_used", "_add_question_items", "Plan.item_list", "Plan.artefact_items"),
-        ("tests/test_plan_counts.py",)),
+        ("tests/test_plan_counts.py", "tests/test_reproduce.py")),
     "notebook_params": Module(
         "notebook_params", ("avmaster_core/results/notebook_params.py",),
         _functions("avmaster_core.results.notebook_params", "notebook_settings", "_seeds", "_int_list", "_epochs",
@@ -145,9 +145,9 @@ def prepare(module: Module) -> Path:
     shared = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mutmut"]
     settings = {**shared, "source_paths": ["avmaster_core/"], "only_mutate": list(module.sources),
                 "pytest_add_cli_args": [*shared.get("pytest_add_cli_args", []), "-m", "not slow"],
-                "pytest_add_cli_args_test_selection": list(module.tests), "also_copy": ["conftest.py"]}
+                "pytest_add_cli_args_test_selection": list(module.tests), "also_copy": ["conftest.py", "notebooks"]}
     module.folder.mkdir(parents=True, exist_ok=True)
-    for name in ("avmaster_core", "tests"):
+    for name in ("avmaster_core", "tests", "notebooks"):  # notebooks: the plan and the notebook tests read them
         link = module.folder / name
         if not link.is_symlink():
             link.symlink_to(REPO / name, target_is_directory=True)
