@@ -29,7 +29,10 @@ from avmaster_core.training.run_config import RUN_TABLE, read_run_table
 
 REPO = notebooks_folder().parent  # the checkout (also from a copy of the tests, as `make mutate` runs them)
 NOTEBOOKS = {nb.stem: nb for nb in find_notebooks(REPO / "notebooks")}
-SHIPPED_TABLE = REPO / "results" / "runs" / "synthetic" / "default" / "1" / RUN_TABLE
+# a run's test table as the engine writes it (scoring.score's Table II layout, as in results/runs/)
+TABLE_HEADER = [",Audio QA,Audio QA,Audio QA,Visual QA,Visual QA,Visual QA,Audio-Visual QA,Audio-Visual QA,"
+                "Audio-Visual QA,Audio-Visual QA,Audio-Visual QA,Audio-Visual QA,Overall",
+                ",Count,Comp,Avg,Count,Local,Avg,Exist,Count,Local,Comp,Temp,Avg,Avg", "method" + "," * 13]
 
 
 def _cells(stem: str, tag: str | None = None) -> list[str]:
@@ -82,12 +85,9 @@ def test_calls_given_the_annotation_folder_are_given_the_store_too(stem):
 
 # ------------------------------------------------------------------------------------ a store in the real layout
 def _write_table(run_dir: Path, avg: float) -> None:
-    """A finished run's test table (the shipped layout) whose every accuracy is `avg`."""
+    """A finished run's test table whose every accuracy is `avg`."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    text = SHIPPED_TABLE.read_text().splitlines()
-    header = [line for line in text if line.startswith(",") or line.startswith("method")]
-    row = text[len(header)].split(",")
-    (run_dir / RUN_TABLE).write_text("\n".join(header + [",".join([row[0]] + [f"{avg}"] * (len(row) - 1))]) + "\n")
+    (run_dir / RUN_TABLE).write_text("\n".join(TABLE_HEADER + ["ours" + f",{avg}" * 13]) + "\n")
     (run_dir / "best.pt").write_bytes(b"")  # the settings only check that a checkpoint is there
 
 

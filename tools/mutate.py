@@ -40,6 +40,7 @@ class Module:
     sources: tuple[str, ...]    # the files mutmut mutates
     patterns: tuple[str, ...]   # mutant-name patterns: the functions that compute or carry the paper's numbers
     tests: tuple[str, ...]      # the fast test files (or test ids) that pin them
+    beside: tuple[str, ...] = ()  # repository folders the tests read, copied beside the mutants (results/)
 
     @property
     def folder(self) -> Path:
@@ -101,7 +102,7 @@ MODULES = {
                    "_smoke_changes", "changed_parameters", "NotebookSettings.runs", "NotebookSettings.train_config",
                    "NotebookSettings.data_config", "NotebookSettings.ensure_data", "NotebookSettings.train_dir",
                    "NotebookSettings.run_name"),
-        ("tests/test_notebook_params_full.py", "tests/test_notebooks_runner.py")),
+        ("tests/test_notebook_params_full.py", "tests/test_notebooks_runner.py"), beside=("results",)),
     "dataset (batches, negatives, word mask)": Module(
         "dataset", ("avmaster_core/core/dataset.py",),
         _functions("avmaster_core.core.dataset", "_rng", "draw_negatives", "negative_indices", "epoch_permutation",
@@ -145,9 +146,9 @@ def prepare(module: Module) -> Path:
     shared = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mutmut"]
     settings = {**shared, "source_paths": ["avmaster_core/"], "only_mutate": list(module.sources),
                 "pytest_add_cli_args": [*shared.get("pytest_add_cli_args", []), "-m", "not slow"],
-                "pytest_add_cli_args_test_selection": list(module.tests), "also_copy": ["conftest.py", "notebooks"]}
+                "pytest_add_cli_args_test_selection": list(module.tests), "also_copy": ["conftest.py", "notebooks", *module.beside]}
     module.folder.mkdir(parents=True, exist_ok=True)
-    for name in ("avmaster_core", "tests", "notebooks"):  # notebooks: the plan and the notebook tests read them
+    for name in ("avmaster_core", "tests", "notebooks", *module.beside):  # notebooks/: the plan and notebook tests
         link = module.folder / name
         if not link.is_symlink():
             link.symlink_to(REPO / name, target_is_directory=True)
