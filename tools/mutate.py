@@ -146,7 +146,8 @@ def prepare(module: Module) -> Path:
     shared = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mutmut"]
     settings = {**shared, "source_paths": ["avmaster_core/"], "only_mutate": list(module.sources),
                 "pytest_add_cli_args": [*shared.get("pytest_add_cli_args", []), "-m", "not slow"],
-                "pytest_add_cli_args_test_selection": list(module.tests), "also_copy": ["conftest.py", "notebooks", *module.beside]}
+                "pytest_add_cli_args_test_selection": list(module.tests),
+                "also_copy": ["conftest.py", "notebooks", *module.beside]}
     module.folder.mkdir(parents=True, exist_ok=True)
     for name in ("avmaster_core", "tests", "notebooks", *module.beside):  # notebooks/: the plan and notebook tests
         link = module.folder / name
