@@ -89,7 +89,7 @@ MODULES = {
     "findings": Module("findings", ("avmaster_core/results/findings.py",),
                        _functions("avmaster_core.results.findings", "paired_gap", "gap_verdict", "seed_values",
                                   "compare_rows", "_paper_difference", "_ranking", "_concordance"),
-                       ("tests/test_findings.py",)),
+                       ("tests/test_findings_numbers.py", "tests/test_findings.py")),
     "reproduce plan": Module(
         "plan", ("avmaster_core/reproduction/plan.py",),
         _functions("avmaster_core.reproduction.plan", "artefacts", "dataset_tables", "not_yet", "dataset_cells", "cells",
