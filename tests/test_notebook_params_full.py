@@ -189,6 +189,8 @@ def test_rows_and_stand_in_rows_average_exactly_the_seeds_given(real, seeds, exp
     spread = np.std(values, ddof=1) if len(values) > 1 else np.nan
     assert np.allclose(std.loc[5].dropna(), spread) if len(values) > 1 else std.loc[5].isna().all()
     assert sorted(mean.attrs["per_seed"][5]) == sorted(seeds or (1, 2, 3))
+    assert mean.attrs["per_seed"][5][max(seeds or (3,))]["Avg"] == {2: 70.0, 3: 90.0}[max(seeds or (3,))]  # layout
+    assert mean.index.name == std.index.name == paper.paper_table("table8").index.name
     direct = paper.ours_table("table8", settings.runs, settings.seeds)
     pd.testing.assert_series_equal(direct.loc[5], row5, check_names=False)
 
