@@ -58,8 +58,8 @@ def run_item(spec, settings: ReproduceSettings) -> str:
 def _evaluate(spec: EvalSpec, settings: ReproduceSettings) -> str:
     checkpoint = spec.run.folder(settings) / "best.pt"
     table, predictions = evaluate(checkpoint, spec.dataset, spec.split, settings.root(spec.dataset),
-                                  store=settings.store(spec.dataset), device=settings.device, amp=settings.amp,
-                                  limit=settings.limit, changes=dict(spec.changes), progress=settings.progress)
+                                  store=settings.store(spec.dataset), device=settings.device,
+                                  precision=settings.precision, limit=settings.limit, changes=dict(spec.changes), progress=settings.progress)
     folder = spec.folder(settings)
     folder.mkdir(parents=True, exist_ok=True)
     write_predictions(folder / "predictions.json", predictions, dataset=spec.dataset, split=spec.split,

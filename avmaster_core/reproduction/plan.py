@@ -162,7 +162,7 @@ class ReproduceSettings:
     lr: float | None = None
     batch_size: int | None = None
     device: str = "auto"
-    amp: bool = False
+    precision: str = "fp32"
     compile: bool = False
     limit: int | None = None             # first N questions of every split (rehearsals)
     train_on: str = "train"              # "val": train on the validation file (a rehearsal without train files)
@@ -851,7 +851,7 @@ def run_configs(spec: RunSpec, settings: ReproduceSettings):
     given = {k: v for k, v in dict(epochs=settings.epochs, lr=settings.lr, batch_size=settings.batch_size).items()
              if v is not None}
     recipe = {**PRESET_TRAINING[spec.preset], **given}  # the paper preset trains at batch 32 (Sec. IV-A)
-    train_cfg = TrainConfig(**recipe, device=settings.device, amp=settings.amp, compile=settings.compile,
+    train_cfg = TrainConfig(**recipe, device=settings.device, precision=settings.precision, compile=settings.compile,
                             eval_split=proto.val, test_split=proto.test, progress=settings.progress)
     train_split = proto.val if settings.train_on == "val" and proto.val else proto.train
     data_cfg = DataConfig(dataset=spec.dataset, root=str(settings.root(spec.dataset)),
