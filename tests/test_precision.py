@@ -88,3 +88,17 @@ def test_run_folders_from_before_the_option_read_as_their_precision():
     assert TrainConfig(amp=True).precision == "bf16" and TrainConfig(amp=False) == TrainConfig()
     with pytest.raises(ValueError, match="TrainConfig.precision = 'fp16': choose one of 'fp32', 'bf16'"):
         TrainConfig(precision="fp16")
+
+
+@needs_bf16_cpu
+def test_the_benchmark_runs_the_step_in_bf16_and_reports_its_logits_error():
+    from avmaster_core.core.config import ModelConfig
+    from avmaster_core.training.benchmark import benchmark_preset
+    from conftest import TINY_MODEL
+
+    r = benchmark_preset(ModelConfig.official(**TINY_MODEL), 2, 4, torch.device("cpu"), steps=1, warmup=0,
+                         precision="bf16")
+    e = r["logits_error"]
+    assert 0 < e["rel_l2"] < 0.05 and 0 < e["max_row_rel"] < 0.1  # bf16 moved the logits, a little
+    assert r["train_cpu_s"] > 0 and "logits_error" not in benchmark_preset(
+        ModelConfig.official(**TINY_MODEL), 2, 4, torch.device("cpu"), steps=1, warmup=0)
