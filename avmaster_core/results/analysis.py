@@ -94,8 +94,8 @@ def step_accuracy(checkpoint, dataset: str, split: str = "test", root=".", *, st
     model.to(device)
     correct, final_correct, total = None, 0, 0
     for batch in _batches(data, batch_size, device):
-        out = model(batch, return_steps=True)
-        hits = out["step_logits"].argmax(-1) == batch["label"][:, None]  # [B, T]
+        out = model(batch)
+        hits = model.step_logits(batch).argmax(-1) == batch["label"][:, None]  # [B, T]
         correct = hits.sum(0) if correct is None else correct + hits.sum(0)
         final_correct += int((out["logits"].argmax(-1) == batch["label"]).sum())
         total += int(batch["label"].shape[0])
@@ -141,13 +141,13 @@ def question_word_attention(checkpoint, dataset: str, root, question_id: int, sp
     if len(rows) == 0:
         raise KeyError(f"question_id {question_id} is not in the {split} split of {dataset} under {root}")
     item = data.bank.gather(torch.as_tensor(rows[:1]))
-    out = model(item, return_attention=True)
+    out, attention = model(item), model.word_attention(item)
     record = data.records.iloc[int(rows[0])]
     tokens = question_tokens(record["question"], dataset)
     weights = {}
     for m in ("v", "a"):
-        if f"word_attention_{m}" in out:
-            w = out[f"word_attention_{m}"][0].mean(0).numpy()  # [77], averaged over segments
+        if m in attention:
+            w = attention[m][0].mean(0).numpy()  # [77], averaged over segments
             # the released model attends to CLIP's zero padding too (no mask): show that mass as one column
             weights[MODALITY_NAMES[m]] = np.append(w[: len(tokens)], w[len(tokens):].sum())
     table = pd.DataFrame(weights, index=tokens + ["<padding>"]).T
@@ -395,12 +395,11 @@ def template_rows_spread(model, batch: dict) -> pd.DataFrame:
     features, per modality and step. The released design (first-frame templates, bias on queries/keys only)
     keeps all K rows identical in eval mode (spread 0 up to float rounding), so K and the bias act only
     through that one row; the paper preset's learned templates keep them apart."""
-    was_training, collapse = model.training, model.collapse_templates
+    was_training, collapse = model.training, getattr(model, "collapse_templates", None)
     model.eval()
-    model.collapse_templates = False  # compute all K rows instead of the exact one-row shortcut
+    model.collapse_templates = False  # rewrites.AVMasterRewrites: all K rows, not the exact one-row shortcut
     try:
-        feats = {m: model.project(batch, m) for m in model.cfg.modalities}
-        _, steps = model.focus_capture(feats, return_steps=True)
+        steps = model.focus_steps(model.embed_inputs(batch).feats)
     finally:
         model.train(was_training)
         model.collapse_templates = collapse
