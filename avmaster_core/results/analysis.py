@@ -35,7 +35,7 @@ from ..data.scoring import read_predictions, score, score_by_template
 from ..extract.encoders import open_clip_module
 from ..training.distributed import resolve_device
 from ..training.evaluation import predict, prediction_series
-from ..training.run_config import DataConfig
+from ..training.run_config import BEST_CHECKPOINT, DataConfig
 
 MODALITY_NAMES = {"a": "Audio", "v": "Visual"}
 
@@ -74,8 +74,8 @@ def _score_model(model, data, device="auto"):
 def finished_checkpoints(runs_dir, experiment: str = paper.FULL_MODEL_RUN, seeds=None) -> dict[int, Path]:
     """{seed: best.pt} of the finished runs of `experiment` under `runs_dir` (all seeds found, or `seeds`)."""
     found = paper.finished_runs(runs_dir, experiment, seeds)
-    return {seed: Path(runs_dir) / experiment / str(seed) / "best.pt" for seed in found
-            if (Path(runs_dir) / experiment / str(seed) / "best.pt").is_file()}
+    return {seed: Path(runs_dir) / experiment / str(seed) / BEST_CHECKPOINT for seed in found
+            if (Path(runs_dir) / experiment / str(seed) / BEST_CHECKPOINT).is_file()}
 
 
 # ------------------------------------------------------------------------------------------------ Fig. 6
@@ -257,11 +257,11 @@ def trained_heads_rows(name: str, runs_dir, dataset: str, root, seeds=None, *, s
             run_dir = Path(runs_dir) / experiment / str(seed)
             value = float(paper.summary_columns(table)["Avg"].iloc[0])
             if untrained_heads(run_dir):
-                if not (run_dir / "best.pt").is_file():
+                if not (run_dir / BEST_CHECKPOINT).is_file():
                     left_out.append((row, seed))
                     continue
                 data = data or load_split(dataset, "test", root, store=store)
-                model, _ = load_checkpoint(run_dir / "best.pt", changes={"answer_heads": "trained"})
+                model, _ = load_checkpoint(run_dir / BEST_CHECKPOINT, changes={"answer_heads": "trained"})
                 value = float(paper.summary_columns(_score_model(model, data, device))["Avg"].iloc[0])
                 rescored.append((row, seed))
             per_seed.setdefault(row, {})[seed] = {"Avg": value}
