@@ -78,6 +78,7 @@ class FeedForward(nn.Module):
         self.act = {"relu": F.relu, "gelu": F.gelu}[activation]
 
     def forward(self, x: Tensor) -> Tensor:
+        """x [..., D] -> [..., D]."""
         return self.linear2(self.dropout(self.act(self.linear1(x))))
 
 
@@ -96,6 +97,7 @@ class SelfAttentionLayer(nn.Module):
         self.drop1, self.drop2 = nn.Dropout(dropout), nn.Dropout(dropout)
 
     def forward(self, x: Tensor, key_mask: Tensor | None = None) -> Tensor:
+        """x [B, L, D] -> [B, L, D]; key_mask [B, L] bool (True = attend) or None."""
         x = self.norm1(x + self.drop1(self.self_attn(x, x, x, key_mask=key_mask)[0]))
         return self.norm2(x + self.drop2(self.ffn(x)))
 
@@ -117,6 +119,8 @@ class PreferenceLayer(nn.Module):
 
     def forward(self, x: Tensor, words: Tensor, need_weights: bool = False, word_mask: Tensor | None = None
                 ) -> tuple[Tensor, Tensor | None]:
+        """x [B, T, D] segments, words [B, L, D] -> (F^p [B, T, D], the cross-attention over the words
+        [B, T, L] if need_weights else None); word_mask [B, L] bool (True = attend) or None."""
         cross, weights = self.cm_attn(x, words, words, need_weights=need_weights, key_mask=word_mask)  # [B, T, L]
         x = self.norm1(x + self.drop_cross(cross) + self.drop_self(self.self_attn(x, x, x)[0]))
         return self.norm2(x + self.drop2(self.ffn(x))), weights
