@@ -3,6 +3,7 @@
 padding, and where no run of ours exists yet."""
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -102,3 +103,34 @@ def test_one_seed_reads_one_seed_and_wide_tables_stack():
     rows = ours_tables.stacked(both)
     assert list(rows.index) == [("AV-Master", "paper"), ("AV-Master", "ours"), ("QA-TIGER", "paper")]
     assert list(rows.columns) == ["Avg"]
+
+
+def _run(folder: Path, commit: str | None) -> Path:
+    folder.mkdir(parents=True)
+    record = {"model": {}, "train": {}, "data": {}}
+    if commit:
+        record["provenance"] = {"commit": commit, "dirty": False}
+    (folder / "config.json").write_text(json.dumps(record))
+    return folder
+
+
+def test_findings_never_judge_a_difference_across_commits(tmp_path):
+    per_seed = {"full": {1: 66.0, 2: 68.0, 3: 70.0}, "ablation": {1: 60.0, 2: 61.0, 3: 62.5}}
+    ours = pd.DataFrame({"Avg": [68.0, 61.17]}, index=["full", "ablation"])
+    one = [_run(tmp_path / f"a{s}", "a" * 40) for s in (1, 2)]
+    mixed = one + [_run(tmp_path / "b1", "b" * 40)]
+    text = findings.table_findings("T", None, ours, None, smoke=True, reference="full", per_seed=per_seed, runs=mixed)
+    assert "Not compared: the 3 runs read come from 2 code versions (aaaaaaaaaaaa; bbbbbbbbbbbb)" in text
+    assert "points vs full" not in text and "noise" not in text
+    same = findings.table_findings("T", None, ours, None, smoke=True, reference="full", per_seed=per_seed, runs=one)
+    assert "Every run read (2) was made by commit aaaaaaaaaaaa." in same and "ours -6.83 points vs full" in same
+    # a run without a recorded commit beside a known one is two code versions as well
+    unknown = findings.table_findings("T", None, ours, None, smoke=True, reference="full", per_seed=per_seed,
+                                      runs=one[:1] + [_run(tmp_path / "u", None)])
+    assert "Not compared" in unknown
+    only_unknown = findings.table_findings("T", None, ours, None, smoke=True, reference="full", per_seed=per_seed,
+                                           runs=[tmp_path / "u"])
+    assert "record no commit" in only_unknown and "ours -6.83 points vs full" in only_unknown
+    long = pd.DataFrame({"Weight": "qa", "Value": [0.4, 1.0], "seed": [1, 1], "Avg": [70.0, 69.1]})
+    curve = findings.curve_findings("Fig. 7", long, "Value", "Avg", "Weight", smoke=True, runs=mixed)
+    assert "Not compared" in curve and "gap" not in curve

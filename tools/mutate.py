@@ -46,29 +46,72 @@ class Module:
         return WORK / self.folder_name
 
 
+def _functions(module: str, *names: str) -> tuple[str, ...]:
+    """mutmut's name patterns of these functions of `module` ("Class.method" for a method)."""
+    return tuple(f"{module}.xǁ{n.replace('.', 'ǁ')}*" if "." in n else f"{module}.x_{n}__mutmut*" for n in names)
+
+
 MODULES = {
     "annotations (id rules)": Module(
-        "annotations", ("avmaster_core/annotations.py",),
-        ("avmaster_core.data.annotations.x_derived_question_id*", "avmaster_core.data.annotations.x__as_int_id*",
-         "avmaster_core.data.annotations.x__present*"),
+        "annotations", ("avmaster_core/data/annotations.py",),
+        _functions("avmaster_core.data.annotations", "derived_question_id", "_as_int_id", "_present"),
         ("tests/test_annotation_ids.py", "tests/test_annotations.py",
          "tests/test_visible_skips.py::test_documented_derived_id_example_needs_no_shared_data")),
-    "atomic": Module("atomic", ("avmaster_core/atomic.py",), ("avmaster_core.core.atomic.*",),
+    "atomic": Module("atomic", ("avmaster_core/core/atomic.py",), ("avmaster_core.core.atomic.*",),
                      ("tests/test_atomic.py", "tests/test_atomic_contract.py")),
-    "checkpoint": Module("checkpoint", ("avmaster_core/checkpoint.py",), ("avmaster_core.core.checkpoint.*",),
+    "checkpoint": Module("checkpoint", ("avmaster_core/core/checkpoint.py",), ("avmaster_core.core.checkpoint.*",),
                          ("tests/test_checkpoint_io.py", "tests/test_atomic.py")),
     "model (combine, preference)": Module(
-        "model", ("avmaster_core/model.py", "avmaster_core/blocks.py"),
+        "model", ("avmaster_core/core/model.py", "avmaster_core/core/blocks.py"),
         ("avmaster_core.core.model.x_combine_logits*", "avmaster_core.core.blocks.xǁPreferenceLayerǁforward*"),
         ("tests/test_combine_preference.py", "tests/test_model.py::test_combine_modes_and_table12",
          "tests/test_choices.py::test_answer_heads_trained_leaves_out_zero_weight_heads")),
-    "losses": Module("losses", ("avmaster_core/losses.py",), ("avmaster_core.core.losses.*",), ("tests/test_losses.py",)),
+    "losses": Module("losses", ("avmaster_core/core/losses.py",), ("avmaster_core.core.losses.*",),
+                     ("tests/test_losses.py",)),
     "extract.video (time rules)": Module(
         "extract_video", ("avmaster_core/extract/video.py",),
-        ("avmaster_core.extract.video.x__frame_time*", "avmaster_core.extract.video.x__decode_audio*"),
+        _functions("avmaster_core.extract.video", "_frame_time", "_decode_audio"),
         ("tests/test_extract_time_rules.py", "tests/test_extract_video.py", "tests/test_extract_official_route.py")),
-    "scoring": Module("scoring", ("avmaster_core/scoring.py",), ("avmaster_core.data.scoring.*",),
+    "scoring": Module("scoring", ("avmaster_core/data/scoring.py",), ("avmaster_core.data.scoring.*",),
                       ("tests/test_scoring.py", "tests/test_scoring_contract.py")),
+    # issue 28: every other module whose code changes a number, a table, a plan or a figure
+    "choices": Module("choices", ("avmaster_core/core/choices.py",), ("avmaster_core.core.choices.*",),
+                      ("tests/test_formulas.py", "tests/test_choice_inputs.py",
+                       "tests/test_choices.py::test_missing_or_malformed_choices_are_named",
+                       "tests/test_choices.py::test_avqa_experiments")),
+    "experiments": Module("experiments", ("avmaster_core/core/experiments.py",), ("avmaster_core.core.experiments.*",),
+                          ("tests/test_experiments.py",)),
+    "ours_tables": Module("ours_tables", ("avmaster_core/results/ours_tables.py",),
+                          ("avmaster_core.results.ours_tables.*",),
+                          ("tests/test_findings.py",
+                           "tests/test_notebook_params_full.py::test_rows_and_stand_in_rows_average_exactly_the_seeds_given")),
+    "findings": Module("findings", ("avmaster_core/results/findings.py",), ("avmaster_core.results.findings.*",),
+                       ("tests/test_findings.py",)),
+    "reproduce plan": Module(
+        "plan", ("avmaster_core/reproduction/plan.py",),
+        _functions("avmaster_core.reproduction.plan", "artefacts", "dataset_tables", "not_yet", "dataset_cells", "cells",
+                   "select_artefacts", "build_plan", "_artefact_specs", "_add_run_items", "_add_feature_items",
+                   "_splits_used", "_add_question_items", "Plan.item_list", "Plan.artefact_items"),
+        ("tests/test_plan_counts.py",)),
+    "notebook_params": Module(
+        "notebook_params", ("avmaster_core/results/notebook_params.py",),
+        _functions("avmaster_core.results.notebook_params", "notebook_settings", "_seeds", "_int_list", "_epochs",
+                   "_number", "_smoke_changes", "changed_parameters", "_check_needs", "_check_table_runs",
+                   "_check_extra", "_stored_length", "_check_question", "NotebookSettings.runs",
+                   "NotebookSettings.train_config", "NotebookSettings.data_config", "NotebookSettings.ensure_data",
+                   "NotebookSettings.train_dir", "NotebookSettings.new_runs", "NotebookSettings.run_name"),
+        ("tests/test_notebook_params_full.py", "tests/test_notebooks_runner.py")),
+    "dataset (batches, negatives, word mask)": Module(
+        "dataset", ("avmaster_core/core/dataset.py",),
+        _functions("avmaster_core.core.dataset", "_rng", "draw_negatives", "negative_indices", "epoch_permutation",
+                   "epoch_order", "question_tokens", "word_mask", "FeatureBank.gather", "FeatureBank._audio_rows",
+                   "Batches.__init__", "Batches.__len__", "Batches._gathered", "iterate_batches", "_fit_length"),
+        ("tests/test_dataset_rules.py",)),
+    "evaluation": Module("evaluation", ("avmaster_core/training/evaluation.py",),
+                         _functions("avmaster_core.training.evaluation", "predict", "accuracy", "prediction_series"),
+                         ("tests/test_distributed_units.py",)),
+    "distributed": Module("distributed", ("avmaster_core/training/distributed.py",),
+                          ("avmaster_core.training.distributed.*",), ("tests/test_distributed_units.py",)),
 }
 # mutmut's exit codes: timeouts count as killed (mutmut's convention); "no tests" (no test reaches the
 # mutated function) counts as survived
@@ -95,6 +138,7 @@ def prepare(module: Module) -> Path:
     """The module's folder: links to the package and the tests, and its own [tool.mutmut] section."""
     shared = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mutmut"]
     settings = {**shared, "source_paths": ["avmaster_core/"], "only_mutate": list(module.sources),
+                "pytest_add_cli_args": [*shared.get("pytest_add_cli_args", []), "-m", "not slow"],
                 "pytest_add_cli_args_test_selection": list(module.tests), "also_copy": ["conftest.py"]}
     module.folder.mkdir(parents=True, exist_ok=True)
     for name in ("avmaster_core", "tests"):

@@ -6,8 +6,9 @@ Each text compares our ranking of the rows with the paper's, gives each row's di
 row paired over the seeds both have (the mean and sample s.d., ddof=1, of the per-seed differences; a gap
 under two s.d. is "within noise", one matched seed is not judged, a single-seed point is never set against a
 mean over other seeds), and says why ours may differ from the paper. Nothing is compared across commits:
-every value comes from the runs the notebook read. Nothing here is written by hand per notebook: change the runs and the
-text changes with them.
+when the runs the notebook read were made by more than one commit, no difference is judged and the text says
+which commits (code_versions); runs without a recorded commit are said to be so. Nothing here is written by
+hand per notebook: change the runs and the text changes with them.
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import math
 
 import pandas as pd
 
+from ..core.run_reads import runs_read
+from ..training.provenance import UNKNOWN, commit_label, read_run_provenance
 from . import paper
 
 WHY_SYNTHETIC = ("Why ours may differ from the paper: our numbers come from the bundled synthetic benchmark "
@@ -81,6 +84,26 @@ def gap_verdict(gap: float, sd: float, seeds: list) -> str:
             else f"beyond noise, at least {NOISE_SDS} s.d.; {where}")
 
 
+def code_versions(runs=None) -> tuple[str | None, bool]:
+    """(the line that says which code made `runs` (default: the run folders read so far), whether their
+    differences may be judged): never across commits; runs that record no commit are said to be so."""
+    runs = runs_read() if runs is None else runs
+    labels = sorted({commit_label(read_run_provenance(run)[0]) for run in runs})
+    known = [label for label in labels if label != UNKNOWN]
+    if len(labels) > 1:
+        return (f"- Not compared: the {len(runs)} runs read come from {len(labels)} code versions "
+                f"({'; '.join(labels)}), so a difference between rows would compare code versions as well as "
+                "variants. Re-make them on one commit (`avmaster reproduce run --tier synthetic`; "
+                "`avmaster runs check` lists them).", False)
+    if known:
+        return f"- Every run read ({len(runs)}) was made by commit {known[0]}.", True
+    if labels:
+        return (f"- The {len(runs)} runs read record no commit (trained before provenance was recorded; "
+                "`avmaster runs check` lists them): their differences may also be differences of code "
+                "version.", True)
+    return None, True
+
+
 def seed_values(long: pd.DataFrame, by, column: str) -> dict:
     """{row: {seed: value}} of `column` from a long table with one row per (row, seed), `by` naming the row."""
     return {key: dict(zip(part["seed"].astype(int), part[column].astype(float)))
@@ -130,10 +153,11 @@ def ranking_lines(paper_values: pd.Series | None, mean: pd.Series, names: dict |
 
 def table_findings(name: str, paper_df: pd.DataFrame | None, ours: pd.DataFrame, ours_std: pd.DataFrame | None,
                    *, smoke: bool, reference=paper.OURS, column: str = paper.AVG, names: dict | None = None,
-                   missing: dict | None = None, per_seed: dict | None = None) -> Findings:
+                   missing: dict | None = None, per_seed: dict | None = None, runs=None) -> Findings:
     """The closing paragraph of a table notebook from the table it showed (`column`: the one compared).
     Differences are paired over matched seeds: `per_seed` {row: {seed: value of column}}, by default from
-    `ours.attrs["per_seed"]` ({row: {seed: {column label: value}}}, as ours_tables.ours_rows / over_seeds give)."""
+    `ours.attrs["per_seed"]` ({row: {seed: {column label: value}}}, as ours_tables.ours_rows / over_seeds give);
+    `runs`: the run folders behind the table (default: those read so far; see code_versions)."""
     title = f"**What ours shows ({name}, column {column}).**"
     pick = lambda t: None if t is None or not len(t) else t[[c for c in t.columns  # noqa: E731
                                                           if flat_label(c).endswith(column)][0]]
@@ -145,23 +169,30 @@ def table_findings(name: str, paper_df: pd.DataFrame | None, ours: pd.DataFrame,
     if per_seed is None:
         per_seed = {row: {seed: v[label] for seed, v in by_seed.items()}
                     for row, by_seed in ours.attrs.get("per_seed", {}).items()}
-    lines = ranking_lines(stated, mean, names)
-    lines += compare_rows(stated, per_seed, reference, names) if per_seed else \
-        ["- No per-seed values given, so no difference is judged (findings pair rows over matched seeds)."]
+    versions, comparable = code_versions(runs)
+    if not comparable:
+        lines = ranking_lines(None, mean, names)[:1] + [versions]
+    else:
+        lines = ranking_lines(stated, mean, names) + ([versions] if versions else [])
+        lines += compare_rows(stated, per_seed, reference, names) if per_seed else \
+            ["- No per-seed values given, so no difference is judged (findings pair rows over matched seeds)."]
     if missing:
         lines.append(f"- Rows without a run (not compared): {', '.join(names.get(r, flat_label(r)) if names else flat_label(r) for r in missing)}.")
     return Findings("\n".join([title, "", *lines, "", WHY_SYNTHETIC if smoke else WHY_REAL]))
 
 
 def curve_findings(name: str, long: pd.DataFrame, x: str, y: str, hue: str | None, *, smoke: bool,
-                   reference_x=None) -> Findings:
+                   reference_x=None, runs=None) -> Findings:
     """The closing paragraph of a curve figure: per group, the best and worst x (mean over seeds) and their gap
     paired over the seeds both points have (gap_verdict: never one seed's point against another point's mean),
-    and the difference of every x from `reference_x` where given."""
+    and the difference of every x from `reference_x` where given; `runs` as in table_findings."""
     title = f"**What ours shows ({name}).**"
     if long.empty:
         return Findings(f"{title} No point has a run yet.")
-    lines = []
+    versions, comparable = code_versions(runs)
+    if not comparable:
+        return Findings("\n".join([title, "", versions, "", WHY_SYNTHETIC if smoke else WHY_REAL]))
+    lines = [versions] if versions else []
     for group, part in (long.groupby(hue, sort=False) if hue else [(None, long)]):
         means = part.groupby(x)[y].mean()
         label = f"{group}: " if group is not None else ""
