@@ -32,9 +32,15 @@ def test_negatives_are_a_pure_function_of_seed_and_epoch():
     assert not torch.equal(a, draw_negatives(50, seed=4, epoch=2))
     expected = np.random.default_rng([3, 2, 1]).integers(0, 49, size=50)  # stream 1, skipping each own index
     np.testing.assert_array_equal(a.numpy(), expected + (expected >= np.arange(50)))
-    g = torch.Generator().manual_seed(0)
-    unseeded = draw_negatives(50, generator=g)
+    assert torch.equal(draw_negatives(50, seed=3), draw_negatives(50, seed=3, epoch=0))
+    np.testing.assert_array_equal(negative_indices(50, 3, 2), a.numpy())
+    unseeded = draw_negatives(50, generator=torch.Generator().manual_seed(0))
     assert (unseeded != torch.arange(50)).all() and unseeded.max() < 50
+    assert torch.equal(unseeded, draw_negatives(50, generator=torch.Generator().manual_seed(0)))
+    pairs = draw_negatives(2, generator=torch.Generator().manual_seed(1))
+    assert pairs.tolist() == [1, 0]
+    for seed in (None, 4):  # drawn (or moved) to the device asked for
+        assert draw_negatives(6, seed=seed, device="meta").device.type == "meta"
     with pytest.raises(ValueError, match="negatives need at least 2 items, got 1"):
         draw_negatives(1, seed=0)
 
@@ -51,6 +57,9 @@ def test_epoch_orders_and_shards():
     np.testing.assert_array_equal(np.concatenate([e[:, None] for e in even], axis=1).ravel(),
                                   np.concatenate([perm, perm[:2]]))
     np.testing.assert_array_equal(epoch_order(10, 7, 1, even=True), perm)  # one rank: nothing padded
+    two = [epoch_order(5, 7, 1, rank=r, world_size=2, even=True) for r in range(2)]
+    p5 = epoch_permutation(5, 7, 1)
+    assert [e.tolist() for e in two] == [[p5[0], p5[2], p5[4]], [p5[1], p5[3], p5[0]]]
 
 
 # ------------------------------------------------------------------------------------ word positions
@@ -61,6 +70,7 @@ def test_word_mask_marks_positions_1_to_tokens_minus_1():
                              [True] * 6,                                # no word: every position kept
                              [False, True, True, True, True, True]]
     assert word_mask(torch.tensor([3])).shape == (1, WORDS_LEN)
+    assert word_mask(torch.tensor([3], device="meta")).device.type == "meta"  # built where the counts are
 
 
 def test_question_tokens_from_the_recorded_count_or_the_zero_padding(tmp_path):
@@ -73,9 +83,12 @@ def test_question_tokens_from_the_recorded_count_or_the_zero_padding(tmp_path):
         store.put("words", 2, padded)                                          # zero-padded: up to the last non-zero
         store.put("words", 3, np.ones((WORDS_LEN, 4)))                         # real CLIP words, no count: unknown
         store.put("words", 4, words)                                           # all zero: one token
+        long = np.ones((WORDS_LEN, 4), np.float32)
+        long[-1] = 0.0
+        store.put("words", 5, long)                                            # 76 tokens: only the last row zero
     with FeatureStore(tmp_path / "s.h5") as store:
-        known, unknown = question_tokens(store, [1, 2, 3, 4, 2])
-    assert known == {"1": 9, "2": 5, "4": 1} and unknown == ["3"]
+        known, unknown = question_tokens(store, [1, 2, 3, 4, 2, 5])
+    assert known == {"1": 9, "2": 5, "4": 1, "5": 76} and unknown == ["3"]
 
 
 # ------------------------------------------------------------------------------------ the bank's batches
@@ -103,6 +116,14 @@ def test_gather_reads_each_items_rows_and_pads_the_words():
     plain = _bank().gather(items)
     assert torch.equal(plain["audio"], bank.audio[[1, 1]])   # no audio_index: the video's own audio
     assert not {"word_mask", "neg_audio", "neg_visual", "choices"} & set(plain)
+    with_choices = _bank()
+    with_choices.choices = torch.arange(5.0)[:, None, None].expand(5, 3, 2)
+    assert torch.equal(with_choices.gather(items)["choices"], with_choices.choices[[4, 1]])
+    short = _bank(tokens=torch.tensor([2, 3, 4, 5]))
+    short.words_len = 4                                       # the bank's own word length
+    batch = short.gather(items)
+    assert batch["words"].shape == (2, 4, 5) and torch.equal(batch["word_mask"], word_mask(torch.tensor([5, 4]), 4))
+    assert _meta(bank).gather(items, negatives)["index"].device.type == "meta"  # items moved to the bank
 
 
 @pytest.mark.parametrize("batch_size,drop_last,sizes", [(2, False, [2, 2, 1]), (2, True, [2, 2]), (5, False, [5]),
@@ -120,8 +141,11 @@ def test_batches_cover_the_order_in_order(batch_size, drop_last, sizes):
 
 def test_iterate_batches_shuffles_shards_and_draws_negatives_over_the_bank():
     bank = _bank()
-    plain = [b["index"].tolist() for b in iterate_batches(bank, 2)]
-    assert plain == [[0, 1], [2, 3], [4]]
+    plain = list(iterate_batches(bank, 2))
+    assert [b["index"].tolist() for b in plain] == [[0, 1], [2, 3], [4]]
+    assert not any("neg_audio" in b for b in plain)  # negatives only when asked for
+    default_seed = torch.cat([b["index"] for b in iterate_batches(bank, 2, shuffle=True)]).tolist()
+    assert default_seed == epoch_permutation(5, 0, 0).tolist()
     shuffled = torch.cat([b["index"] for b in iterate_batches(bank, 2, shuffle=True, seed=3, epoch=1)]).tolist()
     assert shuffled == epoch_permutation(5, 3, 1).tolist()
     subset = torch.cat([b["index"] for b in iterate_batches(bank, 9, indices=[4, 2, 0], shuffle=True, seed=3)])
@@ -144,3 +168,39 @@ def test_fit_length_cuts_pads_or_refuses():
     with pytest.raises(ValueError, match=r"visual of 'v1' has 3 time steps, fewer than T=4: pass pad='zero' or "
                                          r"pad='edge' to pad it, or a smaller T"):
         _fit_length(x, 4, None, "visual of 'v1'")
+
+
+def _meta(bank: FeatureBank) -> FeatureBank:
+    return bank.to("meta")  # shapes without storage: stands in for a GPU-resident bank
+
+
+def test_batches_live_where_the_bank_is_and_go_where_they_are_sent():
+    bank = _bank()
+    on_meta = Batches(_meta(bank), torch.tensor([4, 0, 2], dtype=torch.int32), 2, negatives=torch.tensor([1, 2, 3, 4, 0]))
+    assert on_meta.order.device.type == "meta" and on_meta.order.dtype == torch.long
+    assert on_meta.negatives.device.type == "meta" and on_meta.to == torch.device("meta")
+    assert (on_meta.drop_last, on_meta.num_workers, on_meta.lazy) == (False, 0, False)
+    from_list = Batches(bank, [4, 0, 2], 2)
+    assert from_list.order.dtype == torch.long and from_list.order.tolist() == [4, 0, 2]
+    sent = Batches(bank, [4, 0, 2], 2, to="meta")
+    assert sent.to == torch.device("meta") and sent.order.device.type == "cpu"
+    assert all(t.device.type == "meta" for b in sent for t in b.values())
+
+
+class _Items(torch.utils.data.Dataset):
+    """A lazy source: items read one by one (what an AVQADataset without a bank is to Batches)."""
+
+    def __len__(self):
+        return 5
+
+    def __getitem__(self, i):
+        return {"index": torch.tensor(i), "label": torch.tensor(10 + i)}
+
+
+def test_a_lazy_source_is_read_through_a_loader_in_the_order_given():
+    lazy = Batches(_Items(), np.array([3, 1, 4]), 2)
+    assert lazy.lazy and lazy.order.device.type == "cpu" and lazy.to == torch.device("cpu")
+    assert [b["label"].tolist() for b in lazy] == [[13, 11], [14]]
+    with pytest.raises(ValueError, match=r"^a lazy dataset draws its own negatives \(AVQADataset.set_epoch\); pass "
+                                         r"negatives=None$"):
+        Batches(_Items(), [0, 1], 2, negatives=torch.tensor([1, 0]))

@@ -3,6 +3,8 @@ process, fast (issue 28): torch.distributed is replaced by a recording fake, so 
 torchrun (test_ddp.py, slow tier) is pinned here too: which backend, which rank and device, what is reduced."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -153,11 +155,13 @@ def test_predict_answers_every_item_in_dataset_order(small):
     series = prediction_series(records, expected)
     assert series.name == "prediction" and series.dtype == np.int64
     assert list(series.index) == list(records["question_id"]) and list(series) == list(expected)
-    right = expected.copy()
-    right[: len(right) // 2] = records["answer_idx"].to_numpy()[: len(right) // 2]
-    hits = np.mean(records["answer_idx"].to_numpy() == right)
-    assert accuracy(records, right) == pytest.approx(100 * hits)
-    assert np.isnan(accuracy(records.iloc[:0], right[:0]))
+    answers = records["answer_idx"].to_numpy()
+    right = (answers + 1) % 42
+    right[:3] = answers[:3]                                  # 3 right of len(records) (not half: != would pass)
+    assert len(records) != 6 and accuracy(records, right) == pytest.approx(100 * 3 / len(records))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                       # no records: NaN, without numpy's empty-mean warning
+        assert np.isnan(accuracy(records.iloc[:0], right[:0]))
 
 
 def test_each_rank_predicts_its_shard_and_the_shards_are_gathered_in_order(small, monkeypatch):
@@ -178,3 +182,25 @@ def test_each_rank_predicts_its_shard_and_the_shards_are_gathered_in_order(small
     order1, preds1 = shards[1]
     assert len(order1) == len(shards[0][0]) == -(-len(ds) // 2)  # even shards (padded by wrapping)
     assert set(np.concatenate([shards[0][0], order1]).tolist()) == set(range(len(ds)))
+
+
+def test_torchrun_on_cpu_stays_on_gloo_even_with_gpus_and_local_rank_defaults_to_0(monkeypatch, torchrun_env):
+    fake = FakeDist().install(monkeypatch)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda i: pytest.fail("a GPU chosen for a CPU run"))
+    monkeypatch.delenv("LOCAL_RANK")
+    ctx = d.setup_distributed("cpu")
+    assert fake.calls == [("init", "gloo")] and ctx.local_rank == 0 and ctx.reduce_device == "cpu"
+
+
+def test_all_sum_reduces_on_the_reduce_device(monkeypatch):
+    seen = []
+
+    def all_reduce(t):
+        seen.append((t.device, t.dtype, t.shape))
+        raise StopIteration  # a meta tensor cannot be read back; the placement is what is checked
+
+    monkeypatch.setattr(torch.distributed, "all_reduce", all_reduce)
+    with pytest.raises(StopIteration):
+        d.all_sum([1.0, 2.0, 3.0], DistContext(rank=0, world_size=2, reduce_device="meta"))
+    assert seen == [(torch.device("meta"), torch.float64, (3,))]

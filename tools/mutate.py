@@ -80,12 +80,14 @@ MODULES = {
                        "tests/test_choices.py::test_missing_or_malformed_choices_are_named",
                        "tests/test_choices.py::test_avqa_experiments")),
     "experiments": Module("experiments", ("avmaster_core/core/experiments.py",), ("avmaster_core.core.experiments.*",),
-                          ("tests/test_experiments.py",)),
+                          ("tests/test_experiment_registry.py", "tests/test_experiments.py")),
     "ours_tables": Module("ours_tables", ("avmaster_core/results/ours_tables.py",),
                           ("avmaster_core.results.ours_tables.*",),
-                          ("tests/test_findings.py",
+                          ("tests/test_ours_tables.py", "tests/test_findings.py",
                            "tests/test_notebook_params_full.py::test_rows_and_stand_in_rows_average_exactly_the_seeds_given")),
-    "findings": Module("findings", ("avmaster_core/results/findings.py",), ("avmaster_core.results.findings.*",),
+    "findings": Module("findings", ("avmaster_core/results/findings.py",),
+                       _functions("avmaster_core.results.findings", "paired_gap", "gap_verdict", "seed_values",
+                                  "compare_rows", "_paper_difference", "_ranking", "_concordance"),
                        ("tests/test_findings.py",)),
     "reproduce plan": Module(
         "plan", ("avmaster_core/reproduction/plan.py",),
@@ -96,10 +98,9 @@ MODULES = {
     "notebook_params": Module(
         "notebook_params", ("avmaster_core/results/notebook_params.py",),
         _functions("avmaster_core.results.notebook_params", "notebook_settings", "_seeds", "_int_list", "_epochs",
-                   "_number", "_smoke_changes", "changed_parameters", "_check_needs", "_check_table_runs",
-                   "_check_extra", "_stored_length", "_check_question", "NotebookSettings.runs",
-                   "NotebookSettings.train_config", "NotebookSettings.data_config", "NotebookSettings.ensure_data",
-                   "NotebookSettings.train_dir", "NotebookSettings.new_runs", "NotebookSettings.run_name"),
+                   "_smoke_changes", "changed_parameters", "NotebookSettings.runs", "NotebookSettings.train_config",
+                   "NotebookSettings.data_config", "NotebookSettings.ensure_data", "NotebookSettings.train_dir",
+                   "NotebookSettings.run_name"),
         ("tests/test_notebook_params_full.py", "tests/test_notebooks_runner.py")),
     "dataset (batches, negatives, word mask)": Module(
         "dataset", ("avmaster_core/core/dataset.py",),
@@ -107,6 +108,11 @@ MODULES = {
                    "epoch_order", "question_tokens", "word_mask", "FeatureBank.gather", "FeatureBank._audio_rows",
                    "Batches.__init__", "Batches.__len__", "Batches._gathered", "iterate_batches", "_fit_length"),
         ("tests/test_dataset_rules.py",)),
+    "engine (schedule, checkpoint choice)": Module(
+        "engine", ("avmaster_core/training/engine.py",),
+        _functions("avmaster_core.training.engine", "end_of_epoch", "restore", "build_model_and_optimizer",
+                   "LoopState.as_dict", "LoopState.from_saved"),
+        ("tests/test_engine_rules.py",)),
     "evaluation": Module("evaluation", ("avmaster_core/training/evaluation.py",),
                          _functions("avmaster_core.training.evaluation", "predict", "accuracy", "prediction_series"),
                          ("tests/test_distributed_units.py",)),
@@ -159,6 +165,8 @@ def run(module: Module, names: list[str] | None = None) -> int:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the package must come from mutants/
     env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("AVMASTER_SHARED_DATA", str(REPO.parent / "shared" / "data"))
+    if names:  # mutmut maps tests to functions once and then only adds new tests: an assertion added to an
+        (folder / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)  # existing test would go unseen
     mutmut = Path(sys.executable).parent / "mutmut"  # the script, not `python -m` (mutmut re-imports itself)
     return subprocess.run([str(mutmut), "run", "--max-children", "1", *(names or module.patterns)],
                           cwd=folder, env=env).returncode
