@@ -184,7 +184,7 @@ def test_compile_option_trains_and_saves_plain_weights(tiny_data, tmp_path, monk
         return real_compile(module, backend="eager")
 
     monkeypatch.setattr(torch, "compile", eager_compile)
-    data = DataConfig(dataset="synthetic", root=str(tiny_data))
+    data = DataConfig(dataset="synthetic", root=str(tiny_data), limit=16)  # one batch per split: one graph each
     compiled = engine.train(tiny_model(), tiny_train(epochs=1, compile=True, test_split=None), data,
                             run_dir=tmp_path / "compiled")
     assert calls == ["AVMaster"]
