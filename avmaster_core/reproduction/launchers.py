@@ -33,6 +33,7 @@ from ..extract.encoders import ClipEncoder
 from ..extract.pipeline import extract_device, extract_questions
 from ..results.plots import save_table
 from ..training.engine import evaluate, train
+from ..training.run_config import BEST_CHECKPOINT
 from .plan import (EvalSpec, FeatureSpec, Inventory, QuestionSpec, ReproduceSettings, RunSpec, finished_on_disk,
                    lock_path, read_table_avg, run_configs, spec_from_dict, spec_to_dict)
 from .worklock import WorkLock, describe_holder
@@ -56,7 +57,7 @@ def run_item(spec, settings: ReproduceSettings) -> str:
 
 
 def _evaluate(spec: EvalSpec, settings: ReproduceSettings) -> str:
-    checkpoint = spec.run.folder(settings) / "best.pt"
+    checkpoint = spec.run.folder(settings) / BEST_CHECKPOINT
     table, predictions = evaluate(checkpoint, spec.dataset, spec.split, settings.root(spec.dataset),
                                   store=settings.store(spec.dataset), device=settings.device,
                                   precision=settings.precision, limit=settings.limit, changes=dict(spec.changes), progress=settings.progress)

@@ -62,6 +62,7 @@ from ..results.notebooks import find_notebooks
 from ..results.paper import paper_table, table_key
 from ..training.benchmark import OPERATOR_CALLS, RELEASED_H200
 from ..training.engine import DataConfig, TrainConfig
+from ..training.run_config import LAST_CHECKPOINT
 from ..training.sweep import grid_config_differences, grid_configs, run_name
 from .worklock import WorkLock, describe_holder
 
@@ -817,7 +818,7 @@ def _train_status(item: Item, plan: Plan, inv: Inventory) -> None:
     if holder:
         item.status, item.result = RUNNING, f"held by {describe_holder(holder)}"
         return
-    if not _blocked_by_data(item, plan, inv, dataset, splits) and (folder / "last.pt").is_file():
+    if not _blocked_by_data(item, plan, inv, dataset, splits) and (folder / LAST_CHECKPOINT).is_file():
         item.status = INTERRUPTED
 
 
