@@ -31,12 +31,17 @@ report: $(STAMP)
 reproduce: $(STAMP)
 	$(PY) -m avmaster_core.cli reproduce run --notebook-out $(NB_OUT) $(ARGS)
 
+# Tests run in TEST_WORKERS parallel processes (pytest-xdist; default: the CPU cores, at most 4; one torch thread
+# each, tests/conftest.py); `make test TEST_WORKERS=0` runs them in this process.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 4 ? n : 4 )))
+PARALLEL := -n $(TEST_WORKERS) --dist loadscope
+
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PARALLEL) $(PYTEST_ARGS)
 
 # The quick tier: tests/ only (no nbval on the notebooks) and nothing marked `slow`.
 test-fast: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" tests $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PARALLEL) -m "not slow" tests $(PYTEST_ARGS)
 
 # Mutation testing of the modules the paper's numbers depend on (docs/mutation.md; about 40 min on one CPU core).
 mutate: $(STAMP)

@@ -11,7 +11,9 @@ Helpers (import them: `from conftest import TINY_MODEL, tiny_model, tiny_train`)
     state_dicts_equal(), tiered() (every experiment in `make test`, QUICK_EXPERIMENTS in `make test-fast`)
 
 Tiers: `make test-fast` skips the tests marked `slow` (more than a few seconds each) and the notebooks;
-`make test` runs everything.
+`make test` runs everything. Both run in parallel worker processes (pytest-xdist, `-n` and `--dist loadscope` in
+the Makefile): each worker uses one torch thread (and so do the processes it starts); `xdist_scope` says which
+tests share a worker.
 """
 from __future__ import annotations
 
@@ -25,6 +27,13 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a missing weight fails fast instead of trying the network
 
+# Torch threads per test process: two, or under pytest-xdist the cores shared among the workers (one each on two
+# cores), also for the commands and notebook kernels a worker starts (OMP_NUM_THREADS).
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+TORCH_THREADS = max(1, min(2, (os.cpu_count() or 1) // WORKERS))
+if WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(TORCH_THREADS))
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("AVMASTER_SHARED_DATA", REPO.parent / "shared" / "data"))
 
@@ -35,12 +44,53 @@ from avmaster_core.training.benchmark import TINY_MODEL  # noqa: E402
 TIMING_FIELDS = {"samples_per_s", "train_seconds", "eval_seconds"}
 
 
+# ---------------------------------------------------------------------------------------------------- hooks
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, which `make test` runs with `--dist loadscope`
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadscope` with this suite's scopes (`xdist_scope`): tests go one by one to whichever worker is free,
+    except those that must or had better share a worker; the largest scopes (the notebooks) are handed out first."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SuiteScopes(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_scope(nodeid)
+
+    return SuiteScopes(config, log)
+
+
+# Modules whose module-scoped fixture is expensive (a training run, executed notebooks, a rehearsal, a full-size
+# state dict): their tests share one worker, so that it is built once. Cheap module fixtures are built once per
+# worker instead, which keeps large modules such as test_bad_input.py spread over the workers.
+ONE_WORKER_MODULES = {"test_analysis.py", "test_engine.py", "test_official.py", "test_provenance.py", "test_report.py",
+                      "test_reproduce_rehearsal.py"}
+
+
+def xdist_scope(nodeid: str) -> str:
+    """The unit of work of a test under pytest-xdist: the notebook for nbval's cells (they run in order in one
+    kernel), the module for the tests of ONE_WORKER_MODULES, else the test itself."""
+    path = nodeid.split("::", 1)[0]
+    if path.endswith(".ipynb") or Path(path).name in ONE_WORKER_MODULES:
+        return path
+    return nodeid
+
+
 # ---------------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(autouse=True)
 def _restore_working_folder(monkeypatch):
     """`notebook_settings` moves a kernel into notebooks/ (os.chdir); called in this process it would move pytest
     too, and nbval, which runs after these tests, reads tests/nbval_sanitize.cfg relative to the working folder."""
     monkeypatch.chdir(Path.cwd())
+
+
+@pytest.fixture(autouse=True)
+def _no_runs_read_yet():
+    """Each test starts with an empty list of runs read (core.run_reads): findings and provenance sidecars
+    read it, and what an earlier test read in this process is not this test's."""
+    from avmaster_core.core.run_reads import reset_reads
+    reset_reads()
+    yield
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +108,7 @@ def shared_data() -> Path:
 @pytest.fixture(autouse=True)
 def _few_threads():
     import torch
-    torch.set_num_threads(2)
+    torch.set_num_threads(TORCH_THREADS)
     yield
 
 

@@ -124,7 +124,7 @@ def _full_mode_values(stem: str, real: dict) -> dict:
              "RUNS": str(real["runs"]), "DATA": str(real["data"]), "VIDEOS": str(real["videos"]),
              "EXTRACT_STORE": str(real["store"]), "SECONDS": 3, "BATCH": 3, "FAILURES": 2, "QUESTIONS": 2,
              "LENGTHS": "2,4", "QUESTION": real["question"], "TRAIN": False, "QTYPE": "Counting",
-             "CHECKPOINT": str(real["runs"] / "paper" / "default" / "2" / "best.pt"), "VIDEO": "", "LIMIT": 7}
+             "CHECKPOINT": str(real["runs"] / "paper" / "default" / "2" / "best.pt"), "VIDEO": "", "LIMIT": 7, "STEPS": 3}
     missing = set(defaults) - set(given) - {"SMOKE"}
     assert not missing, f"{stem} declares {sorted(missing)}: give each a full-mode value here"
     return {name: given[name] for name in defaults if name != "SMOKE"}

@@ -123,8 +123,8 @@ def figure_problem(png: bytes) -> str | None:
     height, width = image.shape[:2]
     if width < MIN_FIGURE_PIXELS[0] or height < MIN_FIGURE_PIXELS[1]:
         return f"{width}x{height} pixels, smaller than {MIN_FIGURE_PIXELS}"
-    pixels = image.reshape(-1, 3)
-    colours, counts = np.unique(pixels, axis=0, return_counts=True)
+    pixels = image.reshape(-1, 3).astype(np.int32) @ np.array([1 << 16, 1 << 8, 1], dtype=np.int32)  # one int each
+    colours, counts = np.unique(pixels, return_counts=True)
     ink = 1 - counts.max() / len(pixels)
     if len(colours) < 16 or ink < MIN_INK:
         return f"blank: {len(colours)} colour(s), {ink:.2%} of the pixels off the background"
@@ -237,6 +237,216 @@ def test_the_checks_catch_a_blanked_figure_and_a_rewritten_finding():
     assert reordered != text and findings_problems(reordered, record)
 
 
+PLUS_MINUS_NAN = re.compile(r"±\s*nan", re.IGNORECASE)
+
+
+def test_one_seed_reads_one_seed_never_plus_minus_nan():
+    """A row with one seed has no spread: every stored output and every results/ file says "(1 seed)"
+    (ours_tables.mean_pm_std), never "± nan"."""
+    found = [p.name for p in NOTEBOOKS if PLUS_MINUS_NAN.search(p.read_text())]
+    found += [p.name for p in (REPO / "results").glob("*.*") if p.suffix in (".csv", ".md")
+              and PLUS_MINUS_NAN.search(p.read_text())]
+    assert not found, f"'± nan' in {found}: format mean and spread with ours_tables.mean_pm_std"
+
+
+QUESTION_ONLY = {"model": 39.5, "rule": 41.2}   # results/synthetic.md: baseline/question_only's 3 seeds; the rule
+QUESTION_ONLY_CLAIM = re.compile(r"question-only (model|\*?rule\*?)[^.|\n]{0,90}?(\d+(?:\.\d+)?) ?%", re.IGNORECASE)
+
+
+def test_the_question_only_level_reads_the_same_everywhere():
+    """The synthetic benchmark's question-only levels are quoted alike in the README, results/README, the
+    report's pages, docs and every notebook's text: a model 39.5 %, the rule (majority answer per question)
+    41.2 %, never "~41 %" for the model."""
+    texts = {p: p.read_text() for p in [REPO / "README.md", REPO / "results" / "README.md",
+                                        *(REPO / "docs").glob("*.md"),
+                                        *(REPO / "avmaster_core" / "resources" / "report").glob("*.md")]}
+    texts.update({p: "\n".join(c.source for c in load(p).cells if c.cell_type == "markdown") for p in NOTEBOOKS})
+    claims = [(p.name, kind.strip("*").lower(), float(value)) for p, text in texts.items()
+              for kind, value in QUESTION_ONLY_CLAIM.findall(text)]
+    assert len(claims) >= 5
+    assert not [c for c in claims if QUESTION_ONLY[c[1]] != c[2]], claims
+    recorded = json.loads((RUNS / "baseline" / "question_only" / "1" / "summary.json").read_text())
+    assert abs(recorded["test_acc"] - QUESTION_ONLY["model"]) < 1.5   # one seed of the 3-seed mean
+
+
+DECIMAL = re.compile(r"(?<![\w.])\d+\.\d+(?![\w.])")
+
+
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.name[0] == "0"], ids=lambda p: p.stem)
+def test_try_it_texts_cite_the_numbers_their_cells_stored(path):
+    """A walk-through's "try it" texts discuss what its try-it cells stored: every decimal number in a text
+    right under a cell that printed a result is one of the numbers the try-it cells so far show, to the
+    text's rounding, so a re-execution with other results cannot leave the discussion behind. (A text under
+    a figure discusses a picture, which this cannot read.)"""
+    trying, shown, cited, printed = False, [], 0, False
+    for cell in load(path).cells:
+        trying = trying or (cell.cell_type == "markdown" and "## Try it" in cell.source)
+        if not trying:
+            continue
+        if cell.cell_type == "code":
+            outputs = [o for o in cell.outputs if "image/png" not in o.get("data", {})]
+            stored = " ".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for o in outputs)
+            shown += [abs(float(v)) for v in re.findall(r"-?\d+\.\d+", stored)]
+            printed = bool(stored.strip())
+            continue
+        if not printed:
+            continue
+        printed = False
+        for value in DECIMAL.findall(cell.source):
+            cited += 1
+            digits = len(value.split(".")[1])
+            assert any(abs(float(value) - v) <= 0.51 * 10 ** -digits for v in shown), \
+                f"{path.name}: the text cites {value}, which no try-it cell above shows:\n{cell.source[:300]}"
+    assert path.stem != "03_training" or cited >= 10
+
+
+# ------------------------------------------------------------------------------------ saved figures and their data
+# Every figure a notebook saves (plots.save_figure; results/figures is what `make demo` committed) has a sidecar recording the PNG's sha256 and what it draws
+# (plots.plotted_values): its bars, the seeds' dots, heat-map cells and the points of its lines. The numbers
+# drawn must be the numbers of the table the notebook saved beside it (results/<table>.csv; Fig. 4's
+# fig4_segment_length.png -> fig4.csv), so a figure that drew other numbers than its table, a table edited
+# afterwards, or a PNG swapped for another picture all fail.
+SAVED_FIGURES = sorted((REPO / "results" / "figures").glob("*.png"))
+DRAWN = 0.0051   # plotted values and CSV cells are both rounded to 4 decimals
+
+
+def table_of(png: Path) -> Path:
+    return png.parent.parent / f"{png.stem.split('_')[0]}.csv"
+
+
+def csv_numbers(path: Path):
+    """Every numeric cell of a CSV (header rows and labels skipped), as a sorted float array."""
+    import numpy as np
+    import pandas as pd
+
+    cells = pd.read_csv(path, header=None, dtype=str).apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    return np.sort(cells[~np.isnan(cells)])
+
+
+def figure_data_problems(png: Path, sidecar: dict, numbers) -> list[str]:
+    """What the figure's sidecar records that the PNG or the table (`numbers`: its CSV's cells) does not back."""
+    import hashlib
+
+    import numpy as np
+
+    problems = []
+    if sidecar.get("sha256") != hashlib.sha256(png.read_bytes()).hexdigest():
+        problems.append("the PNG is not the figure whose data its sidecar records (sha256 differs): re-run its notebook")
+    if figure_problem(png.read_bytes()):
+        problems.append(f"figure {figure_problem(png.read_bytes())}")
+    if numbers is None:
+        return problems
+    in_table = lambda v: len(numbers) and np.abs(numbers - v).min() <= DRAWN  # noqa: E731
+    drawn = 0
+    for axes in sidecar.get("plotted", []):
+        dots = {}
+        for x, y in axes["dots"]:
+            dots.setdefault(x, []).append(y)
+        for kind, values in (("bar", axes["bars"]), ("heat-map cell", axes["cells"]),
+                             ("seed dot", [y for _, y in axes["dots"]])):
+            drawn += len(values)
+            problems += [f"{axes['title']!r}: {kind} {v} is not in the table" for v in values if not in_table(v)]
+        for label, x, y in axes["points"]:  # a curve's point: a table value, or the mean of its seeds' dots
+            drawn += 1
+            if not (in_table(y) or (x in dots and abs(sum(dots[x]) / len(dots[x]) - y) <= DRAWN)):
+                problems.append(f"{axes['title']!r}: point ({x}, {y}) of {label!r} is neither in the table nor the "
+                                "mean of the seeds drawn there")
+    if not drawn:
+        problems.append("its sidecar records nothing drawn")
+    return problems
+
+
+@pytest.mark.parametrize("png", SAVED_FIGURES, ids=lambda p: p.name)
+def test_each_saved_figure_draws_the_numbers_of_its_table(png):
+    sidecar = json.loads(png.with_name(png.name + ".provenance.json").read_text())
+    numbers = csv_numbers(table_of(png)) if table_of(png).is_file() else None
+    problems = figure_data_problems(png, sidecar, numbers)
+    assert not problems, f"{png.relative_to(REPO)} (table {table_of(png).name}): {problems}"
+
+
+def test_the_figure_check_catches_a_swapped_picture_and_other_numbers(tmp_path):
+    """figure_data_problems fails where it should: a blank PNG in place of the figure, a figure whose recorded
+    bars are not its table's, a table edited after the figure was drawn."""
+    import shutil
+
+    from PIL import Image
+
+    png = REPO / "results" / "figures" / "table7.png"
+    sidecar = json.loads(png.with_name(png.name + ".provenance.json").read_text())
+    numbers = csv_numbers(table_of(png))
+    assert not figure_data_problems(png, sidecar, numbers)
+    blank = tmp_path / "table7.png"
+    Image.new("RGB", (900, 400), "white").save(blank, format="PNG")
+    assert any("sha256" in p for p in figure_data_problems(blank, sidecar, numbers))
+    assert any("blank" in p for p in figure_data_problems(blank, sidecar, numbers))
+    other = json.loads(json.dumps(sidecar))
+    other["plotted"][-1]["bars"][0] += 1.0   # ours drawn one point higher than the table says
+    assert any("is not in the table" in p for p in figure_data_problems(png, other, numbers))
+    edited = tmp_path / "table7.csv"
+    shutil.copy(table_of(png), edited)
+    text = edited.read_text()
+    value = sidecar["plotted"][-1]["bars"][0]
+    cell = next(c for c in re.split(r"[,\n]", text) if re.fullmatch(r"-?\d+(\.\d+)?", c) and abs(float(c) - value) <= DRAWN)
+    edited.write_text(text.replace(cell, str(round(float(cell) + 3, 4))))
+    assert any("is not in the table" in p for p in figure_data_problems(png, sidecar, csv_numbers(edited)))
+
+
+# What each findings notebook saves (results/<name>.csv): its record, which its findings text is checked
+# against above, must hold the numbers of that table, so text, record, table and figure are one chain.
+SAVED_TABLES = {"10_table2_music_avqa": ["table2"], "14_table7_components": ["table7"], "15_table8_losses": ["table8"],
+                "16_table9_template_length": ["table9"], "17_table10_weight_sharing": ["table10"],
+                "19_table12_13_inference_variants": ["table12", "table13"], "20_fig4_segment_length": ["fig4"],
+                "21_fig5_input_modalities": ["fig5"], "22_fig6_focus_steps": ["fig6"], "23_fig7_loss_weights": ["fig7"],
+                "33_table6_parameters": ["table6"]}
+# Table VIII's findings also read the preference heads trained in its row-1 run ("trained ..." keys), which its
+# table does not show: test_table_records_are_the_shipped_runs and tests/test_analysis.py check those.
+NOT_IN_THE_TABLE = re.compile(r"^trained ")
+
+
+def table_values(path: Path):
+    """Every number a table says: its cells and, for a long table with a `seed` column, the mean over seeds of
+    each numeric column grouped by one or two of its other columns (a figure's points)."""
+    import itertools
+
+    import numpy as np
+    import pandas as pd
+
+    values = list(csv_numbers(path))
+    long = pd.read_csv(path)
+    if "seed" in long:
+        numeric = [c for c in long.select_dtypes("number").columns if c not in ("seed", "Unnamed: 0")]
+        labels = [c for c in long.columns if c not in ("seed", "Unnamed: 0")]
+        for column in numeric:
+            for by in itertools.chain(itertools.combinations([c for c in labels if c != column], 1),
+                                      itertools.combinations([c for c in labels if c != column], 2)):
+                values += list(long.groupby(list(by))[column].mean())
+    return np.asarray(values, dtype=float)
+
+
+def record_problems(record: dict, values) -> list[str]:
+    import numpy as np
+
+    return [f"{key}: {value} is in no cell of the saved table and no mean over its seeds"
+            for key, value in record.items() if isinstance(value, (int, float)) and not isinstance(value, bool)
+            and not NOT_IN_THE_TABLE.match(str(key)) and np.abs(values - value).min() > 0.0051]
+
+
+@pytest.mark.parametrize("stem", sorted(SAVED_TABLES))
+def test_each_findings_record_holds_the_numbers_of_its_saved_table(stem):
+    tables = [REPO / "results" / f"{name}.csv" for name in SAVED_TABLES[stem]]
+    import numpy as np
+
+    values = np.concatenate([table_values(t) for t in tables])
+    assert not record_problems(record_of(notebook(stem)), values), (stem, record_problems(record_of(notebook(stem)), values))
+
+
+def test_the_record_check_catches_a_number_the_table_does_not_hold():
+    values = table_values(REPO / "results" / "fig4.csv")
+    record = record_of(notebook("20_fig4_segment_length"))
+    assert not record_problems(record, values)
+    assert record_problems({**record, 10: record[10] + 0.5}, values)   # the findings would then read 0.5 too high
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_stored_outputs_come_from_a_clean_smoke_run(path):
     cells = code_cells(load(path))
@@ -298,8 +508,10 @@ def test_pipeline_records():
     evaluation = record_of(notebook("04_evaluation"))
     assert evaluation["seeds"] == len(shipped())
     assert evaluation["overall_mean"] == pytest.approx(overall(), abs=SAME)
-    training = record_of(notebook("03_training"))
+    training = record_of(notebook("03_training"))  # the loop written out takes train()'s own first steps
     assert 0 < training["new_run_test_acc"] < 100
+    assert training["loop_vs_train"] == 0.0 and training["train_steps"] > training["loop_steps"] >= 1
+    assert training["resumed_same"] is True   # stopped mid-epoch and resumed: the same epoch, bit for bit
     features = record_of(notebook("01_features"))
     assert features == {"videos": 3, "feature_rows": 3 + 3 + 2 + 2}
 

@@ -113,11 +113,24 @@ def test_every_numeric_option_declares_a_range():
     (["reproduce", "plan", "--lr", "nan"], "argument --lr: 'nan' is not allowed"),
     (["benchmark", "--steps", "0"], "argument --steps: '0' is not allowed: give a whole number >= 1"),
 ])
-def test_bad_options_are_refused_while_parsing(args, says):
+def test_bad_options_are_refused_while_parsing(args, says, capsys):
+    """In this process (argparse's exit is the same here as in a shell; a fresh process per case cost ~3 CPU-s);
+    test_a_refused_option_exits_2_in_a_fresh_process runs one case as a user's shell does."""
+    from avmaster_core.cli import main
+
     extra = ["--dataset", "synthetic", "--root", NO_DATA] if args[0] in ("train", "sweep", "evaluate") else []
-    done = avmaster(*args, *extra)
+    with pytest.raises(SystemExit) as done:
+        main([*args, *extra])
+    err = capsys.readouterr().err
+    assert done.value.code == 2, (done.value.code, err[-2000:])
+    assert says in err, err[-2000:]
+    assert "Traceback" not in err and NO_DATA not in err
+
+
+def test_a_refused_option_exits_2_in_a_fresh_process():
+    done = avmaster("train", "--lr", "inf", "--dataset", "synthetic", "--root", NO_DATA)
     assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
-    assert says in done.stderr, done.stderr[-2000:]
+    assert "argument --lr: 'inf' is not allowed: give a finite number > 0" in done.stderr, done.stderr[-2000:]
     assert "Traceback" not in done.stderr and NO_DATA not in done.stderr
 
 

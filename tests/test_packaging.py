@@ -80,6 +80,19 @@ def test_readme_opens_with_the_two_commands():
     assert blocks and blocks[0].split() == ["make", "demo", "make", "test"], blocks[:1]
 
 
+def test_make_test_runs_parallel_workers_with_the_suites_scopes():
+    from conftest import ONE_WORKER_MODULES, xdist_scope
+
+    makefile = (REPO / "Makefile").read_text()
+    for target in ("test:", "test-fast:"):
+        assert "$(PARALLEL)" in makefile.split(f"\n{target}")[1].split("\n\n")[0], target
+    assert "PARALLEL := -n $(TEST_WORKERS) --dist loadscope" in makefile
+    assert all((REPO / "tests" / name).is_file() for name in ONE_WORKER_MODULES)  # renamed modules are noticed
+    assert xdist_scope("notebooks/03_training.ipynb::Cell 4") == "notebooks/03_training.ipynb"
+    assert xdist_scope("tests/test_report.py::test_the_site_works_over_http") == "tests/test_report.py"
+    assert xdist_scope("tests/test_bad_input.py::test_x[a-b]") == "tests/test_bad_input.py::test_x[a-b]"
+
+
 def test_ci_calls_the_readme_test_command():
     assert "make test" in (REPO / ".ci" / "run").read_text()
 

@@ -188,3 +188,34 @@ def test_word_attention_panels_show_each_model_and_say_where_one_has_no_run():
     assert [t.get_text() for t in missing.texts] == ["no run: make it"]
     with pytest.raises(ValueError, match="no variant"):
         plots.plot_word_attention_panels({})
+
+
+def test_plotted_values_read_back_what_a_figure_draws():
+    """plots.plotted_values (recorded beside every saved figure): bars of either orientation, a curve's means
+    with its seeds' dots (not the error bars' caps), reference lines apart, heat-map cells without the colour
+    bar's gradient."""
+    seeds = pd.DataFrame({"x": [1, 1, 2, 2], "seed": [1, 2, 1, 2], "acc": [60.0, 61.0, 65.0, 66.5]})
+    curve = plots.plotted_values(plots.plot_points(seeds, "x", "acc", references={"question-only": 39.47}))[0]
+    assert [p[1:] for p in curve["points"]] == [[1.0, 60.5], [2.0, 65.75]]
+    assert sorted(curve["dots"]) == [[1.0, 60.0], [1.0, 61.0], [2.0, 65.0], [2.0, 66.5]]
+    assert curve["references"] == [39.47] and curve["bars"] == []
+    paper_row = paper_table("table7")
+    panels = plots.plotted_values(plots.plot_paper_and_ours(paper_row, paper_row - 10.0, "Table VII"))
+    assert sorted(v for p in panels for v in p["bars"]) == sorted(
+        np.round(np.concatenate([paper_row.to_numpy().ravel(), paper_row.to_numpy().ravel() - 10.0]), 4).tolist())
+    weights = np.array([[0.1, 0.9], [0.6, 0.4]])
+    heat = plots.plotted_values(plots.plot_word_attention(["where", "is"], weights, row_labels=["Visual", "Audio"]))
+    assert [a["cells"] for a in heat] == [[0.1, 0.9, 0.6, 0.4]]
+
+
+def test_a_saved_line_figure_keeps_what_the_paper_reports_under_its_axes(tmp_path):
+    """plot_points prints the paper's numbers or trend under the axes (Figs. 4, 6, 7); the saved PNG keeps that
+    text (save_figure crops to what is drawn, as the notebooks show it) instead of cutting it off."""
+    from PIL import Image
+
+    seeds = pd.DataFrame({"x": [1, 2], "seed": [1, 1], "acc": [60.0, 65.0]})
+    plain = plots.save_figure(plots.plot_points(seeds, "x", "acc"), tmp_path / "plain.png")
+    noted = plots.save_figure(plots.plot_points(seeds, "x", "acc", paper_note="accuracy rises with x, then falls"),
+                              tmp_path / "noted.png")
+    with Image.open(noted) as with_note, Image.open(plain) as without:
+        assert with_note.height > without.height + 10   # the note's line is in the file

@@ -182,6 +182,26 @@ def test_existing_output_is_reused(tmp_path):
     assert paths["features"].stat().st_mtime_ns != stamp
 
 
+def test_a_second_writer_of_one_folder_waits_for_the_first(tmp_path):
+    """Notebooks and parallel test workers call generate_synthetic on one folder at once: the second waits for
+    the first's lock (here held by the test) instead of failing on the feature store in use, then writes."""
+    import threading
+
+    from avmaster_core.core.store import WriterLock
+
+    tmp_path.mkdir(exist_ok=True)
+    first = WriterLock(tmp_path, lock_file=tmp_path / ".synthetic.lock")
+    second = threading.Thread(target=S.generate_synthetic, args=(tmp_path,),
+                              kwargs=dict(num_videos=6, questions_per_video=2, T=2))
+    second.start()
+    second.join(1.0)
+    assert second.is_alive() and not (tmp_path / "features.h5").exists()  # waiting, nothing written
+    first.release()
+    second.join(60)
+    assert not second.is_alive() and (tmp_path / "synthetic.json").exists()
+    assert not (tmp_path / ".synthetic.lock").exists()
+
+
 def test_cli_synth(tmp_path, capsys):
     from avmaster_core.cli import main
     assert main(["synth", "--out", str(tmp_path), "--videos", "9", "--questions", "3", "--T", "3"]) == 0
@@ -192,10 +212,10 @@ def test_cli_synth(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_defaults_generate_in_seconds(tmp_path):
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: parallel test workers and other jobs do not stretch it
     paths = S.generate_synthetic(tmp_path)
-    seconds = time.perf_counter() - start
-    assert seconds < 60, f"default generation took {seconds:.1f} s"
+    seconds = time.process_time() - start
+    assert seconds < 60, f"default generation took {seconds:.1f} CPU-s"
     n = sum(len(json.loads(paths[s].read_text())) for s in ("train", "val", "test"))
     assert 5000 <= n <= S.DEFAULTS["num_videos"] * S.DEFAULTS["questions_per_video"]
 

@@ -74,16 +74,16 @@ class WriterLock:
     locks it and writes its own PID over the dead one's. The file is removed on release; a process that locked
     a file just removed that way notices (another inode now at the path, or none) and locks again.
     A second writer gets `error` (StoreInUseError) "<what> <target> is in use by PID N on HOST (writing it):
-    <remedy>"."""
+    <remedy>", or with wait=True waits until the first one releases it."""
 
     def __init__(self, store_path: Path, *, lock_file: Path | None = None, what: str = "feature store",
                  remedy: str = "wait for that run to finish, or write to another --out",
-                 error: type[InUseError] = StoreInUseError):
+                 error: type[InUseError] = StoreInUseError, wait: bool = False):
         self.path = Path(lock_file) if lock_file is not None else lock_path(store_path)
         for _ in range(10):
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except OSError:
                 holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
                 os.close(fd)

@@ -61,7 +61,7 @@ from tqdm.auto import tqdm
 
 from ..core.atomic import write_text
 from ..core.options import AT_LEAST_0, AT_LEAST_1, FRACTION, NON_NEGATIVE
-from ..core.store import TOKENS_ATTR, FeatureStore
+from ..core.store import TOKENS_ATTR, FeatureStore, WriterLock
 from ..core.vocab import ANSWERS, INSTRUMENTS, fill_question
 
 GENERATOR = "avmaster_core.data.synthetic"
@@ -608,9 +608,28 @@ def generate_synthetic(out_dir, num_videos: int = DEFAULTS["num_videos"],
         raise ValueError(f"choices must be 0 (none) or between 2 and {len(ANSWERS)}, got {choices}")
     params = _parameters(num_videos, questions_per_video, T, seed, noise, visible_prob, silent_prob, choices, padding)
     done = out / "synthetic.json"                                       # written last: marks a complete output
-    if not overwrite and done.exists() and json.loads(done.read_text()) == params and all(p.exists() for p in paths.values()):
+
+    def complete() -> bool:
+        return done.exists() and json.loads(done.read_text()) == params and all(p.exists() for p in paths.values())
+
+    if not overwrite and complete():
         return paths
     out.mkdir(parents=True, exist_ok=True)
+    # One writer per folder: a second caller (another notebook, a parallel test worker) waits for the first,
+    # then finds its complete output and reuses it.
+    lock = WriterLock(out, lock_file=out / ".synthetic.lock", what="synthetic benchmark folder", wait=True)
+    try:
+        if overwrite or not complete():
+            _write_benchmark(paths, done, params, num_videos, questions_per_video, T, seed, noise, progress,
+                             visible_prob, silent_prob, choices, padding)
+    finally:
+        lock.release()
+    return paths
+
+
+def _write_benchmark(paths, done, params, num_videos, questions_per_video, T, seed, noise, progress, visible_prob,
+                     silent_prob, choices, padding) -> None:
+    """generate_synthetic's writing part (the caller holds the folder's lock)."""
     done.unlink(missing_ok=True)
     paths["features"].unlink(missing_ok=True)
 
@@ -662,7 +681,6 @@ def generate_synthetic(out_dir, num_videos: int = DEFAULTS["num_videos"],
         write_text(paths[split], json.dumps(rows, indent=0))
     write_text(paths["scenes"], json.dumps([asdict(s) for s in scenes], indent=0))
     write_text(done, json.dumps(params))
-    return paths
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from ..core.store import FeatureStore
 from ..data.annotations import DATASETS, load_annotations
 from ..data.synthetic import decoded_scene_accuracy, generate_synthetic
 from ..training.engine import DataConfig, TrainConfig
-from ..training.run_config import RUN_TABLE, finished_runs
+from ..training.run_config import BEST_CHECKPOINT, RUN_TABLE, finished_runs
 from ..training.sweep import run_grid
 from .paper import FULL_MODEL_RUN, summary_columns
 
@@ -53,6 +53,9 @@ SMOKE_DATA = Path("../data/synthetic")
 # The recipe of the shipped synthetic runs (results/synthetic.md); new smoke training uses it too.
 SMOKE_RECIPE = dict(lr=1e-3, batch_size=32, progress=False, checkpoint_every_steps=0)
 DEFAULT_EPOCHS = {True: 1, False: 30}  # new training when EPOCHS = 0: smoke tier, full tier
+# Questions per split of new training when LIMIT = 0 (03_training): the smoke tier's run takes 20 steps of
+# batch 32 per epoch (seconds on one CPU thread); the full tier reads every question.
+SMOKE_LIMIT = 640
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 # What each notebook needs before it can start, checked in its settings cell:
@@ -172,7 +175,16 @@ class NotebookSettings:
     def train_dir(self) -> Path:
         """Where new training of this notebook goes: one folder per epoch count, so that a rerun with another
         EPOCHS starts its own runs instead of clashing with a finished run's configuration."""
-        return self.new_runs / f"epochs{self.epochs}"
+        limit = self.question_limit
+        return self.new_runs / (f"epochs{self.epochs}" + (f"_questions{limit}" if limit else ""))
+
+    @property
+    def question_limit(self) -> int | None:
+        """DataConfig.limit of new training, from a notebook's LIMIT (0: every question, SMOKE_LIMIT in the
+        smoke tier); None for a notebook without LIMIT."""
+        if "LIMIT" not in self.extra:
+            return None
+        return self.extra["LIMIT"] or (SMOKE_LIMIT if self.smoke else None)
 
     @property
     def run_name(self) -> str:
@@ -187,9 +199,10 @@ class NotebookSettings:
         return TrainConfig(**{"epochs": self.epochs, "seed": seed, "device": self.device, **smoke, **changes})
 
     def data_config(self, **changes):
-        """engine.DataConfig of this notebook's dataset, annotation root and feature store."""
+        """engine.DataConfig of this notebook's dataset, annotation root and feature store (and LIMIT)."""
         return DataConfig(**{"dataset": self.dataset, "root": str(self.root),
-                             "store": str(self.store) if self.store else None, **changes})
+                             "store": str(self.store) if self.store else None, "limit": self.question_limit,
+                             **changes})
 
     def ensure_data(self) -> Path:
         """The feature store, after generating the synthetic benchmark if this is a smoke run (seconds; an
@@ -325,7 +338,7 @@ def _check_choice(name: str, value, choices, remedy: str):
 
 # The numbers of the notebooks' numeric parameters (options.Range, as for the command-line options).
 RANGES = {"EPOCHS": AT_LEAST_0, "SEEDS": AT_LEAST_0, "SECONDS": AT_LEAST_1, "QUESTIONS": AT_LEAST_1,
-          "BATCH": AT_LEAST_1, "STEPS": AT_LEAST_1, "FAILURES": AT_LEAST_1,
+          "BATCH": AT_LEAST_1, "STEPS": AT_LEAST_1, "FAILURES": AT_LEAST_1, "LIMIT": AT_LEAST_0,
           "LENGTHS": AT_LEAST_1}
 
 
@@ -441,7 +454,7 @@ def _check_needs(settings: NotebookSettings, needs: set) -> None:
         if need not in needs or settings.extra.get("CHECKPOINT"):
             continue
         finished = finished_runs(settings.runs, experiment, settings.seeds)
-        with_weights = [s for s in finished if (settings.runs / experiment / str(s) / "best.pt").is_file()]
+        with_weights = [s for s in finished if (settings.runs / experiment / str(s) / BEST_CHECKPOINT).is_file()]
         if with_weights:
             continue
         if finished:  # the small files are committed, the checkpoints only for the full model (.gitignore)
@@ -491,7 +504,8 @@ def _check_extra(settings: NotebookSettings) -> None:
         _number("QUESTIONS", extra["QUESTIONS"], "how many distinct questions the picker lists")
     for name, what in (("BATCH", "questions in the model walk-through's batch"),
                        ("STEPS", "optimiser steps of the training loop written out"),
-                       ("FAILURES", "wrong answers shown")):
+                       ("FAILURES", "wrong answers shown"),
+                       ("LIMIT", f"questions per split of new training, 0 for all ({SMOKE_LIMIT} with SMOKE)")):
         if name in extra:
             _number(name, extra[name], what)
     if "LENGTHS" in extra:

@@ -20,6 +20,7 @@ panels (never as bars to compare on one axis), one colour per source (`SOURCE_CO
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import sys
@@ -37,6 +38,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 SOURCE_PAPER, SOURCE_OURS = "paper", "ours"
 DPI = 150
@@ -245,13 +247,50 @@ def plot_word_attention_panels(variants: dict, *, title: str = "", missing_text:
 
 def save_figure(fig: Figure, path: str | Path, *, dpi: int = DPI) -> Path:
     """Write `fig` to `path` (format from the suffix), creating folders; atomic (avmaster_core.core.atomic), so a
-    reader never sees half a file; beside it `<path>.provenance.json`, the runs it came from."""
+    reader never sees half a file; beside it `<path>.provenance.json`: the runs it came from, the file's
+    sha256 and what it draws (`plotted_values`), so a test can hold the picture against its table."""
     path = Path(path)
     if not path.suffix:
         raise ValueError(f"save_figure: {path} has no suffix; use .png, .pdf or .svg")
-    atomic_write(path, lambda f: fig.savefig(f, dpi=dpi, format=path.suffix.lstrip(".").lower()))
-    write_sidecar(path)  # <path>.provenance.json: the runs it came from (provenance.py)
+    # bbox_inches="tight", as the notebooks show it: text placed under the axes (plot_points' paper_note) is kept
+    atomic_write(path, lambda f: fig.savefig(f, dpi=dpi, format=path.suffix.lstrip(".").lower(), bbox_inches="tight"))
+    write_sidecar(path, sha256=hashlib.sha256(path.read_bytes()).hexdigest(), plotted=plotted_values(fig))
     return path
+
+
+def plotted_values(fig: Figure) -> list[dict]:
+    """What a figure draws, read back from its artists, one entry per axes: `points` [label, x, y] of its
+    lines (the means of an error-bar plot; not the error bars' caps, nor full-width reference lines, which are
+    `references`), `bars` (lengths of its bars, upright or horizontal), `dots` [x, y] (scatter points, e.g. one per seed) and `cells`
+    (values of a heat map). Rounded to 4 decimals, as the CSVs are written."""
+    from matplotlib.container import ErrorbarContainer
+
+    r = lambda v: round(float(v), 4)  # noqa: E731
+    axes = []
+    for ax in (a for a in fig.axes if a.get_label() != "<colorbar>"):  # a colour bar's gradient is no data
+        boxes = [box for box in ax.containers if isinstance(box, ErrorbarContainer)]
+        caps = {id(c) for box in boxes for c in box.lines[1]}
+        names = {id(box.lines[0]): box.get_label() for box in boxes if box.lines[0] is not None}
+        entry = {"title": ax.get_title(), "points": [], "references": [], "bars": [], "dots": [], "cells": []}
+        for line in ax.get_lines():
+            x, y = (np.asarray(v, dtype=float) for v in line.get_data())
+            if id(line) in caps or not len(y):
+                continue
+            if list(x) == [0.0, 1.0] and y[0] == y[-1] or list(y) == [0.0, 1.0] and x[0] == x[-1]:
+                entry["references"].append(r(y[0] if list(x) == [0.0, 1.0] else x[0]))  # axhline / axvline
+                continue
+            label = names.get(id(line), line.get_label())  # an error-bar plot's label is its container's
+            entry["points"] += [[label, r(a), r(b)] for a, b in zip(x, y) if not math.isnan(b)]
+        rectangles = [p for p in ax.patches if type(p).__name__ == "Rectangle"]  # bars stand on 0 (barh: x = 0)
+        entry["bars"] = [r(p.get_height() if p.get_y() == 0 else p.get_width()) for p in rectangles
+                         if 0 in (p.get_x(), p.get_y()) and p.get_width() * p.get_height() != 0]
+        for collection in ax.collections:
+            if type(collection).__name__ == "PathCollection":
+                entry["dots"] += [[r(a), r(b)] for a, b in collection.get_offsets() if not math.isnan(b)]
+            elif type(collection).__name__ == "QuadMesh":
+                entry["cells"] += [r(v) for v in np.ma.compressed(collection.get_array())]
+        axes.append(entry)
+    return axes
 
 
 def plot_bars(table: pd.DataFrame, title: str = "", *, ylabel: str = "Accuracy (%)") -> Figure:
@@ -470,17 +509,27 @@ def plot_focus_trajectory(steps: dict, *, title: str = "How the focus templates 
 
 
 def plot_training_losses(rows: pd.DataFrame, *, title: str = "Loss on each training batch (eq. 5-7)") -> Figure:
-    """The loss terms per optimiser step, one line per term ("qa", "a", "v", "c", "total"); `rows` has
-    columns step, term, loss. Zero-based; the legend sits outside the axes so it never covers a line."""
+    """The loss terms per optimiser step, one colour per term ("qa", "a", "v", "c", "total"); `rows` has
+    columns step, term, loss, and optionally run: the first run is drawn as lines, a later one as markers on
+    top (a run retracing another shows its markers on the other's lines). Zero-based; the legend sits outside
+    the axes so it never covers a line."""
     fig = Figure(figsize=(8.6, 3.6), layout="constrained")
     ax = fig.subplots()
-    palette = sns.color_palette("colorblind", rows["term"].nunique())
-    for colour, (term, part) in zip(palette, rows.groupby("term", sort=False)):
-        ax.plot(part["step"], part["loss"], color=colour, lw=2.2 if term == "total" else 1.2, label=term)
+    terms = list(dict.fromkeys(rows["term"]))
+    colours = dict(zip(terms, sns.color_palette("colorblind", len(terms))))
+    runs = list(dict.fromkeys(rows["run"])) if "run" in rows else [None]
+    for k, run in enumerate(runs):
+        part = rows if run is None else rows[rows["run"] == run]
+        for term, line in part.groupby("term", sort=False):
+            style = dict(lw=2.2 if term == "total" else 1.2) if k == 0 else \
+                dict(ls="none", marker="os^"[(k - 1) % 3], ms=4, mfc="none")
+            label = term if run is None or len(runs) == 1 else f"{term}, {run}"
+            ax.plot(line["step"], line["loss"], color=colours[term], label=label, **style)
     ax.set(xlabel="optimiser step", ylabel="loss on the batch", title=title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylim(0, max(float(rows["loss"].max()) * 1.05, 1e-3))
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, ncols=1 if len(runs) == 1 else 2)
     return fig
 
 

@@ -129,8 +129,9 @@ def save_table(table, path) -> Path:
     return path
 
 
-def write_sidecar(path) -> Path:
-    """`<path>.provenance.json`: the runs read since reset_reads(), their commits and configuration hashes."""
+def write_sidecar(path, **extra) -> Path:
+    """`<path>.provenance.json`: the runs read since reset_reads(), their commits and configuration hashes
+    (and `extra` keys, e.g. what a figure draws: plots.save_figure)."""
     path = Path(path)
     runs = []
     for run_dir in runs_read():
@@ -138,7 +139,7 @@ def write_sidecar(path) -> Path:
         runs.append({"run": os.path.relpath(run_dir, path.resolve().parent), "commit": commit_label(prov),
                      "config_sha256": (prov or {}).get("config_sha256")})
     sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
-    write_json(sidecar, {"file": path.name, "commits": sorted({r["commit"] for r in runs}), "runs": runs})
+    write_json(sidecar, {"file": path.name, "commits": sorted({r["commit"] for r in runs}), "runs": runs, **extra})
     return sidecar
 
 
