@@ -84,6 +84,15 @@ def _restore_working_folder(monkeypatch):
     monkeypatch.chdir(Path.cwd())
 
 
+@pytest.fixture(autouse=True)
+def _no_runs_read_yet():
+    """Each test starts with an empty list of runs read (core.run_reads): findings and provenance sidecars
+    read it, and what an earlier test read in this process is not this test's."""
+    from avmaster_core.core.run_reads import reset_reads
+    reset_reads()
+    yield
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The folder of real annotation files; skips the test cleanly where it is absent, except under CI=true,

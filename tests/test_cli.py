@@ -16,7 +16,7 @@ def test_help_lists_the_commands_with_examples(capsys, run_cli):
     top = run_cli("--help")
     for command in ("train", "evaluate", "score"):
         assert command in top
-    for command, must in (("train", ("--resume", "--experiment", "--amp", "--compile", "torchrun", "examples:",
+    for command, must in (("train", ("--resume", "--experiment", "--precision", "--compile", "torchrun", "examples:",
                                      "this should give")),
                           ("evaluate", ("--checkpoint", "--split", "--set", "examples:")),
                           ("score", ("--predictions", "--out", "examples:"))):
@@ -89,12 +89,12 @@ def test_train_and_sweep_share_the_options_declared_on_the_configs():
     assert flags - {"--seed"} <= _option_strings(sweep)   # the grid gives the seeds
     # Every flag name that existed before they were declared on the configs still works.
     for old in ("--epochs", "--batch-size", "--lr", "--device", "--checkpoint-every", "--no-progress", "--store",
-                "--dataset", "--root", "--amp", "--compile", "--num-workers", "--T", "--pad", "--limit", "--seed"):
+                "--dataset", "--root", "--compile", "--num-workers", "--T", "--pad", "--limit", "--seed"):
         assert old in _option_strings(train), old
     args = train.parse_args(["--dataset", "synthetic", "--root", "r", "--batch-size", "16", "--no-progress",
-                             "--checkpoint-every", "0", "--amp"])
+                             "--checkpoint-every", "0", "--precision", "bf16"])
     assert config_from_args(TrainConfig, args) == TrainConfig(batch_size=16, progress=False, checkpoint_every_steps=0,
-                                                              amp=True)
+                                                              precision="bf16")
     assert config_from_args(DataConfig, args) == DataConfig(dataset="synthetic", root="r")
     args = sweep.parse_args(["--experiments", "default", "--lr", "0.001", "--limit", "5"])
     assert config_from_args(TrainConfig, args) == TrainConfig(lr=1e-3)
@@ -109,5 +109,5 @@ def test_one_list_of_fields_that_may_differ_between_a_run_and_a_request_for_it()
     assert {"root", "store", "preload"} <= finished["data"]
     # A resume may extend a run; a finished run asked for with more epochs is another run.
     assert resuming["train"] - finished["train"] == {"epochs"} and resuming["data"] == finished["data"]
-    assert not {"lr", "seed", "batch_size", "amp"} & resuming["train"]
+    assert not {"lr", "seed", "batch_size", "precision"} & resuming["train"]
     assert not {"dataset", "T", "pad", "limit"} & resuming["data"]

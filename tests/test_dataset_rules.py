@@ -71,6 +71,9 @@ def test_word_mask_marks_positions_1_to_tokens_minus_1():
                              [False, True, True, True, True, True]]
     assert word_mask(torch.tensor([3])).shape == (1, WORDS_LEN)
     assert word_mask(torch.tensor([3], device="meta")).device.type == "meta"  # built where the counts are
+    grid = word_mask(torch.tensor([[2, 1], [3, 4]]), 5)                        # counts of any shape [...]
+    assert grid.shape == (2, 2, 5) and torch.equal(grid[1, 0], word_mask(torch.tensor([3]), 5)[0])
+    assert grid[0, 1].all()
 
 
 def test_question_tokens_from_the_recorded_count_or_the_zero_padding(tmp_path):
@@ -180,6 +183,8 @@ def test_batches_live_where_the_bank_is_and_go_where_they_are_sent():
     assert on_meta.order.device.type == "meta" and on_meta.order.dtype == torch.long
     assert on_meta.negatives.device.type == "meta" and on_meta.to == torch.device("meta")
     assert (on_meta.drop_last, on_meta.num_workers, on_meta.lazy) == (False, 0, False)
+    meta_order = Batches(_meta(bank), torch.tensor([4, 0, 2], device="meta"), 2)  # a tensor order stays a tensor
+    assert meta_order.order.device.type == "meta" and len(meta_order) == 2
     from_list = Batches(bank, [4, 0, 2], 2)
     assert from_list.order.dtype == torch.long and from_list.order.tolist() == [4, 0, 2]
     sent = Batches(bank, [4, 0, 2], 2, to="meta")

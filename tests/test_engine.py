@@ -18,6 +18,7 @@ from avmaster_core.training.engine import DataConfig, TrainConfig
 from avmaster_core.data.scoring import read_predictions, score
 from avmaster_core.core.store import MissingFeatureError
 from avmaster_core.data.synthetic import generate_synthetic
+from test_precision import needs_bf16_cpu
 from conftest import metrics_without_timing, read_metrics, state_dicts_equal, tiny_model, tiny_train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -34,7 +35,7 @@ def finished_run(tiny_data, tmp_path_factory):
 def test_defaults_are_the_official_recipe():
     cfg = TrainConfig()
     assert (cfg.lr, cfg.lr_step, cfg.lr_gamma, cfg.epochs, cfg.batch_size, cfg.seed) == (1e-4, 8, 0.1, 30, 64, 1)
-    assert (cfg.amp, cfg.compile, cfg.weight_decay, cfg.eval_split, cfg.test_split) == (False, False, 0.0, "val", "test")
+    assert (cfg.precision, cfg.compile, cfg.weight_decay, cfg.eval_split, cfg.test_split) == ("fp32", False, 0.0, "val", "test")
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.lr = 1.0
     with pytest.raises(ValueError, match="batch_size"):
@@ -144,8 +145,9 @@ def test_missing_features_raise_a_clear_error(tiny_data, tmp_path):
                      run_dir=tmp_path / "run")
 
 
+@needs_bf16_cpu
 def test_bf16_autocast_trains_on_cpu(tiny_data, tmp_path):
-    result = engine.train(tiny_model(), tiny_train(epochs=1, amp=True, test_split=None),
+    result = engine.train(tiny_model(), tiny_train(epochs=1, precision="bf16", test_split=None),
                           DataConfig(dataset="synthetic", root=str(tiny_data)), run_dir=tmp_path / "amp")
     assert torch.isfinite(torch.tensor(result.history[0]["train_loss_total"]))
 

@@ -31,16 +31,31 @@ def _opt(run):
 
 @pytest.fixture
 def recorded(monkeypatch):
-    calls = {"best": [], "last": []}
+    """validate, save_best and save_last replaced by recorders that also check what they are given."""
+    calls = {"best": [], "last": [], "args": {}}
     val = iter([])
-    monkeypatch.setattr(engine, "validate", lambda run, data, opt, epoch: next(val))
-    monkeypatch.setattr(engine, "save_best", lambda path, model, record, *, epoch, val_acc:
-                        calls["best"].append((epoch, val_acc)))
-    monkeypatch.setattr(engine, "save_last", lambda run, opt, state: calls["last"].append(state.next_epoch))
 
-    def script(values):
+    def validate(run, data, opt, epoch):
+        assert (run, data, opt) == (calls["args"]["run"], calls["args"]["data"], calls["args"]["opt"]) and epoch >= 1
+        return next(val)
+
+    def save_best(path, model, record, *, epoch, val_acc):
+        run, opt = calls["args"]["run"], calls["args"]["opt"]
+        assert path == run.best_checkpoint and model is opt.model and record is run.config_record
+        calls["best"].append((epoch, val_acc))
+
+    def save_last(run, opt, state):
+        assert (run, opt) == (calls["args"]["run"], calls["args"]["opt"])
+        calls["last"].append(state.next_epoch)
+
+    monkeypatch.setattr(engine, "validate", validate)
+    monkeypatch.setattr(engine, "save_best", save_best)
+    monkeypatch.setattr(engine, "save_last", save_last)
+
+    def script(values, run=None, opt=None, data=None):
         nonlocal val
         val = iter(values)
+        calls["args"] = {"run": run, "opt": opt, "data": data}
     calls["script"] = script
     return calls
 
@@ -52,20 +67,21 @@ def _sums(seen=8.0, correct=6.0, seconds=2.0):
 
 def test_best_is_the_first_epoch_of_the_highest_validation_and_ties_move_it_on(tmp_path, recorded):
     run = _run(tmp_path)
-    opt, state = _opt(run), LoopState()
-    recorded["script"]([50.0, 60.0, 55.0, 60.0, 40.0])
+    opt, state, data = _opt(run), LoopState(), object()
+    recorded["script"]([50.0, 60.0, 55.0, 60.0, 40.0], run, opt, data)
     for epoch in range(1, 6):
-        engine.end_of_epoch(run, None, opt, state, epoch, _sums(), lr=opt.optimizer.param_groups[0]["lr"])
+        engine.end_of_epoch(run, data, opt, state, epoch, _sums(), lr=opt.optimizer.param_groups[0]["lr"])
     assert recorded["best"] == [(1, 50.0), (2, 60.0), (4, 60.0)]  # a tie is taken: the later epoch
     assert (state.best_epoch, state.best_val_acc) == (4, 60.0)
     assert [r["is_best"] for r in state.history] == [True, True, False, True, False]
     assert recorded["last"] == [2, 3, 4, 5, 6] and (state.next_epoch, state.next_step, state.sums) == (6, 0, None)
+    assert [json.loads(line) for line in run.metrics_path.read_text().splitlines()] == state.history
 
 
 def test_without_validation_every_epoch_is_best(tmp_path, recorded):
     run, state = _run(tmp_path), LoopState()
     opt = _opt(run)
-    recorded["script"]([None, None])
+    recorded["script"]([None, None], run, opt)
     for epoch in (1, 2):
         engine.end_of_epoch(run, None, opt, state, epoch, _sums(), lr=0.1)
     assert recorded["best"] == [(1, None), (2, None)] and state.best_epoch == 2 and state.best_val_acc == -math.inf
@@ -74,29 +90,40 @@ def test_without_validation_every_epoch_is_best(tmp_path, recorded):
 def test_the_schedule_halves_the_rate_every_lr_step_epochs(tmp_path, recorded):
     run = _run(tmp_path, lr=0.8, lr_step=3, lr_gamma=0.25)
     opt, state = _opt(run), LoopState()
-    recorded["script"]([1.0] * 7)
+    recorded["script"]([1.0] * 7, run, opt)
     for epoch in range(1, 8):
         engine.end_of_epoch(run, None, opt, state, epoch, _sums(), lr=opt.optimizer.param_groups[0]["lr"])
     assert [r["lr"] for r in state.history] == [0.8 * 0.25 ** ((e - 1) // 3) for e in range(1, 8)]
 
 
-def test_the_epoch_record(tmp_path, recorded):
+def test_the_epoch_record(tmp_path, recorded, capsys):
     run, state = _run(tmp_path), LoopState()
-    recorded["script"]([42.5])
-    engine.end_of_epoch(run, None, _opt(run), state, 1, _sums(seen=8.0, correct=6.0, seconds=2.0), lr=0.01)
+    opt = _opt(run)
+    recorded["script"]([42.5], run, opt)
+    engine.end_of_epoch(run, None, opt, state, 1, _sums(seen=8.0, correct=6.0, seconds=0.5), lr=0.01)
     record = state.history[0]
     assert {k: record[f"train_loss_{k}"] for k in LOSS_KEYS} == {k: float(i + 1) for i, k in enumerate(LOSS_KEYS)}
     assert (record["epoch"], record["lr"], record["train_acc"], record["val_acc"]) == (1, 0.01, 75.0, 42.5)
-    assert (record["train_samples"], record["samples_per_s"], record["train_seconds"]) == (8, 4.0, 2.0)
-    assert record["eval_seconds"] >= 0
+    assert (record["train_samples"], record["samples_per_s"], record["train_seconds"]) == (8, 16.0, 0.5)
+    assert 0 <= record["eval_seconds"] < 60
     lines = run.metrics_path.read_text().splitlines()
     assert [json.loads(line) for line in lines] == state.history
+    assert capsys.readouterr().err == ""                      # progress off: nothing printed
+    shown = SimpleNamespace(**{**vars(_run(tmp_path)), "show": True})
+    recorded["script"]([None, 50.0], shown, opt)
+    for epoch, seen in ((2, 1.0), (3, 4.0)):
+        engine.end_of_epoch(shown, None, opt, state, epoch, _sums(seen=seen, correct=1.0, seconds=0.0), lr=0.01)
+    assert state.history[1]["train_acc"] == 100.0 and state.history[1]["samples_per_s"] == pytest.approx(1e9)  # 1 sample in 0 s: / 1e-9
+    assert capsys.readouterr().err.splitlines() == [
+        "[avmaster] epoch 2: loss 5.0000 train acc 100.00% val acc -% lr 1.0e-02 1000000000.0 samples/s",
+        "[avmaster] epoch 3: loss 5.0000 train acc 25.00% val acc 50.00% lr 1.0e-02 4000000000.0 samples/s"]
 
 
 def test_an_epoch_that_saw_nothing_divides_by_one(tmp_path, recorded):
     run, state = _run(tmp_path), LoopState()
-    recorded["script"]([None])
-    engine.end_of_epoch(run, None, _opt(run), state, 1, {**{k: 0.0 for k in LOSS_KEYS}, "correct": 0.0, "seen": 0.0,
+    opt = _opt(run)
+    recorded["script"]([None], run, opt)
+    engine.end_of_epoch(run, None, opt, state, 1, {**{k: 0.0 for k in LOSS_KEYS}, "correct": 0.0, "seen": 0.0,
                                                          "train_seconds": 0.0}, lr=0.01)
     assert state.history[0]["train_acc"] == 0.0 and state.history[0]["train_loss_total"] == 0.0
 
@@ -104,8 +131,9 @@ def test_an_epoch_that_saw_nothing_divides_by_one(tmp_path, recorded):
 def test_only_rank_0_writes(tmp_path, recorded, monkeypatch):
     monkeypatch.setattr(engine, "all_sum", lambda values, ctx: [2 * v for v in values])  # two equal ranks
     run, state = _run(tmp_path, ctx=DistContext(rank=1, world_size=2)), LoopState()
-    recorded["script"]([70.0])
-    engine.end_of_epoch(run, None, _opt(run), state, 1, _sums(seen=4.0, correct=1.0), lr=0.01)
+    opt = _opt(run)
+    recorded["script"]([70.0], run, opt)
+    engine.end_of_epoch(run, None, opt, state, 1, _sums(seen=4.0, correct=1.0), lr=0.01)
     assert recorded["best"] == [] and not run.metrics_path.exists() and state.best_epoch == 1
     assert state.history[0]["train_samples"] == 8 and state.history[0]["train_acc"] == 25.0
 

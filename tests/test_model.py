@@ -67,7 +67,7 @@ def test_official_eval_templates_identical_and_bias_inert(official):
     official.collapse_templates = False  # run the full K-row recurrence
     try:
         with torch.no_grad():
-            out = official(batch, return_focus=True)
+            out = official(batch)
             for m in ("a", "v"):
                 rows = out[f"focus_{m}"]  # [B, K, D]
                 assert rows.shape[1] == cfg.num_templates
@@ -92,7 +92,7 @@ def test_official_train_mode_rows_diverge(official):
     official.train()
     torch.manual_seed(3)
     with torch.no_grad():
-        rows = official(batch, return_focus=True)["focus_a"]
+        rows = official(batch)["focus_a"]
     official.eval()
     assert (rows - rows[:, :1]).abs().max() > 1e-3  # dropout breaks the symmetry, as in the released code
 
@@ -101,7 +101,7 @@ def test_paper_templates_differ_and_bias_matters(paper):
     batch = batch_for(paper.cfg, 2, 4, negatives=False)
     paper.eval()
     with torch.no_grad():
-        out = paper(batch, return_focus=True)
+        out = paper(batch)
         rows = out["focus_v"]
         assert rows.shape[1] == 8 and (rows - rows[:, :1]).abs().max() > 1e-3
         saved = paper.focus_bias["v"].clone()
@@ -159,7 +159,7 @@ def test_component_switches(official):
     batch = batch_for(cfg, 2, 3)
     no_focus = make(dataclasses.replace(cfg, use_focus=False)).eval()
     with torch.no_grad():
-        out = no_focus(batch, return_focus=True)
+        out = no_focus(batch)
     assert out["focus_a"].shape == (2, 3, 768)  # w/o AVFC: fusion attends over all T frames
     assert count_parameters(no_focus) == OFFICIAL_USED - (1_182_465 + 5_517_056 + 1_536) - 2 * 8 * 768
 
@@ -256,11 +256,11 @@ def test_step_logits_and_word_attention(official, paper):
         model.eval()
         batch = batch_for(model.cfg, 2, 4, negatives=False)
         with torch.no_grad():
-            out = model(batch, return_steps=True, return_attention=True)
-        assert out["step_logits"].shape == (2, 4, 42)
-        torch.testing.assert_close(out["step_logits"][:, -1], out["logits"], rtol=1e-4, atol=1e-4)
+            out, steps, attention = model(batch), model.step_logits(batch), model.word_attention(batch)
+        assert steps.shape == (2, 4, 42)
+        torch.testing.assert_close(steps[:, -1], out["logits"], rtol=1e-4, atol=1e-4)
         for m in ("a", "v"):
-            att = out[f"word_attention_{m}"]
+            att = attention[m]
             assert att.shape == (2, 4, 77)
             torch.testing.assert_close(att.sum(-1), torch.ones(2, 4))
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import nbformat
 import pytest
@@ -70,6 +71,31 @@ def test_run_passes_mode_and_parameters_and_writes_copies(folder, tmp_path, caps
     assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
     log = capsys.readouterr().out
     assert "[1/2] 00_first.ipynb" in log and "[2/2] 10_second.ipynb" in log and "2 notebook(s) in" in log
+
+
+def test_smoke_kernels_get_one_torch_thread_unless_told(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert runner.kernel_threads(0, smoke=True) == 1 and runner.kernel_threads(0, smoke=False) == 0
+    assert runner.kernel_threads(3, smoke=True) == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's own setting stands in auto mode
+    assert runner.kernel_threads(0, smoke=True) == 0
+    with runner.kernel_environment(1):
+        assert os.environ["OMP_NUM_THREADS"] == "1"
+    assert os.environ["OMP_NUM_THREADS"] == "2"
+    with pytest.raises(SystemExit):
+        runner.build_parser().parse_args(["run", "--mode", "smoke", "--out", "o", "--threads", "-1"])
+
+
+@pytest.mark.slow
+def test_kernels_run_with_the_threads_asked_for(folder, tmp_path, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    write_notebook(folder / "20_threads.ipynb", "SMOKE = True",
+                   "import torch\nopen('seen_threads.txt', 'w').write(str(torch.get_num_threads()))")
+    for threads, expected in (("0", "1"), ("2", "2")):
+        assert runner.main(["run", "--mode", "smoke", "--out", str(tmp_path / "o"), "--notebooks", str(folder),
+                            "--only", "20", "--threads", threads]) == 0
+        assert (folder / "seen_threads.txt").read_text() == expected
+    assert "OMP_NUM_THREADS" not in os.environ
 
 
 @pytest.mark.slow

@@ -70,3 +70,14 @@ def test_stand_ins_and_missing_rows():
     mean = pd.DataFrame({"Avg": [1.0, 2.0]}, index=[1, 5])
     assert ours_tables.missing("table8", mean) == {2: "table8/qa+c", 3: "table8/qa+c+a", 4: "table8/qa+c+v",
                                                    6: "default"}
+
+
+def test_stacking_sources_uses_pandas_current_stack():
+    import warnings
+
+    both = pd.concat({"paper": pd.DataFrame({"Avg": [78.5, 70.0]}, index=["AV-Master", "QA-TIGER"]),
+                      "ours": pd.DataFrame({"Avg": [68.0]}, index=["AV-Master"])}, axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the deprecated stack implementation warns
+        rows = ours_tables.stacked(both)
+    assert list(rows.index) == [("AV-Master", "paper"), ("AV-Master", "ours"), ("QA-TIGER", "paper")]

@@ -1,7 +1,8 @@
 """The exact speed-ups (rewrites.py) against the plain form of every block (blocks.py, model.py).
 
 For every experiment x both presets (cpu size): the same weights give the same logits (1e-5) and the same
-gradients (1e-4) with fast=True and fast=False. tests/test_official.py compares the official preset with the
+gradients (1e-4) with the rewrites (build_model's default, rewrites.apply) and without (fast=False).
+tests/test_official.py compares the official preset with the
 literal reference of the released code.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from avmaster_core import build_model
 from avmaster_core.core import rewrites
 from avmaster_core.training.benchmark import random_batch
 from avmaster_core.core.experiments import EXPERIMENTS, experiment
+from avmaster_core.core.model import AVMaster, SlotPooling
 from avmaster_core.core.rewrites import dropout_masks, trim_padding
 from conftest import tiered
 
@@ -71,13 +73,22 @@ def test_fast_equals_plain_in_training_without_dropout(preset):
     assert_same(fast, plain, random_batch(2, 4, cfg, "cpu", generator=torch.Generator().manual_seed(2)))
 
 
-def test_switch_keeps_parameters_and_keys():
+def test_apply_keeps_parameters_and_keys():
+    """rewrites.apply is the one place the rewrites come in: it changes the classes of the model and its
+    attention blocks, not their parameters; applying it twice changes nothing more."""
     cfg = experiment("default", "official", "cpu")
-    fast, plain = pair(cfg)
-    assert list(fast.state_dict()) == list(plain.state_dict())
-    assert fast.focus.fast and not plain.focus.fast and not plain.decoder_qa.layers[0].fast
-    fast.use_fast(False)
-    assert not any(getattr(m, "fast", False) for m in fast.modules())
+    torch.manual_seed(0)
+    plain = build_model(cfg, fast=False)
+    before = {k: v.clone() for k, v in plain.state_dict().items()}
+    plain_types = [type(m) for m in plain.modules()]
+    assert not any(t.__module__.endswith("rewrites") for t in plain_types)
+    fast = rewrites.apply(plain)
+    assert fast is plain and isinstance(fast, AVMaster) and isinstance(fast, rewrites.AVMasterRewrites)
+    assert list(fast.state_dict()) == list(before)
+    assert all(torch.equal(v, before[k]) for k, v in fast.state_dict().items())
+    assert isinstance(fast.decoder_qa.layers[0], rewrites.FastBertCrossLayer)
+    assert isinstance(fast.context.self_attn, rewrites.FastMultiheadAttention)
+    assert [type(m) for m in rewrites.apply(fast).modules()] == [type(m) for m in fast.modules()]
 
 
 def test_dropout_masks_keep_the_released_statistics():
@@ -140,10 +151,11 @@ def test_zero_padded_words_with_dropout_take_the_plain_path():
     """With dropout every padded copy draws its own masks, so the padding is not merged."""
     cfg = dataclasses.replace(experiment("default", "official", "cpu"), dropout=0.1)
     fast, _ = pair(cfg)
+    words = padded_words_batch(cfg, 5)["words"]
     fast.train()
-    assert fast._words(padded_words_batch(cfg, 5)["words"], may_trim=True)[1] is None
+    assert not fast._may_trim(words)
     fast.eval()
-    assert fast._words(padded_words_batch(cfg, 5)["words"], may_trim=True)[1] is not None
+    assert fast._may_trim(words) and trim_padding(words)[1] is not None
 
 
 @pytest.mark.parametrize("preset", ["official", "paper"])
@@ -185,8 +197,7 @@ def test_loop_weight_gradients_equal_autograd_with_dropout(preset, monkeypatch):
 @pytest.mark.parametrize("chunk", [1, 2**20])
 def test_slot_weights_without_the_big_tensor_equal_the_plain_pooling(chunk, monkeypatch):
     """rewrites.slot_weights (scores a few samples at a time, tanh recomputed in backward) against
-    model.SlotPooling.slot_weights: weights and gradients, one sample per chunk and all at once."""
-    from avmaster_core.core.model import SlotPooling
+    model.SlotPooling.weights: weights and gradients, one sample per chunk and all at once."""
     monkeypatch.setattr(rewrites, "SLOT_CHUNK", chunk)
     torch.manual_seed(0)
     pool = SlotPooling(16).double()
@@ -194,10 +205,46 @@ def test_slot_weights_without_the_big_tensor_equal_the_plain_pooling(chunk, monk
     slots = torch.randn(5, 3, 16, dtype=torch.double, requires_grad=True)
     weights = torch.randn(5, 7, 3, dtype=torch.double)
     inputs = [context, slots, pool.beta, pool.score.weight, pool.score.bias]
-    fast, plain = rewrites.slot_weights(pool, context, slots), pool.slot_weights(context, slots)
+    fast = rewrites.slot_weights(pool, context, slots)
+    plain = pool.weights(context.unsqueeze(2) + (slots + pool.beta).unsqueeze(1))
     torch.testing.assert_close(fast, plain)
     for a, b in zip(torch.autograd.grad((fast * weights).sum(), inputs),
                     torch.autograd.grad((plain * weights).sum(), inputs)):
         torch.testing.assert_close(a, b)
     w = torch.randn(16, dtype=torch.double, requires_grad=True)
     assert torch.autograd.gradcheck(rewrites._AdditiveSlotScores.apply, (context, slots, w))
+
+
+def test_the_plain_model_has_no_switch_to_the_rewrites():
+    """model.py's and blocks.py's classes are the plain form: no name in their code chooses or serves a
+    rewrite (the only place is rewrites.apply, called by build_model)."""
+    import inspect
+    import io
+    import tokenize
+    from avmaster_core.core import blocks, model
+    for module in (blocks, model):
+        for name, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ == module.__name__:
+                source = io.StringIO(inspect.getsource(cls)).readline
+                names = {t.string.lower() for t in tokenize.generate_tokens(source) if t.type == tokenize.NAME}
+                for word in ("fast", "collapse", "multiplicity", "trim", "rewrites"):
+                    assert not any(word in n for n in names), f"{module.__name__}.{name} has a name with {word!r}"
+
+
+@pytest.mark.parametrize("preset", ["official", "paper"])
+def test_read_outs_equal_plain(preset):
+    """focus_steps, step_logits (Fig. 6) and word_attention (Fig. 8) of the model with the rewrites (one
+    collapsed template row where exact) against the plain model's."""
+    cfg = experiment("default", preset, "cpu")
+    fast, plain = pair(cfg)
+    fast.eval(), plain.eval()
+    batch = random_batch(2, 4, cfg, "cpu", generator=torch.Generator().manual_seed(8), negatives=False)
+    with torch.no_grad():
+        steps_f, steps_p = fast.step_logits(batch), plain.step_logits(batch)
+        torch.testing.assert_close(steps_f, steps_p, rtol=LOGIT_TOL, atol=LOGIT_TOL)
+        torch.testing.assert_close(steps_p[:, -1], plain(batch)["logits"], rtol=LOGIT_TOL, atol=LOGIT_TOL)
+        att_f, att_p = fast.word_attention(batch), plain.word_attention(batch)
+        for m in cfg.modalities:
+            torch.testing.assert_close(att_f[m], att_p[m], rtol=LOGIT_TOL, atol=LOGIT_TOL)
+        states = plain.focus_steps(plain.embed_inputs(batch).feats)
+        assert [s.shape for s in states["a"]] == [(2, cfg.num_templates, cfg.dim)] * 4

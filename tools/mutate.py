@@ -40,6 +40,7 @@ class Module:
     sources: tuple[str, ...]    # the files mutmut mutates
     patterns: tuple[str, ...]   # mutant-name patterns: the functions that compute or carry the paper's numbers
     tests: tuple[str, ...]      # the fast test files (or test ids) that pin them
+    beside: tuple[str, ...] = ()  # repository folders the tests read, copied beside the mutants (results/)
 
     @property
     def folder(self) -> Path:
@@ -88,20 +89,20 @@ MODULES = {
     "findings": Module("findings", ("avmaster_core/results/findings.py",),
                        _functions("avmaster_core.results.findings", "paired_gap", "gap_verdict", "seed_values",
                                   "compare_rows", "_paper_difference", "_ranking", "_concordance"),
-                       ("tests/test_findings.py",)),
+                       ("tests/test_findings_numbers.py", "tests/test_findings.py")),
     "reproduce plan": Module(
         "plan", ("avmaster_core/reproduction/plan.py",),
         _functions("avmaster_core.reproduction.plan", "artefacts", "dataset_tables", "not_yet", "dataset_cells", "cells",
                    "select_artefacts", "build_plan", "_artefact_specs", "_add_run_items", "_add_feature_items",
                    "_splits_used", "_add_question_items", "Plan.item_list", "Plan.artefact_items"),
-        ("tests/test_plan_counts.py",)),
+        ("tests/test_plan_counts.py", "tests/test_reproduce.py")),
     "notebook_params": Module(
         "notebook_params", ("avmaster_core/results/notebook_params.py",),
         _functions("avmaster_core.results.notebook_params", "notebook_settings", "_seeds", "_int_list", "_epochs",
                    "_smoke_changes", "changed_parameters", "NotebookSettings.runs", "NotebookSettings.train_config",
                    "NotebookSettings.data_config", "NotebookSettings.ensure_data", "NotebookSettings.train_dir",
                    "NotebookSettings.run_name"),
-        ("tests/test_notebook_params_full.py", "tests/test_notebooks_runner.py")),
+        ("tests/test_notebook_params_full.py", "tests/test_notebooks_runner.py"), beside=("results",)),
     "dataset (batches, negatives, word mask)": Module(
         "dataset", ("avmaster_core/core/dataset.py",),
         _functions("avmaster_core.core.dataset", "_rng", "draw_negatives", "negative_indices", "epoch_permutation",
@@ -145,9 +146,10 @@ def prepare(module: Module) -> Path:
     shared = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mutmut"]
     settings = {**shared, "source_paths": ["avmaster_core/"], "only_mutate": list(module.sources),
                 "pytest_add_cli_args": [*shared.get("pytest_add_cli_args", []), "-m", "not slow"],
-                "pytest_add_cli_args_test_selection": list(module.tests), "also_copy": ["conftest.py"]}
+                "pytest_add_cli_args_test_selection": list(module.tests),
+                "also_copy": ["conftest.py", "notebooks", *module.beside]}
     module.folder.mkdir(parents=True, exist_ok=True)
-    for name in ("avmaster_core", "tests"):
+    for name in ("avmaster_core", "tests", "notebooks", *module.beside):  # notebooks/: the plan and notebook tests
         link = module.folder / name
         if not link.is_symlink():
             link.symlink_to(REPO / name, target_is_directory=True)

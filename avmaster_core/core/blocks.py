@@ -1,8 +1,8 @@
 """Attention building blocks of AV-Master in their plain form: the paper's equations as the released code reads.
 
 Each block's `forward` is the textbook computation (nn.MultiheadAttention's, BERT's, DETR's post-norm
-decoder layer). With `fast` on (the default), a block runs its exact rewrite from rewrites.py instead
-(fused or absorbed attention, ...): same parameters, same math, fewer operations.
+decoder layer) and can be called alone (shapes in its docstring). The exact speed-ups (fused or absorbed
+attention, ...) are subclasses in rewrites.py, put in place by `rewrites.apply(model)`.
 Parameter names follow torch.nn.MultiheadAttention (packed in_proj q,k,v; out_proj) and the released
 code's layer names, so official checkpoints map onto them one to one (see official.py).
 All tensors are batch-first: [batch, length, dim].
@@ -15,9 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import rewrites
-from .rewrites import folded  # noqa: F401  (re-exported: older imports of blocks.folded)
-
 
 class MultiheadAttention(nn.Module):
     """nn.MultiheadAttention's math (same parameters, dropout on the attention probabilities), batch-first.
@@ -25,8 +22,6 @@ class MultiheadAttention(nn.Module):
     softmax(Q K^T / sqrt(d_h)) V per head, Q = W_q query + b_q, K = W_k key + b_k, V = W_v value + b_v
     (W_q, W_k, W_v packed in in_proj), heads concatenated, then out_proj.
     """
-
-    fast = True  # run rewrites.fused_attention / absorbed_single_head (see AVMaster.use_fast)
 
     def __init__(self, dim: int, heads: int, dropout: float = 0.0):
         super().__init__()
@@ -60,12 +55,9 @@ class MultiheadAttention(nn.Module):
     def forward(self, query: Tensor, key: Tensor, value: Tensor, need_weights: bool = False,
                 key_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """-> (output [..., Lq, D], head-averaged probabilities [..., Lq, Lk] if need_weights else None).
-        key_mask [B, Lk] bool (True = attend; ModelConfig.mask_padding) takes the plain path."""
+        query [..., Lq, D], key and value [..., Lk, D]; key_mask [B, Lk] bool (True = attend;
+        ModelConfig.mask_padding)."""
         p = self.dropout if self.training else 0.0
-        if self.fast and not need_weights and key_mask is None:
-            if self.heads == 1 and value[..., 0].numel() > 2 * self.dim:
-                return rewrites.absorbed_single_head(self, query, key, value, p), None
-            return rewrites.fused_attention(self, query, key, value, p), None
         q, k, v = (self.split_heads(t) for t in self.project(query, key, value))  # [..., H, L, dh]
         scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # [..., H, Lq, Lk]
         if key_mask is not None:
@@ -86,6 +78,7 @@ class FeedForward(nn.Module):
         self.act = {"relu": F.relu, "gelu": F.gelu}[activation]
 
     def forward(self, x: Tensor) -> Tensor:
+        """x [..., D] -> [..., D]."""
         return self.linear2(self.dropout(self.act(self.linear1(x))))
 
 
@@ -104,6 +97,7 @@ class SelfAttentionLayer(nn.Module):
         self.drop1, self.drop2 = nn.Dropout(dropout), nn.Dropout(dropout)
 
     def forward(self, x: Tensor, key_mask: Tensor | None = None) -> Tensor:
+        """x [B, L, D] -> [B, L, D]; key_mask [B, L] bool (True = attend) or None."""
         x = self.norm1(x + self.drop1(self.self_attn(x, x, x, key_mask=key_mask)[0]))
         return self.norm2(x + self.drop2(self.ffn(x)))
 
@@ -125,6 +119,8 @@ class PreferenceLayer(nn.Module):
 
     def forward(self, x: Tensor, words: Tensor, need_weights: bool = False, word_mask: Tensor | None = None
                 ) -> tuple[Tensor, Tensor | None]:
+        """x [B, T, D] segments, words [B, L, D] -> (F^p [B, T, D], the cross-attention over the words
+        [B, T, L] if need_weights else None); word_mask [B, L] bool (True = attend) or None."""
         cross, weights = self.cm_attn(x, words, words, need_weights=need_weights, key_mask=word_mask)  # [B, T, L]
         x = self.norm1(x + self.drop_cross(cross) + self.drop_self(self.self_attn(x, x, x)[0]))
         return self.norm2(x + self.drop2(self.ffn(x))), weights
@@ -175,8 +171,6 @@ class BertCrossLayer(nn.Module):
     h = LN(h + Dense(GELU(Dense(h)))).
     """
 
-    fast = True  # run rewrites.absorbed_bert_cross (see AVMaster.use_fast)
-
     def __init__(self, dim: int, heads: int, ffn: int, dropout: float, eps: float):
         super().__init__()
         self.heads = heads
@@ -190,8 +184,6 @@ class BertCrossLayer(nn.Module):
 
     def forward(self, h: Tensor, memory: Tensor) -> Tensor:
         """h [B, Lq, D] queries, memory [B, Lm, D] -> [B, Lq, D]."""
-        if self.fast:
-            return rewrites.absorbed_bert_cross(self, h, memory)
         nh, dh = self.heads, h.shape[-1] // self.heads
 
         def split(x):  # [B, L, D] -> [B, H, L, dh]
@@ -230,11 +222,8 @@ class AnswerDecoder(nn.Module):
         return (self.head_decoder(h) + self.head_bias).squeeze(1)
 
 
-def token_mix(z: Tensor, multiplicity: int = 1) -> Tensor:
-    """Released parameter-free mixer ("Norm"): tanh(cos-sim(z, z)) @ z over the template rows.
-
-    z [N, R, D]. `multiplicity` > 1 means every stored row stands for that many identical rows
-    (R = 1 collapsed templates): the row sum then counts each of them.
-    """
+def token_mix(z: Tensor) -> Tensor:
+    """Released parameter-free mixer ("Norm") of the focus templates: tanh(cos-sim(z, z)) @ z over the rows.
+    z [N, K, D] -> [N, K, D]."""
     unit = z / z.norm(dim=-1, keepdim=True)
-    return multiplicity * (torch.tanh(unit @ unit.transpose(1, 2)) @ z)
+    return torch.tanh(unit @ unit.transpose(1, 2)) @ z

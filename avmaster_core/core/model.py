@@ -1,6 +1,7 @@
-"""AV-Master, read bottom-up: focus sampling -> key fusion -> preference path -> decoders -> answer.
+"""AV-Master beside the paper: focus sampling (eq. 1-2) -> key fusion (3) -> preference path (4) -> answer
+heads (5) -> contrastive features (6); the losses (5)-(7) are in losses.py.
 
-    model = build_model(ModelConfig.official())   # fast=True: the exact speed-ups of rewrites.py
+    model = build_model(ModelConfig.official())
     out = model(batch)            # "logits", "logits_qa", "logits_a", "logits_v": [B, num_answers]
     losses = model.loss(out, batch)
 
@@ -9,16 +10,18 @@ label [B] (for the loss); training with the official contrastive loss also neg_a
 neg_visual [B,T,768]. Any B >= 1 and T >= 1.
 
 The classes here and in blocks.py are the plain form: the paper's equations (numbers in the comments) as
-the released code computes them, step by step and row by row. `build_model(cfg, fast=False)` runs exactly
-that. With fast=True (default) the same modules run the algebraic rewrites of rewrites.py (time-batched and
-collapsed recurrence, absorbed attention, split fusion linear): same parameters and state-dict keys, same
-math; tests/test_rewrites.py compares both for every experiment and tests/test_official.py compares the
-logits with a literal loop-based reference of the released forward.
+the released code computes them, step by step and row by row; `AVMaster.forward` runs them in the paper's
+order. Read-outs for the figures are methods of their own: `focus_steps` (the templates after each step),
+`step_logits` (Fig. 6), `word_attention` (Fig. 8). The exact speed-ups live in rewrites.py and are put in
+place in one call, `rewrites.apply(model)` (what `build_model` does unless asked not to): same parameters and
+state-dict keys, same math; tests/test_rewrites.py compares both forms for every experiment and
+tests/test_official.py compares the logits with a literal loop-based reference of the released forward.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import losses as L, rewrites
@@ -29,7 +32,7 @@ from .config import ModelConfig
 MODALITY_KEYS = {"a": ("audio", "neg_audio"), "v": ("visual", "neg_visual")}
 
 
-# ============================================================================ focus capture (eq. 1-2)
+# ============================================================================ focus sampling (eq. 1-2)
 class AdditiveFirstStage(nn.Module):
     """Released first stage of a focus step (names as released: linear1, linear2, b, w, linear3), eq. (2).
 
@@ -62,8 +65,6 @@ class FocusBlock(nn.Module):
     Shared by audio and visual when `share_focus_block` (Table X A-S), then both run in one batch.
     """
 
-    fast = True  # run rewrites.focus_recurrence (see AVMaster.use_fast)
-
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         d = cfg.dim
@@ -89,27 +90,25 @@ class FocusBlock(nn.Module):
             z = self.first(z + frames)  # SAB(F^k + V_cls^{k-1})
         return self.final_norm(self.layer(z, bias, frames, self.cfg.bias_mode))
 
-    def forward(self, x: Tensor, bias: Tensor, init: Tensor | None, collapse: bool, return_steps: bool = False
-                ) -> tuple[Tensor, int, list[Tensor] | None]:
+    def steps(self, x: Tensor, bias: Tensor, init: Tensor | None) -> list[Tensor]:
         """x [N, T, D] projected features; bias [N|1, K, D]; init [N|1, K, D] learned templates or None.
-
-        Returns (templates [N, R, D] before mixing, multiplicity of each row, per-step states or None).
-        The plain form always runs the K rows (R = K, multiplicity 1); `collapse` is for the fast path.
-        """
-        if self.fast:
-            return rewrites.focus_recurrence(self, x, bias, init, collapse, return_steps)
-        cfg = self.cfg
+        -> the templates after each step, T x [N, K, D] (eq. 1: V^1 .. V^T)."""
         x = self.embed(x)
-        if not cfg.use_focus:  # Table VII w/o AVFC: the embedded frames themselves are the "templates"
-            return x, 1, None
         n, t_len, d = x.shape
-        k = cfg.num_templates
+        k = self.cfg.num_templates
         z = x[:, :1].expand(n, k, d) if init is None else init.expand(n, k, d)  # eq. (1): V^0
-        steps = []
+        states = []
         for t in range(t_len):
             z = self.step(z, x[:, t:t + 1].expand(n, k, d), bias)
-            steps.append(z)
-        return z, 1, (steps if return_steps else None)
+            states.append(z)
+        return states
+
+    def forward(self, x: Tensor, bias: Tensor | None, init: Tensor | None) -> Tensor:
+        """The templates V^T [N, K, D] after the last step (see `steps`). Without the focus recurrence
+        (Table VII w/o AVFC) the embedded frames [N, T, D] themselves are the "templates"."""
+        if not self.cfg.use_focus:
+            return self.embed(x)
+        return self.steps(x, bias, init)[-1]
 
 
 # ============================================================================ key fusion (eq. 3)
@@ -123,16 +122,14 @@ class SlotPooling(nn.Module):
         self.score = nn.Linear(dim, 1)
         self.beta = nn.Parameter(torch.ones(dim))
 
-    def slot_weights(self, context: Tensor, u: Tensor) -> Tensor:
-        """g [B, Lc, R] from context [B, Lc, D] and the projected slots u = U z [B, R, D]."""
-        q = context.unsqueeze(2) + (u + self.beta).unsqueeze(1)  # [B, Lc, R, D]
+    def weights(self, q: Tensor) -> Tensor:
+        """g [B, Lc, R] = softmax over the slots of w^T tanh(Q), Q [B, Lc, R, D]."""
         return torch.softmax(self.score(torch.tanh(q)).squeeze(-1), dim=-1)
 
     def forward(self, context: Tensor, slots: Tensor) -> Tensor:
         """context [B, Lc, D]; slots [B, R, D] -> O [B, Lc, D]."""
-        u = self.proj(slots)
-        q = context.unsqueeze(2) + (u + self.beta).unsqueeze(1)  # [B, Lc, R, D]
-        return (self.slot_weights(context, u).unsqueeze(-1) * q).sum(dim=2)
+        q = context.unsqueeze(2) + (self.proj(slots) + self.beta).unsqueeze(1)  # [B, Lc, R, D]
+        return (self.weights(q).unsqueeze(-1) * q).sum(dim=2)
 
 
 class SlotSAB(nn.Module):
@@ -151,16 +148,23 @@ class SlotSAB(nn.Module):
 
 
 # ============================================================================ the model
+@dataclass
+class Inputs:
+    """The batch projected to width D (Sec. III-A): feats[m] [B, T, D] per modality, words [B, L, D] (F_t^w),
+    sentence [B, D] (q, the decoders' query), word_mask [B, L] bool or None (ModelConfig.mask_padding)."""
+    feats: dict[str, Tensor]
+    words: Tensor
+    sentence: Tensor
+    word_mask: Tensor | None
+
+
 class AVMaster(nn.Module):
-    """AV-Master with both presets; see ModelConfig for every switch. fast: see `use_fast`."""
+    """AV-Master with both presets; see ModelConfig for every switch."""
 
-    fast = True
-
-    def __init__(self, cfg: ModelConfig, fast: bool = True):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
         d, mods = cfg.dim, cfg.modalities
-        self.collapse_templates: bool | None = None  # None: automatic (exact cases only); False: never
         self.proj_audio = nn.Linear(cfg.audio_dim, d) if "a" in mods else None
         self.proj_visual = nn.Linear(cfg.visual_dim, d) if "v" in mods else None
         self.proj_words = nn.Linear(cfg.text_dim, d)
@@ -190,183 +194,159 @@ class AVMaster(nn.Module):
                                                           cfg.ln_eps) for m in mods})
             self.decoder_pref = nn.ModuleDict({m: self._decoder() for m in mods})
         self.choice_scorers = build_scorers(cfg)  # multiple choice (AVQA): heads score batch["choices"]
-        self.use_fast(fast)
-
-    def use_fast(self, fast: bool = True) -> "AVMaster":
-        """Switch every block between its plain form (False) and the exact rewrites of rewrites.py (True)."""
-        for module in self.modules():
-            if hasattr(module, "fast"):
-                module.fast = bool(fast)
-        return self
 
     def _decoder(self) -> AnswerDecoder:
         c = self.cfg
         return AnswerDecoder(c.dim, c.decoder_heads, c.decoder_ffn or c.dim, c.decoder_layers, c.num_answers,
                              c.dropout, c.decoder_ln_eps)
 
-    # ------------------------------------------------------------------ pieces
-    def project(self, batch: dict, modality: str, negative: bool = False) -> Tensor:
-        key = MODALITY_KEYS[modality][1 if negative else 0]
-        proj = self.proj_audio if modality == "a" else self.proj_visual
-        return proj(batch[key])
+    # ------------------------------------------------------------------ forward: eq. (1) -> (6)
+    def forward(self, batch: dict, check_finite: bool | None = None) -> dict:
+        """Logits of the three heads and their combination, the features of the contrastive loss and the
+        focus templates.
 
-    def _collapse(self) -> bool:
-        if not self.fast:
-            return False
-        exact = self.cfg.templates_stay_identical and (not self.training or self.cfg.dropout == 0)
-        return exact if self.collapse_templates is None else (exact and self.collapse_templates)
-
-    def focus_capture(self, feats: dict[str, Tensor], return_steps: bool = False):
-        """feats[m] [B, T, D] -> templates[m] [B, R, D] (mixed), plus per-step templates if asked."""
-        cfg, mods = self.cfg, self.cfg.modalities
-        collapse = self._collapse()
-        bias = init = None
-
-        def bias_of(m):
-            return self.focus_bias["shared" if cfg.share_bias else m].unsqueeze(0)  # [1, K, D]
-
-        def init_of(m):
-            return self.templates[m].unsqueeze(0) if cfg.template_init == "learned" else None
-
-        results = {}
-        if cfg.share_focus_block:  # one batch [M*B, T, D] through the shared block
-            b = next(iter(feats.values())).shape[0]
-            x = torch.cat([feats[m] for m in mods], dim=0)
-            if cfg.use_focus:
-                bias = torch.cat([bias_of(m).expand(b, -1, -1) for m in mods], dim=0)
-                if cfg.template_init == "learned":
-                    init = torch.cat([init_of(m).expand(b, -1, -1) for m in mods], dim=0)
-            z, mult, steps = self.focus(x, bias, init, collapse, return_steps)
-            for i, m in enumerate(mods):
-                results[m] = (z[i * b:(i + 1) * b], mult,
-                              None if steps is None else [s[i * b:(i + 1) * b] for s in steps])
-        else:
-            for m in mods:
-                results[m] = self.focus_blocks[m](
-                    feats[m], bias_of(m) if cfg.use_focus else None,
-                    init_of(m) if cfg.use_focus else None, collapse, return_steps)
-        mixed = {m: self._mix(z, mult) for m, (z, mult, _) in results.items()}
-        steps = {m: s for m, (_, _, s) in results.items()} if return_steps else None
-        return mixed, steps
-
-    def _mix(self, z: Tensor, mult: int) -> Tensor:
-        return token_mix(z, mult) if self.cfg.focus_mix else z
-
-    def key_fusion(self, context: Tensor, focus: dict[str, Tensor]) -> Tensor:
-        """eq. (3): F_fu = max_n Linear(concat(Fc, O_v, O_a))[n]; context [B, Lc, D] -> [B, D]."""
-        if self.fast and self.cfg.fusion_pool == "additive":
-            return rewrites.key_fusion_split(self, context, focus)
-        mods = tuple(reversed(self.cfg.modalities))  # released order: Fc, O_v, O_a
-        parts = [context] + [self.pool[m](context, focus[m]) for m in mods]
-        return self.fuse(torch.cat(parts, dim=-1)).amax(dim=1)
-
-    # ------------------------------------------------------------------ forward
-    def forward(self, batch: dict, return_steps: bool = False, return_attention: bool = False,
-                return_focus: bool = False, check_finite: bool | None = None) -> dict:
-        """Logits of the three heads and their combination.
-
-        return_steps (Fig. 6): out["step_logits"] [B, T, C], the combined prediction read out after each
-        focus step (the answer decoder applied to the templates of that step).
-        return_attention (Fig. 8): out["word_attention_a"/"_v"] [B, T, L], the preference path's
-        cross-attention over the question words.
-        return_focus: out["focus_a"/"_v"] [B, R, D], the mixed focus templates (R = 1 when collapsed).
+        out["logits"] (combined), out["logits_qa"/"_a"/"_v"] [B, C] (None for a head the config has not);
+        out["features"]: "fused" F_fu [B, D], "pref_a"/"pref_v" and, with negatives, "neg_a"/"neg_v" [B, D];
+        out["focus_a"/"_v"] [B, K, D]: the mixed focus templates.
         check_finite: NaN/inf check of the inputs (default: on for CPU tensors, off on GPU to avoid a sync).
         """
         cfg, mods = self.cfg, self.cfg.modalities
         need_neg = self._needs_negatives(batch)
         validate_batch(batch, cfg, need_label=False, need_negatives=need_neg, check_finite=check_finite)
         check_choices(batch, cfg)
-        feats = {m: self.project(batch, m) for m in mods}  # [B, T, D]
-        word_mask = words_mask(batch) if cfg.mask_padding else None  # [B, L] bool, paper Sec. III-A(c)
-        # [B, L, D]; L shorter where the shared zero padding is trimmed (never when a mask is used)
-        words, key_bias = self._words(batch["words"], may_trim=not return_attention and word_mask is None)
-        sentence = self.proj_question(batch["question"])  # [B, D]
+        x = self.embed_inputs(batch)  # Sec. III-A
         out: dict = {}
-        logits = {}
+        logits: dict[str, Tensor] = {}
         fused = None
-        if cfg.use_tdpp:
-            focus, steps = self.focus_capture(feats, return_steps) if mods else ({}, None)
-            tokens = torch.cat([feats[m] for m in mods] + [words], dim=1)  # [B, M*T+L, D]
-            keep = context_mask(feats, mods, word_mask)
-            if keep is None:
-                context = self._context(tokens, key_bias)
-            else:
-                context = without_masked_tokens(self.context(tokens, key_mask=keep), keep)  # [B, Lc, D]
-            fused = self.key_fusion(context, focus)  # [B, D]
-            logits["qa"] = head_logits(self, "qa", self.decoder_qa, fused.unsqueeze(1), sentence, batch)
-            if return_focus:
-                out.update({f"focus_{m}": focus[m] for m in mods})
+        if cfg.use_tdpp:  # temporal dynamic perception path
+            focus = self.focus_capture(x.feats)  # eq. (1)-(2): F~_a, F~_v
+            context = self.fusion_context(x)  # eq. (3): F_c
+            fused = self.key_fusion(context, focus)  # eq. (3): F_fu [B, D]
+            logits["qa"] = head_logits(self, "qa", self.decoder_qa, fused.unsqueeze(1), x.sentence, batch)  # eq. (5)
+            out.update({f"focus_{m}": focus[m] for m in mods})
         pref, negs = {}, {}
-        if cfg.use_gpap:
+        if cfg.use_gpap:  # global preference activation path
             for m in mods:
-                if need_neg and self.fast:  # positives and negatives through the preference block as one batch
-                    both_mask = None if word_mask is None else torch.cat([word_mask, word_mask])
-                    both, weights = self._preference(m, torch.cat([feats[m], self.project(batch, m, True)]),
-                                                     torch.cat([words, words]), key_bias, return_attention,
-                                                     both_mask)
-                    (pref[m], negs[m]), weights = both.chunk(2), weights if weights is None else weights.chunk(2)[0]
-                else:
-                    pref[m], weights = self._preference(m, feats[m], words, key_bias, return_attention,
-                                                        word_mask)  # [B, T, D]
-                logits[m] = head_logits(self, m, self.decoder_pref[m], pref[m], sentence, batch)
-                if return_attention:
-                    out[f"word_attention_{m}"] = weights  # [B, T, L]
+                negative = self.project(batch, m, negative=True) if need_neg else None
+                pref[m], negs[m] = self.preference(m, x, negative)  # eq. (4): F_m^p [B, T, D]
+                logits[m] = head_logits(self, m, self.decoder_pref[m], pref[m], x.sentence, batch)  # eq. (5)
         out["logits"] = combine_logits(logits, cfg)
         for name in ("qa", "a", "v"):
             out[f"logits_{name}"] = logits[name] if name in logits else None
+        # eq. (6): F_fu against the time-averaged preference features (and the negatives' of the official L_c)
         out["features"] = {"fused": fused, **{f"pref_{m}": p.mean(dim=1) for m, p in pref.items()}}
-        if need_neg:  # official L_c: negatives through the same projections and preference blocks, own words
-            for m in mods:
-                neg = negs[m] if m in negs else self._preference(m, self.project(batch, m, True), words, key_bias,
-                                                                 word_mask=word_mask)[0]
-                out["features"][f"neg_{m}"] = neg.mean(dim=1)
-        if return_steps and cfg.use_tdpp:
-            out["step_logits"] = self._step_logits(context, steps, sentence, logits, batch)
+        if need_neg:
+            out["features"].update({f"neg_{m}": n.mean(dim=1) for m, n in negs.items()})
         return out
 
-    # ------------------------------------------------------------------ words padding (rewrites.trim_padding)
-    def _words(self, raw: Tensor, may_trim: bool) -> tuple[Tensor, Tensor | None]:
-        """Projected words [B, L, D] and None; on the fast path without dropout, on CPU, the trailing zero
-        padding shared by the batch runs as one token: (words [B, L', D], log-multiplicities [L'])."""
-        key_bias = None
-        if (self.fast and may_trim and raw.device.type == "cpu" and raw.shape[1] > 2
-                and not (self.training and self.cfg.dropout > 0) and not rewrites.capturing()):
-            raw, key_bias = rewrites.trim_padding(raw)
-        return self.proj_words(raw), key_bias
+    def loss(self, out: dict, batch: dict) -> dict[str, Tensor]:
+        """Eq. (5)-(7): "qa", "a", "v", "c" and the weighted "total" (scalars; absent parts are 0)."""
+        validate_batch(batch, self.cfg, need_label=True, need_negatives=False, check_finite=False)
+        return L.total_loss(out, batch["label"], self.cfg, training=self.training)
 
-    def _context(self, tokens: Tensor, key_bias: Tensor | None) -> Tensor:
-        if key_bias is None:
+    # ------------------------------------------------------------------ the steps of forward
+    def project(self, batch: dict, modality: str, negative: bool = False) -> Tensor:
+        """Audio or visual features (or their negatives) [B, T, *] -> [B, T, D]."""
+        key = MODALITY_KEYS[modality][1 if negative else 0]
+        proj = self.proj_audio if modality == "a" else self.proj_visual
+        return proj(batch[key])
+
+    def embed_inputs(self, batch: dict) -> Inputs:
+        """The input projections (Sec. III-A) and the words' key mask (Sec. III-A(c), ModelConfig.mask_padding)."""
+        feats = {m: self.project(batch, m) for m in self.cfg.modalities}
+        word_mask = words_mask(batch) if self.cfg.mask_padding else None
+        return Inputs(feats, self.proj_words(batch["words"]), self.proj_question(batch["question"]), word_mask)
+
+    def focus_capture(self, feats: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Eq. (1)-(2) and the released "Norm": feats[m] [B, T, D] -> F~_m [B, K, D] (w/o AVFC: [B, T, D])."""
+        return {m: self.mix(z) for m, z in self.run_focus(feats, lambda block, *args: block(*args)).items()}
+
+    def mix(self, z: Tensor) -> Tensor:
+        """The released parameter-free mixing of the K templates (ModelConfig.focus_mix)."""
+        return token_mix(z) if self.cfg.focus_mix else z
+
+    def run_focus(self, feats: dict[str, Tensor], run) -> dict:
+        """run(block, x, bias, init) of each modality's focus block (x [N, T, D], bias and init [N|1, K, D] or
+        None); a shared block (Table X A-S) runs the modalities as one batch [M*B, T, D]. Returns {m: result},
+        a result being a tensor or a list of tensors with the batch first."""
+        cfg, mods = self.cfg, self.cfg.modalities
+        if not mods:
+            return {}
+        bias = {m: self.focus_bias["shared" if cfg.share_bias else m].unsqueeze(0) if cfg.use_focus else None
+                for m in mods}  # [1, K, D]
+        init = {m: self.templates[m].unsqueeze(0) if cfg.use_focus and cfg.template_init == "learned" else None
+                for m in mods}
+        if not cfg.share_focus_block:
+            return {m: run(self.focus_blocks[m], feats[m], bias[m], init[m]) for m in mods}
+        b = feats[mods[0]].shape[0]
+
+        def batched(parts):  # [1, K, D] per modality -> [M*B, K, D]
+            return None if parts[0] is None else torch.cat([p.expand(b, -1, -1) for p in parts], dim=0)
+
+        result = run(self.focus, torch.cat([feats[m] for m in mods], dim=0), batched([bias[m] for m in mods]),
+                     batched([init[m] for m in mods]))
+        part = (lambda r, i: r[i * b:(i + 1) * b])
+        return {m: part(result, i) if isinstance(result, Tensor) else [part(r, i) for r in result]
+                for i, m in enumerate(mods)}
+
+    def fusion_context(self, x: Inputs) -> Tensor:
+        """Eq. (3), first line: F_c = SAB(concat(F_a, F_v, F_t^w)) over the tokens, [B, M*T + L, D]."""
+        mods = self.cfg.modalities
+        tokens = torch.cat([x.feats[m] for m in mods] + [x.words], dim=1)
+        keep = context_mask(x.feats, mods, x.word_mask)
+        if keep is None:
             return self.context(tokens)
-        bias = torch.cat([key_bias.new_zeros(tokens.shape[1] - key_bias.shape[0]), key_bias])  # frames: 1 each
-        return rewrites.self_attention_layer_weighted(self.context, tokens, bias)
+        return without_masked_tokens(self.context(tokens, key_mask=keep), keep)
 
-    def _preference(self, m: str, x: Tensor, words: Tensor, key_bias: Tensor | None,
-                    need_weights: bool = False, word_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        if key_bias is None:
-            return self.pref[m](x, words, need_weights=need_weights, word_mask=word_mask)
-        return rewrites.preference_layer_weighted(self.pref[m], x, words, key_bias), None
+    def key_fusion(self, context: Tensor, focus: dict[str, Tensor]) -> Tensor:
+        """Eq. (3): F_fu = max_n Linear(concat(Fc, O_v, O_a))[n]; context [B, Lc, D] -> [B, D]."""
+        mods = tuple(reversed(self.cfg.modalities))  # released order: Fc, O_v, O_a
+        parts = [context] + [self.pool[m](context, focus[m]) for m in mods]
+        return self.fuse(torch.cat(parts, dim=-1)).amax(dim=1)
+
+    def preference(self, m: str, x: Inputs, negative: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """Eq. (4): F_m^p [B, T, D] of modality m, and the same of the negative clip's projected features
+        [B, T, D] (the official L_c, eq. 6) when given, with this question's words."""
+        layer = self.pref[m]
+        pref = layer(x.feats[m], x.words, word_mask=x.word_mask)[0]
+        return pref, None if negative is None else layer(negative, x.words, word_mask=x.word_mask)[0]
 
     def _needs_negatives(self, batch: dict) -> bool:
         cfg = self.cfg
         return (cfg.contrastive == "official" and cfg.lambda_c != 0 and cfg.use_tdpp and cfg.use_gpap
                 and bool(cfg.modalities) and all(MODALITY_KEYS[m][1] in batch for m in cfg.modalities))
 
-    def _step_logits(self, context, steps, sentence, logits, batch) -> Tensor:
-        if steps is None or any(s is None for s in steps.values()):
-            raise ValueError("return_steps needs the focus recurrence (use_focus=True)")
-        mult = self.cfg.num_templates if self._collapse() else 1
+    # ------------------------------------------------------------------ read-outs for the figures
+    def focus_steps(self, feats: dict[str, Tensor]) -> dict[str, list[Tensor]]:
+        """The templates after each focus step, unmixed: {m: T x [B, R, D]} (R = K; a model with the rewrites
+        may run identical rows as one, R = 1, see rewrites.AVMasterRewrites)."""
+        if not (self.cfg.use_tdpp and self.cfg.use_focus):
+            raise ValueError("the focus steps need the focus recurrence (use_tdpp and use_focus)")
+        return self.run_focus(feats, lambda block, *args: block.steps(*args))
+
+    def step_logits(self, batch: dict) -> Tensor:
+        """Fig. 6: [B, T, C], the combined prediction read out after each focus step (the key-fusion head
+        applied to the templates of that step, the preference heads as in `forward`); step T is the model's."""
+        final = self(batch)
+        logits = {h: final[f"logits_{h}"] for h in ("a", "v") if final[f"logits_{h}"] is not None}
+        x = self.embed_inputs(batch)
+        context = self.fusion_context(x)
+        steps = self.focus_steps(x.feats)
         per_step = []
         for t in range(len(next(iter(steps.values())))):
-            focus_t = {m: self._mix(s[t], mult) for m, s in steps.items()}
-            qa_t = head_logits(self, "qa", self.decoder_qa, self.key_fusion(context, focus_t).unsqueeze(1), sentence,
-                               batch)
-            per_step.append(combine_logits({**logits, "qa": qa_t}, self.cfg))
-        return torch.stack(per_step, dim=1)  # [B, T, C]
+            fused = self.key_fusion(context, {m: self.mix(s[t]) for m, s in steps.items()})
+            qa = head_logits(self, "qa", self.decoder_qa, fused.unsqueeze(1), x.sentence, batch)
+            per_step.append(combine_logits({"qa": qa, **logits}, self.cfg))
+        return torch.stack(per_step, dim=1)
 
-    def loss(self, out: dict, batch: dict) -> dict[str, Tensor]:
-        """Eq. (5)-(7): "qa", "a", "v", "c" and the weighted "total" (scalars; absent parts are 0)."""
-        validate_batch(batch, self.cfg, need_label=True, need_negatives=False, check_finite=False)
-        return L.total_loss(out, batch["label"], self.cfg, training=self.training)
+    def word_attention(self, batch: dict) -> dict[str, Tensor]:
+        """Fig. 8: {m: [B, T, L]}, the preference path's cross-attention (eq. 4) from each segment to the
+        question's words, averaged over the heads."""
+        if not self.cfg.use_gpap:
+            raise ValueError("word attention is the preference path's; this model has none (use_gpap=False)")
+        x = self.embed_inputs(batch)
+        return {m: self.pref[m](x.feats[m], x.words, need_weights=True, word_mask=x.word_mask)[1]
+                for m in self.cfg.modalities}
 
 
 def words_mask(batch: dict) -> Tensor:
@@ -477,8 +457,10 @@ def all_finite(x: Tensor) -> bool:
 
 
 def build_model(cfg: ModelConfig | None = None, fast: bool = True) -> AVMaster:
-    """AV-Master for `cfg` (default: the official preset); fast=False runs the plain form of every block."""
-    return AVMaster(cfg or ModelConfig.official(), fast=fast)
+    """AV-Master for `cfg` (default: the official preset) with the exact speed-ups of rewrites.py put in
+    place; fast=False keeps the plain form of every block."""
+    model = AVMaster(cfg or ModelConfig.official())
+    return rewrites.apply(model) if fast else model
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -127,7 +127,7 @@ def from_official_state_dict(state_dict: dict, config: ModelConfig | None = None
     for a missing, mis-shaped or unknown key.
     """
     cfg = config or ModelConfig.official()
-    model = AVMaster(cfg, fast=fast)
+    model = build_model(cfg, fast=fast)
     ours = model.state_dict()
     sd = _strip_prefix(dict(state_dict))
     table = {k.name: k for k in official_keys()}

@@ -2,8 +2,10 @@
 
 Every function here computes what the plain `forward` of its module computes (same parameters, same math,
 same dropout statistics) with fewer or larger operations. The plain forms are the reference to read beside
-the paper; a module runs these rewrites when its `fast` flag is on (the default, see
-`model.build_model(cfg, fast=...)`). tests/test_rewrites.py compares both paths for every experiment x preset.
+the paper; `apply(model)` puts the rewrites in place, in one call (`model.build_model` does it unless
+fast=False): the attention blocks become their subclasses below and the model gets `AVMasterRewrites`'
+methods; parameters and state-dict keys stay. tests/test_rewrites.py compares both forms for every
+experiment x preset.
 
 - absorbed attention: with one head or few queries, the projection pairs W_k^T W_q and W_o W_v are folded
   (`absorbed_single_head`, `absorbed_bert_cross`);
@@ -21,11 +23,15 @@ the paper; a module runs these rewrites when its `fast` flag is on (the default,
 """
 from __future__ import annotations
 
+import functools
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .blocks import BertCrossLayer, MultiheadAttention, token_mix
 
 
 # ============================================================================ cached weight products
@@ -318,19 +324,20 @@ def _decoder_step(layer, z: Tensor, bias: Tensor, offset: Tensor | float, cross:
 
 
 def focus_recurrence(block, x: Tensor, bias: Tensor, init: Tensor | None, collapse: bool,
-                     return_steps: bool = False) -> tuple[Tensor, int, list[Tensor] | None]:
-    """model.FocusBlock.forward, with the frame-only work of all T steps done before the loop over time.
+                     return_steps: bool = False) -> tuple[Tensor, list[Tensor] | None]:
+    """model.FocusBlock.forward (and, with return_steps, .steps), with the frame-only work of all T steps
+    done before the loop over time: (templates, the templates after each step or None).
 
     The additive first stage is z <- W3 W1 z + (W3 (W2 f + b1 + b2 + beta) + b3) (uniform softmax over K
     copies of the frame); its frame half and the cross-attention output are computed for all steps at once.
-    With `collapse` the K identical rows run as one (their multiplicity is returned).
+    With `collapse` the K identical rows run as one (R = 1 row per sample).
     """
     cfg = block.cfg
     if cfg.use_focus and collapse and cfg.focus_first_stage == "additive" and not return_steps:
-        return focus_collapsed(block, x), cfg.num_templates, None
+        return focus_collapsed(block, x), None
     x = block.embed(x)
     if not cfg.use_focus:  # Table VII w/o AVFC: the embedded frames themselves are the "templates"
-        return x, 1, None
+        return x, None
     n, t_len, d = x.shape
     k, layer, first = cfg.num_templates, block.layer, block.first
     rows = 1 if collapse else k
@@ -359,7 +366,7 @@ def focus_recurrence(block, x: Tensor, bias: Tensor, init: Tensor | None, collap
         z = block.final_norm(_decoder_step(layer, z, bias, offset, cross, cfg.bias_mode, masks[t], lin))
         if return_steps:
             steps.append(z)
-    return z, (k if collapse else 1), steps
+    return z, steps
 
 
 def _collapsed_weights(block, feats: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -438,10 +445,10 @@ class _AdditiveSlotScores(torch.autograd.Function):
 
 
 def slot_weights(pool, context: Tensor, u: Tensor) -> Tensor:
-    """model.SlotPooling.slot_weights (g [B, Lc, R]) through _AdditiveSlotScores; the plain form while a
-    graph is captured or compiled, or under autocast."""
+    """model.SlotPooling's weights g [B, Lc, R] of context [B, Lc, D] and the projected slots u = U z [B, R, D],
+    through _AdditiveSlotScores; the plain form while a graph is captured or compiled, or under autocast."""
     if capturing() or torch.is_autocast_enabled(context.device.type):
-        return pool.slot_weights(context, u)
+        return pool.weights(context.unsqueeze(2) + (u + pool.beta).unsqueeze(1))
     scores = _AdditiveSlotScores.apply(context, u + pool.beta, pool.score.weight[0]) + pool.score.bias
     return torch.softmax(scores, dim=-1)
 
@@ -467,3 +474,125 @@ def key_fusion_split(model, context: Tensor, focus: dict[str, Tensor]) -> Tensor
         uw = u @ w[i + 1].T  # [B, R, D]
         h_slots = h_slots + (uw if g is None else g @ uw)
     return (F.linear(context, w_sum, bias) + h_slots).amax(dim=1)
+
+
+# ============================================================================ the rewrites in place
+class FastMultiheadAttention(MultiheadAttention):
+    """blocks.MultiheadAttention through F.scaled_dot_product_attention, or with one head over many rows its
+    absorbed projections; the plain form where the probabilities are asked for or keys are masked."""
+
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, need_weights: bool = False,
+                key_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        if need_weights or key_mask is not None:
+            return super().forward(query, key, value, need_weights, key_mask)
+        p = self.dropout if self.training else 0.0
+        if self.heads == 1 and value[..., 0].numel() > 2 * self.dim:
+            return absorbed_single_head(self, query, key, value, p), None
+        return fused_attention(self, query, key, value, p), None
+
+
+class FastBertCrossLayer(BertCrossLayer):
+    """blocks.BertCrossLayer with absorbed projections (`absorbed_bert_cross`)."""
+
+    def forward(self, h: Tensor, memory: Tensor) -> Tensor:
+        return absorbed_bert_cross(self, h, memory)
+
+
+FAST_BLOCKS = {MultiheadAttention: FastMultiheadAttention, BertCrossLayer: FastBertCrossLayer}
+
+
+class AVMasterRewrites:
+    """The model-level rewrites of model.AVMaster, mixed in by `apply`:
+
+    - focus sampling through `focus_recurrence`; where the K template rows provably stay identical
+      (config.templates_stay_identical, no dropout) they run as one row, which the mixing counts K times;
+    - key fusion with additive pooling through `key_fusion_split`;
+    - positives and negatives through each preference layer as one batch;
+    - on CPU without dropout, the words' trailing zero padding shared by the batch as one weighted token
+      (`trim_padding`) in the fusion context and the preference layers.
+    """
+
+    collapse_templates: bool | None = None  # None: one row wherever that is exact; False: always K rows
+    _key_bias: Tensor | None = None  # log-multiplicities of the trimmed words while `forward` runs
+
+    def forward(self, batch: dict, check_finite: bool | None = None) -> dict:
+        words = batch.get("words") if isinstance(batch, dict) else None
+        trimmed, key_bias = trim_padding(words) if self._may_trim(words) else (words, None)
+        if key_bias is None:
+            return super().forward(batch, check_finite)
+        self._key_bias = key_bias
+        try:
+            return super().forward({**batch, "words": trimmed}, check_finite)
+        finally:
+            self._key_bias = None
+
+    def _may_trim(self, words: Any) -> bool:
+        cfg = self.cfg
+        return (isinstance(words, Tensor) and words.dim() == 3 and words.shape[-1] == cfg.text_dim
+                and words.is_floating_point() and words.device.type == "cpu" and words.shape[1] > 2
+                and not cfg.mask_padding and not (self.training and cfg.dropout > 0) and not capturing())
+
+    def _collapsed(self) -> bool:
+        """Whether the focus templates run as one row now (exact: identical rows, no dropout)."""
+        cfg = self.cfg
+        exact = cfg.use_focus and cfg.templates_stay_identical and (not self.training or cfg.dropout == 0)
+        return exact and self.collapse_templates is not False
+
+    def focus_capture(self, feats: dict[str, Tensor]) -> dict[str, Tensor]:
+        collapse = self._collapsed()
+        found = self.run_focus(feats, lambda block, *args: focus_recurrence(block, *args, collapse)[0])
+        return {m: self.mix(z) for m, z in found.items()}
+
+    def focus_steps(self, feats: dict[str, Tensor]) -> dict[str, list[Tensor]]:
+        if not (self.cfg.use_tdpp and self.cfg.use_focus):
+            return super().focus_steps(feats)  # says what is missing
+        collapse = self._collapsed()
+        return self.run_focus(feats, lambda block, *args: focus_recurrence(block, *args, collapse, True)[1])
+
+    def mix(self, z: Tensor) -> Tensor:
+        if not self.cfg.focus_mix:
+            return z
+        # one collapsed row stands for K identical ones: the mixing's row sum counts each of them
+        return self.cfg.num_templates * token_mix(z) if self._collapsed() else token_mix(z)
+
+    def key_fusion(self, context: Tensor, focus: dict[str, Tensor]) -> Tensor:
+        if self.cfg.fusion_pool == "additive":
+            return key_fusion_split(self, context, focus)
+        return super().key_fusion(context, focus)
+
+    def fusion_context(self, x) -> Tensor:
+        if self._key_bias is None:
+            return super().fusion_context(x)
+        tokens = torch.cat([x.feats[m] for m in self.cfg.modalities] + [x.words], dim=1)
+        bias = torch.cat([self._key_bias.new_zeros(tokens.shape[1] - self._key_bias.shape[0]), self._key_bias])
+        return self_attention_layer_weighted(self.context, tokens, bias)  # frames count 1 each
+
+    def preference(self, m: str, x, negative: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        if negative is None:
+            return self._preference(m, x.feats[m], x.words, x.word_mask), None
+        both_mask = None if x.word_mask is None else torch.cat([x.word_mask, x.word_mask])
+        both = self._preference(m, torch.cat([x.feats[m], negative]), torch.cat([x.words, x.words]), both_mask)
+        pref, neg = both.chunk(2)
+        return pref, neg
+
+    def _preference(self, m: str, feats: Tensor, words: Tensor, word_mask: Tensor | None) -> Tensor:
+        if self._key_bias is None:
+            return self.pref[m](feats, words, word_mask=word_mask)[0]
+        return preference_layer_weighted(self.pref[m], feats, words, self._key_bias)
+
+
+@functools.cache
+def _with_rewrites(cls: type) -> type:
+    if issubclass(cls, AVMasterRewrites):
+        return cls
+    return type(f"Fast{cls.__name__}", (AVMasterRewrites, cls), {"__module__": __name__})
+
+
+def apply(model: nn.Module) -> nn.Module:
+    """Put every rewrite of this module in place on `model` (a model.AVMaster) and return it: the attention
+    blocks become their Fast subclasses, the model gets AVMasterRewrites' methods. Same parameters, same
+    state-dict keys, same math (tests/test_rewrites.py)."""
+    for module in model.modules():
+        module.__class__ = FAST_BLOCKS.get(type(module), type(module))
+    model.__class__ = _with_rewrites(type(model))
+    return model

@@ -2,7 +2,6 @@
 (audio, visual or both) drove the answer."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
@@ -10,11 +9,11 @@ import torch
 from ..core.checkpoint import load_checkpoint, read_checkpoint
 from ..core.options import AT_LEAST_1
 from ..core.vocab import ANSWERS, question_text
-from .encoders import AudioEncoder, TextEncoder, VisualEncoder, WeightsNotFoundError
+from .encoders import AudioEncoder, TextEncoder, VisualEncoder
 from .pipeline import (add_encoder_options, build_encoders, build_text, decode_warnings, extract_device, print_notes,
                        seconds_option, stated_duration)
 from .routes import DEFAULT_ROUTE, get_route
-from .video import VideoDecodeError, check_video
+from .video import check_video
 
 
 def which_path(out: dict, answer: int) -> tuple[str, dict]:
@@ -86,18 +85,14 @@ def ask(video: str | Path, question: str, checkpoint: str | Path, clip: VisualEn
 
 
 def _run_ask(args) -> int:
-    try:
-        # every input before the encoders and the model load
-        check_question(args.question, args.top)
-        seconds = seconds_option(args.seconds)
-        check_video(args.video)
-        read_checkpoint(args.checkpoint)
-        visual, audio = build_encoders(args)
-        result = ask(args.video, args.question, args.checkpoint, visual, audio, seconds=seconds,
-                     top=args.top, device=extract_device(args.device), route=args.route, text=build_text(args, visual))
-    except (WeightsNotFoundError, FileNotFoundError, ValueError, VideoDecodeError) as e:
-        print(f"avmaster ask: {e}", file=sys.stderr)
-        return 1
+    # every input before the encoders and the model load
+    check_question(args.question, args.top)
+    seconds = seconds_option(args.seconds)
+    check_video(args.video)
+    read_checkpoint(args.checkpoint)
+    visual, audio = build_encoders(args)
+    result = ask(args.video, args.question, args.checkpoint, visual, audio, seconds=seconds,
+                 top=args.top, device=extract_device(args.device), route=args.route, text=build_text(args, visual))
     print_notes(result["warnings"])
     print(f"Q: {args.question}")
     print(f"A: {result['answer']}   (driven by: {result['driver']})")

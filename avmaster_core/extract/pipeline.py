@@ -516,37 +516,33 @@ def _run_extract(args) -> int:
         print("avmaster extract: give --videos DIR and/or --questions DATASET / --records FILE", file=sys.stderr)
         return 2
     status = 0  # 3: some videos failed, 1: all of them did (failure list: <store>.failures.json)
-    try:
-        shard = parse_shard(args.shard)
-        seconds = seconds_option(args.seconds)
-        table = load_question_table(args.records, args.questions, args.split, args.root) \
-            if args.questions or args.records else None  # ids and texts checked before any video work
-        videos = list_videos(args.videos) if args.videos else None  # before the encoders load
-        visual, audio = build_encoders(args, need_audio=bool(args.videos))
-        text_encoder = build_text(args, visual) if table is not None else None
-        if args.videos:
-            summary = extract_videos(videos, args.out, visual, audio, seconds=seconds,
-                                     batch_frames=args.batch_frames, workers=args.workers, shard=shard,
-                                     limit=args.limit, route=args.route)
-            print(summary.line())
-            print_notes(summary.notes)
-            if summary.failed:
-                print(f"avmaster extract: {summary.failed} of {summary.total - summary.skipped} video(s) failed; "
-                      f"reasons in {failures_path(summary.store)}", file=sys.stderr)
-                status = 1 if summary.failed == summary.total - summary.skipped else 3
-        if table is not None:
-            ids = sorted(table)[shard[0]::shard[1]]
-            n = extract_questions({q: table[q] for q in ids}, shard_store_path(args.out, shard), text_encoder,
-                                  batch_size=args.batch_questions)
-            print(f"{n} question(s) extracted into {shard_store_path(args.out, shard)}")
-            if args.questions:  # multiple-choice datasets (AVQA): the candidate answers, same text path
-                n = extract_dataset_choices(args.questions, args.split, args.root, shard_store_path(args.out, shard),
-                                            text_encoder, shard, args.batch_questions)
-                if n:
-                    print(f"candidate answers of {n} question(s) extracted")
-    except (WeightsNotFoundError, FileNotFoundError, ValueError, NotImplementedError) as e:
-        print(f"avmaster extract: {e}", file=sys.stderr)
-        return 1
+    shard = parse_shard(args.shard)
+    seconds = seconds_option(args.seconds)
+    table = load_question_table(args.records, args.questions, args.split, args.root) \
+        if args.questions or args.records else None  # ids and texts checked before any video work
+    videos = list_videos(args.videos) if args.videos else None  # before the encoders load
+    visual, audio = build_encoders(args, need_audio=bool(args.videos))
+    text_encoder = build_text(args, visual) if table is not None else None
+    if args.videos:
+        summary = extract_videos(videos, args.out, visual, audio, seconds=seconds,
+                                 batch_frames=args.batch_frames, workers=args.workers, shard=shard,
+                                 limit=args.limit, route=args.route)
+        print(summary.line())
+        print_notes(summary.notes)
+        if summary.failed:
+            print(f"avmaster extract: {summary.failed} of {summary.total - summary.skipped} video(s) failed; "
+                  f"reasons in {failures_path(summary.store)}", file=sys.stderr)
+            status = 1 if summary.failed == summary.total - summary.skipped else 3
+    if table is not None:
+        ids = sorted(table)[shard[0]::shard[1]]
+        n = extract_questions({q: table[q] for q in ids}, shard_store_path(args.out, shard), text_encoder,
+                              batch_size=args.batch_questions)
+        print(f"{n} question(s) extracted into {shard_store_path(args.out, shard)}")
+        if args.questions:  # multiple-choice datasets (AVQA): the candidate answers, same text path
+            n = extract_dataset_choices(args.questions, args.split, args.root, shard_store_path(args.out, shard),
+                                        text_encoder, shard, args.batch_questions)
+            if n:
+                print(f"candidate answers of {n} question(s) extracted")
     return status
 
 

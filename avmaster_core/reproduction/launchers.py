@@ -33,6 +33,7 @@ from ..extract.encoders import ClipEncoder
 from ..extract.pipeline import extract_device, extract_questions
 from ..results.plots import save_table
 from ..training.engine import evaluate, train
+from ..training.run_config import BEST_CHECKPOINT
 from .plan import (EvalSpec, FeatureSpec, Inventory, QuestionSpec, ReproduceSettings, RunSpec, finished_on_disk,
                    lock_path, read_table_avg, run_configs, spec_from_dict, spec_to_dict)
 from .worklock import WorkLock, describe_holder
@@ -56,10 +57,10 @@ def run_item(spec, settings: ReproduceSettings) -> str:
 
 
 def _evaluate(spec: EvalSpec, settings: ReproduceSettings) -> str:
-    checkpoint = spec.run.folder(settings) / "best.pt"
+    checkpoint = spec.run.folder(settings) / BEST_CHECKPOINT
     table, predictions = evaluate(checkpoint, spec.dataset, spec.split, settings.root(spec.dataset),
-                                  store=settings.store(spec.dataset), device=settings.device, amp=settings.amp,
-                                  limit=settings.limit, changes=dict(spec.changes), progress=settings.progress)
+                                  store=settings.store(spec.dataset), device=settings.device,
+                                  precision=settings.precision, limit=settings.limit, changes=dict(spec.changes), progress=settings.progress)
     folder = spec.folder(settings)
     folder.mkdir(parents=True, exist_ok=True)
     write_predictions(folder / "predictions.json", predictions, dataset=spec.dataset, split=spec.split,

@@ -62,6 +62,7 @@ from ..results.notebooks import find_notebooks
 from ..results.paper import paper_table, table_key
 from ..training.benchmark import OPERATOR_CALLS, RELEASED_H200
 from ..training.engine import DataConfig, TrainConfig
+from ..training.run_config import LAST_CHECKPOINT
 from ..training.sweep import grid_config_differences, grid_configs, run_name
 from .worklock import WorkLock, describe_holder
 
@@ -162,7 +163,7 @@ class ReproduceSettings:
     lr: float | None = None
     batch_size: int | None = None
     device: str = "auto"
-    amp: bool = False
+    precision: str = "fp32"
     compile: bool = False
     limit: int | None = None             # first N questions of every split (rehearsals)
     train_on: str = "train"              # "val": train on the validation file (a rehearsal without train files)
@@ -817,7 +818,7 @@ def _train_status(item: Item, plan: Plan, inv: Inventory) -> None:
     if holder:
         item.status, item.result = RUNNING, f"held by {describe_holder(holder)}"
         return
-    if not _blocked_by_data(item, plan, inv, dataset, splits) and (folder / "last.pt").is_file():
+    if not _blocked_by_data(item, plan, inv, dataset, splits) and (folder / LAST_CHECKPOINT).is_file():
         item.status = INTERRUPTED
 
 
@@ -851,7 +852,7 @@ def run_configs(spec: RunSpec, settings: ReproduceSettings):
     given = {k: v for k, v in dict(epochs=settings.epochs, lr=settings.lr, batch_size=settings.batch_size).items()
              if v is not None}
     recipe = {**PRESET_TRAINING[spec.preset], **given}  # the paper preset trains at batch 32 (Sec. IV-A)
-    train_cfg = TrainConfig(**recipe, device=settings.device, amp=settings.amp, compile=settings.compile,
+    train_cfg = TrainConfig(**recipe, device=settings.device, precision=settings.precision, compile=settings.compile,
                             eval_split=proto.val, test_split=proto.test, progress=settings.progress)
     train_split = proto.val if settings.train_on == "val" and proto.val else proto.train
     data_cfg = DataConfig(dataset=spec.dataset, root=str(settings.root(spec.dataset)),

@@ -26,7 +26,7 @@ from ..core.atomic import write_text
 from ..core.config import ModelConfig
 from ..data.synthetic import generate_synthetic
 from ..training.engine import train
-from ..training.run_config import DataConfig, TrainConfig
+from ..training.run_config import LAST_CHECKPOINT, DataConfig, TrainConfig
 from ..training.sweep import run_minutes
 from .worklock import WorkLock
 
@@ -156,7 +156,7 @@ def status(run: ShippedRun, out) -> str:
     folder = Path(out) / run.benchmark / run.name / str(run.seed)
     if (folder / "summary.json").is_file():
         return "finished, " + ("bit-identical" if not differences(run.folder, folder) else "differs from shipped")
-    return "interrupted" if (folder / "last.pt").is_file() else "missing"
+    return "interrupted" if (folder / LAST_CHECKPOINT).is_file() else "missing"
 
 
 def render_plan(runs, out) -> str:

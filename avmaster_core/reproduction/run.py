@@ -23,6 +23,7 @@ from pathlib import Path
 from ..core.config import SIZES
 from ..core.options import AT_LEAST_0, AT_LEAST_1, POSITIVE, UniqueValues, field_ranges
 from ..results.notebooks import NotebookRunError, declared_parameters, run_notebooks
+from ..training.precision import PRECISION_HELP, PRECISIONS
 from ..training.run_config import DataConfig, TrainConfig
 from .launchers import InOrder, LocalGPUs, Submitit
 from .plan import BLOCKED, CONFLICT, INTERRUPTED, READY, RUNNING, WAITING, Plan, ReproduceSettings, build_plan, refresh
@@ -175,7 +176,7 @@ def settings_from_args(args) -> ReproduceSettings:
         raise SystemExit("--store expects DATASET=PATH, e.g. --store music_avqa=/data/features.h5")
     return ReproduceSettings(data=args.data, runs=args.runs, results=args.results, seeds=seeds, preset=args.preset,
                              size=args.size, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                             device=args.device, amp=args.amp, compile=args.compile, limit=args.limit,
+                             device=args.device, precision=args.precision, compile=args.compile, limit=args.limit,
                              train_on=args.train_on, stores=stores, encoders=args.encoders,
                              clip_weights=args.clip_weights, train_speed=args.train_speed,
                              infer_speed=args.infer_speed, progress=getattr(args, "progress", False))
@@ -271,7 +272,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=train["lr"], help="Adam learning rate (default 1e-4)")
     p.add_argument("--batch-size", type=train["batch_size"], help="training batch size (default 64)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda")
-    p.add_argument("--amp", action="store_true", help="bf16 mixed precision")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS, help=PRECISION_HELP)
     p.add_argument("--compile", action="store_true", help="the fast path (CUDA-graph-captured train step)")
     p.add_argument("--limit", type=data["limit"], help="first N questions of every split (rehearsals)")
     p.add_argument("--train-on", default="train", choices=("train", "val"),

@@ -35,7 +35,7 @@ from ..data.scoring import read_predictions, score, score_by_template
 from ..extract.encoders import open_clip_module
 from ..training.distributed import resolve_device
 from ..training.evaluation import predict, prediction_series
-from ..training.run_config import DataConfig
+from ..training.run_config import BEST_CHECKPOINT, DataConfig
 
 MODALITY_NAMES = {"a": "Audio", "v": "Visual"}
 
@@ -74,8 +74,8 @@ def _score_model(model, data, device="auto"):
 def finished_checkpoints(runs_dir, experiment: str = paper.FULL_MODEL_RUN, seeds=None) -> dict[int, Path]:
     """{seed: best.pt} of the finished runs of `experiment` under `runs_dir` (all seeds found, or `seeds`)."""
     found = paper.finished_runs(runs_dir, experiment, seeds)
-    return {seed: Path(runs_dir) / experiment / str(seed) / "best.pt" for seed in found
-            if (Path(runs_dir) / experiment / str(seed) / "best.pt").is_file()}
+    return {seed: Path(runs_dir) / experiment / str(seed) / BEST_CHECKPOINT for seed in found
+            if (Path(runs_dir) / experiment / str(seed) / BEST_CHECKPOINT).is_file()}
 
 
 # ------------------------------------------------------------------------------------------------ Fig. 6
@@ -94,8 +94,8 @@ def step_accuracy(checkpoint, dataset: str, split: str = "test", root=".", *, st
     model.to(device)
     correct, final_correct, total = None, 0, 0
     for batch in _batches(data, batch_size, device):
-        out = model(batch, return_steps=True)
-        hits = out["step_logits"].argmax(-1) == batch["label"][:, None]  # [B, T]
+        out = model(batch)
+        hits = model.step_logits(batch).argmax(-1) == batch["label"][:, None]  # [B, T]
         correct = hits.sum(0) if correct is None else correct + hits.sum(0)
         final_correct += int((out["logits"].argmax(-1) == batch["label"]).sum())
         total += int(batch["label"].shape[0])
@@ -141,13 +141,13 @@ def question_word_attention(checkpoint, dataset: str, root, question_id: int, sp
     if len(rows) == 0:
         raise KeyError(f"question_id {question_id} is not in the {split} split of {dataset} under {root}")
     item = data.bank.gather(torch.as_tensor(rows[:1]))
-    out = model(item, return_attention=True)
+    out, attention = model(item), model.word_attention(item)
     record = data.records.iloc[int(rows[0])]
     tokens = question_tokens(record["question"], dataset)
     weights = {}
     for m in ("v", "a"):
-        if f"word_attention_{m}" in out:
-            w = out[f"word_attention_{m}"][0].mean(0).numpy()  # [77], averaged over segments
+        if m in attention:
+            w = attention[m][0].mean(0).numpy()  # [77], averaged over segments
             # the released model attends to CLIP's zero padding too (no mask): show that mass as one column
             weights[MODALITY_NAMES[m]] = np.append(w[: len(tokens)], w[len(tokens):].sum())
     table = pd.DataFrame(weights, index=tokens + ["<padding>"]).T
@@ -257,11 +257,11 @@ def trained_heads_rows(name: str, runs_dir, dataset: str, root, seeds=None, *, s
             run_dir = Path(runs_dir) / experiment / str(seed)
             value = float(paper.summary_columns(table)["Avg"].iloc[0])
             if untrained_heads(run_dir):
-                if not (run_dir / "best.pt").is_file():
+                if not (run_dir / BEST_CHECKPOINT).is_file():
                     left_out.append((row, seed))
                     continue
                 data = data or load_split(dataset, "test", root, store=store)
-                model, _ = load_checkpoint(run_dir / "best.pt", changes={"answer_heads": "trained"})
+                model, _ = load_checkpoint(run_dir / BEST_CHECKPOINT, changes={"answer_heads": "trained"})
                 value = float(paper.summary_columns(_score_model(model, data, device))["Avg"].iloc[0])
                 rescored.append((row, seed))
             per_seed.setdefault(row, {})[seed] = {"Avg": value}
@@ -395,12 +395,11 @@ def template_rows_spread(model, batch: dict) -> pd.DataFrame:
     features, per modality and step. The released design (first-frame templates, bias on queries/keys only)
     keeps all K rows identical in eval mode (spread 0 up to float rounding), so K and the bias act only
     through that one row; the paper preset's learned templates keep them apart."""
-    was_training, collapse = model.training, model.collapse_templates
+    was_training, collapse = model.training, getattr(model, "collapse_templates", None)
     model.eval()
-    model.collapse_templates = False  # compute all K rows instead of the exact one-row shortcut
+    model.collapse_templates = False  # rewrites.AVMasterRewrites: all K rows, not the exact one-row shortcut
     try:
-        feats = {m: model.project(batch, m) for m in model.cfg.modalities}
-        _, steps = model.focus_capture(feats, return_steps=True)
+        steps = model.focus_steps(model.embed_inputs(batch).feats)
     finally:
         model.train(was_training)
         model.collapse_templates = collapse

@@ -97,12 +97,13 @@ class Explorer:
         if len(rows) == 0:
             raise KeyError(f"question_id {question_id} is not in this split; pick one of Explorer.questions()")
         batch = self.data.bank.gather(torch.as_tensor(rows[:1]))
-        out = self.model(batch, return_attention=True, return_steps=True)
+        out = self.model(batch)
+        attention = self.model.word_attention(batch)
         record = self.data.records.iloc[int(rows[0])]
         tokens = question_tokens(record["question"], self.dataset)
         heads = head_distributions(out, self.top, record["answer"])
-        words = pd.DataFrame({MODALITIES[m]: word_weights(out[f"word_attention_{m}"][0], len(tokens))
-                              for m in MODALITIES if f"word_attention_{m}" in out},
+        words = pd.DataFrame({MODALITIES[m]: word_weights(attention[m][0], len(tokens))
+                              for m in MODALITIES if m in attention},
                              index=tokens + ["<padding>"]).T
         focus = focus_over_time(self.model, batch, out, heads.columns[-1], record["answer"])
         return QuestionView(record["question"], record["answer"], str(heads[HEADS["logits"]].idxmax()),
@@ -190,14 +191,13 @@ def word_weights(weights: torch.Tensor, n_tokens: int) -> np.ndarray:
 @torch.no_grad()
 def focus_over_time(model, batch: dict, out: dict, answer_column: str, truth: str) -> pd.DataFrame:
     """Per segment t: how far focus step t moves each modality's templates (relative change), and the
-    probability of the model's answer and of the true answer read out after step t (out["step_logits"])."""
-    feats = {m: model.project(batch, m) for m in model.cfg.modalities}
-    _, steps = model.focus_capture(feats, return_steps=True)
+    probability of the model's answer and of the true answer read out after step t (model.step_logits)."""
+    steps = model.focus_steps(model.embed_inputs(batch).feats)
     table = {}
     for m, states in steps.items():  # step 1 makes templates of the first frame: no change to measure yet
         table[f"{MODALITIES[m]} templates moved"] = [math.nan] + [
             float((z - p).norm() / p.norm().clamp_min(1e-12)) for z, p in zip(states[1:], states[:-1])]
-    step_probs = torch.softmax(out["step_logits"][0].float(), dim=-1).numpy()  # [T, C]
+    step_probs = torch.softmax(model.step_logits(batch)[0].float(), dim=-1).numpy()  # [T, C]
     answer = int(out["logits"][0].argmax())
     table["P(model's answer) after step"] = step_probs[:, answer]
     if truth in ANSWERS and ANSWERS.index(truth) != answer:

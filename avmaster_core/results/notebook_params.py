@@ -24,7 +24,7 @@ from ..core.store import FeatureStore
 from ..data.annotations import DATASETS, load_annotations
 from ..data.synthetic import decoded_scene_accuracy, generate_synthetic
 from ..training.engine import DataConfig, TrainConfig
-from ..training.run_config import RUN_TABLE, finished_runs
+from ..training.run_config import BEST_CHECKPOINT, RUN_TABLE, finished_runs
 from ..training.sweep import run_grid
 from .paper import FULL_MODEL_RUN, summary_columns
 
@@ -454,7 +454,7 @@ def _check_needs(settings: NotebookSettings, needs: set) -> None:
         if need not in needs or settings.extra.get("CHECKPOINT"):
             continue
         finished = finished_runs(settings.runs, experiment, settings.seeds)
-        with_weights = [s for s in finished if (settings.runs / experiment / str(s) / "best.pt").is_file()]
+        with_weights = [s for s in finished if (settings.runs / experiment / str(s) / BEST_CHECKPOINT).is_file()]
         if with_weights:
             continue
         if finished:  # the small files are committed, the checkpoints only for the full model (.gitignore)

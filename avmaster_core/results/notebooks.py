@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import fnmatch
+import os
 import re
 import sys
 import time
@@ -39,6 +41,7 @@ DEFAULT_NOTEBOOKS = Path("notebooks")
 
 
 # The settings of a notebook's parameters cell live in notebook_params; re-exported here (public names).
+from ..core.options import AT_LEAST_0  # noqa: E402
 from .notebook_params import (DEMO_RESULTS, FULL_RESULTS, SMOKE_DATA, SMOKE_RESULTS, SMOKE_RUNS,  # noqa: E402,F401
                               NotebookSettings, ParameterError, changed_parameters, notebook_settings,
                               papermill_module)
@@ -161,7 +164,34 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, required=True, help="folder for the executed copies, e.g. build/notebooks")
     run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                      help="override a notebook parameter (repeatable)")
+    run.add_argument("--threads", type=AT_LEAST_0, default=0, metavar="N",
+                     help="torch CPU threads of each notebook's kernel (default 0 = auto: 1 in smoke mode, whose "
+                          "CPU-size models run their small operations fastest on one thread; otherwise OMP_NUM_THREADS "
+                          "if set, else torch's default)")
     return parser
+
+
+def kernel_threads(threads: int, smoke: bool) -> int:
+    """The torch threads the kernels get (0: leave torch's default); see --threads."""
+    if threads:
+        return threads
+    return 1 if smoke and "OMP_NUM_THREADS" not in os.environ else 0
+
+
+@contextlib.contextmanager
+def kernel_environment(threads: int):
+    """OMP_NUM_THREADS=threads for the kernels started inside (child processes: torch reads it at import),
+    restored afterwards; threads 0 changes nothing."""
+    before = os.environ.get("OMP_NUM_THREADS")
+    if threads:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = before
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,8 +205,9 @@ def main(argv: list[str] | None = None) -> int:
             for nb in notebooks:
                 print(f"{nb.name}  parameters: {', '.join(sorted(declared_parameters(nb))) or '-'}")
             return 0
-        run_notebooks(notebooks, args.out, smoke=args.mode == "smoke",
-                      parameters={name: parse_value(value) for name, value in args.parameter})
+        with kernel_environment(kernel_threads(args.threads, smoke=args.mode == "smoke")):
+            run_notebooks(notebooks, args.out, smoke=args.mode == "smoke",
+                          parameters={name: parse_value(value) for name, value in args.parameter})
     except (NotebookRunError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -25,7 +25,6 @@ short still leaves what it measured.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import datetime
 import gc
@@ -50,7 +49,9 @@ from ..core.dataset import FeatureBank
 from ..core.model import build_model, count_parameters
 from ..core.options import AT_LEAST_0, AT_LEAST_1
 from ..data.synthetic import generate_synthetic
+from ..core.errors import AvmasterError
 from .engine import DataConfig, TrainConfig, train
+from .precision import PRECISIONS, autocast, check_precision, fp32_outputs
 from .threads import add_threads_argument, apply_threads
 
 
@@ -92,29 +93,35 @@ def cpu_fused_adam(device) -> bool | None:
 
 
 def benchmark_preset(cfg: ModelConfig, batch_size: int, segments: int, device: torch.device, steps: int = 3,
-                     warmup: int = 1, amp: bool = False) -> dict:
-    """Median seconds per training step and per inference batch, samples/s and peak memory (GiB)."""
+                     warmup: int = 1, precision: str = "fp32") -> dict:
+    """Median seconds per training step and per inference batch, samples/s and peak memory (GiB).
+    precision: "fp32" or "bf16" (precision.py), as `avmaster train --precision` runs it; bf16 also gives
+    "logits_error" (fast.logits_error) of its eval logits against fp32 on the same weights and inputs."""
     torch.manual_seed(0)
     model = build_model(cfg).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=cpu_fused_adam(device))  # as engine.train
     batch = random_batch(batch_size, segments, cfg, device)
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext())
 
-    def train_step():
+    def train_step():  # as engine.optimizer_step
         model.train()
-        with autocast:
+        with autocast(device, precision):
             out = model(batch)
-            loss = model.loss(out, batch)["total"]
+        loss = model.loss(fp32_outputs(out), batch)["total"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
     def infer():
         model.eval()
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), autocast(device, precision):
             model(batch)
 
     result = {"preset": cfg, "parameters": count_parameters(model)}
+    if precision != "fp32":  # its eval logits against fp32's, same weights and inputs (before training moves them)
+        model.eval()
+        with torch.inference_mode(), autocast(device, precision):
+            logits = model(batch)["logits"]
+        result["logits_error"] = fast.logits_error(logits, fast.reference_logits(model, batch))
     for name, fn in (("infer", infer), ("train", train_step)):
         start = _peak_reset(device)
         times, cpu = [], []
@@ -140,19 +147,29 @@ def run(args: argparse.Namespace) -> int:
     if args.gpu_suite:
         return run_suite_command(args)
     device = torch.device(args.device)
+    precision = args.precision or "fp32"
+    if precision not in PRECISIONS:
+        raise AvmasterError(f"--precision {precision}: only the --gpu-suite fast path takes it; the step "
+                            f"benchmark runs {' or '.join(PRECISIONS)}")
+    check_precision(precision, device)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"# device={device} threads={torch.get_num_threads()} batch={args.batch_size} T={args.T} "
-          f"steps={args.steps} amp={args.amp} load1={load:.2f} torch={torch.__version__}", flush=True)
+          f"steps={args.steps} precision={precision} load1={load:.2f} torch={torch.__version__}", flush=True)
     rows = []
     for preset in args.presets:
         cfg = ModelConfig.official() if preset == "official" else ModelConfig.paper()
-        r = benchmark_preset(cfg, args.batch_size, args.T, device, steps=args.steps, warmup=args.warmup, amp=args.amp)
+        r = benchmark_preset(cfg, args.batch_size, args.T, device, steps=args.steps, warmup=args.warmup,
+                             precision=precision)
         r["preset"] = preset
         rows.append(r)
         print(f"{preset:9s} params={r['parameters']:,}  train {r['train_s']:.3f} s/step "
               f"(cpu {r['train_cpu_s']:.3f} s, {r['train_samples_per_s']:.1f} samples/s, "
               f"peak {r['train_peak_gib']:.2f} GiB)  infer {r['infer_s']:.3f} s/batch (cpu {r['infer_cpu_s']:.3f} s, "
               f"{r['infer_samples_per_s']:.1f} samples/s, peak {r['infer_peak_gib']:.2f} GiB)", flush=True)
+        if "logits_error" in r:
+            e = r["logits_error"]
+            print(f"{'':9s} {precision} eval logits vs fp32: relative L2 error {e['rel_l2']:.2e}, worst sample "
+                  f"{e['max_row_rel']:.2e}, same answer {100 * e['argmax_agreement']:.1f} %", flush=True)
     if args.json:
         print(json.dumps(rows))
     return 0
@@ -311,7 +328,7 @@ def synthetic_check(device: torch.device, *, tiny: bool, epochs: int, precision:
     out = {}
     for name, fast_path in (("eager fp32", False), ("fast", True)):
         tc = TrainConfig(epochs=epochs, batch_size=batch, lr=lr, device=str(device), progress=False,
-                         checkpoint_every_steps=0, amp=fast_path and precision == "bf16",
+                         checkpoint_every_steps=0, precision="bf16" if fast_path and precision == "bf16" else "fp32",
                          # on the CPU (dry runs) the fast path is bf16 autocast only: inductor's C++ build is slow
                          compile=fast_path and device.type == "cuda")
         t0 = time.perf_counter()
@@ -468,7 +485,7 @@ def _suite_synthetic(rep, results, device, tiny, synthetic_epochs, precision) ->
     results["synthetic"] = syn
     rep.add("", f"Synthetic benchmark ({'30 videos, T = 6, tiny model' if tiny else 'default: 600 videos, T = 10, official preset'}, "
                 f"{epochs} epochs, same seed; `avmaster train` without and with "
-                f"`{'--amp ' if precision == 'bf16' else ''}{'--compile' if device.type == 'cuda' else '(no --compile on the CPU)'}`):", "",
+                f"`{'--precision bf16 ' if precision == 'bf16' else ''}{'--compile' if device.type == 'cuda' else '(no --compile on the CPU)'}`):", "",
             "| path | test acc. | best val acc. | train samples/s | wall s |", "|---|---:|---:|---:|---:|")
     for name, r in syn.items():
         rep.add(f"| {name} | {r['test_acc']:.2f} % | {r['best_val_acc']:.2f} % | {r['samples_per_s']:,.0f} | "
@@ -484,7 +501,7 @@ def run_suite_command(args: argparse.Namespace) -> int:
     if device.type == "cpu" and not args.tiny:
         raise SystemExit("the GPU suite at full size on the CPU would take hours; add --tiny for a dry run")
     command = "avmaster benchmark " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["benchmark"] else sys.argv[1:])
-    gpu_suite(device, tiny=args.tiny, steps=args.suite_steps, precision=args.precision, capture=args.capture,
+    gpu_suite(device, tiny=args.tiny, steps=args.suite_steps, precision=args.precision or "bf16", capture=args.capture,
               synthetic=not args.no_synthetic, synthetic_epochs=args.synthetic_epochs, report_path=args.report,
               command=command)
     if args.report:
@@ -503,7 +520,9 @@ def register(subparsers) -> None:
                    "(e.g. --steps 5 for the median of 5 steps)")
     p.add_argument("--warmup", type=AT_LEAST_0, default=1)
     p.add_argument("--presets", nargs="+", default=["official", "paper"], choices=["official", "paper"])
-    p.add_argument("--amp", action="store_true", help="bf16 autocast")
+    p.add_argument("--precision", default=None, choices=fast.PRECISIONS,
+                   help="fp32 (default) or bf16, as `avmaster train --precision`; with --gpu-suite the fast path's "
+                        "precision: bf16 (default), tf32 or fp32")
     p.add_argument("--json", action="store_true", help="also print the results as one JSON line")
     g = p.add_argument_group("GPU suite (issue 7)")
     g.add_argument("--gpu-suite", action="store_true",
@@ -513,7 +532,6 @@ def register(subparsers) -> None:
     g.add_argument("--tiny", action="store_true",
                    help="suite on tiny shapes (narrow model, T=6, batch 4 and 8): a dry run of the same code on CPU")
     g.add_argument("--suite-steps", type=AT_LEAST_1, default=20, help="timed steps per measurement (default 20)")
-    g.add_argument("--precision", default="bf16", choices=("bf16", "tf32", "fp32"), help="fast-path precision")
     g.add_argument("--capture", default="auto", choices=("auto", "graph", "compile", "eager"),
                    help="fast-path capture mode (auto: CUDA graph on GPU)")
     g.add_argument("--no-synthetic", action="store_true", help="skip the synthetic-benchmark accuracy check")

@@ -24,6 +24,7 @@ from ..data.annotations import load_records
 from ..data.scoring import check_prediction_target, read_prediction_file, score, write_predictions
 from .engine import train
 from .evaluation import evaluate
+from .precision import PRECISION_HELP, PRECISIONS
 from .preflight import check_run_inputs, splits_of
 from .provenance import save_table
 from .run_config import DataConfig, TrainConfig, run_name
@@ -204,7 +205,8 @@ def _evaluate_command(args) -> int:
                           pad=args.pad if args.pad is not None else saved_data.get("pad"))
     check_run_inputs(data_cfg, ModelConfig.from_dict(saved["model_config"]), [args.split])
     table, predictions = evaluate(saved, args.dataset, args.split, args.root, store=args.store,
-                                  batch_size=args.batch_size, device=args.device, amp=args.amp, limit=args.limit,
+                                  batch_size=args.batch_size, device=args.device, precision=args.precision,
+                                  limit=args.limit,
                                   T=args.T, pad=args.pad, changes=changes,
                                   progress=not args.no_progress)
     print(table.to_string())
@@ -275,7 +277,7 @@ def _add_evaluate_parser(subparsers) -> None:
     _add_split(p)
     p.add_argument("--batch-size", type=AT_LEAST_1, default=64, help="evaluation batch size (default 64)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    p.add_argument("--amp", action="store_true", help="bf16 mixed precision")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS, help=PRECISION_HELP)
     p.add_argument("--out", help="folder for predictions.json and <split>_table.csv")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_evaluate_command, outputs={"out": "folder"})

@@ -67,6 +67,7 @@ from .distributed import (DistContext, all_sum, barrier, gather_objects, resolve
                           teardown_distributed)
 from .evaluation import accuracy, evaluate, predict, prediction_series, progress_bar
 from .fast import FastRunner, make_optimizer
+from .precision import autocast, check_precision, fp32_outputs
 from .preflight import splits_of
 from .provenance import run_provenance
 from .run_config import (DataConfig, RunFolder, RunResult, TrainConfig, config_differences, free_fields,
@@ -166,6 +167,7 @@ def train(model_cfg, train_cfg: TrainConfig = TrainConfig(), data_cfg: DataConfi
 
 
 def _train(run: Run, resume: bool, step_callback) -> RunResult:
+    check_precision(run.train_cfg.precision, run.device)  # before any data is read
     saved = read_resume_point(run, resume)
     record_provenance(run, saved)
     data = prepare_data(run)
@@ -290,7 +292,7 @@ def prepare_step(run: Run, opt: Optimisation) -> Optimisation:
     runner = None
     if run.train_cfg.compile:
         capture = "auto" if run.device.type == "cuda" and not run.ctx.enabled else "compile"
-        runner = FastRunner(opt.model, opt.optimizer, precision="bf16" if run.train_cfg.amp else "fp32",
+        runner = FastRunner(opt.model, opt.optimizer, precision=run.train_cfg.precision,
                             capture=capture, forward=forward)
     return dataclasses.replace(opt, forward=forward, runner=runner)
 
@@ -313,9 +315,9 @@ def optimizer_step(run: Run, opt: Optimisation, batch: dict) -> tuple[dict, torc
     if opt.runner is not None:
         out = opt.runner.train_step(batch)  # its tensors are overwritten by the next step: read now
         return out.losses, out.logits
-    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.train_cfg.amp):
+    with autocast(run.device, run.train_cfg.precision):
         out = opt.forward(batch)
-        losses = opt.model.loss(out, batch)
+    losses = opt.model.loss(fp32_outputs(out), batch)
     opt.optimizer.zero_grad(set_to_none=True)
     losses["total"].backward()
     opt.optimizer.step()
@@ -377,8 +379,8 @@ def validate(run: Run, data: Data, opt: Optimisation, epoch: int) -> float | Non
     if data.eval_set is None:
         return None
     cfg = run.train_cfg
-    pred = predict(opt.model, data.eval_set, batch_size=cfg.eval_batch_size, device=run.device, amp=cfg.amp,
-                   num_workers=cfg.num_workers, progress=run.show, ctx=run.ctx, desc=f"val {epoch}",
+    pred = predict(opt.model, data.eval_set, batch_size=cfg.eval_batch_size, device=run.device,
+                   precision=cfg.precision, num_workers=cfg.num_workers, progress=run.show, ctx=run.ctx, desc=f"val {epoch}",
                    bank=data.eval_bank)
     return accuracy(data.eval_set.records, pred)
 
@@ -430,8 +432,8 @@ def test_best(run: Run, data: Data, opt: Optimisation, state: LoopState) -> RunR
     test_set = make_dataset(load_records(run.data_cfg, cfg.test_split), data.store, run.data_cfg, seed=cfg.seed,
                             word_masks=run.model_cfg.mask_padding)
     require_word_mask(run.model_cfg, test_set)
-    pred = predict(opt.model, test_set, batch_size=cfg.eval_batch_size, device=run.device, amp=cfg.amp,
-                   num_workers=cfg.num_workers, features_on_device=cfg.features_on_device, progress=run.show,
+    pred = predict(opt.model, test_set, batch_size=cfg.eval_batch_size, device=run.device,
+                   precision=cfg.precision, num_workers=cfg.num_workers, features_on_device=cfg.features_on_device, progress=run.show,
                    ctx=run.ctx, desc="test")
     predictions = prediction_series(test_set.records, pred)
     result.test_acc = accuracy(test_set.records, pred)

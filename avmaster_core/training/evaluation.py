@@ -21,6 +21,7 @@ from ..core.dataset import bank_for, dataset_batches, epoch_order, make_dataset,
 from ..data.annotations import load_records
 from ..data.scoring import score
 from .distributed import SINGLE_PROCESS, DistContext, gather_objects, resolve_device
+from .precision import autocast, check_precision
 from .run_config import DataConfig
 
 
@@ -29,7 +30,8 @@ def progress_bar(iterable, total: int, desc: str, enabled: bool):
 
 
 @torch.no_grad()
-def predict(model, dataset, *, batch_size: int = 64, device="cpu", amp: bool = False, num_workers: int = 0,
+def predict(model, dataset, *, batch_size: int = 64, device="cpu", precision: str = "fp32",
+            num_workers: int = 0,
             features_on_device: bool = True, progress: bool = True, ctx: DistContext | None = None,
             desc: str = "eval", bank=None) -> np.ndarray:
     """Predicted answer index for every item of `dataset` (an AVQADataset), in dataset order: argmax of
@@ -49,7 +51,7 @@ def predict(model, dataset, *, batch_size: int = 64, device="cpu", amp: bool = F
     preds: list[np.ndarray] = []
     bar = progress_bar(batches, len(batches), desc, progress and ctx.is_main)
     for batch in bar:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        with autocast(device, precision):
             out = model(batch)
         preds.append(out["logits"].float().argmax(-1).cpu().numpy())
     bar.close()
@@ -75,7 +77,7 @@ def prediction_series(records, pred_idx: np.ndarray):
 
 def evaluate(checkpoint: str | os.PathLike | dict, dataset: str, split: str = "test", root: str | os.PathLike = ".", *,
              store: str | os.PathLike | None = None, batch_size: int = 64, device: str = "auto",
-             amp: bool = False, limit: int | None = None, T: int | None = None, pad: str | None = None,
+             precision: str = "fp32", limit: int | None = None, T: int | None = None, pad: str | None = None,
              changes: dict | None = None, progress: bool = True):
     """Score a checkpoint on one split: returns (table in the paper's layout, per-question predictions).
 
@@ -84,6 +86,7 @@ def evaluate(checkpoint: str | os.PathLike | dict, dataset: str, split: str = "t
     changes: inference-only ModelConfig overrides (see load_checkpoint), e.g. Table XII's {"inference_use_a": False}.
     """
     dev = resolve_device(device)
+    check_precision(precision, dev)
     ckpt = checkpoint if isinstance(checkpoint, dict) else read_checkpoint(checkpoint)  # a dict: already read
     model, _ = model_from_checkpoint(ckpt, changes)
     saved_data = ckpt.get("data_config") or {}
@@ -94,6 +97,6 @@ def evaluate(checkpoint: str | os.PathLike | dict, dataset: str, split: str = "t
     with open_store(data_cfg) as feature_store:
         data = make_dataset(load_records(data_cfg, split), feature_store, data_cfg, word_masks=model.cfg.mask_padding)
         require_word_mask(model.cfg, data)
-        pred = predict(model, data, batch_size=batch_size, device=dev, amp=amp, progress=progress, desc=split)
+        pred = predict(model, data, batch_size=batch_size, device=dev, precision=precision, progress=progress, desc=split)
     predictions = prediction_series(data.records, pred)
     return score(data.records, predictions), predictions

@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from ..core.config import ModelConfig
-from ..core.options import AT_LEAST_0, AT_LEAST_1, NON_NEGATIVE, POSITIVE, check_ranges, field_ranges
+from ..core.options import AT_LEAST_0, AT_LEAST_1, NON_NEGATIVE, POSITIVE, check_ranges, check_value, field_ranges
 from ..core.run_reads import note_run_read
 from ..core.store import InUseError, WriterLock, writer_of
 from ..data.dataset_registry import DATASET_NAMES
+from .precision import PRECISION_HELP, PRECISIONS
 
 
 def _opt(default, help: str, flag: str | None = None, free: str | None = None, **extra):
@@ -55,7 +56,7 @@ class TrainConfig:
                                 free="always", range=AT_LEAST_1)
     seed: int = _opt(1, "random seed of torch, numpy, random and the data order; the official seed is 1", "--seed",
                      range=AT_LEAST_0)
-    amp: bool = _opt(False, "bf16 mixed precision (the official code trains in fp32)", "--amp")
+    precision: str = _opt("fp32", PRECISION_HELP, "--precision", choices=PRECISIONS)
     compile: bool = _opt(False, "fast path: on one GPU the train step is captured as a CUDA graph "
                                 "(avmaster_core.training.fast), elsewhere torch.compile; falls back to eager with a warning",
                          "--compile", free="always")
@@ -72,8 +73,12 @@ class TrainConfig:
     test_split: str | None = _opt("test", "split scored with the best checkpoint at the end; None skips it")
     find_unused_parameters: bool = _opt(True, "DDP: parts of the model may receive no gradient", free="always")
     progress: bool = _opt(True, "no progress bars", "--no-progress", free="always", negate=True)
+    amp: InitVar[bool | None] = None  # the former switch (run folders before --precision): True = "bf16"
 
-    def __post_init__(self):
+    def __post_init__(self, amp):
+        if amp is not None:
+            object.__setattr__(self, "precision", "bf16" if amp else "fp32")
+        check_value("TrainConfig.precision", self.precision, choices=PRECISIONS)
         if self.eval_split in ("none", "None", ""):  # the command line's spelling of "no selection split"
             object.__setattr__(self, "eval_split", None)
         check_ranges(self, field_ranges(TrainConfig))
@@ -121,6 +126,8 @@ def config_differences(saved: dict, current: dict, free: dict[str, set] | None =
     defaults = _field_defaults()
     for part in ("model", "train", "data"):
         a, b = saved.get(part, {}), current.get(part, {})
+        if part == "train":
+            a, b = current_train_record(a), current_train_record(b)
         for key in sorted(set(a) | set(b)):
             if key in free.get(part, ()):
                 continue
@@ -133,6 +140,14 @@ def config_differences(saved: dict, current: dict, free: dict[str, set] | None =
             if va != vb:
                 diffs.append(f"{part}.{key}: {va!r} -> {vb!r}")
     return diffs
+
+
+def current_train_record(train: dict) -> dict:
+    """A saved "train" record in today's field names: the former `amp` switch is `precision`."""
+    if "amp" not in train:
+        return train
+    rest = {k: v for k, v in train.items() if k != "amp"}
+    return {"precision": "bf16" if train["amp"] else "fp32", **rest}
 
 
 def _field_defaults() -> dict[str, dict[str, Any]]:
