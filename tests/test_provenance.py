@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -112,3 +113,13 @@ def test_score_out_names_the_run_its_predictions_came_from(run, tiny_data, tmp_p
                      "--predictions", str(run / "predictions.json"), "--out", str(out)]) == 0
     side = json.loads((tmp_path / "table2_ours.csv.provenance.json").read_text())
     assert [(out.parent / r["run"]).resolve() for r in side["runs"]] == [run.resolve()]
+
+
+def test_shipped_sidecars_list_only_shipped_runs():
+    """A committed table or figure rests on committed runs: never on a scratch folder a notebook trained into
+    (03's resume copy in /tmp), which would also make every `make demo` rewrite the sidecar."""
+    results = Path(__file__).resolve().parents[1] / "results"
+    outside = [f"{sidecar.name}: {run['run']}" for sidecar in results.rglob("*.provenance.json")
+               for run in json.loads(sidecar.read_text()).get("runs", [])
+               if not (sidecar.parent / run["run"]).resolve().is_relative_to(results / "runs")]
+    assert not outside, outside
