@@ -185,10 +185,11 @@ RELEASED_H200 = {"train_ms_b64": 424.0, "train_ms_b32": 414.0, "train_samples_pe
                  "infer_samples_per_s_b64": 631.0}
 # Operator calls of one step of the plain official model (`operator_calls`: leaf aten ops under torch.profiler, a
 # proxy for the GPU kernel launches that bound the step; width does not change them), a + b T. Counted with
-# `operator_calls(T)`, one torch thread (two add 4 calls), 2026-12-05: training 12,564 / 24,324 / 41,964 at
-# T = 10 / 30 / 60, inference 3,509 / 7,689 / 13,959: exactly linear from T = 10 (tests/test_reproduce_hours.py
-# recounts T = 10 and 11; below T = 10 a few calls more, +4 at T = 2).
-OPERATOR_CALLS = {"train": (6684, 588), "infer": (1419, 209)}
+# `operator_calls(T)`, one torch thread (two add 4 calls), 2026-12-05: training 12,532 / 13,120 at T = 10 / 11,
+# inference 3,497 / 3,706 (32 and 12 calls fewer than before the plain model computed slot pooling's query once;
+# the count was exactly linear from T = 10 up to 60, tests/test_reproduce_hours.py recounts T = 10 and 11; below
+# T = 10 a few calls more, +4 at T = 2).
+OPERATOR_CALLS = {"train": (6652, 588), "infer": (1407, 209)}
 TARGETS = {"train_samples_per_s": 1500.0, "max_row_rel": 1e-2, "schedule_minutes": 15.0}
 TINY_MODEL = dict(dim=32, focus_heads=2, focus_ffn=64, decoder_heads=2, decoder_layers=1)
 
