@@ -89,6 +89,22 @@ def test_sigterm_waits_for_the_atomic_write_then_unwinds(tmp_path):
         signal.signal(signal.SIGTERM, previous)
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR2"), reason="no SIGUSR2 on this platform")
+def test_a_preemption_signal_waits_for_the_atomic_write(tmp_path):
+    # SLURM/submitit preempt with SIGUSR2; its handler must not run in the middle of a checkpoint write
+    seen = []
+    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: seen.append((tmp_path / "last.pt").exists()))
+    try:
+        def write(f):
+            os.kill(os.getpid(), signal.SIGUSR2)  # arrives mid-write
+            f.write(b"complete")
+            assert seen == []
+        atomic_write(tmp_path / "last.pt", write)
+        assert seen == [True] and (tmp_path / "last.pt").read_bytes() == b"complete"
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+
+
 # ------------------------------------------------------------------------------------------------- outputs
 def test_outputs_are_checked_before_the_command_runs(tmp_path, monkeypatch):
     afile = tmp_path / "afile"

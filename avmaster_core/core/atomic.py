@@ -65,17 +65,23 @@ def _name_file(e: BaseException, path: Path) -> None:
         e = e.__cause__ or e.__context__
 
 
+DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM) + tuple(
+    getattr(signal, name) for name in ("SIGUSR1", "SIGUSR2") if hasattr(signal, name))
+
+
 @contextlib.contextmanager
 def signals_deferred():
-    """Hold Ctrl-C and SIGTERM back while the body runs (a write that must finish): a signal that arrives is
-    noted and raised again, to its own handler, when the body ends. Python runs signal handlers in the main
-    thread only, so elsewhere this does nothing."""
+    """Hold Ctrl-C, SIGTERM and the cluster's preemption signals (SIGUSR1/SIGUSR2: submitit checkpoints and
+    requeues on SIGUSR2, and its handler ran inside torch.save, leaving 'unexpected pos' and a failed task) back
+    while the body runs (a write that must finish): a signal that arrives is noted and raised again, to its own
+    handler, when the body ends. Python runs signal handlers in the main thread only, so elsewhere this does
+    nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     pending = []
     previous = {s: signal.signal(s, lambda signum, frame: pending.append(signum))
-                for s in (signal.SIGINT, signal.SIGTERM)}
+                for s in DEFERRED_SIGNALS}
     try:
         yield
     finally:
