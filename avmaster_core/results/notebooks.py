@@ -90,8 +90,9 @@ def declared_parameters(notebook: Path) -> set[str]:
 
 
 def run_notebooks(notebooks: list[Path], out: Path, smoke: bool, parameters: dict | None = None,
-                  echo=print) -> list[tuple[Path, float]]:
-    """Execute each notebook into `out`; return (executed copy, seconds) per notebook.
+                  echo=print, threads: int = 0) -> list[tuple[Path, float]]:
+    """Execute each notebook into `out`; return (executed copy, seconds) per notebook. threads: the kernels'
+    torch threads (kernel_threads: 0 = one in smoke mode unless OMP_NUM_THREADS is set).
 
     Raises NotebookRunError at the first failure, and ValueError for a parameter that no notebook declares.
     """
@@ -112,38 +113,39 @@ def run_notebooks(notebooks: list[Path], out: Path, smoke: bool, parameters: dic
             raise ValueError(f"--out {out} is inside the notebook folder {folder}; write executed copies "
                              "elsewhere (e.g. build/notebooks)")
     out.mkdir(parents=True, exist_ok=True)
-    done, start = [], time.perf_counter()
-    for i, nb in enumerate(notebooks, 1):
-        # Each notebook gets only the parameters its parameters cell declares (papermill warns otherwise).
-        # Results go to results/ only when this notebook runs with its defaults (or RESULTS is named):
-        # with other parameters, notebook_settings writes them under build/ (changed_parameters).
-        given = {k: v for k, v in {"SMOKE": smoke, **parameters}.items() if k in declared[nb]}
-        changed = changed_parameters(nb, given)
-        if "RESULTS" in declared[nb] and "RESULTS" not in given and not changed:
-            given["RESULTS"] = DEMO_RESULTS
-        target = out / nb.name
-        echo(f"[{i}/{len(notebooks)}] {nb.name} {given} ...", flush=True)
-        if changed and "RESULTS" not in given:
-            echo(f"    {', '.join(changed)} differ from its defaults: its tables and figures go under build/, "
-                 "not results/ (-p RESULTS ../results to replace the committed ones)", flush=True)
-        t0 = time.perf_counter()
-        try:
-            papermill.execute_notebook(str(nb), str(target), parameters=given, kernel_name=KERNEL,
-                                       progress_bar=False, cwd=str(nb.parent),
-                                       extra_arguments=KERNEL_ARGUMENTS)
-        except PapermillExecutionError as e:
-            raise NotebookRunError(
-                f"{nb} failed at cell [{e.exec_count}] of its executed copy: {e.ename}: {e.evalue}\n"
-                f"  cell source: {_first_lines(e.source)}\n  the executed copy with the traceback: {target}"
-            ) from None
-        except Exception as e:  # kernel missing or dead, unreadable notebook, ...
-            hint = " (is the 'python3' kernel installed? run `make venv`)" if "kernel" in str(e).lower() else ""
-            raise NotebookRunError(f"{nb} could not be executed: {type(e).__name__}: {e}{hint}") from e
-        seconds = time.perf_counter() - t0
-        done.append((target, seconds))
-        echo(f"    ok in {seconds:.1f} s -> {target}", flush=True)
-    echo(f"{len(done)} notebook(s) in {time.perf_counter() - start:.1f} s", flush=True)
-    return done
+    with kernel_environment(kernel_threads(threads, smoke)):
+        done, start = [], time.perf_counter()
+        for i, nb in enumerate(notebooks, 1):
+            # Each notebook gets only the parameters its parameters cell declares (papermill warns otherwise).
+            # Results go to results/ only when this notebook runs with its defaults (or RESULTS is named):
+            # with other parameters, notebook_settings writes them under build/ (changed_parameters).
+            given = {k: v for k, v in {"SMOKE": smoke, **parameters}.items() if k in declared[nb]}
+            changed = changed_parameters(nb, given)
+            if "RESULTS" in declared[nb] and "RESULTS" not in given and not changed:
+                given["RESULTS"] = DEMO_RESULTS
+            target = out / nb.name
+            echo(f"[{i}/{len(notebooks)}] {nb.name} {given} ...", flush=True)
+            if changed and "RESULTS" not in given:
+                echo(f"    {', '.join(changed)} differ from its defaults: its tables and figures go under build/, "
+                     "not results/ (-p RESULTS ../results to replace the committed ones)", flush=True)
+            t0 = time.perf_counter()
+            try:
+                papermill.execute_notebook(str(nb), str(target), parameters=given, kernel_name=KERNEL,
+                                           progress_bar=False, cwd=str(nb.parent),
+                                           extra_arguments=KERNEL_ARGUMENTS)
+            except PapermillExecutionError as e:
+                raise NotebookRunError(
+                    f"{nb} failed at cell [{e.exec_count}] of its executed copy: {e.ename}: {e.evalue}\n"
+                    f"  cell source: {_first_lines(e.source)}\n  the executed copy with the traceback: {target}"
+                ) from None
+            except Exception as e:  # kernel missing or dead, unreadable notebook, ...
+                hint = " (is the 'python3' kernel installed? run `make venv`)" if "kernel" in str(e).lower() else ""
+                raise NotebookRunError(f"{nb} could not be executed: {type(e).__name__}: {e}{hint}") from e
+            seconds = time.perf_counter() - t0
+            done.append((target, seconds))
+            echo(f"    ok in {seconds:.1f} s -> {target}", flush=True)
+        echo(f"{len(done)} notebook(s) in {time.perf_counter() - start:.1f} s", flush=True)
+        return done
 
 
 def _first_lines(source: str, n: int = 3) -> str:
@@ -205,9 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             for nb in notebooks:
                 print(f"{nb.name}  parameters: {', '.join(sorted(declared_parameters(nb))) or '-'}")
             return 0
-        with kernel_environment(kernel_threads(args.threads, smoke=args.mode == "smoke")):
-            run_notebooks(notebooks, args.out, smoke=args.mode == "smoke",
-                          parameters={name: parse_value(value) for name, value in args.parameter})
+        run_notebooks(notebooks, args.out, smoke=args.mode == "smoke", threads=args.threads,
+                      parameters={name: parse_value(value) for name, value in args.parameter})
     except (NotebookRunError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
